@@ -1,0 +1,1 @@
+"""Asyncio side of serving: the request object, the batching rule, the batcher."""

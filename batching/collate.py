@@ -1,0 +1,36 @@
+"""The batching rule: max batch size or max wait, whichever comes first."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def collect_batch(queue: asyncio.Queue[T], max_size: int, max_wait: float) -> list[T]:
+    """Wait for a first item, then gather more until ``max_size`` or ``max_wait`` s.
+
+    The wait starts at the first item, so a lone request waits at most
+    ``max_wait`` and a burst fills the batch as soon as it arrives. Items
+    already queued are taken without waiting. Uses ``asyncio.wait_for`` on
+    the queue rather than polling, so an idle batcher costs nothing.
+    """
+    assert max_size >= 1
+    batch = [await queue.get()]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_wait
+    while len(batch) < max_size:
+        if not queue.empty():
+            batch.append(queue.get_nowait())
+            continue
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        try:
+            # On 3.11 wait_for returns an item that arrived as the timeout hit,
+            # and a cancelled Queue.get leaves its item queued: nothing is lost.
+            batch.append(await asyncio.wait_for(queue.get(), remaining))
+        except TimeoutError:
+            break
+    return batch

