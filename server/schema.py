@@ -73,6 +73,9 @@ def _convert(tp: Any, value: object, path: str, meta: typing.Mapping[str, Any]) 
             try:
                 return _convert(option, value, path, meta)
             except ValueError as exc:
+                # a list that fails as a list says more than "expected X or Y"
+                if isinstance(value, list) and get_origin(option) is list:
+                    raise
                 errors.append(str(exc))
         raise ValueError(errors[0] if len(errors) == 1 else f"{path}: expected {_describe(tp)}")
     if origin is list:

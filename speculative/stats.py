@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -16,6 +16,8 @@ class ExecutorStats:
     num_generated_tokens: int = 0
     max_seqs_per_decode: int = 0  # the proof that requests shared decode steps
     last_seqs_per_decode: int = 0
+    # how many decodes carried n sequences: the batch-size histogram
+    decodes_by_num_seqs: dict[int, int] = field(default_factory=dict)
     decode_seconds: float = 0.0
     step_seconds: float = 0.0
 
@@ -29,10 +31,15 @@ class ExecutorStats:
             self.num_decoded_tokens += num_tokens
             self.decode_seconds += decode_s
             self.max_seqs_per_decode = max(self.max_seqs_per_decode, num_seqs)
+            self.decodes_by_num_seqs[num_seqs] = self.decodes_by_num_seqs.get(num_seqs, 0) + 1
         self.last_seqs_per_decode = num_seqs
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        # Runs on the event loop while the executor thread writes: copy the
+        # histogram in one C-level step before iterating it.
+        histogram = dict(self.decodes_by_num_seqs)
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["decodes_by_num_seqs"] = {str(n): c for n, c in sorted(histogram.items())}
         out["mean_tokens_per_decode"] = (
             round(self.num_decoded_tokens / self.num_decodes, 2) if self.num_decodes else 0.0
         )

@@ -1,0 +1,84 @@
+"""Live-server fixtures: the real server, real models, real HTTP on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "tests" / "artifacts"
+DEFAULT_MODEL = "smollm2-135m"
+SECOND_MODEL = "gemma3-270m"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def running_server(config: Path, *args: str, name: str = "server") -> Iterator[str]:
+    """Start ``python -m server serve`` as a subprocess; yield its base URL."""
+    port = free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = (ARTIFACTS / f"{name}.log").open("wb")
+    cmd = [sys.executable, "-m", "server", "serve", "--config", str(config), "--port", str(port)]
+    proc = subprocess.Popen([*cmd, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"server exited with {proc.returncode}; see {log.name}"
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url + "/health_check", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "server did not come up within 60 s"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def test_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repo's config plus two broken models: one file missing, one corrupt."""
+    config = orjson.loads((REPO / "config.json").read_bytes())
+    for model in config["models"].values():
+        model["path"] = str(REPO / model["path"])
+    folder = tmp_path_factory.mktemp("config")
+    corrupt = folder / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    config["models"]["missing-model"] = {"path": str(folder / "absent.gguf")}
+    config["models"]["corrupt-model"] = {"path": str(corrupt)}
+    path = folder / "config.json"
+    path.write_bytes(orjson.dumps(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def server(test_config: Path) -> Iterator[str]:
+    with running_server(test_config) as url:
+        yield url
+
+
+@pytest.fixture
+async def client(server: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server, timeout=120) as c:
+        yield c

