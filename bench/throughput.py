@@ -25,9 +25,24 @@ from tests.conftest import running_server
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-TOPICS = ["the sea", "a robot", "autumn", "a city at night", "a violin", "mountains", "bread",
-          "a library", "the moon", "a river", "trains", "a garden", "snow", "a market",
-          "lighthouses", "bees"]
+TOPICS = [
+    "the sea",
+    "a robot",
+    "autumn",
+    "a city at night",
+    "a violin",
+    "mountains",
+    "bread",
+    "a library",
+    "the moon",
+    "a river",
+    "trains",
+    "a garden",
+    "snow",
+    "a market",
+    "lighthouses",
+    "bees",
+]
 
 
 def prompts(n: int) -> list[str]:
@@ -65,8 +80,9 @@ def run_baseline(model_path: str, n_requests: int, max_tokens: int, threads: int
     return Run("llama-cpp-python Llama, one at a time", 1, n_requests, tokens, seconds)
 
 
-async def run_server_level(url: str, model: str, concurrency: int, n_requests: int,
-                           max_tokens: int) -> Run:
+async def run_server_level(
+    url: str, model: str, concurrency: int, n_requests: int, max_tokens: int
+) -> Run:
     queue: asyncio.Queue[str] = asyncio.Queue()
     for prompt in prompts(n_requests):
         queue.put_nowait(prompt)
@@ -76,20 +92,26 @@ async def run_server_level(url: str, model: str, concurrency: int, n_requests: i
     async def worker(client: httpx.AsyncClient) -> None:  # closed loop: next request when done
         nonlocal tokens
         while not queue.empty():
-            body = {"prompt": queue.get_nowait(), "model_name": model,
-                    "max_tokens": max_tokens, "temperature": 0}
+            body = {
+                "prompt": queue.get_nowait(),
+                "model_name": model,
+                "max_tokens": max_tokens,
+                "temperature": 0,
+            }
             reply = (await client.post("/generate", json=body)).raise_for_status().json()
             tokens += reply["usage"]["completion_tokens"]
             ttfts.append(reply["timings"]["time_to_first_token_ms"])
 
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
-        await client.post("/generate", json={"prompt": "warm up", "model_name": model,
-                                             "max_tokens": 4})
+        await client.post(
+            "/generate", json={"prompt": "warm up", "model_name": model, "max_tokens": 4}
+        )
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         seconds = time.perf_counter() - started
-    return Run("server", concurrency, n_requests, tokens, seconds,
-               round(statistics.median(ttfts), 1))
+    return Run(
+        "server", concurrency, n_requests, tokens, seconds, round(statistics.median(ttfts), 1)
+    )
 
 
 def main() -> None:
@@ -106,8 +128,9 @@ def main() -> None:
     baseline = run_baseline(config.models[args.model].path, 8, args.max_tokens, threads)
     print(f"baseline: {baseline.tokens_per_second:.1f} tok/s", flush=True)
     runs = []
-    with running_server(Path(args.config), "--max-batch-size", str(max(levels)),
-                        name="bench-server") as url:
+    with running_server(
+        Path(args.config), "--max-batch-size", str(max(levels)), name="bench-server"
+    ) as url:
         for c in levels:
             run = asyncio.run(run_server_level(url, args.model, c, max(4, 2 * c), args.max_tokens))
             print(f"concurrency {c}: {run.tokens_per_second:.1f} tok/s", flush=True)
@@ -123,14 +146,22 @@ def write_results(model: str, max_tokens: int, baseline: Run, runs: list[Run]) -
     ]
     for r in runs:
         ratio = r.tokens_per_second / baseline.tokens_per_second
-        rows.append(f"| {r.concurrency} | {r.tokens_per_second:.1f} | "
-                    f"{baseline.tokens_per_second:.1f} | {ratio:.2f}x | {r.ttft_p50_ms} |")
+        rows.append(
+            f"| {r.concurrency} | {r.tokens_per_second:.1f} | "
+            f"{baseline.tokens_per_second:.1f} | {ratio:.2f}x | {r.ttft_p50_ms} |"
+        )
     table = "\n".join(rows)
-    header = (f"Model `{model}`, {max_tokens} new tokens per request, greedy; baseline = "
-              f"{baseline.name}, measured in the same run.\n\n")
+    header = (
+        f"Model `{model}`, {max_tokens} new tokens per request, greedy; baseline = "
+        f"{baseline.name}, measured in the same run.\n\n"
+    )
     (RESULTS / "throughput.md").write_text(header + table + "\n")
-    data = {"model": model, "max_tokens": max_tokens, "baseline": asdict(baseline),
-            "runs": [asdict(r) | {"tokens_per_second": r.tokens_per_second} for r in runs]}
+    data = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "baseline": asdict(baseline),
+        "runs": [asdict(r) | {"tokens_per_second": r.tokens_per_second} for r in runs],
+    }
     (RESULTS / "throughput.json").write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
     print("\n" + header + table)
 
