@@ -125,16 +125,26 @@ def main() -> None:
     config = load_config(args.config)
     threads = config.threads(args.model)
 
-    baseline = run_baseline(config.models[args.model].path, 8, args.max_tokens, threads)
-    print(f"baseline: {baseline.tokens_per_second:.1f} tok/s", flush=True)
-    runs = []
-    with running_server(
-        Path(args.config), "--max-batch-size", str(max(levels)), name="bench-server"
-    ) as url:
-        for c in levels:
-            run = asyncio.run(run_server_level(url, args.model, c, max(4, 2 * c), args.max_tokens))
-            print(f"concurrency {c}: {run.tokens_per_second:.1f} tok/s", flush=True)
-            runs.append(run)
+    # The machine is noisy: measure each side twice, interleaved, keep the best.
+    path = config.models[args.model].path
+    baselines = [run_baseline(path, 8, args.max_tokens, threads)]
+    print(f"baseline: {baselines[0].tokens_per_second:.1f} tok/s", flush=True)
+    best: dict[int, Run] = {}
+    for _ in range(2):
+        with running_server(
+            Path(args.config), "--max-batch-size", str(max(levels)), name="bench-server"
+        ) as url:
+            for c in levels:
+                run = asyncio.run(
+                    run_server_level(url, args.model, c, max(4, 2 * c), args.max_tokens)
+                )
+                print(f"concurrency {c}: {run.tokens_per_second:.1f} tok/s", flush=True)
+                if c not in best or run.tokens_per_second > best[c].tokens_per_second:
+                    best[c] = run
+        baselines.append(run_baseline(path, 8, args.max_tokens, threads))
+        print(f"baseline: {baselines[-1].tokens_per_second:.1f} tok/s", flush=True)
+    baseline = max(baselines, key=lambda r: r.tokens_per_second)
+    runs = [best[c] for c in levels]
     write_results(args.model, args.max_tokens, baseline, runs)
 
 
@@ -153,7 +163,7 @@ def write_results(model: str, max_tokens: int, baseline: Run, runs: list[Run]) -
     table = "\n".join(rows)
     header = (
         f"Model `{model}`, {max_tokens} new tokens per request, greedy; baseline = "
-        f"{baseline.name}, measured in the same run.\n\n"
+        f"{baseline.name}, measured in the same run; each figure is the best of its runs.\n\n"
     )
     (RESULTS / "throughput.md").write_text(header + table + "\n")
     data = {
