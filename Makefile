@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup models run test lint bench clean
+.PHONY: setup models browser run run-app test run-tests lint bench clean container-build container-run
+CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 
 # llama-cpp-python compiles llama.cpp (~5-8 min on 2 cores) the first time;
 # pip caches the wheel, so later set-ups take seconds.
@@ -18,19 +20,30 @@ setup: $(STAMP)
 models: setup
 	$(PY) -m server pull
 
-run: models
+run run-app: models
 	$(PY) -m server serve
+
+# The UI tests drive Debian's Chromium through Playwright (never a downloaded browser).
+browser:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: models lint
+test run-tests: models browser lint
 	$(PY) -m pytest
 
 bench: models
 	$(PY) -m bench.throughput
+
+container-build:
+	$(CONTAINER) build -t edge-llm-server -f Containerfile .
+
+container-run:
+	$(CONTAINER) run --rm -p 8000:8000 edge-llm-server
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

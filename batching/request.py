@@ -44,13 +44,23 @@ class SamplingParams:
     top_p: float = 0.95  # 1 disables
     min_p: float = 0.05  # 0 disables
     repeat_penalty: float = 1.0  # 1 disables
-    repeat_last_n: int = 64
+    frequency_penalty: float = 0.0  # OpenAI's: minus this x count of the token
+    presence_penalty: float = 0.0  # OpenAI's: minus this if the token occurred
+    repeat_last_n: int = 64  # the window all three penalties look at
     seed: int | None = None
     stop: tuple[str, ...] = ()
 
     @property
     def is_greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def has_penalties(self) -> bool:
+        return (
+            self.repeat_penalty != 1.0
+            or self.frequency_penalty != 0.0
+            or self.presence_penalty != 0.0
+        )
 
 
 @dataclass(slots=True, eq=False)

@@ -1,29 +1,46 @@
-"""From a validated body to a submitted ``Request``, and from a done one to JSON."""
+"""From a validated body to a submitted ``Request``; waiting for it or streaming it.
+
+Shared by the prototype API and the OpenAI-compatible one: they differ in
+JSON shapes, not in how a request is prepared, queued, awaited or cancelled.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio.to_thread
+from starlette.requests import Request as HttpRequest
 
 from batching.batcher import QueueFullError
-from batching.request import Request, RequestStatus
+from batching.request import Request, RequestStatus, SamplingParams
 from server.errors import ApiError
 from server.registry import LoadedModel, ModelRegistry
-from server.schemas import GenerateBody
 
 INLINE_TOKENIZE_CHARS = 8192  # longer prompts are tokenized off the event loop
+Messages = Sequence[tuple[str, str]]  # (role, content)
 
 
-async def prepare(registry: ModelRegistry, body: GenerateBody) -> tuple[LoadedModel, Request]:
-    """Load the model if needed, build the prompt, check it fits; nothing is queued yet."""
-    loaded = await registry.get(body.model_name)
-    try:
-        params = body.sampling_params()
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    tokens = await tokenize_prompt(loaded, body.prompt)
+async def prepare(
+    registry: ModelRegistry,
+    model_name: str | None,
+    prompt: str | Messages,
+    params: SamplingParams,
+) -> tuple[LoadedModel, Request]:
+    """Load the model if needed, build and check the prompt; nothing is queued yet.
+
+    ``prompt`` is raw text, or chat messages rendered with the model's template.
+    """
+    loaded = await registry.get(model_name)
+    text, parse_special = render_prompt(loaded, prompt)
+    model = loaded.model
+    if len(text) <= INLINE_TOKENIZE_CHARS:
+        tokens = model.tokenize(text, parse_special=parse_special)
+    else:
+        tokens = await anyio.to_thread.run_sync(
+            lambda: model.tokenize(text, parse_special=parse_special)
+        )
     limit = loaded.ctx_per_seq
     if len(tokens) >= limit:
         raise ApiError(
@@ -34,18 +51,21 @@ async def prepare(registry: ModelRegistry, body: GenerateBody) -> tuple[LoadedMo
     return loaded, Request(model=loaded.name, prompt_tokens=tokens, params=params)
 
 
-async def tokenize_prompt(loaded: LoadedModel, prompt: str) -> list[int]:
-    model = loaded.model
-    templated = (
-        model.apply_chat_template([("user", prompt)]) if loaded.settings.use_chat_template else None
-    )
-    text, parse_special = (templated, True) if templated is not None else (prompt, False)
-    if len(text) <= INLINE_TOKENIZE_CHARS:
-        return model.tokenize(text, parse_special=parse_special)
-    return await anyio.to_thread.run_sync(lambda: model.tokenize(text, parse_special=parse_special))
+def render_prompt(loaded: LoadedModel, prompt: str | Messages) -> tuple[str, bool]:
+    """The text to tokenize, and whether it may contain control-token markup."""
+    if isinstance(prompt, str):
+        return prompt, False
+    templated = loaded.model.apply_chat_template(prompt)
+    if templated is not None:
+        return templated, True
+    # No usable template in the GGUF: a plain transcript the model can continue.
+    lines = [f"{role}: {content}" for role, content in prompt]
+    return "\n".join([*lines, "assistant:"]), False
 
 
-def submit(loaded: LoadedModel, request: Request) -> None:
+def submit(loaded: LoadedModel, request: Request, *, stream: bool = False) -> None:
+    if stream:
+        request.stream = asyncio.Queue()
     try:
         loaded.batcher.submit(request)
     except QueueFullError as exc:
@@ -54,34 +74,41 @@ def submit(loaded: LoadedModel, request: Request) -> None:
         ) from None
 
 
-async def generate(registry: ModelRegistry, body: GenerateBody) -> Request:
-    loaded, request = await prepare(registry, body)
-    submit(loaded, request)
-    return await wait_done(request)
-
-
-async def wait_done(request: Request) -> Request:
-    """Await a request; if the awaiting handler is cancelled, cancel the sequence too."""
+async def wait_done(request: Request, http: HttpRequest | None = None) -> Request:
+    """Await a request; a client that disconnects (or a cancelled handler) cancels it."""
+    watcher = asyncio.ensure_future(_disconnected(http)) if http is not None else None
     try:
+        if watcher is not None:
+            waiting: set[asyncio.Future[Any]] = {request.done, watcher}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not request.done.done():  # the client left: free its sequence
+                request.cancel()
         return await asyncio.shield(request.done)
     except asyncio.CancelledError:
         request.cancel()
         raise
+    finally:
+        if watcher is not None:
+            watcher.cancel()
 
 
-def result_body(request: Request) -> dict[str, Any]:
-    """The JSON reply for a finished request (shared by /generate and tasks)."""
+async def _disconnected(http: HttpRequest) -> None:
+    # The body has been read, so the next ASGI message can only be the disconnect.
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def stream_text(request: Request) -> AsyncIterator[str]:
+    """Pieces of text as they are decoded; leaving early cancels the sequence."""
+    assert request.stream is not None
+    try:
+        while (piece := await request.stream.get()) is not None:
+            yield piece
+    finally:
+        if not request.status.is_done:
+            request.cancel()
+
+
+def check_failed(request: Request) -> None:
     if request.status is RequestStatus.FAILED:
         raise ApiError(500, f"generation failed: {request.error}")
-    return {
-        "id": request.id,
-        "model": request.model,
-        "text": request.text,
-        "finish_reason": str(request.finish_reason),
-        "usage": {
-            "prompt_tokens": request.num_prompt_tokens,
-            "completion_tokens": request.num_output_tokens,
-            "total_tokens": request.num_prompt_tokens + request.num_output_tokens,
-        },
-        "timings": request.timings(),
-    }

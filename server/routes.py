@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -9,12 +10,21 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from batching.request import RequestStatus
+from batching.request import Request, RequestStatus
 from server.errors import ApiError
-from server.generation import generate, prepare, result_body, submit
+from server.generation import (
+    Messages,
+    check_failed,
+    prepare,
+    stream_text,
+    submit,
+    wait_done,
+)
+from server.pages import local_page
 from server.registry import ModelRegistry
 from server.schema import parse
 from server.schemas import GenerateBody
+from server.sse import DONE, event, sse_response
 from server.tasks import Task, TaskStore
 
 T = TypeVar("T")
@@ -25,14 +35,18 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json")
 
 
-async def read_body(http: HttpRequest, schema: type[T]) -> T:
+async def read_body(
+    http: HttpRequest, schema: type[T], precheck: Callable[[object], str | None] | None = None
+) -> T:
+    """Decode and validate a JSON body; ``precheck`` may refuse it first with a message."""
     raw = await http.body()
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(
-            400, f"the request body is not valid JSON ({exc}); send a JSON object"
-        ) from None
+        message = f"the request body is not valid JSON ({exc}); send a JSON object"
+        raise ApiError(400, message) from None
+    if precheck is not None and (refusal := precheck(data)):
+        raise ApiError(400, refusal)
     try:
         return parse(schema, data)
     except ValueError as exc:
@@ -50,19 +64,8 @@ def tasks_of(http: HttpRequest) -> TaskStore:
 
 
 async def index(http: HttpRequest) -> Response:
-    return json_response(
-        {
-            "name": "edge-llm-server",
-            "endpoints": [
-                "/health_check",
-                "/generate",
-                "/send_text",
-                "/get_task_status/{task_id}",
-                "/poll_task_status/{task_id}",
-                "/tasks/",
-            ],
-        }
-    )
+    """The web UI: prompt, model picker, live tokens, task mode."""
+    return local_page("index.html")
 
 
 async def health_check(http: HttpRequest) -> Response:
@@ -86,13 +89,56 @@ async def health_check(http: HttpRequest) -> Response:
 
 async def generate_route(http: HttpRequest) -> Response:
     body = await read_body(http, GenerateBody)
-    request = await generate(registry_of(http), body)
+    loaded, request = await prepare(
+        registry_of(http), body.model_name, user_prompt(body, http), body.sampling_params()
+    )
+    submit(loaded, request, stream=body.stream)
+    if body.stream:
+        return sse_response(_generate_events(request))
+    await wait_done(request, http)
     return json_response(result_body(request))
+
+
+def user_prompt(body: GenerateBody, http: HttpRequest) -> str | Messages:
+    """A chat model gets the prompt as a user turn in its own template."""
+    settings = registry_of(http).config.models[registry_of(http).resolve_name(body.model_name)]
+    return [("user", body.prompt)] if settings.use_chat_template else body.prompt
+
+
+async def _generate_events(request: Request) -> AsyncIterator[bytes]:
+    async for piece in stream_text(request):
+        yield event({"id": request.id, "model": request.model, "text": piece})
+    if request.status is RequestStatus.FAILED:
+        yield event({"error": {"message": f"generation failed: {request.error}", "code": 500}})
+    else:
+        yield event({**result_body(request), "text": ""})
+    yield DONE
+
+
+def result_body(request: Request) -> dict[str, Any]:
+    """The JSON reply for a finished request (shared by /generate and tasks)."""
+    check_failed(request)
+    return {
+        "id": request.id,
+        "model": request.model,
+        "text": request.text,
+        "finish_reason": str(request.finish_reason),
+        "usage": {
+            "prompt_tokens": request.num_prompt_tokens,
+            "completion_tokens": request.num_output_tokens,
+            "total_tokens": request.num_prompt_tokens + request.num_output_tokens,
+        },
+        "timings": request.timings(),
+    }
 
 
 async def send_text(http: HttpRequest) -> Response:
     body = await read_body(http, GenerateBody)
-    loaded, request = await prepare(registry_of(http), body)
+    if body.stream:
+        raise ApiError(400, "stream: tasks are polled, not streamed; use /generate to stream")
+    loaded, request = await prepare(
+        registry_of(http), body.model_name, user_prompt(body, http), body.sampling_params()
+    )
     submit(loaded, request)
     task = Task(request)
     request.done.add_done_callback(lambda _: _record_result(task))
@@ -143,13 +189,14 @@ def _query_int(http: HttpRequest, name: str, default: int, low: int, high: int) 
     return value
 
 
+BODIES = {"/generate": GenerateBody, "/send_text": GenerateBody}
 ROUTES = [
-    Route("/", index, methods=["GET"]),
+    Route("/", index, methods=["GET"], include_in_schema=False),
     Route("/health_check", health_check, methods=["GET"]),
     Route("/generate", generate_route, methods=["POST"]),
     Route("/send_text", send_text, methods=["POST"]),
     Route("/get_task_status/{task_id}", task_status, methods=["GET"]),
     Route("/poll_task_status/{task_id}", task_status, methods=["GET"]),
     Route("/tasks/", list_tasks, methods=["GET"]),
-    Route("/tasks", list_tasks, methods=["GET"]),
+    Route("/tasks", list_tasks, methods=["GET"], include_in_schema=False),
 ]

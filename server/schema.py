@@ -32,10 +32,16 @@ def spec(
     max_length: int | None = None,
     choices: tuple[str, ...] | None = None,
     default_factory: Any = _MISSING,
+    required: bool = False,
 ) -> Any:
-    """A dataclass field with documentation and bounds checked by ``parse``."""
+    """A dataclass field with documentation and bounds checked by ``parse``.
+
+    ``required`` with a default: for subclasses of schemas whose fields have
+    defaults, where Python needs one but the client must still send the field.
+    """
     bounds = {"ge": ge, "le": le, "gt": gt, "min_length": min_length, "max_length": max_length}
-    metadata = {"doc": doc, "choices": choices} | {k: v for k, v in bounds.items() if v is not None}
+    metadata: dict[str, Any] = {"doc": doc, "choices": choices, "required": required}
+    metadata |= {k: v for k, v in bounds.items() if v is not None}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -57,7 +63,7 @@ def parse(cls: type[T], data: object, path: str = "") -> T:
     for name, field in fields.items():
         if name in data:
             values[name] = _convert(hints[name], data[name], _join(path, name), field.metadata)
-        elif field.default is _MISSING and field.default_factory is _MISSING:
+        elif _is_required(field):
             raise ValueError(f"missing required field {_join(path, name)!r}")
     return cls(**values)
 
@@ -118,6 +124,11 @@ def _convert(tp: Any, value: object, path: str, meta: typing.Mapping[str, Any]) 
             raise ValueError(f"{path}: must be one of {', '.join(choices)}, got {value!r}")
         return value
     raise TypeError(f"schema type {tp!r} of {path} is not supported")  # a bug, not user input
+
+
+def _is_required(field: dataclasses.Field[Any]) -> bool:
+    no_default = field.default is _MISSING and field.default_factory is _MISSING
+    return no_default or bool(field.metadata.get("required"))
 
 
 def _check_range(value: float, path: str, meta: typing.Mapping[str, Any]) -> None:
@@ -190,10 +201,10 @@ def json_schema(cls: type[Any], components: dict[str, Any]) -> dict[str, Any]:
                 prop[name.replace("Length", "Items") if is_array else name] = meta[key]
         if meta.get("choices"):
             prop["enum"] = list(meta["choices"])
-        if field.default is not _MISSING:
-            prop["default"] = field.default
-        elif field.default_factory is _MISSING:
+        if _is_required(field):
             required.append(field.name)
+        elif field.default is not _MISSING:
+            prop["default"] = field.default
         properties[field.name] = prop
     schema: dict[str, Any] = {
         "type": "object",

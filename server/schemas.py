@@ -39,12 +39,12 @@ class GenerateBody:
         None, doc=f"stop before any of these strings (up to {MAX_STOP_STRINGS})"
     )
 
+    stream: bool = spec(False, doc="send tokens as server-sent events while they are decoded")
+
+    def __post_init__(self) -> None:
+        stop_strings(self.stop)  # reject a bad stop list at parse time
+
     def sampling_params(self) -> SamplingParams:
-        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len(stop) > MAX_STOP_STRINGS:
-            raise ValueError(f"stop: at most {MAX_STOP_STRINGS} stop strings, got {len(stop)}")
-        if any(not 0 < len(s) <= MAX_STOP_CHARS for s in stop):
-            raise ValueError(f"stop: each stop string needs 1 to {MAX_STOP_CHARS} characters")
         return SamplingParams(
             max_tokens=self.max_tokens,
             temperature=self.temperature,
@@ -53,5 +53,15 @@ class GenerateBody:
             min_p=self.min_p,
             repeat_penalty=self.repeat_penalty,
             seed=self.seed,
-            stop=tuple(stop),
+            stop=stop_strings(self.stop),
         )
+
+
+def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
+    """Normalise a ``stop`` field; a ValueError says what is wrong with it."""
+    strings = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(strings) > MAX_STOP_STRINGS:
+        raise ValueError(f"stop: at most {MAX_STOP_STRINGS} stop strings, got {len(strings)}")
+    if any(not 0 < len(s) <= MAX_STOP_CHARS for s in strings):
+        raise ValueError(f"stop: each stop string needs 1 to {MAX_STOP_CHARS} characters")
+    return tuple(strings)

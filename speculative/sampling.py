@@ -1,7 +1,7 @@
 """Token sampling as pure functions over one row of logits.
 
 The chain follows llama.cpp's default order so settings mean what users of
-llama-server expect: repeat penalty -> top-k -> top-p -> min-p (top-p and
+llama-server expect: penalties -> top-k -> top-p -> min-p (top-p and
 min-p judged at temperature 1) -> temperature -> draw. Temperature 0 is the
 argmax after the penalty. ``distribution`` exposes the final candidate
 distribution because speculative sampling needs p and q, not just a draw.
@@ -17,14 +17,20 @@ from batching.request import SamplingParams
 Logits = npt.NDArray[np.float32]
 
 
-def apply_repeat_penalty(logits: Logits, recent: list[int], penalty: float) -> Logits:
-    """llama.cpp's rule: divide positive logits of recent tokens, multiply negative ones."""
-    if penalty == 1.0 or not recent:
+def apply_penalties(logits: Logits, recent: list[int], params: SamplingParams) -> Logits:
+    """llama.cpp's penalties over the recent window, on a copy of ``logits``.
+
+    repeat: divide a positive logit by the penalty, multiply a negative one;
+    frequency and presence (OpenAI's): logit -= count * frequency + presence.
+    """
+    if not params.has_penalties or not recent:
         return logits
     out = logits.copy()
-    ids = np.unique(np.asarray(recent, dtype=np.int64))
+    ids, counts = np.unique(np.asarray(recent, dtype=np.int64), return_counts=True)
     vals = out[ids]
-    out[ids] = np.where(vals > 0, vals / penalty, vals * penalty)
+    if params.repeat_penalty != 1.0:
+        vals = np.where(vals > 0, vals / params.repeat_penalty, vals * params.repeat_penalty)
+    out[ids] = vals - counts * params.frequency_penalty - params.presence_penalty
     return out
 
 
@@ -59,7 +65,7 @@ def sample(
     logits: Logits, params: SamplingParams, rng: np.random.Generator, recent: list[int]
 ) -> int:
     """Draw the next token id from one row of logits."""
-    logits = apply_repeat_penalty(logits, recent, params.repeat_penalty)
+    logits = apply_penalties(logits, recent, params)
     if params.is_greedy:
         return int(np.argmax(logits))
     ids, probs = distribution(logits, params)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from batching.request import SamplingParams
-from speculative.sampling import Logits, apply_repeat_penalty, distribution, sample
+from speculative.sampling import Logits, apply_penalties, distribution, sample
 
 
 def logits(*values: float) -> Logits:
@@ -17,8 +17,14 @@ def test_greedy_is_argmax() -> None:
 
 
 def test_repeat_penalty_follows_llama_cpp() -> None:
-    out = apply_repeat_penalty(logits(2.0, -2.0, 1.0), [0, 1], 2.0)
+    out = apply_penalties(logits(2.0, -2.0, 1.0), [0, 1], SamplingParams(repeat_penalty=2.0))
     assert out.tolist() == [1.0, -4.0, 1.0]
+
+
+def test_frequency_and_presence_penalties_follow_openai() -> None:
+    params = SamplingParams(frequency_penalty=0.5, presence_penalty=1.0)
+    out = apply_penalties(logits(2.0, 2.0, 2.0), [0, 0, 1], params)
+    assert out.tolist() == [0.0, 0.5, 2.0]
 
 
 def test_top_k_keeps_the_k_likeliest() -> None:

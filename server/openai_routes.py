@@ -1,0 +1,161 @@
+"""OpenAI-compatible routes: chat completions, completions, models.
+
+Works with the official ``openai`` client. Streams are server-sent events of
+``chat.completion.chunk`` / ``text_completion`` objects, then ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response
+from starlette.routing import Route
+
+from batching.request import Request, RequestStatus
+from server.generation import check_failed, prepare, stream_text, submit, wait_done
+from server.openai_schemas import (
+    ChatCompletionBody,
+    CompletionBody,
+    SamplingFields,
+    unsupported_message,
+)
+from server.routes import json_response, read_body, registry_of
+from server.sse import DONE, event, sse_response
+
+B = TypeVar("B", bound=SamplingFields)
+DEFAULT_CHAT_MAX_TOKENS = 512
+
+
+async def read_openai_body(http: HttpRequest, schema: type[B]) -> B:
+    body = await read_body(http, schema, precheck=unsupported_message)
+    return body
+
+
+async def chat_completions(http: HttpRequest) -> Response:
+    body = await read_openai_body(http, ChatCompletionBody)
+    max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
+    messages = [(m.role if m.role != "developer" else "system", m.text()) for m in body.messages]
+    loaded, request = await prepare(
+        registry_of(http), body.model, messages, body.sampling_params(max_tokens)
+    )
+    shape = _Shape("chatcmpl-", "chat.completion", request, chat=True)
+    return await _respond(http, loaded, request, body, shape)
+
+
+async def completions(http: HttpRequest) -> Response:
+    body = await read_openai_body(http, CompletionBody)
+    loaded, request = await prepare(
+        registry_of(http), body.model, body.text, body.sampling_params(body.max_tokens)
+    )
+    shape = _Shape("cmpl-", "text_completion", request, chat=False)
+    return await _respond(http, loaded, request, body, shape)
+
+
+async def list_models(http: HttpRequest) -> Response:
+    registry = registry_of(http)
+    models = [_model_card(http, name) for name in registry.config.models]
+    return json_response({"object": "list", "data": models})
+
+
+async def get_model(http: HttpRequest) -> Response:
+    name = registry_of(http).resolve_name(http.path_params["model"])  # 404 for unknown
+    return json_response(_model_card(http, name))
+
+
+def _model_card(http: HttpRequest, name: str) -> dict[str, Any]:
+    loaded = name in registry_of(http).loaded
+    return {"id": name, "object": "model", "created": 0, "owned_by": "local", "loaded": loaded}
+
+
+class _Shape:
+    """OpenAI's reply objects for one request, whole or as stream chunks."""
+
+    def __init__(self, prefix: str, kind: str, request: Request, *, chat: bool) -> None:
+        self.id = prefix + request.id
+        self.kind = kind
+        self.chat = chat
+        self.request = request
+        self.created = int(time.time())
+
+    def envelope(self, choice: dict[str, Any], *, chunk: bool) -> dict[str, Any]:
+        kind = self.kind + ".chunk" if chunk and self.chat else self.kind
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.request.model,
+            "choices": [choice],
+        }
+
+    def choice(self, text: str | None, finish: str | None, *, chunk: bool) -> dict[str, Any]:
+        if not self.chat:
+            return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        if not chunk:
+            message = {"role": "assistant", "content": text}
+            return {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        delta = {} if text is None else {"content": text}
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+    def usage(self) -> dict[str, int]:
+        r = self.request
+        return {
+            "prompt_tokens": r.num_prompt_tokens,
+            "completion_tokens": r.num_output_tokens,
+            "total_tokens": r.num_prompt_tokens + r.num_output_tokens,
+        }
+
+    def finish_reason(self) -> str:
+        # "cancelled" and "error" never reach a client that is still listening
+        return "length" if str(self.request.finish_reason) == "length" else "stop"
+
+
+async def _respond(
+    http: HttpRequest, loaded: Any, request: Request, body: SamplingFields, shape: _Shape
+) -> Response:
+    submit(loaded, request, stream=body.stream)
+    if body.stream:
+        return sse_response(_chunks(shape, body.include_usage))
+    await wait_done(request, http)
+    check_failed(request)
+    reply = shape.envelope(
+        shape.choice(request.text, shape.finish_reason(), chunk=False), chunk=False
+    )
+    return json_response(reply | {"usage": shape.usage()})
+
+
+async def _chunks(shape: _Shape, include_usage: bool) -> AsyncIterator[bytes]:
+    def chunk(text: str | None, finish: str | None) -> bytes:
+        return event(shape.envelope(shape.choice(text, finish, chunk=True), chunk=True))
+
+    if shape.chat:  # the first chat chunk announces the role
+        first = shape.choice(None, None, chunk=True)
+        first["delta"] = {"role": "assistant", "content": ""}
+        yield event(shape.envelope(first, chunk=True))
+    async for piece in stream_text(shape.request):
+        yield chunk(piece, None)
+    if shape.request.status is RequestStatus.FAILED:
+        message = f"generation failed: {shape.request.error}"
+        yield event({"error": {"message": message, "type": "server_error", "code": 500}})
+    else:
+        yield chunk(None if shape.chat else "", shape.finish_reason())
+        if include_usage:
+            yield event(
+                {
+                    **shape.envelope(shape.choice(None, None, chunk=True), chunk=True),
+                    "choices": [],
+                    "usage": shape.usage(),
+                }
+            )
+    yield DONE
+
+
+BODIES = {"/v1/chat/completions": ChatCompletionBody, "/v1/completions": CompletionBody}
+ROUTES = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+]

@@ -1,0 +1,150 @@
+"""Request bodies of the OpenAI-compatible API (see server.schema).
+
+Fields OpenAI defines that this server cannot honour are refused by name
+(``UNSUPPORTED``) rather than silently ignored; ``top_k``, ``min_p`` and
+``repeat_penalty`` are accepted as extensions, as llama-server does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batching.request import SamplingParams
+from server.schema import spec
+from server.schemas import stop_strings
+
+UNSUPPORTED = {
+    "tools": "tool calling",
+    "tool_choice": "tool calling",
+    "functions": "function calling",
+    "function_call": "function calling",
+    "logit_bias": "logit_bias",
+    "logprobs": "logprobs",
+    "top_logprobs": "logprobs",
+    "response_format": "response_format (structured output)",
+    "suffix": "suffix (insertion)",
+    "audio": "audio output",
+    "modalities": "modalities other than text",
+    "prediction": "predicted outputs",
+    "parallel_tool_calls": "tool calling",
+}
+
+
+def unsupported_message(data: object) -> str | None:
+    """A message naming the first field this server refuses, if any is set."""
+    if not isinstance(data, dict):
+        return None
+    for name, what in UNSUPPORTED.items():
+        value = data.get(name)
+        if value not in (None, False, {"type": "text"}):
+            return f"{name}: {what} is not supported by this server; remove the field"
+    if data.get("n", 1) != 1 or data.get("best_of", 1) != 1:
+        return "n: this server returns one choice per request; send n=1 (or several requests)"
+    if data.get("echo"):
+        return "echo: echoing the prompt is not supported; remove the field"
+    return None
+
+
+@dataclass(slots=True, frozen=True)
+class ContentPart:
+    """A part of a message's content; only text parts are supported."""
+
+    type: str = spec(doc="content part type", choices=("text",))
+    text: str = spec(doc="the text")
+
+
+@dataclass(slots=True, frozen=True)
+class ChatMessage:
+    """One chat turn."""
+
+    role: str = spec(doc="who speaks", choices=("system", "developer", "user", "assistant"))
+    content: str | list[ContentPart] = spec(doc="the text, or a list of text parts")
+    name: str | None = spec(None, doc="optional speaker name (not shown to the model)")
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+@dataclass(slots=True, frozen=True)
+class StreamOptions:
+    """Options for streamed replies."""
+
+    include_usage: bool = spec(False, doc="send a last chunk with token usage")
+
+
+@dataclass(slots=True, frozen=True)
+class SamplingFields:
+    """Sampling fields shared by chat and text completions."""
+
+    model: str | None = spec(None, doc="a configured model name; the default when omitted")
+    temperature: float = spec(1.0, doc="0 is greedy", ge=0.0, le=2.0)
+    top_p: float = spec(1.0, doc="nucleus mass", gt=0.0, le=1.0)
+    top_k: int = spec(40, doc="extension: k likeliest tokens; 0 disables", ge=0)
+    min_p: float = spec(0.05, doc="extension: min-p filter; 0 disables", ge=0.0, le=1.0)
+    repeat_penalty: float = spec(1.0, doc="extension: llama.cpp repeat penalty", gt=0, le=10)
+    presence_penalty: float = spec(0.0, doc="penalise tokens already present", ge=-2, le=2)
+    frequency_penalty: float = spec(0.0, doc="penalise tokens by their count", ge=-2, le=2)
+    seed: int | None = spec(None, doc="random seed", ge=0, le=2**63 - 1)
+    stop: str | list[str] | None = spec(None, doc="up to 8 stop strings")
+    n: int = spec(1, doc="number of choices; only 1", ge=1, le=1)
+    stream: bool = spec(False, doc="send server-sent events")
+    stream_options: StreamOptions | None = spec(None, doc="streaming options")
+    user: str | None = spec(None, doc="end-user id (recorded nowhere)")
+
+    def __post_init__(self) -> None:
+        stop_strings(self.stop)
+
+    def sampling_params(self, max_tokens: int) -> SamplingParams:
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            seed=self.seed,
+            stop=stop_strings(self.stop),
+        )
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+@dataclass(slots=True, frozen=True)
+class ChatCompletionBody(SamplingFields):
+    """POST /v1/chat/completions"""
+
+    messages: list[ChatMessage] = spec(
+        doc="the conversation so far", min_length=1, default_factory=list, required=True
+    )
+    max_tokens: int | None = spec(None, doc="most tokens to generate", ge=1, le=32768)
+    max_completion_tokens: int | None = spec(None, doc="same as max_tokens", ge=1, le=32768)
+
+
+@dataclass(slots=True, frozen=True)
+class CompletionBody(SamplingFields):
+    """POST /v1/completions"""
+
+    prompt: str | list[str] = spec(
+        "", doc="the text to continue (one prompt per request)", required=True
+    )
+    max_tokens: int = spec(16, doc="most tokens to generate", ge=1, le=32768)
+    echo: bool = spec(False, doc="not supported; must be false")
+    best_of: int = spec(1, doc="not supported; must be 1", ge=1, le=1)
+
+    def __post_init__(self) -> None:
+        SamplingFields.__post_init__(self)
+        prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
+        if len(prompts) != 1:
+            raise ValueError("prompt: send exactly one prompt per request")
+        if not prompts[0]:
+            raise ValueError("prompt: must not be empty")
+
+    @property
+    def text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]

@@ -1,0 +1,21 @@
+"""Server-sent events: ``data: <json>`` frames, then ``data: [DONE]``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.responses import StreamingResponse
+
+DONE = b"data: [DONE]\n\n"
+
+
+def event(data: Any) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def sse_response(frames: AsyncIterator[bytes]) -> StreamingResponse:
+    # no-cache and X-Accel-Buffering keep proxies from holding tokens back
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(frames, media_type="text/event-stream", headers=headers)

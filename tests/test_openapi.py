@@ -1,0 +1,33 @@
+"""/openapi.json is generated from the schemas the routes validate with."""
+
+from __future__ import annotations
+
+import httpx
+
+from server.openai_schemas import ChatCompletionBody
+from server.schema import json_schema
+from server.schemas import GenerateBody
+
+
+async def test_openapi_lists_the_routes_with_their_schemas(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert spec["openapi"].startswith("3.")
+    paths = spec["paths"]
+    for path in (
+        "/generate",
+        "/send_text",
+        "/health_check",
+        "/get_task_status/{task_id}",
+        "/tasks/",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/models",
+    ):
+        assert path in paths, path
+    ref = paths["/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert ref == {"$ref": "#/components/schemas/GenerateBody"}
+    schemas = spec["components"]["schemas"]
+    assert schemas["GenerateBody"] == json_schema(GenerateBody, {})
+    components: dict[str, object] = {}
+    assert schemas["ChatCompletionBody"] == json_schema(ChatCompletionBody, components)
+    assert "ChatMessage" in schemas and "messages" in schemas["ChatCompletionBody"]["required"]
