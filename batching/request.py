@@ -75,6 +75,9 @@ class Request:
     finish_reason: FinishReason | None = None
     error: str | None = None
     is_cancel_requested: bool = False
+    is_speculative: bool = True  # may the model's proposer draft for this request
+    num_drafted_tokens: int = 0
+    num_accepted_tokens: int = 0
     # time.monotonic() stamps: created, admitted to a sequence, first token, done
     created_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None

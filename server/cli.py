@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from server.quantize import QUANT_TYPES, quantize
 from server.settings import DEFAULT_CONFIG, ENV_PREFIX, Config, load_config
 
 
@@ -16,6 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the HTTP server")
     pull = sub.add_parser("pull", help="fetch model files into models/")
     pull.add_argument("names", nargs="*", help="models to fetch (all configured ones by default)")
+    quant = sub.add_parser("quantize", help="quantize a GGUF with llama.cpp's quantizer")
+    quant.add_argument("source", help="input GGUF file")
+    quant.add_argument("--type", required=True, choices=sorted(QUANT_TYPES), dest="quant_type")
+    quant.add_argument("-o", "--output", required=True, help="output GGUF file")
     for p in (serve, pull):
         p.add_argument(
             "--config", help=f"config file (env {ENV_PREFIX}CONFIG, default {DEFAULT_CONFIG})"
@@ -29,6 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--threads", type=int)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
+    if args.command == "quantize":
+        try:
+            quantize(args.source, args.output, args.quant_type)
+        except (ValueError, RuntimeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.output}")
+        return 0
 
     config_path = args.config or os.environ.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG
     overrides = {

@@ -27,6 +27,8 @@ async def prepare(
     model_name: str | None,
     prompt: str | Messages,
     params: SamplingParams,
+    *,
+    speculative: bool = True,
 ) -> tuple[LoadedModel, Request]:
     """Load the model if needed, build and check the prompt; nothing is queued yet.
 
@@ -48,7 +50,16 @@ async def prepare(
             f"the prompt is {len(tokens)} tokens but model {loaded.name!r} holds at most "
             f"{limit} tokens per request, prompt and output together; shorten the prompt",
         )
-    return loaded, Request(model=loaded.name, prompt_tokens=tokens, params=params)
+    request = Request(model=loaded.name, prompt_tokens=tokens, params=params)
+    request.is_speculative = speculative
+    return loaded, request
+
+
+def speculation_counts(request: Request) -> dict[str, int]:
+    return {
+        "drafted_tokens": request.num_drafted_tokens,
+        "accepted_tokens": request.num_accepted_tokens,
+    }
 
 
 def render_prompt(loaded: LoadedModel, prompt: str | Messages) -> tuple[str, bool]:

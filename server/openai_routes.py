@@ -15,7 +15,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batching.request import Request, RequestStatus
-from server.generation import check_failed, prepare, stream_text, submit, wait_done
+from server.generation import (
+    check_failed,
+    prepare,
+    speculation_counts,
+    stream_text,
+    submit,
+    wait_done,
+)
 from server.openai_schemas import (
     ChatCompletionBody,
     CompletionBody,
@@ -39,7 +46,11 @@ async def chat_completions(http: HttpRequest) -> Response:
     max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
     messages = [(m.role if m.role != "developer" else "system", m.text()) for m in body.messages]
     loaded, request = await prepare(
-        registry_of(http), body.model, messages, body.sampling_params(max_tokens)
+        registry_of(http),
+        body.model,
+        messages,
+        body.sampling_params(max_tokens),
+        speculative=body.speculative,
     )
     shape = _Shape("chatcmpl-", "chat.completion", request, chat=True)
     return await _respond(http, loaded, request, body, shape)
@@ -48,7 +59,11 @@ async def chat_completions(http: HttpRequest) -> Response:
 async def completions(http: HttpRequest) -> Response:
     body = await read_openai_body(http, CompletionBody)
     loaded, request = await prepare(
-        registry_of(http), body.model, body.text, body.sampling_params(body.max_tokens)
+        registry_of(http),
+        body.model,
+        body.text,
+        body.sampling_params(body.max_tokens),
+        speculative=body.speculative,
     )
     shape = _Shape("cmpl-", "text_completion", request, chat=False)
     return await _respond(http, loaded, request, body, shape)
@@ -123,7 +138,8 @@ async def _respond(
     reply = shape.envelope(
         shape.choice(request.text, shape.finish_reason(), chunk=False), chunk=False
     )
-    return json_response(reply | {"usage": shape.usage()})
+    extras = {"usage": shape.usage(), "speculative": speculation_counts(request)}
+    return json_response(reply | extras)
 
 
 async def _chunks(shape: _Shape, include_usage: bool) -> AsyncIterator[bytes]:

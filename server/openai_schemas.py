@@ -92,6 +92,7 @@ class SamplingFields:
     stream: bool = spec(False, doc="send server-sent events")
     stream_options: StreamOptions | None = spec(None, doc="streaming options")
     user: str | None = spec(None, doc="end-user id (recorded nowhere)")
+    speculative: bool = spec(True, doc="extension: false turns speculative decoding off")
 
     def __post_init__(self) -> None:
         stop_strings(self.stop)

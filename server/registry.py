@@ -21,8 +21,15 @@ from batching.batcher import Batcher
 from batching.bridge import LoopBridge
 from server.errors import ApiError
 from server.settings import Config, ModelSettings
+from speculative.adaptive import SpeculationPolicy
 from speculative.executor import Executor
 from speculative.llama import LlamaContext, LlamaModel, ModelLoadError
+from speculative.proposers import (
+    DraftModelProposer,
+    NgramProposer,
+    Proposer,
+    check_same_vocabulary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,7 @@ class LoadedModel:
             "context_size": self.ctx_per_seq,
             "max_batch_size": self.batcher.max_batch_size,
             "load_seconds": round(self.load_seconds, 3),
+            "draft": self.settings.draft,
             "running": self.batcher.num_running,
             "waiting": self.batcher.num_waiting,
             "executor": self.executor.stats.as_dict(),
@@ -81,8 +89,8 @@ class ModelRegistry:
         num_seqs = self.config.batch_size(name)
         started = time.perf_counter()
         try:
-            model, context = await anyio.to_thread.run_sync(
-                _load_blocking, settings, num_seqs, self.config.threads(name)
+            model, context, proposer = await anyio.to_thread.run_sync(
+                _load_blocking, self.config, name
             )
         except ModelLoadError as exc:
             log.error("model %s failed to load: %s", name, exc)
@@ -91,7 +99,14 @@ class ModelRegistry:
         loop = asyncio.get_running_loop()
         holder: list[Batcher] = []  # the bridge needs the batcher, which needs the executor
         bridge = LoopBridge(loop, on_done=lambda request: holder[0].on_done(request))
-        executor = Executor(name, context, num_seqs, bridge.publish)
+        policy = None
+        if proposer is not None:
+            policy = SpeculationPolicy(
+                settings.num_draft_tokens,
+                settings.max_speculative_batch,
+                is_adaptive=settings.adaptive_speculation,
+            )
+        executor = Executor(name, context, num_seqs, bridge.publish, proposer, policy)
         server = self.config.server
         batcher = Batcher(
             executor,
@@ -118,19 +133,36 @@ def model_exists(settings: ModelSettings) -> bool:
     return Path(settings.path).is_file()
 
 
-def _load_blocking(
-    settings: ModelSettings, num_seqs: int, threads: int
-) -> tuple[LlamaModel, LlamaContext]:
-    model = LlamaModel(settings.path)
-    try:
-        context = LlamaContext(
+def _load_blocking(config: Config, name: str) -> tuple[LlamaModel, LlamaContext, Proposer | None]:
+    """Load a model, its context and, if configured, its draft proposer (worker thread)."""
+    settings = config.models[name]
+    num_seqs = config.batch_size(name)
+
+    def context_for(model: LlamaModel) -> LlamaContext:
+        return LlamaContext(
             model,
             ctx_per_seq=settings.context_size,
             num_seqs=num_seqs,
             batch_tokens=max(settings.batch_tokens, num_seqs),
-            threads=threads,
+            threads=config.threads(name),
         )
+
+    opened: list[LlamaModel | LlamaContext] = []
+    try:
+        model = LlamaModel(settings.path)
+        opened.append(model)
+        context = context_for(model)
+        opened.append(context)
+        proposer: Proposer | None = None
+        if settings.draft == "ngram":
+            proposer = NgramProposer()
+        elif settings.draft is not None:
+            draft = LlamaModel(config.models[settings.draft].path)
+            opened.append(draft)
+            check_same_vocabulary(model, draft, (name, settings.draft))
+            proposer = DraftModelProposer(context_for(draft))
     except BaseException:
-        model.close()
+        for thing in reversed(opened):
+            thing.close()
         raise
-    return model, context
+    return model, context, proposer

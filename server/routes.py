@@ -16,6 +16,7 @@ from server.generation import (
     Messages,
     check_failed,
     prepare,
+    speculation_counts,
     stream_text,
     submit,
     wait_done,
@@ -90,7 +91,11 @@ async def health_check(http: HttpRequest) -> Response:
 async def generate_route(http: HttpRequest) -> Response:
     body = await read_body(http, GenerateBody)
     loaded, request = await prepare(
-        registry_of(http), body.model_name, user_prompt(body, http), body.sampling_params()
+        registry_of(http),
+        body.model_name,
+        user_prompt(body, http),
+        body.sampling_params(),
+        speculative=body.speculative,
     )
     submit(loaded, request, stream=body.stream)
     if body.stream:
@@ -129,6 +134,7 @@ def result_body(request: Request) -> dict[str, Any]:
             "total_tokens": request.num_prompt_tokens + request.num_output_tokens,
         },
         "timings": request.timings(),
+        "speculative": speculation_counts(request),
     }
 
 
@@ -137,7 +143,11 @@ async def send_text(http: HttpRequest) -> Response:
     if body.stream:
         raise ApiError(400, "stream: tasks are polled, not streamed; use /generate to stream")
     loaded, request = await prepare(
-        registry_of(http), body.model_name, user_prompt(body, http), body.sampling_params()
+        registry_of(http),
+        body.model_name,
+        user_prompt(body, http),
+        body.sampling_params(),
+        speculative=body.speculative,
     )
     submit(loaded, request)
     task = Task(request)

@@ -40,6 +40,9 @@ class GenerateBody:
     )
 
     stream: bool = spec(False, doc="send tokens as server-sent events while they are decoded")
+    speculative: bool = spec(
+        True, doc="let the model's draft (if configured) speed this request up; false to compare"
+    )
 
     def __post_init__(self) -> None:
         stop_strings(self.stop)  # reject a bad stop list at parse time

@@ -31,6 +31,14 @@ class ModelSource:
 
 
 @dataclass(slots=True, frozen=True)
+class Derivation:
+    """A model made from another configured model by llama.cpp's quantizer."""
+
+    source: str = spec(doc="the configured model to quantize")
+    type: str = spec(doc="target type", choices=("q2_k", "q4_0", "q4_k_m", "q8_0", "f16"))
+
+
+@dataclass(slots=True, frozen=True)
 class ModelSettings:
     """One servable model."""
 
@@ -47,6 +55,22 @@ class ModelSettings:
         True, doc="wrap /generate prompts in the model's own chat template as a user turn"
     )
     source: ModelSource | None = spec(None, doc="how `pull` fetches the file")
+    quantized_from: Derivation | None = spec(None, doc="how `pull` makes the file instead")
+    draft: str | None = spec(
+        None, doc='speculative decoding: a configured model with the same vocabulary, or "ngram"'
+    )
+    num_draft_tokens: int = spec(4, doc="most tokens drafted per sequence and step", ge=1, le=16)
+    adaptive_speculation: bool = spec(
+        True,
+        doc="adapt draft lengths and stop drafting where it does not pay; false: always "
+        "draft num_draft_tokens (for tests and measurements)",
+    )
+    max_speculative_batch: int = spec(
+        2,
+        doc="speculate only while at most this many sequences run (CPU steps are "
+        "compute-bound beyond)",
+        ge=1,
+    )
 
 
 @dataclass(slots=True, frozen=True)
@@ -108,6 +132,16 @@ def load_config(
         raise ValueError(f"config file {path}: {exc}") from None
     if not config.models:
         raise ValueError(f"config file {path}: models: declare at least one model")
+    for name, model in config.models.items():
+        refs = [("draft", model.draft)] if model.draft not in (None, "ngram") else []
+        if model.quantized_from is not None:
+            refs.append(("quantized_from.source", model.quantized_from.source))
+        for field, ref in refs:
+            if ref == name or ref not in config.models:
+                raise ValueError(
+                    f"config file {path}: models.{name}.{field}: {ref!r} must name another "
+                    f"configured model; known models are {', '.join(config.models)}"
+                )
     if config.server.default_model not in config.models:
         raise ValueError(
             f"config file {path}: server.default_model: {config.server.default_model!r} "

@@ -6,10 +6,14 @@ Each step is ``schedule -> run -> postprocess``:
   remaining token budget (``batch_tokens``) goes to prompt chunks of newly
   admitted sequences, oldest first, so a long prompt is fed over several steps
   while everyone else keeps decoding;
+* with a proposer (draft model or n-gram), a decoding sequence may carry k
+  drafted tokens after its pending one, and its k+1 positions are all scored;
 * run: ONE ``llama_decode`` for all of it;
 * postprocess: sample the next token of every sequence whose pending tokens
-  are now all cached, detokenize, check stop conditions, free finished
-  sequences' KV cells at once, and hand the step's updates to the event loop.
+  are now all cached (for a speculating one: accept a prefix of its drafts
+  and roll its KV cache back past the first rejection), detokenize, check
+  stop conditions, free finished sequences' KV cells at once, and hand the
+  step's updates to the event loop.
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ from dataclasses import dataclass
 
 from batching.bridge import Update
 from batching.request import FinishReason, Request, RequestStatus
+from speculative.acceptance import verify
+from speculative.adaptive import SpeculationPolicy
 from speculative.llama import LlamaContext
+from speculative.proposers import Draft, Proposer
 from speculative.sampling import sample
 from speculative.sequence import Sequence
 from speculative.stats import ExecutorStats
@@ -38,12 +45,22 @@ class Chunk:
 
     seq: Sequence
     start: int  # index into seq.tokens, == the KV position of the first token
-    count: int
+    count: int  # tokens of seq.tokens in this step
+    draft: Draft | None = None  # drafted tokens that follow them, to verify
+    offset: int = 0  # batch index of the first token
 
     @property
     def completes(self) -> bool:
         """After this chunk every token is cached and the next one can be sampled."""
         return self.start + self.count == len(self.seq.tokens)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.count + (len(self.draft.tokens) if self.draft else 0)
+
+    def token_ids(self) -> list[int]:
+        own = self.seq.tokens[self.start : self.start + self.count]
+        return own + self.draft.tokens if self.draft else own
 
 
 class Executor:
@@ -53,6 +70,8 @@ class Executor:
         context: LlamaContext,
         num_seqs: int,
         publish: Callable[[list[Update]], None],
+        proposer: Proposer | None = None,
+        policy: SpeculationPolicy | None = None,
     ) -> None:
         assert context.batch_tokens >= num_seqs, "every running sequence needs a slot per step"
         self.name = name
@@ -60,6 +79,8 @@ class Executor:
         self._model = context.model
         self.ctx_per_seq = context.ctx_per_seq
         self._publish = publish
+        self._proposer = proposer
+        self._policy = policy
         self._inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._free_seq_ids = list(range(num_seqs))  # a min-heap: see _schedule
         self._running: list[Sequence] = []  # admission order: prefill is first come first fed
@@ -79,6 +100,8 @@ class Executor:
         self._inbox.put(None)
         self._thread.join(timeout)
         self._ctx.close()
+        if self._proposer is not None:
+            self._proposer.close()
 
     # -- the thread ------------------------------------------------------------
 
@@ -114,6 +137,7 @@ class Executor:
         updates = [self._finish(s, FinishReason.CANCELLED) for s in cancelled]
         chunks = self._schedule()
         decode_s = 0.0
+        num_generated = self.stats.num_generated_tokens
         if chunks:
             try:
                 decode_s = self._run(chunks)
@@ -123,10 +147,15 @@ class Executor:
                 chunks = []
             updates += self._postprocess(chunks)
         self._publish(updates)
+        step_s = time.perf_counter() - started
+        if self._policy is not None and chunks and not any(c.count > 1 for c in chunks):
+            speculated = any(c.draft for c in chunks)
+            emitted = self.stats.num_generated_tokens - num_generated
+            self._policy.gate.record(speculated, step_s, emitted)
         self.stats.record_step(
             num_seqs=len(chunks),
-            num_tokens=sum(c.count for c in chunks),
-            step_s=time.perf_counter() - started,
+            num_tokens=sum(c.num_tokens for c in chunks),
+            step_s=step_s,
             decode_s=decode_s,
         )
 
@@ -136,8 +165,10 @@ class Executor:
         # with one KV stream per sequence, llama.cpp runs an out-of-order or
         # sparse batch about twice as slowly (measured: 68 vs 136 ms at B=16).
         decoding = sorted((s for s in self._running if not s.is_prefilling), key=_by_seq_id)
-        chunks = [Chunk(s, s.num_cached, 1) for s in decoding]
-        budget -= len(chunks)
+        budget -= len(decoding)
+        drafts = self._propose(decoding, budget)
+        chunks = [Chunk(s, s.num_cached, 1, drafts.get(s.seq_id)) for s in decoding]
+        budget -= sum(len(d.tokens) for d in drafts.values())
         for seq in self._running:
             if budget <= 0:
                 break
@@ -145,7 +176,38 @@ class Executor:
                 count = min(seq.num_pending, budget)
                 chunks.append(Chunk(seq, seq.num_cached, count))
                 budget -= count
+        offset = 0
+        for chunk in chunks:
+            chunk.offset = offset
+            offset += chunk.num_tokens
         return chunks
+
+    def _propose(self, decoding: list[Sequence], budget: int) -> dict[int, Draft]:
+        if self._proposer is None or self._policy is None:
+            return {}
+        wanted = []
+        for seq in decoding:
+            k = self._policy.draft_length(seq.seq_id, seq.request.is_speculative, len(decoding))
+            # never draft past max_tokens or the context: those tokens could not be kept
+            room = (
+                min(
+                    seq.request.params.max_tokens - seq.request.num_output_tokens,
+                    self.ctx_per_seq - len(seq.tokens),
+                )
+                - 1
+            )
+            k = min(k, room, budget)
+            if k > 0:
+                wanted.append((seq, k))
+                budget -= k
+        if not wanted:
+            return {}
+        try:
+            drafts = self._proposer.propose(wanted)
+        except Exception:  # a broken draft costs speed, never the request
+            log.exception("draft proposal failed on %s; decoding plainly", self.name)
+            return {}
+        return {seq_id: d for seq_id, d in drafts.items() if d.tokens}
 
     def _run(self, chunks: list[Chunk]) -> float:
         tokens: list[int] = []
@@ -153,25 +215,25 @@ class Executor:
         seq_ids: list[int] = []
         wants_logits: list[bool] = []
         for c in chunks:
-            tokens += c.seq.tokens[c.start : c.start + c.count]
-            positions += range(c.start, c.start + c.count)
-            seq_ids += [c.seq.seq_id] * c.count
-            wants_logits += [False] * (c.count - 1) + [c.completes]
+            n = c.num_tokens
+            tokens += c.token_ids()
+            positions += range(c.start, c.start + n)
+            seq_ids += [c.seq.seq_id] * n
+            # a speculating sequence needs logits at every position it verifies
+            wants_logits += [True] * n if c.draft else [False] * (n - 1) + [c.completes]
         started = time.perf_counter()
         self._ctx.decode(tokens, positions, seq_ids, wants_logits)
         return time.perf_counter() - started
 
     def _postprocess(self, chunks: list[Chunk]) -> list[Update]:
         updates = []
-        row = -1
         for c in chunks:
-            row += c.count
             seq = c.seq
-            seq.num_cached += c.count
             if not c.completes:
+                seq.num_cached += c.count
                 continue
             try:
-                update = self._advance(seq, row)
+                update = self._verify(c) if c.draft else self._plain(c)
             except Exception as exc:  # sampling or detokenizing broke: this request only
                 log.exception("postprocess failed for request %s", seq.request.id)
                 update = self._finish(seq, FinishReason.ERROR, f"internal error: {exc}")
@@ -179,23 +241,60 @@ class Executor:
                 updates.append(update)
         return updates
 
-    def _advance(self, seq: Sequence, row: int) -> Update | None:
-        """Sample the next token of ``seq`` from logits ``row``; return what changed."""
+    def _plain(self, c: Chunk) -> Update | None:
+        seq = c.seq
+        seq.num_cached += c.count
+        row = self._ctx.logits(c.offset + c.count - 1)
+        token = sample(row, seq.request.params, seq.rng, seq.recent_tokens)
+        return self._advance(seq, [token])
+
+    def _verify(self, c: Chunk) -> Update | None:
+        """Keep the drafts the target agrees with, plus its own next token."""
+        assert c.draft is not None
+        seq, draft = c.seq, c.draft
+        params = seq.request.params
+        emitted = verify(
+            lambda i: self._ctx.logits(c.offset + i),
+            draft.tokens,
+            draft.dists,
+            params,
+            seq.recent_tokens,
+            seq.rng,
+        )
+        accepted = len(emitted) - 1
+        self.stats.record_drafts(len(draft.tokens), accepted)
+        seq.request.num_drafted_tokens += len(draft.tokens)
+        seq.request.num_accepted_tokens += accepted
+        assert self._policy is not None and self._proposer is not None
+        self._policy.record(seq.seq_id, len(draft.tokens), accepted)
+        # KV now holds pending + all drafts; keep pending + the accepted ones
+        seq.num_cached = c.start + 1 + accepted
+        if accepted < len(draft.tokens):
+            self._ctx.drop(seq.seq_id, seq.num_cached)
+        update = self._advance(seq, emitted)
+        if not seq.request.status.is_done:  # still running: resync the proposer
+            self._proposer.rollback(seq)
+        return update
+
+    def _advance(self, seq: Sequence, tokens: list[int]) -> Update | None:
+        """Append sampled ``tokens`` to ``seq`` until one ends it; return what changed."""
         request = seq.request
         params = request.params
-        token = sample(self._ctx.logits(row), params, seq.rng, seq.recent_tokens)
         if request.first_token_at is None:
             request.first_token_at = time.monotonic()
-        if self._model.is_end_of_generation(token):
-            return self._finish(seq, FinishReason.STOP)
-        seq.tokens.append(token)
-        request.output_tokens.append(token)
-        self.stats.num_generated_tokens += 1
-        text = seq.text.feed(self._model.piece(token))
-        if seq.text.is_stopped:
-            return self._finish(seq, FinishReason.STOP, text=text)
-        if request.num_output_tokens >= params.max_tokens or len(seq.tokens) >= self.ctx_per_seq:
-            return self._finish(seq, FinishReason.LENGTH, text=text)
+        text = ""
+        for token in tokens:
+            if self._model.is_end_of_generation(token):
+                return self._finish(seq, FinishReason.STOP, text=text)
+            seq.tokens.append(token)
+            request.output_tokens.append(token)
+            self.stats.num_generated_tokens += 1
+            text += seq.text.feed(self._model.piece(token))
+            if seq.text.is_stopped:
+                return self._finish(seq, FinishReason.STOP, text=text)
+            out_of_room = len(seq.tokens) >= self.ctx_per_seq
+            if request.num_output_tokens >= params.max_tokens or out_of_room:
+                return self._finish(seq, FinishReason.LENGTH, text=text)
         return Update(request, text, is_done=False) if text else None
 
     def _finish(
@@ -203,6 +302,9 @@ class Executor:
     ) -> Update:
         """Retire ``seq`` now: its KV cells and sequence id are free for the next step."""
         self._ctx.drop(seq.seq_id)
+        if self._proposer is not None and self._policy is not None:
+            self._proposer.release(seq)
+            self._policy.forget(seq.seq_id)
         heapq.heappush(self._free_seq_ids, seq.seq_id)
         self._running.remove(seq)
         request = seq.request

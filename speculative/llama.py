@@ -86,6 +86,18 @@ class LlamaModel:
             self._pieces[token] = cached
         return cached
 
+    def special_tokens(self) -> tuple[int, ...]:
+        """BOS, EOS, EOT, newline and padding ids: what a draft must agree on."""
+        v = self.vocab
+        getters = (
+            C.llama_vocab_bos,
+            C.llama_vocab_eos,
+            C.llama_vocab_eot,
+            C.llama_vocab_nl,
+            C.llama_vocab_pad,
+        )
+        return tuple(int(get(v)) for get in getters)
+
     def is_end_of_generation(self, token: int) -> bool:
         return bool(C.llama_vocab_is_eog(self.vocab, token))
 

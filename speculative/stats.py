@@ -20,6 +20,8 @@ class ExecutorStats:
     decodes_by_num_seqs: dict[int, int] = field(default_factory=dict)
     decode_seconds: float = 0.0
     step_seconds: float = 0.0
+    num_drafted_tokens: int = 0
+    num_accepted_tokens: int = 0
 
     def record_step(
         self, *, num_seqs: int, num_tokens: int, step_s: float, decode_s: float
@@ -34,6 +36,10 @@ class ExecutorStats:
             self.decodes_by_num_seqs[num_seqs] = self.decodes_by_num_seqs.get(num_seqs, 0) + 1
         self.last_seqs_per_decode = num_seqs
 
+    def record_drafts(self, drafted: int, accepted: int) -> None:
+        self.num_drafted_tokens += drafted
+        self.num_accepted_tokens += accepted
+
     def as_dict(self) -> dict[str, Any]:
         # Runs on the event loop while the executor thread writes: copy the
         # histogram in one C-level step before iterating it.
@@ -47,5 +53,10 @@ class ExecutorStats:
         # sampling, detokenizing, handing results to the event loop
         out["python_overhead"] = (
             round(1 - self.decode_seconds / self.step_seconds, 4) if self.step_seconds else 0.0
+        )
+        out["acceptance_rate"] = (
+            round(self.num_accepted_tokens / self.num_drafted_tokens, 4)
+            if self.num_drafted_tokens
+            else None
         )
         return out

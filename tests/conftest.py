@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "tests" / "artifacts"
 DEFAULT_MODEL = "smollm2-135m"
 SECOND_MODEL = "gemma3-270m"
+SPECULATIVE_MODELS = ("smollm2-135m-ngram", "smollm2-135m-q8")  # n-gram; Q2_K draft
 
 
 def free_port() -> int:
@@ -58,13 +59,21 @@ def running_server(config: Path, *args: str, name: str = "server") -> Iterator[s
 
 @pytest.fixture(scope="session")
 def test_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The repo's config plus two broken models: one file missing, one corrupt."""
+    """The repo's config, speculation made unconditional, plus models that must fail:
+    a file missing, a file corrupt, a draft with another vocabulary."""
     config = orjson.loads((REPO / "config.json").read_bytes())
     for model in config["models"].values():
         model["path"] = str(REPO / model["path"])
     folder = tmp_path_factory.mktemp("config")
     corrupt = folder / "corrupt.gguf"
     corrupt.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    # Speculation checks want every request speculated, however many run.
+    for name in SPECULATIVE_MODELS:
+        config["models"][name] |= {"adaptive_speculation": False, "max_speculative_batch": 16}
+    config["models"]["smollm2-gemma-draft"] = {
+        "path": config["models"][DEFAULT_MODEL]["path"],
+        "draft": SECOND_MODEL,
+    }
     config["models"]["missing-model"] = {"path": str(folder / "absent.gguf")}
     config["models"]["corrupt-model"] = {"path": str(corrupt)}
     path = folder / "config.json"

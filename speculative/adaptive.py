@@ -1,0 +1,116 @@
+"""When and how much to speculate: adaptive draft lengths and a cost gate.
+
+Two loops, both cheap:
+
+* per sequence, the draft length follows acceptance: all k accepted -> k+1,
+  otherwise k shrinks to what was accepted plus one; a sequence whose drafts
+  keep failing (acceptance EMA below ``min_acceptance``) pauses for a while,
+  then probes again with one token;
+* per model, a cost gate compares measured seconds per emitted token of
+  speculative steps with plain ones, and switches speculation off while it
+  does not pay (a same-size draft on a compute-bound CPU, say), re-probing
+  now and then. Speculation is also off when more than ``max_batch``
+  sequences run: a CPU step is then compute-bound, and verifying k+1
+  positions per sequence costs about k+1 times as much.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EMA = 0.2  # weight of the newest observation
+
+
+@dataclass(slots=True)
+class SeqSpeculation:
+    length: int
+    acceptance: float = 1.0  # EMA of accepted / drafted
+    paused_steps: int = 0
+
+
+@dataclass(slots=True)
+class CostGate:
+    """Explore/exploit between speculative and plain steps on measured cost."""
+
+    probe_steps: int = 8  # samples of each mode before judging; steps of a probe
+    explore_every: int = 128  # steps between probes of the losing mode
+    spec_cost: float = 0.0  # EMA of seconds per emitted token
+    plain_cost: float = 0.0
+    num_spec: int = 0
+    num_plain: int = 0
+    num_steps: int = 0
+
+    @property
+    def is_speculating(self) -> bool:
+        if self.num_spec < self.probe_steps:
+            return True
+        if self.num_plain < self.probe_steps:
+            return False
+        exploring = self.num_steps % self.explore_every < self.probe_steps
+        return (self.spec_cost <= self.plain_cost) != exploring
+
+    def record(self, speculated: bool, seconds: float, emitted: int) -> None:
+        """One decode step (without prompt chunks, which would swamp the cost)."""
+        self.num_steps += 1
+        if emitted <= 0:
+            return
+        cost = seconds / emitted
+        if speculated:
+            self.spec_cost = _ema(self.spec_cost, cost, self.num_spec)
+            self.num_spec += 1
+        else:
+            self.plain_cost = _ema(self.plain_cost, cost, self.num_plain)
+            self.num_plain += 1
+
+
+def _ema(mean: float, value: float, count: int) -> float:
+    # a plain average while samples are few, then an exponential moving one
+    weight = max(EMA, 1 / (count + 1))
+    return (1 - weight) * mean + weight * value
+
+
+class SpeculationPolicy:
+    def __init__(
+        self,
+        max_draft: int,
+        max_batch: int,
+        *,
+        is_adaptive: bool = True,
+        min_acceptance: float = 0.3,
+        pause: int = 16,
+    ) -> None:
+        self.is_adaptive = is_adaptive
+        self.max_draft = max_draft
+        self.max_batch = max_batch
+        self.min_acceptance = min_acceptance
+        self.pause = pause
+        self.gate = CostGate()
+        self._seqs: dict[int, SeqSpeculation] = {}
+
+    def draft_length(self, seq_id: int, wants: bool, num_running: int) -> int:
+        """Tokens to draft for this sequence in this step (0: decode plainly)."""
+        if not wants or num_running > self.max_batch:
+            return 0
+        if not self.is_adaptive:
+            return self.max_draft
+        if not self.gate.is_speculating:
+            return 0
+        state = self._seqs.setdefault(seq_id, SeqSpeculation(self.max_draft))
+        if state.paused_steps > 0:
+            state.paused_steps -= 1
+            return 0
+        return state.length
+
+    def record(self, seq_id: int, drafted: int, accepted: int) -> None:
+        state = self._seqs.get(seq_id)
+        if state is None or drafted == 0:
+            return
+        state.acceptance = (1 - EMA) * state.acceptance + EMA * accepted / drafted
+        state.length = min(self.max_draft, drafted + 1) if accepted == drafted else accepted + 1
+        if state.acceptance < self.min_acceptance:
+            state.paused_steps = self.pause
+            state.length = 1
+            state.acceptance = self.min_acceptance  # one good probe resumes speculation
+
+    def forget(self, seq_id: int) -> None:
+        self._seqs.pop(seq_id, None)
