@@ -30,15 +30,25 @@ class SeqSpeculation:
 
 @dataclass(slots=True)
 class CostGate:
-    """Explore/exploit between speculative and plain steps on measured cost."""
+    """Explore/exploit between speculative and plain steps on measured cost.
 
-    probe_steps: int = 8  # samples of each mode before judging; steps of a probe
-    explore_every: int = 128  # steps between probes of the losing mode
+    Both modes are measured first; then the cheaper one runs, and the other
+    is re-tried for ``probe_steps`` now and then. A probe that confirms the
+    winner doubles the wait before the next one (up to ``max_interval``), so
+    a draft that does not pay costs almost nothing in the long run.
+    """
+
+    probe_steps: int = 4  # samples of each mode before judging; steps of a probe
+    min_interval: int = 64
+    max_interval: int = 4096
     spec_cost: float = 0.0  # EMA of seconds per emitted token
     plain_cost: float = 0.0
     num_spec: int = 0
     num_plain: int = 0
     num_steps: int = 0
+    interval: int = 64
+    explore_from: int = 64  # step at which the next probe starts
+    last_winner: bool | None = None  # was speculation cheaper at the last probe
 
     @property
     def is_speculating(self) -> bool:
@@ -46,21 +56,26 @@ class CostGate:
             return True
         if self.num_plain < self.probe_steps:
             return False
-        exploring = self.num_steps % self.explore_every < self.probe_steps
+        exploring = self.explore_from <= self.num_steps < self.explore_from + self.probe_steps
         return (self.spec_cost <= self.plain_cost) != exploring
 
     def record(self, speculated: bool, seconds: float, emitted: int) -> None:
         """One decode step (without prompt chunks, which would swamp the cost)."""
+        if emitted > 0:
+            cost = seconds / emitted
+            if speculated:
+                self.spec_cost = _ema(self.spec_cost, cost, self.num_spec)
+                self.num_spec += 1
+            else:
+                self.plain_cost = _ema(self.plain_cost, cost, self.num_plain)
+                self.num_plain += 1
         self.num_steps += 1
-        if emitted <= 0:
-            return
-        cost = seconds / emitted
-        if speculated:
-            self.spec_cost = _ema(self.spec_cost, cost, self.num_spec)
-            self.num_spec += 1
-        else:
-            self.plain_cost = _ema(self.plain_cost, cost, self.num_plain)
-            self.num_plain += 1
+        if self.num_steps == self.explore_from + self.probe_steps:  # a probe ended
+            winner = self.spec_cost <= self.plain_cost
+            same = winner == self.last_winner
+            self.interval = min(self.interval * 2, self.max_interval) if same else self.min_interval
+            self.last_winner = winner
+            self.explore_from = self.num_steps + self.interval
 
 
 def _ema(mean: float, value: float, count: int) -> float:

@@ -43,13 +43,18 @@ def test_draft_length_follows_acceptance_and_pauses_on_failure() -> None:
     assert policy.draft_length(1, False, 1) == 0  # the request said no
 
 
-def test_cost_gate_measures_both_then_keeps_the_cheaper() -> None:
-    gate = CostGate(probe_steps=2, explore_every=10)
+def test_cost_gate_measures_both_keeps_the_cheaper_and_backs_off() -> None:
+    gate = CostGate(probe_steps=2, min_interval=10, interval=10, explore_from=10)
     modes = []
-    for _ in range(20):
+    for _ in range(60):
         speculating = gate.is_speculating
         modes.append(speculating)
         gate.record(speculating, seconds=0.03 if speculating else 0.01, emitted=1)
     assert modes[:4] == [True, True, False, False]  # measure speculation, then plain
-    assert modes[4:10].count(False) == 6  # plain is cheaper: keep it...
-    assert True in modes[10:]  # ...but probe speculation again later
+    assert not any(modes[4:10])  # plain is cheaper: keep it...
+    assert modes[10:12] == [True, True]  # ...probe speculation at step 10, 10 steps later...
+    assert not any(modes[12:22])
+    assert modes[22:24] == [True, True]  # ...and again: the same winner twice...
+    assert not any(modes[24:44])  # ...so the wait doubles
+    assert modes[44:46] == [True, True]
+    assert not any(modes[46:60])
