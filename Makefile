@@ -37,7 +37,7 @@ test run-tests: models browser lint
 	$(PY) -m pytest
 
 bench: models
-	$(PY) -m bench.throughput
+	$(PY) -m bench.run
 
 container-build:
 	$(CONTAINER) build -t edge-llm-server -f Containerfile .

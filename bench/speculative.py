@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.conftest import running_server
+from server.launcher import free_port, running
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -121,7 +122,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     results = []
-    with running_server(REPO / "config.json", name="bench-speculative") as url:
+    port = free_port()
+    cmd = [sys.executable, "-m", "server", "serve", "--port", str(port)]
+    with running(cmd, port, RESULTS / "logs" / "speculative.log", REPO) as url:
         for case, model, prompt in CASES:
             result = asyncio.run(run_case(url, case, model, prompt, args.max_tokens, args.repeats))
             print(f"{case}: {result.speedup:.2f}x", flush=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import anyio.to_thread
 
 from batching.batcher import Batcher
 from batching.bridge import LoopBridge
+from batching.request import Request
 from server.errors import ApiError
 from server.settings import Config, ModelSettings
 from speculative.adaptive import SpeculationPolicy
@@ -63,8 +65,11 @@ class LoadedModel:
 
 
 class ModelRegistry:
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, on_request_done: Callable[[Request], None] | None = None
+    ) -> None:
         self.config = config
+        self._on_request_done = on_request_done
         self.loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -98,7 +103,13 @@ class ModelRegistry:
             raise ApiError(503, f"model {name!r} is unavailable: {exc}{hint}") from None
         loop = asyncio.get_running_loop()
         holder: list[Batcher] = []  # the bridge needs the batcher, which needs the executor
-        bridge = LoopBridge(loop, on_done=lambda request: holder[0].on_done(request))
+
+        def on_done(request: Request) -> None:
+            holder[0].on_done(request)
+            if self._on_request_done is not None:
+                self._on_request_done(request)
+
+        bridge = LoopBridge(loop, on_done=on_done)
         policy = None
         if proposer is not None:
             policy = SpeculationPolicy(

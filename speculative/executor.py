@@ -129,6 +129,7 @@ class Executor:
             seq = Sequence.start(request, heapq.heappop(self._free_seq_ids))
             request.status = RequestStatus.RUNNING
             request.started_at = time.monotonic()
+            self.stats.num_prompt_tokens += request.num_prompt_tokens
             self._running.append(seq)
 
     def step(self) -> None:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+
+from server.launcher import free_port, running
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -21,40 +20,13 @@ SECOND_MODEL = "gemma3-270m"
 SPECULATIVE_MODELS = ("smollm2-135m-ngram", "smollm2-135m-q8")  # n-gram; Q2_K draft
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def running_server(config: Path, *args: str, name: str = "server") -> Iterator[str]:
     """Start ``python -m server serve`` as a subprocess; yield its base URL."""
     port = free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = (ARTIFACTS / f"{name}.log").open("wb")
     cmd = [sys.executable, "-m", "server", "serve", "--config", str(config), "--port", str(port)]
-    proc = subprocess.Popen([*cmd, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"server exited with {proc.returncode}; see {log.name}"
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/health_check", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "server did not come up within 60 s"
-            time.sleep(0.1)
+    with running([*cmd, *args], port, ARTIFACTS / f"{name}.log", REPO) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,149 @@
+"""Prometheus metrics at ``GET /metrics``.
+
+Two sources, and neither costs the decode loop a lock: HTTP requests and
+time-to-first-token are observed on the event loop; everything the executors
+count (tokens, drafts, step-time and batch-size histograms) is read from their
+own ``ExecutorStats`` when Prometheus scrapes, by a custom collector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from batching.request import Request
+from server.registry import ModelRegistry
+
+PREFIX = "edge_llm"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, float("inf"))
+
+
+class Metrics:
+    def __init__(self, models: ModelRegistry) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            f"{PREFIX}_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            f"{PREFIX}_time_to_first_token_seconds",
+            "time from arrival to the first token",
+            ["model"],
+            buckets=TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(ModelCollector(models))
+
+    def observe_done(self, request: Request) -> None:
+        """Event loop: a request finished; record its time to first token."""
+        if request.first_token_at is not None:
+            self.ttft.labels(request.model).observe(request.first_token_at - request.created_at)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class ModelCollector(Collector):
+    """Reads loaded models' batchers and executor counters at scrape time."""
+
+    def __init__(self, models: ModelRegistry) -> None:
+        self.models = models
+
+    def collect(self) -> Iterator[Metric]:
+        def family(kind: Any, name: str, doc: str) -> Any:
+            return kind(f"{PREFIX}_{name}", doc, labels=["model"])
+
+        loaded = family(GaugeMetricFamily, "model_loaded", "1 for each model in memory")
+        load_s = family(GaugeMetricFamily, "model_load_seconds", "how long the model took to load")
+        waiting = family(GaugeMetricFamily, "queue_depth", "requests waiting for a sequence slot")
+        running = family(GaugeMetricFamily, "running_sequences", "requests being decoded")
+        overhead = family(
+            GaugeMetricFamily,
+            "python_overhead_ratio",
+            "share of step time spent outside llama_decode",
+        )
+        counters = {
+            "num_prompt_tokens": family(CounterMetricFamily, "prompt_tokens", "prompt tokens"),
+            "num_generated_tokens": family(
+                CounterMetricFamily, "generated_tokens", "generated tokens"
+            ),
+            "num_drafted_tokens": family(
+                CounterMetricFamily, "drafted_tokens", "tokens proposed by a draft"
+            ),
+            "num_accepted_tokens": family(
+                CounterMetricFamily, "accepted_tokens", "drafted tokens the target accepted"
+            ),
+            "num_decodes": family(CounterMetricFamily, "decode_steps", "llama_decode calls"),
+        }
+        step = family(HistogramMetricFamily, "decode_step_seconds", "wall time of one step")
+        batch = family(HistogramMetricFamily, "decode_batch_size", "sequences in one decode")
+        for name, model in list(self.models.loaded.items()):
+            stats = model.executor.stats
+            loaded.add_metric([name], 1)
+            load_s.add_metric([name], model.load_seconds)
+            waiting.add_metric([name], model.batcher.num_waiting)
+            running.add_metric([name], model.batcher.num_running)
+            overhead.add_metric([name], stats.python_overhead)
+            for attr, metric in counters.items():
+                metric.add_metric([name], getattr(stats, attr))
+            step.add_metric([name], stats.step_time.cumulative(), stats.step_time.total)
+            batch.add_metric([name], stats.batch_size.cumulative(), stats.batch_size.total)
+        yield from (loaded, load_s, waiting, running, overhead, *counters.values(), step, batch)
+
+
+class RequestMetricsMiddleware:
+    """Counts every HTTP request by its route template (not its raw path) and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_and_watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_watch)
+        finally:
+            self.metrics.requests.labels(
+                _route_label(scope.get("route")), scope["method"], str(status)
+            ).inc()
+
+
+def _route_label(route: BaseRoute | None) -> str:
+    if isinstance(route, Route):
+        return route.path_format
+    return getattr(route, "path", None) or "unmatched"  # a Mount, or no route at all
+
+
+async def metrics_endpoint(http: HttpRequest) -> Response:
+    """Prometheus metrics."""
+    metrics: Metrics = http.app.state.metrics
+    return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+
+ROUTES = [Route("/metrics", metrics_endpoint, methods=["GET"])]
