@@ -53,7 +53,9 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         while not self._queue.empty():
-            _finish_unstarted(self._queue.get_nowait(), "the server is shutting down")
+            _finish_unstarted(
+                self._queue.get_nowait(), FinishReason.ERROR, "the server is shutting down"
+            )
 
     def submit(self, request: Request) -> None:
         if self._queue.qsize() >= self.max_queue:
@@ -73,9 +75,12 @@ class Batcher:
             wait = self._max_wait if self.num_running == 0 else 0.0
             batch = await collect_batch(self._queue, self.max_batch_size - self.num_running, wait)
             live = []
+            now = time.monotonic()
             for request in batch:
                 if request.is_cancel_requested:  # client left while it waited
-                    _finish_unstarted(request, None)
+                    _finish_unstarted(request, FinishReason.CANCELLED)
+                elif request.is_past_deadline(now):
+                    _finish_unstarted(request, FinishReason.TIMEOUT)
                 else:
                     live.append(request)
             if live:
@@ -83,9 +88,12 @@ class Batcher:
                 self._executor.admit(live)
 
 
-def _finish_unstarted(request: Request, error: str | None) -> None:
-    request.status = RequestStatus.FAILED if error else RequestStatus.CANCELLED
-    request.finish_reason = FinishReason.ERROR if error else FinishReason.CANCELLED
+def _finish_unstarted(request: Request, reason: FinishReason, error: str | None = None) -> None:
+    request.status = {
+        FinishReason.ERROR: RequestStatus.FAILED,
+        FinishReason.CANCELLED: RequestStatus.CANCELLED,
+    }.get(reason, RequestStatus.FINISHED)
+    request.finish_reason = reason
     request.error = error
     request.finished_at = time.monotonic()
     if request.stream is not None:

@@ -31,6 +31,7 @@ class FinishReason(StrEnum):
     STOP = "stop"  # end-of-generation token or a stop string
     LENGTH = "length"  # max_tokens or the context is full
     CANCELLED = "cancelled"
+    TIMEOUT = "timeout"  # the request's deadline passed
     ERROR = "error"
 
 
@@ -75,6 +76,7 @@ class Request:
     finish_reason: FinishReason | None = None
     error: str | None = None
     is_cancel_requested: bool = False
+    deadline: float | None = None  # time.monotonic() after which the request stops
     is_speculative: bool = True  # may the model's proposer draft for this request
     num_drafted_tokens: int = 0
     num_accepted_tokens: int = 0
@@ -97,6 +99,9 @@ class Request:
     @property
     def num_output_tokens(self) -> int:
         return len(self.output_tokens)
+
+    def is_past_deadline(self, now: float) -> bool:
+        return self.deadline is not None and now > self.deadline
 
     def cancel(self) -> None:
         """Ask for the sequence to stop at the next step (its slot is then freed)."""

@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from server import metrics as metrics_routes
-from server import openai_routes, routes
+from server import openai_routes, routes, task_routes
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, RequestMetricsMiddleware
+from server.middleware import ApiKeyMiddleware, RequestContextMiddleware, load_api_keys
 from server.openapi import ROUTES as DOC_ROUTES
 from server.openapi import build_openapi
 from server.registry import ModelRegistry
@@ -30,23 +33,52 @@ def create_app(config: Config) -> Starlette:
     metrics = Metrics(registry)
     metrics_holder.append(metrics)
 
+    settings = config.server
+    tasks = TaskStore(
+        Path(settings.data_dir) / "tasks.sqlite3",
+        max_tasks=settings.max_tasks,
+        max_age_s=settings.task_max_age_hours * 3600,
+    )
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
             yield
         finally:
             await registry.close()
+            tasks.close()
 
-    api_routes = [*routes.ROUTES, *openai_routes.ROUTES]
+    api_routes = [*routes.ROUTES, *task_routes.ROUTES, *openai_routes.ROUTES]
     static = Mount("/static", app=StaticFiles(directory=STATIC), name="static")
+    flags = SimpleNamespace(is_draining=False)  # set on SIGTERM; read by every request
+    middleware = [
+        Middleware(RequestMetricsMiddleware, metrics=metrics),
+        Middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, state=flags),
+    ]
+    if settings.cors_origins:  # CORS stays off unless origins are listed
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["*"],
+                expose_headers=["X-Request-ID"],
+            )
+        )
+    keys = load_api_keys(settings.api_keys_file)
+    if keys:
+        middleware.append(Middleware(ApiKeyMiddleware, keys=keys))
     app = Starlette(
         routes=[*api_routes, *metrics_routes.ROUTES, *DOC_ROUTES, static],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[Middleware(RequestMetricsMiddleware, metrics=metrics)],
+        middleware=middleware,
         lifespan=lifespan,
     )
+    app.state.flags = flags
     app.state.registry = registry
-    app.state.tasks = TaskStore()
+    app.state.tasks = tasks
     app.state.metrics = metrics
-    app.state.openapi = build_openapi(api_routes, routes.BODIES | openai_routes.BODIES)
+    app.state.openapi = build_openapi(
+        api_routes, routes.BODIES | task_routes.BODIES | openai_routes.BODIES
+    )
     return app

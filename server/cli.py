@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 from server.quantize import QUANT_TYPES, quantize
-from server.settings import DEFAULT_CONFIG, ENV_PREFIX, Config, load_config
+from server.settings import DEFAULT_CONFIG, ENV_PREFIX, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,24 +60,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         return 0
+    from server.serve import serve_forever
+
     return serve_forever(config, args.log_level)
-
-
-def serve_forever(config: Config, log_level: str) -> int:
-    import llama_cpp._logger
-    import uvicorn
-
-    from server.app import create_app
-
-    llama_cpp._logger.set_verbose(False)  # llama.cpp's load chatter only at error level
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    uvicorn.run(
-        create_app(config),
-        host=config.server.host,
-        port=config.server.port,
-        log_level=log_level,
-        access_log=False,
-    )
-    return 0

@@ -7,14 +7,14 @@ JSON shapes, not in how a request is prepared, queued, awaited or cancelled.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import anyio.to_thread
 from starlette.requests import Request as HttpRequest
 
 from batching.batcher import QueueFullError
-from batching.request import Request, RequestStatus, SamplingParams
+from batching.request import FinishReason, Request, RequestStatus, SamplingParams
 from server.errors import ApiError
 from server.registry import LoadedModel, ModelRegistry
 
@@ -29,6 +29,7 @@ async def prepare(
     params: SamplingParams,
     *,
     speculative: bool = True,
+    timeout: float | None = None,
 ) -> tuple[LoadedModel, Request]:
     """Load the model if needed, build and check the prompt; nothing is queued yet.
 
@@ -50,8 +51,16 @@ async def prepare(
             f"the prompt is {len(tokens)} tokens but model {loaded.name!r} holds at most "
             f"{limit} tokens per request, prompt and output together; shorten the prompt",
         )
+    server = registry.config.server
+    if params.max_tokens > server.max_tokens_limit:
+        raise ApiError(
+            400,
+            f"max_tokens: at most {server.max_tokens_limit} on this server, "
+            f"got {params.max_tokens}",
+        )
     request = Request(model=loaded.name, prompt_tokens=tokens, params=params)
     request.is_speculative = speculative
+    request.deadline = request.created_at + (timeout or server.request_timeout_s)
     return loaded, request
 
 
@@ -120,6 +129,11 @@ async def stream_text(request: Request) -> AsyncIterator[str]:
             request.cancel()
 
 
-def check_failed(request: Request) -> None:
+def check_failed(request: Request, partial: Callable[[], dict[str, Any]] | None = None) -> None:
+    """A failed request is a 500; one past its deadline a 504 with the partial output."""
     if request.status is RequestStatus.FAILED:
         raise ApiError(500, f"generation failed: {request.error}")
+    if request.finish_reason is FinishReason.TIMEOUT:
+        extra = {"partial": partial()} if partial is not None else {}
+        message = "the request passed its deadline (see `timeout`); `partial` is what it had"
+        raise ApiError(504, message, extra=extra)

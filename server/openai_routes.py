@@ -51,6 +51,7 @@ async def chat_completions(http: HttpRequest) -> Response:
         messages,
         body.sampling_params(max_tokens),
         speculative=body.speculative,
+        timeout=body.timeout,
     )
     shape = _Shape("chatcmpl-", "chat.completion", request, chat=True)
     return await _respond(http, loaded, request, body, shape)
@@ -64,6 +65,7 @@ async def completions(http: HttpRequest) -> Response:
         body.text,
         body.sampling_params(body.max_tokens),
         speculative=body.speculative,
+        timeout=body.timeout,
     )
     shape = _Shape("cmpl-", "text_completion", request, chat=False)
     return await _respond(http, loaded, request, body, shape)
@@ -124,17 +126,19 @@ class _Shape:
 
     def finish_reason(self) -> str:
         # "cancelled" and "error" never reach a client that is still listening
-        return "length" if str(self.request.finish_reason) == "length" else "stop"
+        reason = str(self.request.finish_reason)
+        return reason if reason in ("length", "timeout") else "stop"
 
 
 async def _respond(
     http: HttpRequest, loaded: Any, request: Request, body: SamplingFields, shape: _Shape
 ) -> Response:
+    http.state.log["generation"] = request
     submit(loaded, request, stream=body.stream)
     if body.stream:
         return sse_response(_chunks(shape, body.include_usage))
     await wait_done(request, http)
-    check_failed(request)
+    check_failed(request, partial=lambda: {"text": request.text, "usage": shape.usage()})
     reply = shape.envelope(
         shape.choice(request.text, shape.finish_reason(), chunk=False), chunk=False
     )

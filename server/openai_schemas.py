@@ -93,6 +93,9 @@ class SamplingFields:
     stream_options: StreamOptions | None = spec(None, doc="streaming options")
     user: str | None = spec(None, doc="end-user id (recorded nowhere)")
     speculative: bool = spec(True, doc="extension: false turns speculative decoding off")
+    timeout: float | None = spec(
+        None, doc="extension: seconds until the request stops", gt=0, le=86_400
+    )
 
     def __post_init__(self) -> None:
         stop_strings(self.stop)

@@ -132,6 +132,11 @@ class ModelRegistry:
         log.info("model %s loaded in %.2fs", name, seconds)
         return LoadedModel(name, settings, model, executor, batcher, seconds)
 
+    @property
+    def num_busy(self) -> int:
+        """Requests running or queued, over all loaded models."""
+        return sum(m.batcher.num_running + m.batcher.num_waiting for m in self.loaded.values())
+
     async def close(self) -> None:
         for loaded in self.loaded.values():
             await loaded.batcher.stop()

@@ -26,7 +26,7 @@ from server.registry import ModelRegistry
 from server.schema import parse
 from server.schemas import GenerateBody
 from server.sse import DONE, event, sse_response
-from server.tasks import Task, TaskStore
+from server.tasks import TaskStore
 
 T = TypeVar("T")
 MAX_PER_PAGE = 100
@@ -96,7 +96,9 @@ async def generate_route(http: HttpRequest) -> Response:
         user_prompt(body, http),
         body.sampling_params(),
         speculative=body.speculative,
+        timeout=body.timeout,
     )
+    http.state.log["generation"] = request
     submit(loaded, request, stream=body.stream)
     if body.stream:
         return sse_response(_generate_events(request))
@@ -116,13 +118,17 @@ async def _generate_events(request: Request) -> AsyncIterator[bytes]:
     if request.status is RequestStatus.FAILED:
         yield event({"error": {"message": f"generation failed: {request.error}", "code": 500}})
     else:
-        yield event({**result_body(request), "text": ""})
+        yield event({**result_fields(request), "text": ""})  # finish_reason may be "timeout"
     yield DONE
 
 
 def result_body(request: Request) -> dict[str, Any]:
     """The JSON reply for a finished request (shared by /generate and tasks)."""
-    check_failed(request)
+    check_failed(request, partial=lambda: result_fields(request))
+    return result_fields(request)
+
+
+def result_fields(request: Request) -> dict[str, Any]:
     return {
         "id": request.id,
         "model": request.model,
@@ -138,75 +144,9 @@ def result_body(request: Request) -> dict[str, Any]:
     }
 
 
-async def send_text(http: HttpRequest) -> Response:
-    body = await read_body(http, GenerateBody)
-    if body.stream:
-        raise ApiError(400, "stream: tasks are polled, not streamed; use /generate to stream")
-    loaded, request = await prepare(
-        registry_of(http),
-        body.model_name,
-        user_prompt(body, http),
-        body.sampling_params(),
-        speculative=body.speculative,
-    )
-    submit(loaded, request)
-    task = Task(request)
-    request.done.add_done_callback(lambda _: _record_result(task))
-    tasks_of(http).add(task)
-    return json_response({"task_id": task.id, "status": task.status.value}, status=202)
-
-
-def _record_result(task: Task) -> None:
-    if task.request.status is RequestStatus.FINISHED:
-        task.result = result_body(task.request)
-
-
-async def task_status(http: HttpRequest) -> Response:
-    task_id = http.path_params["task_id"]
-    task = tasks_of(http).get(task_id)
-    if task is None:
-        raise ApiError(
-            404, f"no task {task_id!r}; task ids come from POST /send_text (see /tasks/)"
-        )
-    return json_response(task.as_dict())
-
-
-async def list_tasks(http: HttpRequest) -> Response:
-    page = _query_int(http, "page", 1, 1, 1_000_000)
-    per_page = _query_int(http, "per_page", 20, 1, MAX_PER_PAGE)
-    store = tasks_of(http)
-    tasks = store.newest_first((page - 1) * per_page, per_page)
-    return json_response(
-        {
-            "tasks": [t.as_dict() for t in tasks],
-            "page": page,
-            "per_page": per_page,
-            "total": len(store),
-        }
-    )
-
-
-def _query_int(http: HttpRequest, name: str, default: int, low: int, high: int) -> int:
-    raw = http.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"query parameter {name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ApiError(400, f"query parameter {name} must be between {low} and {high}, got {value}")
-    return value
-
-
-BODIES = {"/generate": GenerateBody, "/send_text": GenerateBody}
+BODIES = {"/generate": GenerateBody}
 ROUTES = [
     Route("/", index, methods=["GET"], include_in_schema=False),
     Route("/health_check", health_check, methods=["GET"]),
     Route("/generate", generate_route, methods=["POST"]),
-    Route("/send_text", send_text, methods=["POST"]),
-    Route("/get_task_status/{task_id}", task_status, methods=["GET"]),
-    Route("/poll_task_status/{task_id}", task_status, methods=["GET"]),
-    Route("/tasks/", list_tasks, methods=["GET"]),
-    Route("/tasks", list_tasks, methods=["GET"], include_in_schema=False),
 ]

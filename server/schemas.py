@@ -40,6 +40,12 @@ class GenerateBody:
     )
 
     stream: bool = spec(False, doc="send tokens as server-sent events while they are decoded")
+    timeout: float | None = spec(
+        None,
+        doc="seconds until the request stops with what it has (server default if null)",
+        gt=0,
+        le=86_400,
+    )
     speculative: bool = spec(
         True, doc="let the model's draft (if configured) speed this request up; false to compare"
     )

@@ -86,6 +86,29 @@ class ServerSettings:
     )
     max_queue: int = spec(256, doc="requests waiting for a slot before 503", ge=1)
     threads: int | None = spec(None, doc="llama.cpp threads (all cores when null)", ge=1)
+    max_body_bytes: int = spec(4 << 20, doc="largest request body before 413", ge=1024)
+    max_tokens_limit: int = spec(4096, doc="largest max_tokens a request may ask for", ge=1)
+    request_timeout_s: float = spec(
+        300.0,
+        doc="default deadline of a request (a request's own `timeout` may be shorter)",
+        gt=0,
+        le=86_400,
+    )
+    data_dir: str = spec("data", doc="where the task database lives (relative to the config)")
+    task_max_age_hours: float = spec(168.0, doc="task records older than this expire", gt=0)
+    max_tasks: int = spec(10_000, doc="task records kept (the oldest expire first)", ge=1)
+    drain_timeout_s: float = spec(
+        30.0, doc="on SIGTERM, how long running requests may finish", ge=0
+    )
+    api_keys_file: str | None = spec(
+        None,
+        doc="file with one API key per line (EDGE_LLM_API_KEYS adds comma-separated "
+        "keys); no keys: no authentication",
+    )
+    cors_origins: list[str] = spec(
+        default_factory=list, doc="origins allowed by CORS; empty: CORS off"
+    )
+    log_format: str = spec("text", doc="request log lines", choices=("text", "json"))
 
 
 @dataclass(slots=True, frozen=True)
@@ -150,7 +173,11 @@ def load_config(
     # Model paths are relative to the config file, wherever the server starts.
     root = path.resolve().parent
     models = {n: replace(m, path=str(root / m.path)) for n, m in config.models.items()}
-    return replace(config, models=models)
+    server_settings = replace(config.server, data_dir=str(root / config.server.data_dir))
+    if server_settings.api_keys_file is not None:
+        keys_path = root / server_settings.api_keys_file
+        server_settings = replace(server_settings, api_keys_file=str(keys_path))
+    return replace(config, models=models, server=server_settings)
 
 
 def _env_value(text: str) -> Any:
@@ -159,4 +186,4 @@ def _env_value(text: str) -> Any:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return text
-    return value if isinstance(value, int | float) or value is None else text
+    return value if isinstance(value, int | float | list) or value is None else text

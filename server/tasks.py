@@ -1,18 +1,27 @@
-"""Background tasks of the prototype API: a request whose result is polled.
+"""Background tasks of the prototype API, kept in SQLite so they survive restarts.
 
-A task is a thin record around a ``Request`` submitted to the same batcher as
-every other request; its status is derived from the request, never stored
-twice. The store keeps the newest ``max_tasks`` records in memory.
+A task is a ``Request`` submitted to the same batcher as every other request.
+While the process runs, its status is read live from the request (queued,
+running); the database row is written when the task is created and when it
+ends (done, failed, cancelled). WAL mode with one writer, the event loop:
+a ``kill -9`` loses nothing that was committed.
+
+Restart rule: a task that was queued or running when the process died is
+marked ``failed`` with the reason on start-up, not run again: a task that
+took the server down must not take it down again in a loop, and the client
+still has the request in the record to resend. Records expire by age and count.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
-from itertools import islice
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from batching.request import Request, RequestStatus
 
@@ -24,6 +33,10 @@ class TaskStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+    @property
+    def is_final(self) -> bool:
+        return self in (TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
 
 _STATUS = {
     RequestStatus.WAITING: TaskStatus.QUEUED,
@@ -32,11 +45,29 @@ _STATUS = {
     RequestStatus.FAILED: TaskStatus.FAILED,
     RequestStatus.CANCELLED: TaskStatus.CANCELLED,
 }
+RESTART_REASON = "the server stopped before this task finished; send the request again"
+SHUTDOWN_REASON = "the server shut down before this task finished; send the request again"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    request_id TEXT,
+    model TEXT NOT NULL,
+    status TEXT NOT NULL,
+    request TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks (created_at);
+"""
 
 
 @dataclass(slots=True, eq=False)
 class Task:
     request: Request
+    body: dict[str, Any]  # the request as the client sent it
+    request_id: str | None = None
     result: dict[str, Any] | None = None  # set once the request is done
     created_at: float = field(default_factory=time.time)
 
@@ -46,40 +77,113 @@ class Task:
 
     @property
     def status(self) -> TaskStatus:
-        # The request may be finished in the executor before the loop has seen
-        # it; report "done" only once the result is in place.
+        # The executor may have finished the request before the loop recorded
+        # its result; report "done" only once the result is in place.
         status = _STATUS[self.request.status]
         return TaskStatus.RUNNING if status is TaskStatus.DONE and self.result is None else status
 
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "task_id": self.id,
-            "status": self.status.value,
-            "model": self.request.model,
-            "created_at": self.created_at,
-        }
-        if self.status is TaskStatus.DONE:
-            out["result"] = self.result
-        elif self.status is TaskStatus.FAILED:
-            out["error"] = self.request.error
-        return out
-
 
 class TaskStore:
-    def __init__(self, max_tasks: int = 10_000) -> None:
-        self._tasks: OrderedDict[str, Task] = OrderedDict()
+    def __init__(self, path: Path, *, max_tasks: int, max_age_s: float) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
+        self._db.executescript(SCHEMA)
         self._max_tasks = max_tasks
+        self._max_age_s = max_age_s
+        self._live: dict[str, Task] = {}
+        self._num_added = 0
+        self._fail_unfinished(RESTART_REASON)
+        self.expire()
 
     def add(self, task: Task) -> None:
-        self._tasks[task.id] = task
-        while len(self._tasks) > self._max_tasks:
-            self._tasks.popitem(last=False)  # forget the oldest
+        self._live[task.id] = task
+        self._db.execute(
+            "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+            (
+                task.id,
+                task.request_id,
+                task.request.model,
+                TaskStatus.QUEUED.value,
+                orjson.dumps(task.body).decode(),
+                task.created_at,
+                task.created_at,
+            ),
+        )
+        self._num_added += 1
+        if self._num_added % 100 == 0:
+            self.expire()
 
-    def get(self, task_id: str) -> Task | None:
-        return self._tasks.get(task_id)
+    def finish(self, task: Task) -> None:
+        """The request is done: write its final state and stop tracking it live."""
+        result = orjson.dumps(task.result).decode() if task.result is not None else None
+        self._db.execute(
+            "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ?",
+            (task.status.value, result, task.request.error, time.time(), task.id),
+        )
+        self._live.pop(task.id, None)
+
+    def live(self, task_id: str) -> Task | None:
+        return self._live.get(task_id)
+
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        rows = self._select("WHERE id = ?", (task_id,))
+        return rows[0] if rows else None
+
+    def newest_first(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        return self._select(
+            "ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?", (limit, offset)
+        )
 
     def __len__(self) -> int:
-        return len(self._tasks)
+        count: int = self._db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+        return count
 
-    def newest_first(self, offset: int, limit: int) -> list[Task]:
-        return list(islice(reversed(self._tasks.values()), offset, offset + limit))
+    def expire(self) -> None:
+        self._db.execute("DELETE FROM tasks WHERE created_at < ?", (time.time() - self._max_age_s,))
+        self._db.execute(
+            "DELETE FROM tasks WHERE id NOT IN "
+            "(SELECT id FROM tasks ORDER BY created_at DESC LIMIT ?)",
+            (self._max_tasks,),
+        )
+
+    def close(self) -> None:
+        """Shutting down: tasks still in flight will not finish; say so, then close."""
+        self._fail_unfinished(SHUTDOWN_REASON)
+        self._db.close()
+
+    def _fail_unfinished(self, reason: str) -> None:
+        self._db.execute(
+            "UPDATE tasks SET status = 'failed', error = ?, updated_at = ? "
+            "WHERE status IN ('queued', 'running')",
+            (reason, time.time()),
+        )
+
+    def _select(self, where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+        cursor = self._db.execute(
+            "SELECT id, request_id, model, status, request, result, error, created_at, "
+            f"updated_at FROM tasks {where}",
+            args,
+        )
+        return [self._record(row) for row in cursor.fetchall()]
+
+    def _record(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        task_id, request_id, model, status, request, result, error, created, updated = row
+        live = self._live.get(task_id)
+        if live is not None:  # in flight: the request object knows better than the row
+            status = live.status.value
+        record: dict[str, Any] = {
+            "task_id": task_id,
+            "request_id": request_id,
+            "status": status,
+            "model": model,
+            "created_at": created,
+            "updated_at": updated,
+            "request": orjson.loads(request),
+        }
+        if status == TaskStatus.DONE and result is not None:
+            record["result"] = orjson.loads(result)
+        if status in (TaskStatus.FAILED, TaskStatus.CANCELLED) and error:
+            record["error"] = error
+        return record

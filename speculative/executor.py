@@ -134,8 +134,11 @@ class Executor:
 
     def step(self) -> None:
         started = time.perf_counter()
+        now = time.monotonic()
         cancelled = [s for s in self._running if s.request.is_cancel_requested]
         updates = [self._finish(s, FinishReason.CANCELLED) for s in cancelled]
+        expired = [s for s in self._running if s.request.is_past_deadline(now)]
+        updates += [self._finish(s, FinishReason.TIMEOUT) for s in expired]
         chunks = self._schedule()
         decode_s = 0.0
         num_generated = self.stats.num_generated_tokens

@@ -1,0 +1,156 @@
+"""ASGI middleware: request ids and access logs, body limit, draining, API keys.
+
+Pure ASGI (no BaseHTTPMiddleware), so streamed responses pass through
+untouched and a client's disconnect still reaches the route.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import error_response
+
+access_log = logging.getLogger("server.access")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+ALWAYS_OPEN = ("/health_check",)  # answered while draining, and without a key
+PUBLIC_PAGES = ("/", "/docs", "/redoc", "/openapi.json")  # no data in them: no key needed
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (the client's ``X-Request-ID`` if sane), refuses
+    work while draining, bounds the body size, and writes one log line per request.
+    Handlers add fields to the line through ``request.state.log``."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, state: Any) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.state = state  # the application's state: ``is_draining`` lives there
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        given = headers.get("x-request-id", "")
+        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        fields: dict[str, Any] = {}
+        scope.setdefault("state", {}).update(request_id=request_id, log=fields)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            if getattr(self.state, "is_draining", False) and scope["path"] not in ALWAYS_OPEN:
+                response = error_response(
+                    503,
+                    "the server is shutting down; retry on another instance or after it restarts",
+                    {"Retry-After": "5"},
+                )
+                await response(scope, receive, send_with_id)
+                return
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                response = error_response(413, self._too_large())
+                await response(scope, receive, send_with_id)
+                return
+            await self.app(scope, self._counting(receive), send_with_id)
+        finally:
+            access_log.info(
+                "%s %s %s",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "ms": round((time.perf_counter() - started) * 1000, 1),
+                        **fields,
+                    }
+                },
+            )
+
+    def _too_large(self) -> str:
+        return f"the request body is larger than {self.max_body_bytes} bytes; send less"
+
+    def _counting(self, receive: Receive) -> Receive:
+        """A chunked body has no Content-Length: count it as it arrives."""
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body_bytes:
+                raise HTTPException(413, self._too_large())
+            return message
+
+        return counted
+
+
+class ApiKeyMiddleware:
+    """``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, compared in constant time."""
+
+    def __init__(self, app: ASGIApp, *, keys: frozenset[str]) -> None:
+        self.app = app
+        self.keys = [k.encode() for k in keys]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or path in ALWAYS_OPEN + PUBLIC_PAGES
+            or path.startswith("/static/")
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        auth = headers.get("authorization", "")
+        given = auth[7:] if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
+        # compare with every key, always: the time taken says nothing about which matched
+        matched = False
+        for key in self.keys:
+            matched |= hmac.compare_digest(given.encode(), key)
+        if not matched:
+            message = (
+                "a valid API key is required: send 'Authorization: Bearer <key>' or "
+                "'X-API-Key: <key>'"
+            )
+            response = error_response(401, message, {"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def load_api_keys(keys_file: str | None, env: dict[str, str] | None = None) -> frozenset[str]:
+    """Keys from EDGE_LLM_API_KEYS (comma-separated) and from a file, one per line."""
+    environ = os.environ if env is None else env
+    keys = {k.strip() for k in environ.get("EDGE_LLM_API_KEYS", "").split(",")}
+    if keys_file is not None:
+        path = Path(keys_file)
+        if not path.is_file():
+            raise ValueError(f"server.api_keys_file: {path} does not exist")
+        keys |= {line.strip() for line in path.read_text().splitlines() if not line.startswith("#")}
+    return frozenset(k for k in keys if k)

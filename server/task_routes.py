@@ -1,0 +1,121 @@
+"""The prototype's task API: send now, poll later; cancel; list."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response
+from starlette.routing import Route
+
+from batching.request import RequestStatus
+from server.errors import ApiError
+from server.generation import prepare, submit
+from server.routes import (
+    json_response,
+    read_body,
+    registry_of,
+    result_fields,
+    tasks_of,
+    user_prompt,
+)
+from server.schemas import GenerateBody
+from server.tasks import Task, TaskStatus, TaskStore
+
+MAX_PER_PAGE = 100
+CANCEL_WAIT_S = 5.0
+
+
+async def send_text(http: HttpRequest) -> Response:
+    """Start a generation task; poll /get_task_status/{task_id} for the result."""
+    body = await read_body(http, GenerateBody)
+    if body.stream:
+        raise ApiError(400, "stream: tasks are polled, not streamed; use /generate to stream")
+    loaded, request = await prepare(
+        registry_of(http),
+        body.model_name,
+        user_prompt(body, http),
+        body.sampling_params(),
+        speculative=body.speculative,
+        timeout=body.timeout,
+    )
+    http.state.log["generation"] = request
+    submit(loaded, request)
+    store = tasks_of(http)
+    task = Task(request, dataclasses.asdict(body), request_id=http.state.request_id)
+    request.done.add_done_callback(lambda _: _record_end(store, task))
+    store.add(task)
+    return json_response({"task_id": task.id, "status": task.status.value}, status=202)
+
+
+def _record_end(store: TaskStore, task: Task) -> None:
+    if task.request.status is RequestStatus.FINISHED:
+        task.result = result_fields(task.request)
+    store.finish(task)
+
+
+async def task_status(http: HttpRequest) -> Response:
+    """A task's status, with its result when done or its error when failed."""
+    return json_response(_record_or_404(tasks_of(http), http.path_params["task_id"]))
+
+
+async def cancel_task(http: HttpRequest) -> Response:
+    """Cancel a queued or running task; answers with the task's final record."""
+    store = tasks_of(http)
+    task_id = http.path_params["task_id"]
+    record = _record_or_404(store, task_id)
+    task = store.live(task_id)
+    if task is None or TaskStatus(record["status"]).is_final:
+        raise ApiError(
+            409, f"task {task_id!r} already ended ({record['status']}); nothing to cancel"
+        )
+    task.request.cancel()  # the executor frees its sequence at the next step
+    await asyncio.wait({task.request.done}, timeout=CANCEL_WAIT_S)
+    return json_response(_record_or_404(store, task_id))
+
+
+def _record_or_404(store: TaskStore, task_id: str) -> dict[str, Any]:
+    record = store.get(task_id)
+    if record is None:
+        raise ApiError(
+            404, f"no task {task_id!r}; task ids come from POST /send_text (see /tasks/)"
+        )
+    return record
+
+
+async def list_tasks(http: HttpRequest) -> Response:
+    """Tasks, newest first, a page at a time."""
+    page = _query_int(http, "page", 1, 1, 1_000_000)
+    per_page = _query_int(http, "per_page", 20, 1, MAX_PER_PAGE)
+    store = tasks_of(http)
+    records = store.newest_first((page - 1) * per_page, per_page)
+    return json_response(
+        {"tasks": records, "page": page, "per_page": per_page, "total": len(store)}
+    )
+
+
+def _query_int(http: HttpRequest, name: str, default: int, low: int, high: int) -> int:
+    raw = http.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"query parameter {name} must be between {low} and {high}, got {value}")
+    return value
+
+
+BODIES = {"/send_text": GenerateBody}
+ROUTES = [
+    Route("/send_text", send_text, methods=["POST"]),
+    Route("/get_task_status/{task_id}", task_status, methods=["GET"]),
+    Route("/poll_task_status/{task_id}", task_status, methods=["GET"]),
+    Route("/tasks/", list_tasks, methods=["GET"]),
+    Route("/tasks", list_tasks, methods=["GET"], include_in_schema=False),
+    Route("/tasks/{task_id}", cancel_task, methods=["DELETE"]),
+    Route("/cancel_task/{task_id}", cancel_task, methods=["POST"]),
+]
