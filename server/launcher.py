@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -19,31 +21,63 @@ def free_port() -> int:
         return port
 
 
+@dataclass(slots=True)
+class LiveServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
 @contextlib.contextmanager
-def running(
-    cmd: list[str], port: int, log_path: Path, cwd: Path, timeout: float = 60.0
-) -> Iterator[str]:
-    """Run ``cmd`` (which must serve /health_check on ``port``); yield its base URL."""
+def started(
+    cmd: list[str],
+    port: int,
+    log_path: Path,
+    cwd: Path,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[LiveServer]:
+    """Run ``cmd`` (which must serve /health_check on ``port``) until the block ends."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{cmd[:4]} exited with {proc.returncode}; see {log_path}")
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(url + "/health_check", timeout=1).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{cmd[:4]} did not answer within {timeout:.0f} s")
-                time.sleep(0.1)
-            yield url
+            wait_until_up(url, proc, timeout, log_path)
+            yield LiveServer(url, proc)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+@contextlib.contextmanager
+def running(
+    cmd: list[str],
+    port: int,
+    log_path: Path,
+    cwd: Path,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """``started``, yielding only the base URL."""
+    with started(cmd, port, log_path, cwd, timeout, env) as live:
+        yield live.url
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}; see {log}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url + "/health_check", timeout=1).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not answer within {timeout:.0f} s; see {log}")
+        time.sleep(0.1)

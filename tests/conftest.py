@@ -20,13 +20,26 @@ SECOND_MODEL = "gemma3-270m"
 SPECULATIVE_MODELS = ("smollm2-135m-ngram", "smollm2-135m-q8")  # n-gram; Q2_K draft
 
 
+def serve_command(config: Path, port: int, *args: str) -> list[str]:
+    cmd = [sys.executable, "-m", "server", "serve", "--config", str(config), "--port", str(port)]
+    return [*cmd, *args]
+
+
 @contextlib.contextmanager
 def running_server(config: Path, *args: str, name: str = "server") -> Iterator[str]:
     """Start ``python -m server serve`` as a subprocess; yield its base URL."""
     port = free_port()
-    cmd = [sys.executable, "-m", "server", "serve", "--config", str(config), "--port", str(port)]
-    with running([*cmd, *args], port, ARTIFACTS / f"{name}.log", REPO) as url:
+    with running(serve_command(config, port, *args), port, ARTIFACTS / f"{name}.log", REPO) as url:
         yield url
+
+
+def config_variant(test_config: Path, folder: Path, **server: object) -> Path:
+    """The test config with other server settings, its data kept in ``folder``."""
+    config = orjson.loads(test_config.read_bytes())
+    config["server"] = {**config.get("server", {}), "data_dir": str(folder / "data"), **server}
+    path = folder / "config.json"
+    path.write_bytes(orjson.dumps(config))
+    return path
 
 
 @pytest.fixture(scope="session")
