@@ -47,15 +47,14 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 
-    async def stop(self) -> None:
+    async def stop(self, reason: str = "the server is shutting down") -> None:
+        """Stop admitting; requests still waiting fail with ``reason``."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         while not self._queue.empty():
-            _finish_unstarted(
-                self._queue.get_nowait(), FinishReason.ERROR, "the server is shutting down"
-            )
+            _finish_unstarted(self._queue.get_nowait(), FinishReason.ERROR, reason)
 
     def submit(self, request: Request) -> None:
         if self._queue.qsize() >= self.max_queue:

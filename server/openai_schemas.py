@@ -83,7 +83,7 @@ class SamplingFields:
     top_p: float = spec(1.0, doc="nucleus mass", gt=0.0, le=1.0)
     top_k: int = spec(40, doc="extension: k likeliest tokens; 0 disables", ge=0)
     min_p: float = spec(0.05, doc="extension: min-p filter; 0 disables", ge=0.0, le=1.0)
-    repeat_penalty: float = spec(1.0, doc="extension: llama.cpp repeat penalty", gt=0, le=10)
+    repeat_penalty: float = spec(1.0, doc="extension: llama.cpp repeat penalty", ge=0.01, le=10)
     presence_penalty: float = spec(0.0, doc="penalise tokens already present", ge=-2, le=2)
     frequency_penalty: float = spec(0.0, doc="penalise tokens by their count", ge=-2, le=2)
     seed: int | None = spec(None, doc="random seed", ge=0, le=2**63 - 1)

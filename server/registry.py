@@ -82,9 +82,15 @@ class ModelRegistry:
 
     async def get(self, name: str | None) -> LoadedModel:
         name = self.resolve_name(name)
-        if name in self.loaded:
-            return self.loaded[name]
+        loaded = self.loaded.get(name)
+        if loaded is not None and loaded.executor.is_alive:
+            return loaded
         async with self._locks.setdefault(name, asyncio.Lock()):
+            loaded = self.loaded.get(name)
+            if loaded is not None and not loaded.executor.is_alive:
+                log.error("model %s lost its executor; loading it afresh", name)
+                del self.loaded[name]
+                await self._unload(loaded)
             if name not in self.loaded:
                 self.loaded[name] = await self._load(name)
         return self.loaded[name]
@@ -139,10 +145,13 @@ class ModelRegistry:
 
     async def close(self) -> None:
         for loaded in self.loaded.values():
-            await loaded.batcher.stop()
-            await anyio.to_thread.run_sync(loaded.executor.stop)
-            loaded.model.close()
+            await self._unload(loaded)
         self.loaded.clear()
+
+    async def _unload(self, loaded: LoadedModel) -> None:
+        await loaded.batcher.stop(loaded.executor.crash or "the server is shutting down")
+        await anyio.to_thread.run_sync(loaded.executor.stop)
+        loaded.model.close()
 
 
 def model_exists(settings: ModelSettings) -> bool:

@@ -32,7 +32,7 @@ class GenerateBody:
         0.05, doc="drop tokens below min_p x the top probability; 0 disables", ge=0.0, le=1.0
     )
     repeat_penalty: float = spec(
-        1.0, doc="penalise recently seen tokens; 1 disables", gt=0.0, le=10.0
+        1.0, doc="penalise recently seen tokens; 1 disables", ge=0.01, le=10.0
     )
     seed: int | None = spec(None, doc="random seed for reproducible sampling", ge=0, le=2**63 - 1)
     stop: str | list[str] | None = spec(

@@ -30,7 +30,7 @@ from batching.bridge import Update
 from batching.request import FinishReason, Request, RequestStatus
 from speculative.acceptance import verify
 from speculative.adaptive import SpeculationPolicy
-from speculative.llama import LlamaContext
+from speculative.llama import DecodeError, LlamaContext
 from speculative.proposers import Draft, Proposer
 from speculative.sampling import sample
 from speculative.sequence import Sequence
@@ -85,6 +85,7 @@ class Executor:
         self._free_seq_ids = list(range(num_seqs))  # a min-heap: see _schedule
         self._running: list[Sequence] = []  # admission order: prefill is first come first fed
         self._is_stopping = False
+        self.crash: str | None = None  # why the thread died, if it did
         self.stats = ExecutorStats()
         self._thread = threading.Thread(target=self._loop, name=f"executor-{name}", daemon=True)
 
@@ -93,8 +94,15 @@ class Executor:
 
     def admit(self, requests: list[Request]) -> None:
         """Any thread: queue requests to join at the next step (the batcher bounds the count)."""
+        if self.crash is not None:  # nobody will take them: fail them now
+            self._publish([_failed_unstarted(r, self.crash) for r in requests])
+            return
         for request in requests:
             self._inbox.put(request)
+
+    @property
+    def is_alive(self) -> bool:
+        return self.crash is None and self._thread.is_alive()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._inbox.put(None)
@@ -106,14 +114,21 @@ class Executor:
     # -- the thread ------------------------------------------------------------
 
     def _loop(self) -> None:
-        while not self._is_stopping:
-            self._take_new(block=not self._running)
-            if self._running and not self._is_stopping:
-                self.step()
-        leftovers = list(self._running)
-        self._publish(
-            [self._finish(s, FinishReason.ERROR, "server shutting down") for s in leftovers]
-        )
+        reason = "server shutting down"
+        try:
+            while not self._is_stopping:
+                self._take_new(block=not self._running)
+                if self._running and not self._is_stopping:
+                    self.step()
+        except BaseException as exc:  # a bug or a llama.cpp failure outside one request
+            log.exception("executor of %s died", self.name)
+            reason = f"the model's executor failed ({exc!r}); it is reloaded on next use"
+            self.crash = reason
+        updates = [self._finish(s, FinishReason.ERROR, reason) for s in list(self._running)]
+        while not self._inbox.empty():
+            if (request := self._inbox.get_nowait()) is not None:
+                updates.append(_failed_unstarted(request, reason))
+        self._publish(updates)
 
     def _take_new(self, block: bool) -> None:
         while True:
@@ -144,7 +159,7 @@ class Executor:
         num_generated = self.stats.num_generated_tokens
         if chunks:
             try:
-                decode_s = self._run(chunks)
+                decode_s, chunks = self._run_fitting(chunks)
             except Exception as exc:  # a failed decode fails the step's sequences, not the server
                 log.exception("decode failed on %s", self.name)
                 updates += [self._finish(c.seq, FinishReason.ERROR, str(exc)) for c in chunks]
@@ -212,6 +227,23 @@ class Executor:
             log.exception("draft proposal failed on %s; decoding plainly", self.name)
             return {}
         return {seq_id: d for seq_id, d in drafts.items() if d.tokens}
+
+    def _run_fitting(self, chunks: list[Chunk]) -> tuple[float, list[Chunk]]:
+        """Decode; when the KV cache has no room for the whole step, decode the first
+        half and defer the rest to later steps (their state is untouched)."""
+        while True:
+            try:
+                return self._run(chunks), chunks
+            except DecodeError as exc:
+                if exc.code != 1 or len(chunks) == 1:
+                    raise
+                log.warning(
+                    "no KV room for %d sequences on %s; deferring half", len(chunks), self.name
+                )
+                chunks, deferred = chunks[: len(chunks) // 2], chunks[len(chunks) // 2 :]
+                for chunk in deferred:
+                    if chunk.draft is not None and self._proposer is not None:
+                        self._proposer.rollback(chunk.seq)
 
     def _run(self, chunks: list[Chunk]) -> float:
         tokens: list[int] = []
@@ -331,3 +363,11 @@ class Executor:
 
 def _by_seq_id(seq: Sequence) -> int:
     return seq.seq_id
+
+
+def _failed_unstarted(request: Request, reason: str) -> Update:
+    request.status = RequestStatus.FAILED
+    request.finish_reason = FinishReason.ERROR
+    request.error = reason
+    request.finished_at = time.monotonic()
+    return Update(request, "", is_done=True)

@@ -15,6 +15,7 @@ import numpy.typing as npt
 from batching.request import SamplingParams
 
 Logits = npt.NDArray[np.float32]
+LOGIT_LIMIT = 1e4  # far beyond any real logit, far below overflow in exp
 
 
 def apply_penalties(logits: Logits, recent: list[int], params: SamplingParams) -> Logits:
@@ -27,10 +28,15 @@ def apply_penalties(logits: Logits, recent: list[int], params: SamplingParams) -
         return logits
     out = logits.copy()
     ids, counts = np.unique(np.asarray(recent, dtype=np.int64), return_counts=True)
-    vals = out[ids]
+    vals = out[ids].astype(np.float64)  # float32 would overflow under extreme penalties
     if params.repeat_penalty != 1.0:
         vals = np.where(vals > 0, vals / params.repeat_penalty, vals * params.repeat_penalty)
-    out[ids] = vals - counts * params.frequency_penalty - params.presence_penalty
+    # extreme penalties must not turn logits into inf (and the softmax into nan)
+    out[ids] = np.clip(
+        vals - counts * params.frequency_penalty - params.presence_penalty,
+        -LOGIT_LIMIT,
+        LOGIT_LIMIT,
+    )
     return out
 
 
@@ -56,6 +62,7 @@ def distribution(
         keep = min(keep, int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1)
     if params.min_p > 0.0:
         keep = min(keep, int(np.count_nonzero(probs >= params.min_p * probs[0])))
+    keep = max(keep, 1)  # the likeliest token always survives the filters
     ids, vals = ids[:keep], vals[:keep]
     scaled = np.exp((vals - vals[0]) / max(params.temperature, 1e-6))
     return ids, scaled / scaled.sum()

@@ -68,3 +68,11 @@ def test_same_seed_same_draws() -> None:
     a = [sample(raw, params, np.random.default_rng(5), []) for _ in range(3)]
     b = [sample(raw, params, np.random.default_rng(5), []) for _ in range(3)]
     assert a == b
+
+
+def test_extreme_penalties_still_give_a_token() -> None:
+    # found by fuzzing: a repeat penalty near 0 once produced inf logits and nan probabilities
+    params = SamplingParams(repeat_penalty=0.01, frequency_penalty=-2, top_k=0, top_p=1e-300)
+    raw = np.array([3e38, 1.0, -3e38], dtype=np.float32)
+    token = sample(raw, params, np.random.default_rng(0), [0, 0, 2])
+    assert token in (0, 1, 2)
