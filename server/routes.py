@@ -22,7 +22,7 @@ from server.generation import (
     wait_done,
 )
 from server.pages import local_page
-from server.registry import ModelRegistry
+from server.registry import LoadedModel, ModelRegistry
 from server.schema import parse
 from server.schemas import GenerateBody
 from server.sse import DONE, event, sse_response
@@ -90,15 +90,7 @@ async def health_check(http: HttpRequest) -> Response:
 
 async def generate_route(http: HttpRequest) -> Response:
     body = await read_body(http, GenerateBody)
-    loaded, request = await prepare(
-        registry_of(http),
-        body.model_name,
-        user_prompt(body, http),
-        body.sampling_params(),
-        speculative=body.speculative,
-        timeout=body.timeout,
-    )
-    http.state.log["generation"] = request
+    loaded, request = await prepare_body(http, body)
     submit(loaded, request, stream=body.stream)
     if body.stream:
         return sse_response(_generate_events(request))
@@ -106,10 +98,24 @@ async def generate_route(http: HttpRequest) -> Response:
     return json_response(result_body(request))
 
 
-def user_prompt(body: GenerateBody, http: HttpRequest) -> str | Messages:
-    """A chat model gets the prompt as a user turn in its own template."""
-    settings = registry_of(http).config.models[registry_of(http).resolve_name(body.model_name)]
-    return [("user", body.prompt)] if settings.use_chat_template else body.prompt
+async def prepare_body(http: HttpRequest, body: GenerateBody) -> tuple[LoadedModel, Request]:
+    """A prototype-API body made into a request, ready to submit; logged with the HTTP one.
+
+    A chat model gets the prompt as a user turn in its own template.
+    """
+    registry = registry_of(http)
+    settings = registry.config.models[registry.resolve_name(body.model_name)]
+    prompt: str | Messages = [("user", body.prompt)] if settings.use_chat_template else body.prompt
+    loaded, request = await prepare(
+        registry,
+        body.model_name,
+        prompt,
+        body.sampling_params(),
+        speculative=body.speculative,
+        timeout=body.timeout,
+    )
+    http.state.log["generation"] = request
+    return loaded, request
 
 
 async def _generate_events(request: Request) -> AsyncIterator[bytes]:

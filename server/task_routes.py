@@ -12,14 +12,13 @@ from starlette.routing import Route
 
 from batching.request import RequestStatus
 from server.errors import ApiError
-from server.generation import prepare, submit
+from server.generation import submit
 from server.routes import (
     json_response,
+    prepare_body,
     read_body,
-    registry_of,
     result_fields,
     tasks_of,
-    user_prompt,
 )
 from server.schemas import GenerateBody
 from server.tasks import Task, TaskStatus, TaskStore
@@ -33,15 +32,7 @@ async def send_text(http: HttpRequest) -> Response:
     body = await read_body(http, GenerateBody)
     if body.stream:
         raise ApiError(400, "stream: tasks are polled, not streamed; use /generate to stream")
-    loaded, request = await prepare(
-        registry_of(http),
-        body.model_name,
-        user_prompt(body, http),
-        body.sampling_params(),
-        speculative=body.speculative,
-        timeout=body.timeout,
-    )
-    http.state.log["generation"] = request
+    loaded, request = await prepare_body(http, body)
     submit(loaded, request)
     store = tasks_of(http)
     task = Task(request, dataclasses.asdict(body), request_id=http.state.request_id)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from speculative.sequence import Sequence
+
 EMA = 0.2  # weight of the newest observation
 
 
@@ -129,3 +131,25 @@ class SpeculationPolicy:
 
     def forget(self, seq_id: int) -> None:
         self._seqs.pop(seq_id, None)
+
+
+def draft_lengths(
+    policy: SpeculationPolicy, decoding: list[Sequence], budget: int, ctx_per_seq: int
+) -> list[tuple[Sequence, int]]:
+    """(sequence, k) for every sequence that drafts this step, within the token budget."""
+    wanted = []
+    for seq in decoding:
+        request = seq.request
+        k = policy.draft_length(seq.seq_id, request.is_speculative, len(decoding))
+        # never draft past max_tokens or the context: those tokens could not be kept
+        room = (
+            min(
+                request.params.max_tokens - request.num_output_tokens, ctx_per_seq - len(seq.tokens)
+            )
+            - 1
+        )
+        k = min(k, room, budget)
+        if k > 0:
+            wanted.append((seq, k))
+            budget -= k
+    return wanted

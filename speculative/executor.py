@@ -24,12 +24,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from batching.bridge import Update
 from batching.request import FinishReason, Request, RequestStatus
 from speculative.acceptance import verify
-from speculative.adaptive import SpeculationPolicy
+from speculative.adaptive import SpeculationPolicy, draft_lengths
+from speculative.chunk import Chunk, by_seq_id
 from speculative.llama import DecodeError, LlamaContext
 from speculative.proposers import Draft, Proposer
 from speculative.sampling import sample
@@ -37,30 +37,6 @@ from speculative.sequence import Sequence
 from speculative.stats import ExecutorStats
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Chunk:
-    """The part of one sequence's pending tokens that goes into this step."""
-
-    seq: Sequence
-    start: int  # index into seq.tokens, == the KV position of the first token
-    count: int  # tokens of seq.tokens in this step
-    draft: Draft | None = None  # drafted tokens that follow them, to verify
-    offset: int = 0  # batch index of the first token
-
-    @property
-    def completes(self) -> bool:
-        """After this chunk every token is cached and the next one can be sampled."""
-        return self.start + self.count == len(self.seq.tokens)
-
-    @property
-    def num_tokens(self) -> int:
-        return self.count + (len(self.draft.tokens) if self.draft else 0)
-
-    def token_ids(self) -> list[int]:
-        own = self.seq.tokens[self.start : self.start + self.count]
-        return own + self.draft.tokens if self.draft else own
 
 
 class Executor:
@@ -183,7 +159,7 @@ class Executor:
         # Tokens go in seq_id order, and new sequences take the lowest free id:
         # with one KV stream per sequence, llama.cpp runs an out-of-order or
         # sparse batch about twice as slowly (measured: 68 vs 136 ms at B=16).
-        decoding = sorted((s for s in self._running if not s.is_prefilling), key=_by_seq_id)
+        decoding = sorted((s for s in self._running if not s.is_prefilling), key=by_seq_id)
         budget -= len(decoding)
         drafts = self._propose(decoding, budget)
         chunks = [Chunk(s, s.num_cached, 1, drafts.get(s.seq_id)) for s in decoding]
@@ -204,21 +180,7 @@ class Executor:
     def _propose(self, decoding: list[Sequence], budget: int) -> dict[int, Draft]:
         if self._proposer is None or self._policy is None:
             return {}
-        wanted = []
-        for seq in decoding:
-            k = self._policy.draft_length(seq.seq_id, seq.request.is_speculative, len(decoding))
-            # never draft past max_tokens or the context: those tokens could not be kept
-            room = (
-                min(
-                    seq.request.params.max_tokens - seq.request.num_output_tokens,
-                    self.ctx_per_seq - len(seq.tokens),
-                )
-                - 1
-            )
-            k = min(k, room, budget)
-            if k > 0:
-                wanted.append((seq, k))
-                budget -= k
+        wanted = draft_lengths(self._policy, decoding, budget, self.ctx_per_seq)
         if not wanted:
             return {}
         try:
@@ -359,10 +321,6 @@ class Executor:
     @property
     def num_running(self) -> int:
         return len(self._running)
-
-
-def _by_seq_id(seq: Sequence) -> int:
-    return seq.seq_id
 
 
 def _failed_unstarted(request: Request, reason: str) -> Update:
