@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup models browser run run-app test run-tests lint bench clean container-build container-run
+.PHONY: setup models browser run run-app test run-tests lint bench quantize clean container-build container-run
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 
 # llama-cpp-python compiles llama.cpp (~5-8 min on 2 cores) the first time;
@@ -44,6 +44,10 @@ container-build:
 
 container-run:
 	$(CONTAINER) run --rm -p 8000:8000 edge-llm-server
+
+# The prototype's `convert`: make quantize SRC=models/x.gguf TYPE=q8_0 OUT=models/x.q8_0.gguf
+quantize: setup
+	$(PY) -m server quantize $(SRC) --type $(TYPE) -o $(OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

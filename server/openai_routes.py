@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import Any
 
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
@@ -32,17 +32,11 @@ from server.openai_schemas import (
 from server.routes import json_response, read_body, registry_of
 from server.sse import DONE, event, sse_response
 
-B = TypeVar("B", bound=SamplingFields)
 DEFAULT_CHAT_MAX_TOKENS = 512
 
 
-async def read_openai_body(http: HttpRequest, schema: type[B]) -> B:
-    body = await read_body(http, schema, precheck=unsupported_message)
-    return body
-
-
 async def chat_completions(http: HttpRequest) -> Response:
-    body = await read_openai_body(http, ChatCompletionBody)
+    body = await read_body(http, ChatCompletionBody, precheck=unsupported_message)
     max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
     messages = [(m.role if m.role != "developer" else "system", m.text()) for m in body.messages]
     loaded, request = await prepare(
@@ -58,7 +52,7 @@ async def chat_completions(http: HttpRequest) -> Response:
 
 
 async def completions(http: HttpRequest) -> Response:
-    body = await read_openai_body(http, CompletionBody)
+    body = await read_body(http, CompletionBody, precheck=unsupported_message)
     loaded, request = await prepare(
         registry_of(http),
         body.model,

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import llama_cpp as C
+import llama_cpp._logger
 
 QUANT_TYPES = {
     "q2_k": C.LLAMA_FTYPE_MOSTLY_Q2_K,
@@ -32,6 +33,7 @@ def quantize(source: str | Path, target: str | Path, quant_type: str) -> None:
         raise ValueError(f"source model {source} does not exist")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
+    llama_cpp._logger.set_verbose(False)  # a line per tensor otherwise
     params = C.llama_model_quantize_default_params()
     params.ftype = QUANT_TYPES[quant_type]
     params.allow_requantize = True

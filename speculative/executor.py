@@ -318,10 +318,6 @@ class Executor:
         request.finished_at = time.monotonic()
         return Update(request, text, is_done=True)
 
-    @property
-    def num_running(self) -> int:
-        return len(self._running)
-
 
 def _failed_unstarted(request: Request, reason: str) -> Update:
     request.status = RequestStatus.FAILED
