@@ -6,25 +6,59 @@ max wait, whichever first) and hands them over; the executor admits them at
 its next decode step, alongside the sequences already running. The wait
 applies only when the executor is idle: while it is busy a newcomer joins at
 the next step anyway, and waiting would only add latency.
+
+Every request submitted here ends with an answer, whatever fails:
+
+* a waiting request that is cancelled (client gone, task cancelled) leaves
+  the queue at once; one past its deadline leaves within ``SWEEP_S``;
+* a running request is answered by the executor; should the executor be
+  wedged, the sweep answers it ``BACKSTOP_S`` after its deadline (its slot
+  stays counted until the executor really lets go of it);
+* ``stop`` fails what waits, and ``submit`` on a stopped batcher raises.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 from batching.collate import collect_batch
-from batching.request import FinishReason, Request, RequestStatus
+from batching.request import Failure, FinishReason, Request, RequestStatus
+
+SWEEP_S = 0.1  # how often deadlines of waiting and running requests are checked
+BACKSTOP_S = 1.0  # grace after a deadline before the loop answers for the executor
 
 
 class QueueFullError(Exception):
     """The waiting queue is at its limit; the client should retry later."""
 
 
+class BatcherStoppedError(Exception):
+    """The batcher was stopped (shutdown, or its executor died); retry later."""
+
+
 class Admits(Protocol):
     def admit(self, requests: list[Request]) -> None: ...
+
+
+class WaitingQueue(asyncio.Queue[Request]):
+    """A FIFO asyncio queue from which cancelled or expired requests can be taken out."""
+
+    _queue: collections.deque[Request]
+
+    def _init(self, maxsize: int) -> None:
+        self._queue = collections.deque()
+
+    def remove_where(self, predicate: Callable[[Request], bool]) -> list[Request]:
+        removed = [r for r in self._queue if predicate(r)]
+        if removed:
+            self._queue = collections.deque(r for r in self._queue if not predicate(r))
+        return removed
 
 
 class Batcher:
@@ -35,36 +69,63 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self._max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
-        self._queue: asyncio.Queue[Request] = asyncio.Queue()
-        self.num_running = 0
+        self._queue = WaitingQueue()
+        self._running: set[Request] = set()  # admitted, not yet released by the executor
         self._slot_freed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._has_requests = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stopped_reason: str | None = None
 
     @property
     def num_waiting(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run(), name="batcher"),
+            loop.create_task(self._sweep(), name="batcher-sweep"),
+        ]
 
     async def stop(self, reason: str = "the server is shutting down") -> None:
-        """Stop admitting; requests still waiting fail with ``reason``."""
-        if self._task is not None:
-            self._task.cancel()
+        """Stop admitting; requests still waiting fail with ``reason``; later submits raise."""
+        self.stopped_reason = reason
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        while not self._queue.empty():
-            _finish_unstarted(self._queue.get_nowait(), FinishReason.ERROR, reason)
+                await task
+        for request in self._queue.remove_where(lambda r: True):
+            _finish_unstarted(request, FinishReason.ERROR, reason)
+
+    def fail_unanswered(self, reason: str) -> None:
+        """After the executor stopped: answer running requests it never answered."""
+        for request in self._running:
+            _answer(request, FinishReason.ERROR, reason)
 
     def submit(self, request: Request) -> None:
+        if self.stopped_reason is not None:
+            raise BatcherStoppedError(self.stopped_reason)
         if self._queue.qsize() >= self.max_queue:
             raise QueueFullError(f"{self._queue.qsize()} requests are already waiting")
+        request.on_cancel = self._on_cancel
         self._queue.put_nowait(request)
+        self._has_requests.set()
 
     def on_done(self, request: Request) -> None:
         """Event loop: the executor finished ``request``; its slot is free again."""
-        self.num_running -= 1
+        self._running.discard(request)
         self._slot_freed.set()
+
+    def _on_cancel(self, request: Request) -> None:
+        if request.status is RequestStatus.WAITING and self._queue.remove_where(
+            lambda r: r is request
+        ):
+            _finish_unstarted(request, FinishReason.CANCELLED)
 
     async def _run(self) -> None:
         while True:
@@ -83,18 +144,41 @@ class Batcher:
                 else:
                     live.append(request)
             if live:
-                self.num_running += len(live)
+                self._running.update(live)
                 self._executor.admit(live)
+
+    async def _sweep(self) -> None:
+        while True:
+            if not self._queue.qsize() and not self._running:
+                self._has_requests.clear()
+                await self._has_requests.wait()
+            await asyncio.sleep(SWEEP_S)
+            now = time.monotonic()
+            for request in self._queue.remove_where(partial(Request.is_past_deadline, now=now)):
+                _finish_unstarted(request, FinishReason.TIMEOUT)
+            late = now - BACKSTOP_S
+            for request in self._running:
+                if request.is_past_deadline(late):
+                    _answer(request, FinishReason.TIMEOUT)
 
 
 def _finish_unstarted(request: Request, reason: FinishReason, error: str | None = None) -> None:
-    request.status = {
-        FinishReason.ERROR: RequestStatus.FAILED,
-        FinishReason.CANCELLED: RequestStatus.CANCELLED,
-    }.get(reason, RequestStatus.FINISHED)
-    request.finish_reason = reason
-    request.error = error
-    request.finished_at = time.monotonic()
+    failure = Failure.UNAVAILABLE if reason is FinishReason.ERROR else None
+    request.mark_done(reason, error, failure)
+    _resolve(request)
+
+
+def _answer(request: Request, reason: FinishReason, error: str | None = None) -> None:
+    """Answer a running request the executor has not answered (it may still hold its slot)."""
+    if request.done.done():
+        return
+    if not request.status.is_done:
+        failure = Failure.UNAVAILABLE if reason is FinishReason.ERROR else None
+        request.mark_done(reason, error, failure)
+    _resolve(request)
+
+
+def _resolve(request: Request) -> None:
     if request.stream is not None:
         request.stream.put_nowait(None)
     if not request.done.done():

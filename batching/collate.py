@@ -15,22 +15,30 @@ async def collect_batch(queue: asyncio.Queue[T], max_size: int, max_wait: float)
     ``max_wait`` and a burst fills the batch as soon as it arrives. Items
     already queued are taken without waiting. Uses ``asyncio.wait_for`` on
     the queue rather than polling, so an idle batcher costs nothing.
+
+    Cancelled while gathering, it puts what it holds back into the queue
+    before re-raising: an item taken is either returned or queued again.
     """
     assert max_size >= 1
     batch = [await queue.get()]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_wait
-    while len(batch) < max_size:
-        if not queue.empty():
-            batch.append(queue.get_nowait())
-            continue
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        try:
-            # On 3.11 wait_for returns an item that arrived as the timeout hit,
-            # and a cancelled Queue.get leaves its item queued: nothing is lost.
-            batch.append(await asyncio.wait_for(queue.get(), remaining))
-        except TimeoutError:
-            break
+    try:
+        while len(batch) < max_size:
+            if not queue.empty():
+                batch.append(queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                # On 3.11 wait_for returns an item that arrived as the timeout hit,
+                # and a cancelled Queue.get leaves its item queued: nothing is lost.
+                batch.append(await asyncio.wait_for(queue.get(), remaining))
+            except TimeoutError:
+                break
+    except asyncio.CancelledError:
+        for item in batch:
+            queue.put_nowait(item)
+        raise
     return batch

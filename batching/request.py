@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
@@ -33,6 +34,16 @@ class FinishReason(StrEnum):
     CANCELLED = "cancelled"
     TIMEOUT = "timeout"  # the request's deadline passed
     ERROR = "error"
+
+
+class Failure(StrEnum):
+    """Why a request failed: a bug or llama.cpp error, or a model that cannot serve now."""
+
+    INTERNAL = "internal"  # HTTP 500: this request broke
+    UNAVAILABLE = "unavailable"  # HTTP 503: the model's executor died or is stopping; retry
+
+
+_STATUS_OF = {FinishReason.CANCELLED: "cancelled", FinishReason.ERROR: "failed"}
 
 
 @dataclass(slots=True, frozen=True)
@@ -75,7 +86,10 @@ class Request:
     text: str = ""
     finish_reason: FinishReason | None = None
     error: str | None = None
+    failure: Failure | None = None  # set with FinishReason.ERROR
     is_cancel_requested: bool = False
+    # Event loop only: called by ``cancel()`` so a waiting request leaves its queue at once.
+    on_cancel: Callable[[Request], None] | None = None
     deadline: float | None = None  # time.monotonic() after which the request stops
     is_speculative: bool = True  # may the model's proposer draft for this request
     num_drafted_tokens: int = 0
@@ -106,6 +120,20 @@ class Request:
     def cancel(self) -> None:
         """Ask for the sequence to stop at the next step (its slot is then freed)."""
         self.is_cancel_requested = True
+        if self.on_cancel is not None:
+            self.on_cancel(self)
+
+    def mark_done(
+        self, reason: FinishReason, error: str | None = None, failure: Failure | None = None
+    ) -> None:
+        """Record how the request ended (the thread that owns it at that moment calls this)."""
+        if reason is FinishReason.ERROR and failure is None:
+            failure = Failure.INTERNAL
+        self.status = RequestStatus(_STATUS_OF.get(reason, "finished"))
+        self.finish_reason = reason
+        self.error = error
+        self.failure = failure
+        self.finished_at = time.monotonic()
 
     def timings(self) -> dict[str, float | None]:
         """Milliseconds spent queued, to first token and in total; decode speed."""

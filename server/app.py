@@ -13,8 +13,9 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from batching.faults import FAULTS
+from server import debug_routes, openai_routes, routes, task_routes
 from server import metrics as metrics_routes
-from server import openai_routes, routes, task_routes
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, RequestMetricsMiddleware
 from server.middleware import ApiKeyMiddleware, RequestContextMiddleware, load_api_keys
@@ -68,8 +69,9 @@ def create_app(config: Config) -> Starlette:
     keys = load_api_keys(settings.api_keys_file)
     if keys:
         middleware.append(Middleware(ApiKeyMiddleware, keys=keys))
+    test_routes = debug_routes.ROUTES if FAULTS.is_enabled else []
     app = Starlette(
-        routes=[*api_routes, *metrics_routes.ROUTES, *DOC_ROUTES, static],
+        routes=[*api_routes, *metrics_routes.ROUTES, *DOC_ROUTES, *test_routes, static],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=middleware,
         lifespan=lifespan,

@@ -45,6 +45,15 @@ class ApiError(Exception):
         self.headers = headers or {}
         self.extra = extra or {}  # more fields inside "error", e.g. a timed-out partial result
 
+    def body(self) -> dict[str, Any]:
+        """The error as JSON (also what a stream's error frame carries)."""
+        return error_body(self.status, self.message, self.extra)
+
+
+def error_body(status: int, message: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    kind = ERROR_TYPES.get(status, "server_error")
+    return {"error": {"message": message, "type": kind, "code": status, **(extra or {})}}
+
 
 def error_response(
     status: int,
@@ -52,8 +61,7 @@ def error_response(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Response:
-    kind = ERROR_TYPES.get(status, "server_error")
-    body = {"error": {"message": message, "type": kind, "code": status, **(extra or {})}}
+    body = error_body(status, message, extra)
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 

@@ -7,19 +7,21 @@ JSON shapes, not in how a request is prepared, queued, awaited or cancelled.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio.to_thread
 from starlette.requests import Request as HttpRequest
 
-from batching.batcher import QueueFullError
-from batching.request import FinishReason, Request, RequestStatus, SamplingParams
+from batching.batcher import BatcherStoppedError, QueueFullError
+from batching.faults import FAULTS
+from batching.request import Failure, FinishReason, Request, RequestStatus, SamplingParams
 from server.errors import ApiError
 from server.registry import LoadedModel, ModelRegistry
+from speculative.llama import ModelClosedError
+from speculative.prompt import Messages, encode_prompt
 
 INLINE_TOKENIZE_CHARS = 8192  # longer prompts are tokenized off the event loop
-Messages = Sequence[tuple[str, str]]  # (role, content)
 
 
 async def prepare(
@@ -36,14 +38,17 @@ async def prepare(
     ``prompt`` is raw text, or chat messages rendered with the model's template.
     """
     loaded = await registry.get(model_name)
-    text, parse_special = render_prompt(loaded, prompt)
     model = loaded.model
-    if len(text) <= INLINE_TOKENIZE_CHARS:
-        tokens = model.tokenize(text, parse_special=parse_special)
-    else:
-        tokens = await anyio.to_thread.run_sync(
-            lambda: model.tokenize(text, parse_special=parse_special)
-        )
+    size = len(prompt) if isinstance(prompt, str) else sum(len(c) for _, c in prompt)
+    try:
+        if size <= INLINE_TOKENIZE_CHARS:
+            tokens = encode_prompt(model, prompt)
+        else:
+            tokens = await anyio.to_thread.run_sync(lambda: encode_prompt(model, prompt))
+    except ModelClosedError as exc:  # a reload replaced the model while we held it
+        raise ApiError(503, str(exc), {"Retry-After": "1"}) from None
+    if delay := FAULTS.seconds("prepare_delay"):
+        await asyncio.sleep(delay)
     limit = loaded.ctx_per_seq
     if len(tokens) >= limit:
         raise ApiError(
@@ -71,18 +76,6 @@ def speculation_counts(request: Request) -> dict[str, int]:
     }
 
 
-def render_prompt(loaded: LoadedModel, prompt: str | Messages) -> tuple[str, bool]:
-    """The text to tokenize, and whether it may contain control-token markup."""
-    if isinstance(prompt, str):
-        return prompt, False
-    templated = loaded.model.apply_chat_template(prompt)
-    if templated is not None:
-        return templated, True
-    # No usable template in the GGUF: a plain transcript the model can continue.
-    lines = [f"{role}: {content}" for role, content in prompt]
-    return "\n".join([*lines, "assistant:"]), False
-
-
 def submit(loaded: LoadedModel, request: Request, *, stream: bool = False) -> None:
     if stream:
         request.stream = asyncio.Queue()
@@ -92,6 +85,8 @@ def submit(loaded: LoadedModel, request: Request, *, stream: bool = False) -> No
         raise ApiError(
             503, f"model {loaded.name!r} is busy: {exc}; retry shortly", {"Retry-After": "1"}
         ) from None
+    except BatcherStoppedError as exc:
+        raise ApiError(503, f"model {loaded.name!r}: {exc}", {"Retry-After": "1"}) from None
 
 
 async def wait_done(request: Request, http: HttpRequest | None = None) -> Request:
@@ -129,10 +124,19 @@ async def stream_text(request: Request) -> AsyncIterator[str]:
             request.cancel()
 
 
+def failure_error(request: Request) -> ApiError:
+    """The error a failed request answers with: 503 when the model could not serve it
+    (executor died, shutdown: retry), 500 when this request itself broke."""
+    message = f"generation failed: {request.error}"
+    if request.failure is Failure.UNAVAILABLE:
+        return ApiError(503, message, {"Retry-After": "1"})
+    return ApiError(500, message)
+
+
 def check_failed(request: Request, partial: Callable[[], dict[str, Any]] | None = None) -> None:
-    """A failed request is a 500; one past its deadline a 504 with the partial output."""
+    """A failed request is a 500 or 503; one past its deadline a 504 with the partial output."""
     if request.status is RequestStatus.FAILED:
-        raise ApiError(500, f"generation failed: {request.error}")
+        raise failure_error(request)
     if request.finish_reason is FinishReason.TIMEOUT:
         extra = {"partial": partial()} if partial is not None else {}
         message = "the request passed its deadline (see `timeout`); `partial` is what it had"

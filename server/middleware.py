@@ -119,20 +119,14 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if (
-            scope["type"] != "http"
-            or path in ALWAYS_OPEN + PUBLIC_PAGES
-            or path.startswith("/static/")
-        ):
+        if scope["type"] != "http" or path in PUBLIC_PAGES or path.startswith("/static/"):
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        auth = headers.get("authorization", "")
-        given = auth[7:] if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
-        # compare with every key, always: the time taken says nothing about which matched
-        matched = False
-        for key in self.keys:
-            matched |= hmac.compare_digest(given.encode(), key)
+        matched = self._has_valid_key(Headers(scope=scope))
+        if path in ALWAYS_OPEN:  # answered either way; the route shows less without a key
+            scope.setdefault("state", {})["is_authorized"] = matched
+            await self.app(scope, receive, send)
+            return
         if not matched:
             message = (
                 "a valid API key is required: send 'Authorization: Bearer <key>' or "
@@ -142,6 +136,15 @@ class ApiKeyMiddleware:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    def _has_valid_key(self, headers: Headers) -> bool:
+        auth = headers.get("authorization", "")
+        given = auth[7:] if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
+        # compare with every key, always: the time taken says nothing about which matched
+        matched = False
+        for key in self.keys:
+            matched |= hmac.compare_digest(given.encode(), key)
+        return matched
 
 
 def load_api_keys(keys_file: str | None, env: dict[str, str] | None = None) -> frozenset[str]:

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from batching.request import Request, RequestStatus
 from server.generation import (
     check_failed,
+    failure_error,
     prepare,
     speculation_counts,
     stream_text,
@@ -151,8 +152,7 @@ async def _chunks(shape: _Shape, include_usage: bool) -> AsyncIterator[bytes]:
     async for piece in stream_text(shape.request):
         yield chunk(piece, None)
     if shape.request.status is RequestStatus.FAILED:
-        message = f"generation failed: {shape.request.error}"
-        yield event({"error": {"message": message, "type": "server_error", "code": 500}})
+        yield event(failure_error(shape.request).body())
     else:
         yield chunk(None if shape.chat else "", shape.finish_reason())
         if include_usage:

@@ -2,8 +2,10 @@
 
 A model loads once even when many first requests arrive together (a lock per
 name); the load runs in a worker thread so the event loop keeps serving the
-other models meanwhile. A load that fails is not remembered: its requests get
-a 503 that says why, and the next request tries again (after ``pull``, say).
+other models meanwhile. A load that fails is remembered for
+``LOAD_RETRY_S``: requests meanwhile get the same 503 at once (with
+``Retry-After``) instead of each trying again; after that the next request
+tries again (after ``pull``, say).
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ from speculative.proposers import (
 )
 
 log = logging.getLogger(__name__)
+LOAD_RETRY_S = 5.0
+
+
+@dataclass(slots=True)
+class LoadFailure:
+    error: ApiError
+    at: float  # time.monotonic()
+
+    def retry_in(self, now: float) -> float:
+        return max(0.0, self.at + LOAD_RETRY_S - now)
 
 
 @dataclass(slots=True, eq=False)
@@ -53,7 +65,6 @@ class LoadedModel:
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "path": self.settings.path,
             "context_size": self.ctx_per_seq,
             "max_batch_size": self.batcher.max_batch_size,
             "load_seconds": round(self.load_seconds, 3),
@@ -72,6 +83,8 @@ class ModelRegistry:
         self._on_request_done = on_request_done
         self.loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.failures: dict[str, LoadFailure] = {}
+        self.num_load_attempts: dict[str, int] = {}
 
     def resolve_name(self, name: str | None) -> str:
         name = name or self.config.server.default_model
@@ -85,6 +98,7 @@ class ModelRegistry:
         loaded = self.loaded.get(name)
         if loaded is not None and loaded.executor.is_alive:
             return loaded
+        self._raise_recent_failure(name)
         async with self._locks.setdefault(name, asyncio.Lock()):
             loaded = self.loaded.get(name)
             if loaded is not None and not loaded.executor.is_alive:
@@ -92,13 +106,30 @@ class ModelRegistry:
                 del self.loaded[name]
                 await self._unload(loaded)
             if name not in self.loaded:
-                self.loaded[name] = await self._load(name)
+                self._raise_recent_failure(name)  # the load we waited for just failed
+                try:
+                    self.loaded[name] = await self._load(name)
+                except ApiError as exc:
+                    self.failures[name] = LoadFailure(exc, time.monotonic())
+                    raise
+                self.failures.pop(name, None)
         return self.loaded[name]
+
+    def _raise_recent_failure(self, name: str) -> None:
+        failure = self.failures.get(name)
+        if failure is None:
+            return
+        retry_in = failure.retry_in(time.monotonic())
+        if retry_in > 0:
+            error = failure.error
+            seconds = str(max(1, round(retry_in)))
+            raise ApiError(error.status, error.message, {**error.headers, "Retry-After": seconds})
 
     async def _load(self, name: str) -> LoadedModel:
         settings = self.config.models[name]
         num_seqs = self.config.batch_size(name)
         started = time.perf_counter()
+        self.num_load_attempts[name] = self.num_load_attempts.get(name, 0) + 1
         try:
             model, context, proposer = await anyio.to_thread.run_sync(
                 _load_blocking, self.config, name
@@ -106,7 +137,8 @@ class ModelRegistry:
         except ModelLoadError as exc:
             log.error("model %s failed to load: %s", name, exc)
             hint = f"; run `python -m server pull {name}`" if not model_exists(settings) else ""
-            raise ApiError(503, f"model {name!r} is unavailable: {exc}{hint}") from None
+            message = f"model {name!r} is unavailable: {exc}{hint}"
+            raise ApiError(503, message, {"Retry-After": str(round(LOAD_RETRY_S))}) from None
         loop = asyncio.get_running_loop()
         holder: list[Batcher] = []  # the bridge needs the batcher, which needs the executor
 
@@ -149,9 +181,11 @@ class ModelRegistry:
         self.loaded.clear()
 
     async def _unload(self, loaded: LoadedModel) -> None:
-        await loaded.batcher.stop(loaded.executor.crash or "the server is shutting down")
+        reason = loaded.executor.crash or "the server is shutting down"
+        await loaded.batcher.stop(reason)
+        # the executor frees the model and contexts, once its thread is out of llama.cpp
         await anyio.to_thread.run_sync(loaded.executor.stop)
-        loaded.model.close()
+        loaded.batcher.fail_unanswered(reason)
 
 
 def model_exists(settings: ModelSettings) -> bool:

@@ -13,8 +13,8 @@ from starlette.routing import Route
 from batching.request import Request, RequestStatus
 from server.errors import ApiError
 from server.generation import (
-    Messages,
     check_failed,
+    failure_error,
     prepare,
     speculation_counts,
     stream_text,
@@ -27,6 +27,7 @@ from server.schema import parse
 from server.schemas import GenerateBody
 from server.sse import DONE, event, sse_response
 from server.tasks import TaskStore
+from speculative.prompt import Messages
 
 T = TypeVar("T")
 MAX_PER_PAGE = 100
@@ -70,22 +71,31 @@ async def index(http: HttpRequest) -> Response:
 
 
 async def health_check(http: HttpRequest) -> Response:
+    """Liveness for anyone; details (paths, counters, errors) only with a valid API key
+    when keys are set."""
     registry = registry_of(http)
+    brief = {name: {"loaded": name in registry.loaded} for name in registry.config.models}
+    body: dict[str, Any] = {"status": "ok", "models": brief}
+    if not getattr(http.state, "is_authorized", True):
+        return json_response(body)
     models: dict[str, Any] = {}
-    for name in registry.config.models:
+    for name, settings in registry.config.models.items():
         loaded = registry.loaded.get(name)
-        models[name] = {"loaded": True, **loaded.describe()} if loaded else {"loaded": False}
-    return json_response(
-        {
-            "status": "ok",
-            "default_model": registry.config.server.default_model,
-            "loaded_models": list(registry.loaded),
-            "running": sum(m.batcher.num_running for m in registry.loaded.values()),
-            "waiting": sum(m.batcher.num_waiting for m in registry.loaded.values()),
-            "tasks": len(tasks_of(http)),
-            "models": models,
-        }
-    )
+        models[name] = {"loaded": loaded is not None, "path": settings.path}
+        if loaded is not None:
+            models[name] |= loaded.describe()
+        if (failure := registry.failures.get(name)) is not None:
+            models[name]["last_error"] = failure.error.message
+        models[name]["load_attempts"] = registry.num_load_attempts.get(name, 0)
+    body |= {
+        "default_model": registry.config.server.default_model,
+        "loaded_models": list(registry.loaded),
+        "running": sum(m.batcher.num_running for m in registry.loaded.values()),
+        "waiting": sum(m.batcher.num_waiting for m in registry.loaded.values()),
+        "tasks": await tasks_of(http).count(),
+        "models": models,
+    }
+    return json_response(body)
 
 
 async def generate_route(http: HttpRequest) -> Response:
@@ -122,7 +132,7 @@ async def _generate_events(request: Request) -> AsyncIterator[bytes]:
     async for piece in stream_text(request):
         yield event({"id": request.id, "model": request.model, "text": piece})
     if request.status is RequestStatus.FAILED:
-        yield event({"error": {"message": f"generation failed: {request.error}", "code": 500}})
+        yield event(failure_error(request).body())
     else:
         yield event({**result_fields(request), "text": ""})  # finish_reason may be "timeout"
     yield DONE

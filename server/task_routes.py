@@ -37,7 +37,7 @@ async def send_text(http: HttpRequest) -> Response:
     store = tasks_of(http)
     task = Task(request, dataclasses.asdict(body), request_id=http.state.request_id)
     request.done.add_done_callback(lambda _: _record_end(store, task))
-    store.add(task)
+    await store.add(task)
     return json_response({"task_id": task.id, "status": task.status.value}, status=202)
 
 
@@ -49,26 +49,27 @@ def _record_end(store: TaskStore, task: Task) -> None:
 
 async def task_status(http: HttpRequest) -> Response:
     """A task's status, with its result when done or its error when failed."""
-    return json_response(_record_or_404(tasks_of(http), http.path_params["task_id"]))
+    return json_response(await _record_or_404(tasks_of(http), http.path_params["task_id"]))
 
 
 async def cancel_task(http: HttpRequest) -> Response:
     """Cancel a queued or running task; answers with the task's final record."""
     store = tasks_of(http)
     task_id = http.path_params["task_id"]
-    record = _record_or_404(store, task_id)
+    record = await _record_or_404(store, task_id)
     task = store.live(task_id)
     if task is None or TaskStatus(record["status"]).is_final:
         raise ApiError(
             409, f"task {task_id!r} already ended ({record['status']}); nothing to cancel"
         )
-    task.request.cancel()  # the executor frees its sequence at the next step
+    # a queued task ends at once; a running one when the executor frees its sequence
+    task.request.cancel()
     await asyncio.wait({task.request.done}, timeout=CANCEL_WAIT_S)
-    return json_response(_record_or_404(store, task_id))
+    return json_response(await _record_or_404(store, task_id))
 
 
-def _record_or_404(store: TaskStore, task_id: str) -> dict[str, Any]:
-    record = store.get(task_id)
+async def _record_or_404(store: TaskStore, task_id: str) -> dict[str, Any]:
+    record = await store.get(task_id)
     if record is None:
         raise ApiError(
             404, f"no task {task_id!r}; task ids come from POST /send_text (see /tasks/)"
@@ -81,10 +82,9 @@ async def list_tasks(http: HttpRequest) -> Response:
     page = _query_int(http, "page", 1, 1, 1_000_000)
     per_page = _query_int(http, "per_page", 20, 1, MAX_PER_PAGE)
     store = tasks_of(http)
-    records = store.newest_first((page - 1) * per_page, per_page)
-    return json_response(
-        {"tasks": records, "page": page, "per_page": per_page, "total": len(store)}
-    )
+    records = await store.newest_first((page - 1) * per_page, per_page)
+    total = await store.count()
+    return json_response({"tasks": records, "page": page, "per_page": per_page, "total": total})
 
 
 def _query_int(http: HttpRequest, name: str, default: int, low: int, high: int) -> int:

@@ -3,7 +3,7 @@
 A task is a ``Request`` submitted to the same batcher as every other request.
 While the process runs, its status is read live from the request (queued,
 running); the database row is written when the task is created and when it
-ends (done, failed, cancelled). WAL mode with one writer, the event loop:
+ends (done, failed, cancelled). WAL mode with one writer, the store's own thread:
 a ``kill -9`` loses nothing that was committed.
 
 Restart rule: a task that was queued or running when the process died is
@@ -14,16 +14,22 @@ still has the request in the record to resend. Records expire by age and count.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
+from batching.faults import FAULTS
 from batching.request import Request, RequestStatus
+
+T = TypeVar("T")
 
 
 class TaskStatus(StrEnum):
@@ -84,6 +90,15 @@ class Task:
 
 
 class TaskStore:
+    """Task records in SQLite, written and read on one thread of its own.
+
+    SQLite calls block (an fsync on an SD card can take hundreds of ms), so
+    none runs on the event loop: every statement goes to a single store
+    thread, in the order the loop issued them. A write issued before a read
+    (a task finishing, then a poll) is therefore always seen by the read.
+    ``_live`` (tasks in flight) is touched by the loop only.
+    """
+
     def __init__(self, path: Path, *, max_tasks: int, max_age_s: float) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -94,64 +109,89 @@ class TaskStore:
         self._max_age_s = max_age_s
         self._live: dict[str, Task] = {}
         self._num_added = 0
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="task-store")
         self._fail_unfinished(RESTART_REASON)
-        self.expire()
+        self._expire()
 
-    def add(self, task: Task) -> None:
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def add(self, task: Task) -> None:
         self._live[task.id] = task
-        self._db.execute(
-            "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
-            (
-                task.id,
-                task.request_id,
-                task.request.model,
-                TaskStatus.QUEUED.value,
-                orjson.dumps(task.body).decode(),
-                task.created_at,
-                task.created_at,
-            ),
+        row = (
+            task.id,
+            task.request_id,
+            task.request.model,
+            TaskStatus.QUEUED.value,
+            orjson.dumps(task.body).decode(),
+            task.created_at,
+            task.created_at,
         )
         self._num_added += 1
-        if self._num_added % 100 == 0:
-            self.expire()
+        await self._call(self._insert, row, self._num_added % 100 == 0)
 
     def finish(self, task: Task) -> None:
-        """The request is done: write its final state and stop tracking it live."""
+        """The request is done: stop tracking it live; its final state is written in order."""
         result = orjson.dumps(task.result).decode() if task.result is not None else None
-        self._db.execute(
-            "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ?",
-            (task.status.value, result, task.request.error, time.time(), task.id),
-        )
+        row = (task.status.value, result, task.request.error, time.time(), task.id)
         self._live.pop(task.id, None)
+        self._thread.submit(self._update, row)
 
     def live(self, task_id: str) -> Task | None:
         return self._live.get(task_id)
 
-    def get(self, task_id: str) -> dict[str, Any] | None:
-        rows = self._select("WHERE id = ?", (task_id,))
-        return rows[0] if rows else None
+    async def get(self, task_id: str) -> dict[str, Any] | None:
+        rows = await self._call(self._select, "WHERE id = ?", (task_id,))
+        return self._record(rows[0]) if rows else None
 
-    def newest_first(self, offset: int, limit: int) -> list[dict[str, Any]]:
-        return self._select(
-            "ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?", (limit, offset)
-        )
+    async def newest_first(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        where = "ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?"
+        rows = await self._call(self._select, where, (limit, offset))
+        return [self._record(row) for row in rows]
 
-    def __len__(self) -> int:
-        count: int = self._db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
-        return count
+    async def count(self) -> int:
+        return await self._call(self._count)
 
-    def expire(self) -> None:
-        self._db.execute("DELETE FROM tasks WHERE created_at < ?", (time.time() - self._max_age_s,))
-        self._db.execute(
-            "DELETE FROM tasks WHERE id NOT IN "
-            "(SELECT id FROM tasks ORDER BY created_at DESC LIMIT ?)",
-            (self._max_tasks,),
-        )
+    async def expire(self) -> None:
+        await self._call(self._expire)
 
     def close(self) -> None:
         """Shutting down: tasks still in flight will not finish; say so, then close."""
+        self._thread.shutdown(wait=True)  # writes already issued land first
         self._fail_unfinished(SHUTDOWN_REASON)
         self._db.close()
+
+    # -- on the store thread ------------------------------------------------------
+
+    def _insert(self, row: tuple[Any, ...], expire: bool) -> None:
+        FAULTS.delay("store_delay")
+        self._db.execute("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?)", row)
+        if expire:
+            self._expire()
+
+    def _update(self, row: tuple[Any, ...]) -> None:
+        FAULTS.delay("store_delay")
+        self._db.execute(
+            "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ?", row
+        )
+
+    def _count(self) -> int:
+        FAULTS.delay("store_delay")
+        count: int = self._db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+        return count
+
+    def _expire(self) -> None:
+        """Drop finished records past the age limit, then the oldest finished ones past the
+        count limit. Queued and running records are never dropped: their results are owed."""
+        FAULTS.delay("store_delay")
+        final = "status IN ('done', 'failed', 'cancelled')"
+        cutoff = time.time() - self._max_age_s
+        self._db.execute(f"DELETE FROM tasks WHERE {final} AND created_at < ?", (cutoff,))
+        self._db.execute(
+            f"DELETE FROM tasks WHERE {final} AND id NOT IN "
+            "(SELECT id FROM tasks ORDER BY created_at DESC, rowid DESC LIMIT ?)",
+            (self._max_tasks,),
+        )
 
     def _fail_unfinished(self, reason: str) -> None:
         self._db.execute(
@@ -160,13 +200,16 @@ class TaskStore:
             (reason, time.time()),
         )
 
-    def _select(self, where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+    def _select(self, where: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        FAULTS.delay("store_delay")
         cursor = self._db.execute(
             "SELECT id, request_id, model, status, request, result, error, created_at, "
             f"updated_at FROM tasks {where}",
             args,
         )
-        return [self._record(row) for row in cursor.fetchall()]
+        return cursor.fetchall()
+
+    # -- on the loop ----------------------------------------------------------------
 
     def _record(self, row: tuple[Any, ...]) -> dict[str, Any]:
         task_id, request_id, model, status, request, result, error, created, updated = row

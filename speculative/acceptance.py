@@ -14,6 +14,16 @@ the target at position k+1 (the bonus), so a step emits between 1 and k+1.
 An n-gram draft is a point mass (q(x) = 1): accept with probability p(x).
 Temperature 0 is the special case p = one-hot(argmax): accept on exact match,
 else emit the argmax.
+
+Seeded requests use Gumbel-max coupling instead (see ``sampling``): the
+target's token at position t is argmax(log p + g_t) with g_t fixed by
+(seed, t), the draft model drafts argmax(log q + g_t) with the same g_t, and a
+draft is accepted when the two agree, else the target's token is emitted. The
+emitted tokens are exactly those plain decoding would sample, so a seed gives
+the same text speculative or not, and each is distributed as p. For an
+n-gram draft (a point mass) the acceptance probability is p(x), as with
+rejection sampling; for a draft model it is P(both argmaxes agree), which is
+at least as high as sum_x min(p(x), q(x)) can be only when q is close to p.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from batching.request import SamplingParams
-from speculative.sampling import Logits, apply_penalties, distribution, draw
+from speculative.sampling import Logits, apply_penalties, distribution, draw, pick
 
 Ids = npt.NDArray[np.int64]
 Probs = npt.NDArray[np.float64]
@@ -71,10 +81,12 @@ def verify(
     params: SamplingParams,
     recent: list[int],
     rng: np.random.Generator,
+    position: int,
 ) -> list[int]:
     """Tokens to emit after scoring ``drafts``: the accepted prefix plus one more.
 
-    ``row(i)`` is the target's logits after the pending token and ``drafts[:i]``.
+    ``row(i)`` is the target's logits after the pending token and ``drafts[:i]``;
+    ``position`` is the sequence position of the first token to emit.
     Penalties see the tokens accepted so far, exactly as plain decoding would.
     """
     out: list[int] = []
@@ -82,8 +94,9 @@ def verify(
     for i in range(len(drafts) + 1):
         seen = (recent + out)[-window:] if out and window > 0 else recent
         logits = apply_penalties(row(i), seen, params)
-        if params.is_greedy:
-            token = int(np.argmax(logits))
+        if params.is_greedy or params.seed is not None:
+            # exact match against the very token plain decoding would pick here
+            token = pick(logits, params, rng, position + i)
             out.append(token)
             if i == len(drafts) or token != drafts[i]:
                 return out

@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable
 
 from batching.bridge import Update
-from batching.request import FinishReason, Request, RequestStatus
+from batching.faults import FAULTS
+from batching.request import Failure, FinishReason, Request, RequestStatus
 from speculative.acceptance import verify
 from speculative.adaptive import SpeculationPolicy, draft_lengths
 from speculative.chunk import Chunk, by_seq_id
@@ -62,6 +63,11 @@ class Executor:
         self._running: list[Sequence] = []  # admission order: prefill is first come first fed
         self._is_stopping = False
         self.crash: str | None = None  # why the thread died, if it did
+        # admit() vs the dying thread's inbox drain, and stop() vs the thread's own
+        # close: both pairs must not interleave.
+        self._lock = threading.Lock()
+        self._has_exited = False
+        self._close_on_exit = False
         self.stats = ExecutorStats()
         self._thread = threading.Thread(target=self._loop, name=f"executor-{name}", daemon=True)
 
@@ -70,41 +76,69 @@ class Executor:
 
     def admit(self, requests: list[Request]) -> None:
         """Any thread: queue requests to join at the next step (the batcher bounds the count)."""
-        if self.crash is not None:  # nobody will take them: fail them now
-            self._publish([_failed_unstarted(r, self.crash) for r in requests])
-            return
-        for request in requests:
-            self._inbox.put(request)
+        with self._lock:
+            if not self._has_exited:
+                for request in requests:
+                    self._inbox.put(request)
+                return
+        # nobody will take them: fail them now
+        self._publish([_failed_unstarted(r, self.crash or SHUTDOWN) for r in requests])
 
     @property
     def is_alive(self) -> bool:
         return self.crash is None and self._thread.is_alive()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the thread and free the llama.cpp objects; True once they are freed.
+
+        A thread still inside a step after ``timeout`` keeps them: it frees
+        them itself when it gets out, never while it may touch them.
+        """
         self._inbox.put(None)
         self._thread.join(timeout)
+        with self._lock:
+            if not self._has_exited:
+                log.warning(
+                    "executor of %s still busy after %.0f s; it frees later", self.name, timeout
+                )
+                self._close_on_exit = True
+                return False
+        self._close()
+        return True
+
+    def _close(self) -> None:
         self._ctx.close()
         if self._proposer is not None:
             self._proposer.close()
+        self._model.close()
 
     # -- the thread ------------------------------------------------------------
 
     def _loop(self) -> None:
-        reason = "server shutting down"
+        reason = SHUTDOWN
         try:
             while not self._is_stopping:
                 self._take_new(block=not self._running)
+                FAULTS.check("executor_crash")
                 if self._running and not self._is_stopping:
                     self.step()
         except BaseException as exc:  # a bug or a llama.cpp failure outside one request
             log.exception("executor of %s died", self.name)
             reason = f"the model's executor failed ({exc!r}); it is reloaded on next use"
             self.crash = reason
-        updates = [self._finish(s, FinishReason.ERROR, reason) for s in list(self._running)]
-        while not self._inbox.empty():
-            if (request := self._inbox.get_nowait()) is not None:
-                updates.append(_failed_unstarted(request, reason))
+        updates = [
+            self._finish(s, FinishReason.ERROR, reason, Failure.UNAVAILABLE)
+            for s in list(self._running)
+        ]
+        with self._lock:  # from here on admit() fails requests itself
+            self._has_exited = True
+            while not self._inbox.empty():
+                if (request := self._inbox.get_nowait()) is not None:
+                    updates.append(_failed_unstarted(request, reason))
+            close = self._close_on_exit
         self._publish(updates)
+        if close:
+            self._close()
 
     def _take_new(self, block: bool) -> None:
         while True:
@@ -126,22 +160,27 @@ class Executor:
     def step(self) -> None:
         started = time.perf_counter()
         now = time.monotonic()
+        FAULTS.delay("step_delay")
         cancelled = [s for s in self._running if s.request.is_cancel_requested]
         updates = [self._finish(s, FinishReason.CANCELLED) for s in cancelled]
-        expired = [s for s in self._running if s.request.is_past_deadline(now)]
-        updates += [self._finish(s, FinishReason.TIMEOUT) for s in expired]
-        chunks = self._schedule()
-        decode_s = 0.0
-        num_generated = self.stats.num_generated_tokens
-        if chunks:
-            try:
-                decode_s, chunks = self._run_fitting(chunks)
-            except Exception as exc:  # a failed decode fails the step's sequences, not the server
-                log.exception("decode failed on %s", self.name)
-                updates += [self._finish(c.seq, FinishReason.ERROR, str(exc)) for c in chunks]
-                chunks = []
-            updates += self._postprocess(chunks)
-        self._publish(updates)
+        # whatever raises below, what already finished is published
+        try:
+            expired = [s for s in self._running if s.request.is_past_deadline(now)]
+            updates += [self._finish(s, FinishReason.TIMEOUT) for s in expired]
+            chunks = self._schedule()
+            decode_s = 0.0
+            num_generated = self.stats.num_generated_tokens
+            if chunks:
+                try:
+                    decode_s, chunks = self._run_fitting(chunks)
+                except Exception as exc:  # a failed decode fails its sequences, not the server
+                    log.exception("decode failed on %s", self.name)
+                    updates += [self._finish(c.seq, FinishReason.ERROR, str(exc)) for c in chunks]
+                    chunks = []
+                updates += self._postprocess(chunks)
+            FAULTS.check("step_crash")
+        finally:
+            self._publish(updates)
         step_s = time.perf_counter() - started
         if self._policy is not None and chunks and not any(c.count > 1 for c in chunks):
             speculated = any(c.draft for c in chunks)
@@ -187,6 +226,8 @@ class Executor:
             drafts = self._proposer.propose(wanted)
         except Exception:  # a broken draft costs speed, never the request
             log.exception("draft proposal failed on %s; decoding plainly", self.name)
+            for seq, _ in wanted:  # its cache may hold half a round: rebuild it next time
+                self._proposer.release(seq)
             return {}
         return {seq_id: d for seq_id, d in drafts.items() if d.tokens}
 
@@ -195,6 +236,8 @@ class Executor:
         half and defer the rest to later steps (their state is untouched)."""
         while True:
             try:
+                if len(chunks) > 1 and FAULTS.fire("kv_full"):
+                    raise DecodeError(1)
                 return self._run(chunks), chunks
             except DecodeError as exc:
                 if exc.code != 1 or len(chunks) == 1:
@@ -220,6 +263,8 @@ class Executor:
             # a speculating sequence needs logits at every position it verifies
             wants_logits += [True] * n if c.draft else [False] * (n - 1) + [c.completes]
         started = time.perf_counter()
+        if FAULTS.fire("decode_error"):
+            raise DecodeError(-3)
         self._ctx.decode(tokens, positions, seq_ids, wants_logits)
         return time.perf_counter() - started
 
@@ -243,7 +288,7 @@ class Executor:
         seq = c.seq
         seq.num_cached += c.count
         row = self._ctx.logits(c.offset + c.count - 1)
-        token = sample(row, seq.request.params, seq.rng, seq.recent_tokens)
+        token = sample(row, seq.request.params, seq.rng, seq.recent_tokens, len(seq.tokens))
         return self._advance(seq, [token])
 
     def _verify(self, c: Chunk) -> Update | None:
@@ -258,6 +303,7 @@ class Executor:
             params,
             seq.recent_tokens,
             seq.rng,
+            len(seq.tokens),
         )
         accepted = len(emitted) - 1
         self.stats.record_drafts(len(draft.tokens), accepted)
@@ -296,7 +342,12 @@ class Executor:
         return Update(request, text, is_done=False) if text else None
 
     def _finish(
-        self, seq: Sequence, reason: FinishReason, error: str | None = None, text: str = ""
+        self,
+        seq: Sequence,
+        reason: FinishReason,
+        error: str | None = None,
+        failure: Failure | None = None,
+        text: str = "",
     ) -> Update:
         """Retire ``seq`` now: its KV cells and sequence id are free for the next step."""
         self._ctx.drop(seq.seq_id)
@@ -309,19 +360,13 @@ class Executor:
         if error is None:
             text += seq.text.finish()
         request.text = seq.text.text
-        request.finish_reason = reason
-        request.error = error
-        request.status = {
-            FinishReason.CANCELLED: RequestStatus.CANCELLED,
-            FinishReason.ERROR: RequestStatus.FAILED,
-        }.get(reason, RequestStatus.FINISHED)
-        request.finished_at = time.monotonic()
+        request.mark_done(reason, error, failure)
         return Update(request, text, is_done=True)
 
 
+SHUTDOWN = "the model is being unloaded (server shutting down or reloading); retry"
+
+
 def _failed_unstarted(request: Request, reason: str) -> Update:
-    request.status = RequestStatus.FAILED
-    request.finish_reason = FinishReason.ERROR
-    request.error = reason
-    request.finished_at = time.monotonic()
+    request.mark_done(FinishReason.ERROR, reason, Failure.UNAVAILABLE)
     return Update(request, "", is_done=True)

@@ -26,6 +26,10 @@ class ModelLoadError(Exception):
     """The model file is missing, unreadable or not a GGUF llama.cpp can load."""
 
 
+class ModelClosedError(ModelLoadError):
+    """The model was unloaded (a reload or shutdown) while a request still held it."""
+
+
 def _init_backend() -> None:
     global _backend_ready
     with _backend_lock:
@@ -53,17 +57,23 @@ class LlamaModel:
         self.chat_template: bytes | None = C.llama_model_chat_template(self._ptr, None)
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
+        # tokenize() may run on any thread while close() runs on another: a
+        # request that still holds a model being unloaded gets an error, not a crash
+        self._lock = threading.Lock()
 
     @property
     def ptr(self) -> ctypes.c_void_p:
         return self._ptr  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        if self._ptr:
-            C.llama_model_free(self._ptr)
-            self._ptr = None
+        with self._lock:
+            if self._ptr:
+                C.llama_model_free(self._ptr)
+                self._ptr = None
 
-    def tokenize(self, text: str, *, parse_special: bool = False) -> list[int]:
+    def tokenize(
+        self, text: str, *, parse_special: bool = False, add_special: bool = True
+    ) -> list[int]:
         """Text -> token ids, with BOS when the model wants one.
 
         ``parse_special`` turns markup such as ``<|im_start|>`` into control
@@ -72,7 +82,12 @@ class LlamaModel:
         data = text.encode()
         capacity = len(data) + 8
         buf = (C.llama_token * capacity)()
-        n = C.llama_tokenize(self.vocab, data, len(data), buf, capacity, True, parse_special)
+        with self._lock:
+            if not self._ptr:
+                raise ModelClosedError(f"model {self.path.name} was unloaded; retry the request")
+            n = C.llama_tokenize(
+                self.vocab, data, len(data), buf, capacity, add_special, parse_special
+            )
         if n < 0:  # cannot happen with one slot per byte plus BOS/EOS, but never trust it
             raise RuntimeError(f"tokenizer needed {-n} slots, had {capacity}")
         return list(buf[:n])

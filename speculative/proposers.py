@@ -13,9 +13,10 @@ from typing import Protocol
 
 import numpy as np
 
+from batching.faults import FAULTS
 from speculative.acceptance import Dist
 from speculative.llama import LlamaContext, LlamaModel, ModelLoadError
-from speculative.sampling import apply_penalties, distribution, draw
+from speculative.sampling import apply_penalties, distribution, draw, pick
 from speculative.sequence import Sequence
 
 
@@ -98,9 +99,7 @@ class DraftModelProposer:
         self._cached: dict[int, int] = {}  # seq_id -> leading tokens of seq.tokens in the draft KV
 
     def propose(self, wanted: list[tuple[Sequence, int]]) -> dict[int, Draft]:
-        drafts = {
-            seq.seq_id: Draft([], None if seq.request.params.is_greedy else []) for seq, _ in wanted
-        }
+        drafts = {seq.seq_id: Draft([], None if _is_exact(seq) else []) for seq, _ in wanted}
         self._catch_up([seq for seq, _ in wanted])
         active = [(seq, k) for seq, k in wanted if k > 0]
         while active:
@@ -141,6 +140,7 @@ class DraftModelProposer:
             tokens.append(drafted[-1] if drafted else seq.tokens[-1])
             positions.append(len(seq.tokens) - 1 + len(drafted))
         self._ctx.decode(tokens, positions, [s.seq_id for s, _ in order], [True] * len(order))
+        FAULTS.check("draft_error")  # fails with the draft KV ahead of what ``_cached`` says
         for row, (seq, _) in enumerate(order):
             draft = drafts[seq.seq_id]
             self._cached[seq.seq_id] = positions[row] + 1
@@ -148,8 +148,8 @@ class DraftModelProposer:
             logits = apply_penalties(
                 self._ctx.logits(row), seq.recent_tokens + draft.tokens, params
             )
-            if draft.dists is None:
-                draft.tokens.append(int(np.argmax(logits)))
+            if draft.dists is None:  # greedy or seeded: what the target would pick, if q were p
+                draft.tokens.append(pick(logits, params, seq.rng, positions[row] + 1))
             else:
                 ids, probs = distribution(logits, params)
                 draft.tokens.append(int(ids[draw(probs, seq.rng)]))
@@ -168,6 +168,12 @@ class DraftModelProposer:
     def close(self) -> None:
         self._ctx.close()
         self._ctx.model.close()
+
+
+def _is_exact(seq: Sequence) -> bool:
+    """Verified by exact match (greedy or seeded), so no draft distribution is needed."""
+    params = seq.request.params
+    return params.is_greedy or params.seed is not None
 
 
 def check_same_vocabulary(target: LlamaModel, draft: LlamaModel, names: tuple[str, str]) -> None:

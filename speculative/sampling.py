@@ -5,6 +5,14 @@ llama-server expect: penalties -> top-k -> top-p -> min-p (top-p and
 min-p judged at temperature 1) -> temperature -> draw. Temperature 0 is the
 argmax after the penalty. ``distribution`` exposes the final candidate
 distribution because speculative sampling needs p and q, not just a draw.
+
+Seeded requests draw differently, so that a seed reproduces whatever else
+runs: the token at sequence position t is argmax over candidates of
+log p(id) + g(seed, t, id), with g a Gumbel variable computed from a hash of
+(seed, t, id) rather than taken from a generator's stream (Gumbel-max: the
+argmax is distributed exactly as p). The draw then does not depend on how
+many random numbers earlier steps used, whether the step speculated, or what
+else was batched: the same seed and logits give the same token.
 """
 
 from __future__ import annotations
@@ -69,14 +77,66 @@ def distribution(
 
 
 def sample(
-    logits: Logits, params: SamplingParams, rng: np.random.Generator, recent: list[int]
+    logits: Logits,
+    params: SamplingParams,
+    rng: np.random.Generator,
+    recent: list[int],
+    position: int,
 ) -> int:
-    """Draw the next token id from one row of logits."""
-    logits = apply_penalties(logits, recent, params)
+    """Draw the token at sequence ``position`` from one row of logits."""
+    return pick(apply_penalties(logits, recent, params), params, rng, position)
+
+
+def pick(logits: Logits, params: SamplingParams, rng: np.random.Generator, position: int) -> int:
+    """A token from penalized logits: the argmax (greedy), the coupled draw (seeded), or
+    a draw from ``rng``."""
     if params.is_greedy:
         return int(np.argmax(logits))
     ids, probs = distribution(logits, params)
+    if params.seed is not None:
+        return gumbel_argmax(ids, probs, params.seed, position)
     return int(ids[draw(probs, rng)])
+
+
+def gumbel_argmax(
+    ids: npt.NDArray[np.int64], probs: npt.NDArray[np.float64], seed: int, position: int
+) -> int:
+    """The candidate that wins log p + g(seed, position, id): a draw from ``probs``."""
+    scores = np.log(probs) + gumbel_noise(seed, position, ids)
+    return int(ids[int(np.argmax(scores))])
+
+
+_MASK = (1 << 64) - 1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def gumbel_noise(seed: int, position: int, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Standard Gumbel variables, one per id, fixed by (seed, position, id).
+
+    A counter-based generator: splitmix64's finalizer over a key mixed from
+    the three integers, applied twice, gives 53 uniform bits per id.
+    """
+    base = np.array(
+        [_mix((seed * 0x9E3779B97F4A7C15 + position * 0xD1B54A32D192ED03) & _MASK)], dtype=np.uint64
+    )
+    z = _mix_array(base ^ (ids.astype(np.uint64) * _GOLDEN))
+    u = ((z >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)  # in (0, 1)
+    noise: npt.NDArray[np.float64] = -np.log(-np.log(u))
+    return noise
+
+
+def _mix(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
+def _mix_array(z: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    for _ in range(2):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return z
 
 
 def draw(probs: npt.NDArray[np.float64], rng: np.random.Generator) -> int:

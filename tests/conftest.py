@@ -26,10 +26,13 @@ def serve_command(config: Path, port: int, *args: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_server(config: Path, *args: str, name: str = "server") -> Iterator[str]:
+def running_server(
+    config: Path, *args: str, name: str = "server", env: dict[str, str] | None = None
+) -> Iterator[str]:
     """Start ``python -m server serve`` as a subprocess; yield its base URL."""
     port = free_port()
-    with running(serve_command(config, port, *args), port, ARTIFACTS / f"{name}.log", REPO) as url:
+    cmd = serve_command(config, port, *args)
+    with running(cmd, port, ARTIFACTS / f"{name}.log", REPO, env=env) as url:
         yield url
 
 

@@ -87,6 +87,6 @@ def test_greedy_accepts_the_matching_prefix_then_the_target_token() -> None:
     target = rows(3, 4, 6, 1)  # what the target picks after each prefix
     greedy = SamplingParams(temperature=0.0)
     rng = np.random.default_rng(0)
-    assert verify(target.__getitem__, [3, 4, 5], None, greedy, [], rng) == [3, 4, 6]
-    assert verify(target.__getitem__, [3, 4, 6], None, greedy, [], rng) == [3, 4, 6, 1]
-    assert verify(target.__getitem__, [0, 4, 6], None, greedy, [], rng) == [3]
+    assert verify(target.__getitem__, [3, 4, 5], None, greedy, [], rng, 0) == [3, 4, 6]
+    assert verify(target.__getitem__, [3, 4, 6], None, greedy, [], rng, 0) == [3, 4, 6, 1]
+    assert verify(target.__getitem__, [0, 4, 6], None, greedy, [], rng, 0) == [3]

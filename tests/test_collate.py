@@ -54,3 +54,16 @@ async def test_nothing_is_lost_when_the_wait_times_out() -> None:
     queue.put_nowait(1)
     assert batch == [0]
     assert await collect_batch(queue, max_size=2, max_wait=0.0) == [1]
+
+
+async def test_cancelled_while_gathering_puts_items_back() -> None:
+    # found in review: Batcher.stop cancelled collection with requests held in a local list
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    queue.put_nowait(1)
+    queue.put_nowait(2)
+    task = asyncio.create_task(collect_batch(queue, max_size=4, max_wait=10.0))
+    await asyncio.sleep(0.05)  # it holds 1 and 2 and waits for more
+    assert queue.empty()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [queue.get_nowait() for _ in range(queue.qsize())] == [1, 2]

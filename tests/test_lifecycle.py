@@ -110,7 +110,13 @@ async def test_api_keys_and_json_request_logs(test_config: Path, tmp_path: Path)
             )
             header = await client.post("/generate", json=body, headers={"X-API-Key": "key-two"})
             assert bearer.status_code == header.status_code == 200
-            assert (await client.get("/health_check")).status_code == 200
+            open_health = await client.get("/health_check")
+            assert open_health.status_code == 200
+            # without a key: names and status only, no paths, counters or errors
+            assert "models" in open_health.json() and "path" not in open_health.text
+            assert set(open_health.json()) == {"status", "models"}
+            keyed = await client.get("/health_check", headers={"X-API-Key": "key-one"})
+            assert str(REPO / "models") in keyed.text and "running" in keyed.json()
             assert (await client.get("/metrics")).status_code == 401
     time.sleep(0.1)
     text = log_path.read_text()

@@ -13,7 +13,7 @@ def logits(*values: float) -> Logits:
 def test_greedy_is_argmax() -> None:
     rng = np.random.default_rng(0)
     params = SamplingParams(temperature=0.0)
-    assert sample(logits(0.1, 3.0, 2.0), params, rng, []) == 1
+    assert sample(logits(0.1, 3.0, 2.0), params, rng, [], 0) == 1
 
 
 def test_repeat_penalty_follows_llama_cpp() -> None:
@@ -51,7 +51,7 @@ def test_sampling_frequencies_follow_the_distribution() -> None:
     raw = np.log(probs).astype(np.float32)
     params = SamplingParams(top_k=0, top_p=1, min_p=0, temperature=1.0)
     rng = np.random.default_rng(1)
-    draws = np.bincount([sample(raw, params, rng, []) for _ in range(20_000)], minlength=3)
+    draws = np.bincount([sample(raw, params, rng, [], 0) for _ in range(20_000)], minlength=3)
     assert np.allclose(draws / draws.sum(), probs, atol=0.02)
 
 
@@ -65,8 +65,8 @@ def test_low_temperature_sharpens() -> None:
 def test_same_seed_same_draws() -> None:
     raw = np.linspace(0, 1, 50, dtype=np.float32)
     params = SamplingParams(top_k=0, top_p=1, min_p=0)
-    a = [sample(raw, params, np.random.default_rng(5), []) for _ in range(3)]
-    b = [sample(raw, params, np.random.default_rng(5), []) for _ in range(3)]
+    a = [sample(raw, params, np.random.default_rng(5), [], 0) for _ in range(3)]
+    b = [sample(raw, params, np.random.default_rng(5), [], 0) for _ in range(3)]
     assert a == b
 
 
@@ -74,5 +74,5 @@ def test_extreme_penalties_still_give_a_token() -> None:
     # found by fuzzing: a repeat penalty near 0 once produced inf logits and nan probabilities
     params = SamplingParams(repeat_penalty=0.01, frequency_penalty=-2, top_k=0, top_p=1e-300)
     raw = np.array([3e38, 1.0, -3e38], dtype=np.float32)
-    token = sample(raw, params, np.random.default_rng(0), [0, 0, 2])
+    token = sample(raw, params, np.random.default_rng(0), [0, 0, 2], 0)
     assert token in (0, 1, 2)

@@ -1,0 +1,101 @@
+"""The batcher's promises, on the event loop: every submitted request gets an answer.
+
+The executor here is a recorder: these tests are about what the batcher does
+with requests it holds, not about decoding (the live-server tests cover that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from batching.batcher import BACKSTOP_S, SWEEP_S, Batcher, BatcherStoppedError
+from batching.request import FinishReason, Request, RequestStatus, SamplingParams
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.admitted: list[Request] = []
+
+    def admit(self, requests: list[Request]) -> None:
+        for request in requests:
+            request.status = RequestStatus.RUNNING
+        self.admitted += requests
+
+
+def new_request(timeout: float = 60.0) -> Request:
+    request = Request(model="m", prompt_tokens=[1, 2], params=SamplingParams())
+    request.deadline = request.created_at + timeout
+    return request
+
+
+async def full_batcher(size: int = 1) -> tuple[Batcher, Recorder]:
+    recorder = Recorder()
+    batcher = Batcher(recorder, max_batch_size=size, max_wait_ms=0, max_queue=8)
+    batcher.start()
+    for _ in range(size):
+        batcher.submit(new_request())
+    await asyncio.sleep(0.01)
+    assert len(recorder.admitted) == size
+    return batcher, recorder
+
+
+async def test_cancelled_waiter_leaves_the_full_queue_at_once() -> None:
+    batcher, _ = await full_batcher()
+    waiting = new_request()
+    batcher.submit(waiting)
+    waiting.cancel()
+    assert waiting.done.done() and waiting.status is RequestStatus.CANCELLED
+    assert batcher.num_waiting == 0
+    await batcher.stop()
+
+
+async def test_expired_waiter_leaves_within_a_sweep() -> None:
+    batcher, _ = await full_batcher()
+    waiting = new_request(timeout=0.2)
+    batcher.submit(waiting)
+    started = time.monotonic()
+    await asyncio.wait_for(waiting.done, 2)
+    assert time.monotonic() - started < 0.2 + 3 * SWEEP_S
+    assert waiting.finish_reason is FinishReason.TIMEOUT and batcher.num_waiting == 0
+    await batcher.stop()
+
+
+async def test_stop_fails_waiters_and_refuses_new_work() -> None:
+    batcher, _ = await full_batcher()
+    waiting = new_request()
+    batcher.submit(waiting)
+    await batcher.stop("going away")
+    assert waiting.done.done() and waiting.status is RequestStatus.FAILED
+    assert waiting.error == "going away"
+    with pytest.raises(BatcherStoppedError, match="going away"):
+        batcher.submit(new_request())
+
+
+async def test_stop_while_collecting_loses_nothing() -> None:
+    recorder = Recorder()
+    # an idle batcher waits max_wait to gather a batch: stop it in the middle
+    batcher = Batcher(recorder, max_batch_size=4, max_wait_ms=10_000, max_queue=8)
+    batcher.start()
+    held = [new_request(), new_request()]
+    for request in held:
+        batcher.submit(request)
+    await asyncio.sleep(0.05)
+    await batcher.stop()
+    assert not recorder.admitted
+    assert all(r.done.done() and r.status is RequestStatus.FAILED for r in held)
+
+
+async def test_backstop_answers_a_running_request_the_executor_never_answers() -> None:
+    batcher, recorder = await full_batcher()
+    stuck = recorder.admitted[0]
+    stuck.deadline = time.monotonic() + 0.1
+    await asyncio.wait_for(stuck.done, 0.1 + BACKSTOP_S + 1)
+    assert stuck.finish_reason is FinishReason.TIMEOUT
+    # its slot stays taken until the executor lets go of it
+    assert batcher.num_running == 1
+    batcher.on_done(stuck)
+    assert batcher.num_running == 0
+    await batcher.stop()
