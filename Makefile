@@ -38,6 +38,7 @@ test run-tests: models browser lint
 
 bench: models
 	$(PY) -m bench.run
+	$(PY) -m bench.chat
 
 container-build:
 	$(CONTAINER) build -t edge-llm-server -f Containerfile .

@@ -20,7 +20,6 @@ Every request submitted here ends with an answer, whatever fails:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from batching.request import Failure, FinishReason, Request, RequestStatus
 
 SWEEP_S = 0.1  # how often deadlines of waiting and running requests are checked
 BACKSTOP_S = 1.0  # grace after a deadline before the loop answers for the executor
+AGING_S = 10.0  # waiting this long raises a request's priority by one
 
 
 class QueueFullError(Exception):
@@ -47,18 +47,40 @@ class Admits(Protocol):
 
 
 class WaitingQueue(asyncio.Queue[Request]):
-    """A FIFO asyncio queue from which cancelled or expired requests can be taken out."""
+    """The waiting requests: highest priority first, then first come, first served.
 
-    _queue: collections.deque[Request]
+    A request's effective priority grows by one for every ``AGING_S`` it
+    waits, so no priority starves: a request that has waited ``AGING_S`` x
+    (the difference in priority) goes before any newer higher-priority one.
+    Cancelled or expired requests can be taken out from anywhere. (The
+    subclass hooks ``_init``/``_put``/``_get`` are how asyncio's own
+    PriorityQueue is built.)
+    """
+
+    _queue: list[Request]  # arrival order
 
     def _init(self, maxsize: int) -> None:
-        self._queue = collections.deque()
+        self._queue = []
+
+    def _put(self, item: Request) -> None:
+        self._queue.append(item)
+
+    def _get(self) -> Request:
+        now = time.monotonic()
+        queue = self._queue
+        # max() keeps the first of equals: the earliest arrival among the best
+        best = max(range(len(queue)), key=lambda i: effective_priority(queue[i], now))
+        return queue.pop(best)
 
     def remove_where(self, predicate: Callable[[Request], bool]) -> list[Request]:
         removed = [r for r in self._queue if predicate(r)]
         if removed:
-            self._queue = collections.deque(r for r in self._queue if not predicate(r))
+            self._queue = [r for r in self._queue if not predicate(r)]
         return removed
+
+
+def effective_priority(request: Request, now: float) -> float:
+    return request.priority + (now - request.created_at) / AGING_S
 
 
 class Batcher:

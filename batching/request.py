@@ -92,6 +92,9 @@ class Request:
     on_cancel: Callable[[Request], None] | None = None
     deadline: float | None = None  # time.monotonic() after which the request stops
     is_speculative: bool = True  # may the model's proposer draft for this request
+    cache_prompt: bool = True  # may the prompt start from another request's cached KV
+    num_cached_tokens: int = 0  # prompt tokens whose KV was reused, not computed
+    priority: int = 0  # higher is admitted first (see batching.batcher)
     num_drafted_tokens: int = 0
     num_accepted_tokens: int = 0
     # time.monotonic() stamps: created, admitted to a sequence, first token, done
@@ -135,7 +138,7 @@ class Request:
         self.failure = failure
         self.finished_at = time.monotonic()
 
-    def timings(self) -> dict[str, float | None]:
+    def timings(self) -> dict[str, float | int | None]:
         """Milliseconds spent queued, to first token and in total; decode speed."""
 
         def ms(start: float | None, end: float | None) -> float | None:
@@ -148,6 +151,8 @@ class Request:
             "queue_ms": ms(self.created_at, self.started_at),
             "time_to_first_token_ms": ms(self.created_at, self.first_token_at),
             "total_ms": ms(self.created_at, self.finished_at),
+            "cached_prompt_tokens": self.num_cached_tokens,
+            "computed_prompt_tokens": self.num_prompt_tokens - self.num_cached_tokens,
             "tokens_per_second": (
                 round((self.num_output_tokens - 1) / decode_s, 2) if decode_s else None
             ),

@@ -21,10 +21,9 @@ from typing import Any
 import httpx
 import orjson
 
+from bench.report import REPO, RESULTS, write_table
 from server.launcher import free_port, running
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 MODELS = ("smollm2-135m-q8", "smollm2-135m-ngram")
 PROMPTS = (
     "Write a short story about a lighthouse keeper.",
@@ -95,10 +94,7 @@ def main() -> None:
                 coupled = asyncio.run(acceptance(url, model, True, args.requests, args.max_tokens))
                 rows.append(f"| {model} | {plain:.0%} | {coupled:.0%} |")
                 print(rows[-1], flush=True)
-    table = "\n".join(rows) + "\n"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "coupling.md").write_text(table)
-    print("\n" + table)
+    write_table("coupling", rows)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,7 @@ async def run_load(
                 "max_tokens": max_tokens,
                 "temperature": 0,
                 "stream": True,
+                "cache": False,  # throughput is decoding: a result-cache hit is not
                 **job.extra,
             }
             if job.model:

@@ -18,6 +18,8 @@ from batching.faults import FAULTS
 from batching.request import Failure, FinishReason, Request, RequestStatus, SamplingParams
 from server.errors import ApiError
 from server.registry import LoadedModel, ModelRegistry
+from server.result_cache import BYPASS, HIT, MISS, ResultCache
+from server.schemas import ServingFields
 from speculative.llama import ModelClosedError
 from speculative.prompt import Messages, encode_prompt
 
@@ -29,9 +31,7 @@ async def prepare(
     model_name: str | None,
     prompt: str | Messages,
     params: SamplingParams,
-    *,
-    speculative: bool = True,
-    timeout: float | None = None,
+    options: ServingFields,
 ) -> tuple[LoadedModel, Request]:
     """Load the model if needed, build and check the prompt; nothing is queued yet.
 
@@ -64,9 +64,21 @@ async def prepare(
             f"got {params.max_tokens}",
         )
     request = Request(model=loaded.name, prompt_tokens=tokens, params=params)
-    request.is_speculative = speculative
-    request.deadline = request.created_at + (timeout or server.request_timeout_s)
+    request.is_speculative = options.speculative
+    request.cache_prompt = options.cache_prompt
+    request.priority = options.priority
+    request.deadline = request.created_at + (options.timeout or server.request_timeout_s)
     return loaded, request
+
+
+def usage(request: Request) -> dict[str, Any]:
+    """Token counts in OpenAI's shape; ``cached_tokens`` came from the prefix cache."""
+    return {
+        "prompt_tokens": request.num_prompt_tokens,
+        "completion_tokens": request.num_output_tokens,
+        "total_tokens": request.num_prompt_tokens + request.num_output_tokens,
+        "prompt_tokens_details": {"cached_tokens": request.num_cached_tokens},
+    }
 
 
 def speculation_counts(request: Request) -> dict[str, int]:
@@ -76,9 +88,34 @@ def speculation_counts(request: Request) -> dict[str, int]:
     }
 
 
-def submit(loaded: LoadedModel, request: Request, *, stream: bool = False) -> None:
+def result_cache_for(http: HttpRequest, options: ServingFields) -> ResultCache | None:
+    """The result cache, unless the request or the server opts out."""
+    cache = registry_of(http).result_cache
+    if cache is None or not options.cache:
+        return None
+    return None if "no-store" in http.headers.get("cache-control", "").lower() else cache
+
+
+def submit(
+    loaded: LoadedModel,
+    request: Request,
+    *,
+    stream: bool = False,
+    cache: ResultCache | None = None,
+) -> str:
+    """Queue ``request`` (or answer it from ``cache``); returns the X-Cache verdict."""
     if stream:
         request.stream = asyncio.Queue()
+    key = cache.key(request, loaded.identity) if cache is not None else None
+    if cache is None or key is None:
+        verdict = BYPASS
+    elif cache.serve(key, request):
+        cache.counts[HIT] += 1
+        return HIT
+    else:
+        verdict = MISS
+    if cache is not None:
+        cache.counts[verdict] += 1
     try:
         loaded.batcher.submit(request)
     except QueueFullError as exc:
@@ -87,6 +124,14 @@ def submit(loaded: LoadedModel, request: Request, *, stream: bool = False) -> No
         ) from None
     except BatcherStoppedError as exc:
         raise ApiError(503, f"model {loaded.name!r}: {exc}", {"Retry-After": "1"}) from None
+    if cache is not None and key is not None:
+        cache.remember_when_done(key, request)
+    return verdict
+
+
+def registry_of(http: HttpRequest) -> ModelRegistry:
+    registry: ModelRegistry = http.app.state.registry
+    return registry
 
 
 async def wait_done(request: Request, http: HttpRequest | None = None) -> Request:

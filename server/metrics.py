@@ -90,7 +90,17 @@ class ModelCollector(Collector):
                 CounterMetricFamily, "accepted_tokens", "drafted tokens the target accepted"
             ),
             "num_decodes": family(CounterMetricFamily, "decode_steps", "llama_decode calls"),
+            "num_prompt_tokens_reused": family(
+                CounterMetricFamily,
+                "prompt_tokens_reused",
+                "prompt tokens whose KV came from the prefix cache, not computed",
+            ),
         }
+        host_bytes = family(
+            GaugeMetricFamily,
+            "prefix_cache_host_bytes",
+            "host memory holding prompt states evicted from the KV cache",
+        )
         step = family(HistogramMetricFamily, "decode_step_seconds", "wall time of one step")
         batch = family(HistogramMetricFamily, "decode_batch_size", "sequences in one decode")
         for name, model in list(self.models.loaded.items()):
@@ -100,11 +110,22 @@ class ModelCollector(Collector):
             waiting.add_metric([name], model.batcher.num_waiting)
             running.add_metric([name], model.batcher.num_running)
             overhead.add_metric([name], stats.python_overhead)
+            host_bytes.add_metric([name], model.executor.prefix_stats.host_bytes)
             for attr, metric in counters.items():
                 metric.add_metric([name], getattr(stats, attr))
             step.add_metric([name], stats.step_time.cumulative(), stats.step_time.total)
             batch.add_metric([name], stats.batch_size.cumulative(), stats.batch_size.total)
-        yield from (loaded, load_s, waiting, running, overhead, *counters.values(), step, batch)
+        yield from (loaded, load_s, waiting, running, overhead, host_bytes, *counters.values())
+        yield from (step, batch)
+        if (cache := self.models.result_cache) is not None:
+            results = CounterMetricFamily(
+                f"{PREFIX}_result_cache_requests",
+                "requests by result-cache verdict (HIT, MISS, BYPASS)",
+                labels=["result"],
+            )
+            for verdict, count in cache.counts.items():
+                results.add_metric([verdict], count)
+            yield results
 
 
 class RequestMetricsMiddleware:

@@ -19,9 +19,12 @@ from server.generation import (
     check_failed,
     failure_error,
     prepare,
+    registry_of,
+    result_cache_for,
     speculation_counts,
     stream_text,
     submit,
+    usage,
     wait_done,
 )
 from server.openai_schemas import (
@@ -30,7 +33,7 @@ from server.openai_schemas import (
     SamplingFields,
     unsupported_message,
 )
-from server.routes import json_response, read_body, registry_of
+from server.routes import json_response, read_body
 from server.sse import DONE, event, sse_response
 
 DEFAULT_CHAT_MAX_TOKENS = 512
@@ -40,28 +43,16 @@ async def chat_completions(http: HttpRequest) -> Response:
     body = await read_body(http, ChatCompletionBody, precheck=unsupported_message)
     max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
     messages = [(m.role if m.role != "developer" else "system", m.text()) for m in body.messages]
-    loaded, request = await prepare(
-        registry_of(http),
-        body.model,
-        messages,
-        body.sampling_params(max_tokens),
-        speculative=body.speculative,
-        timeout=body.timeout,
-    )
+    params = body.sampling_params(max_tokens)
+    loaded, request = await prepare(registry_of(http), body.model, messages, params, body)
     shape = _Shape("chatcmpl-", "chat.completion", request, chat=True)
     return await _respond(http, loaded, request, body, shape)
 
 
 async def completions(http: HttpRequest) -> Response:
     body = await read_body(http, CompletionBody, precheck=unsupported_message)
-    loaded, request = await prepare(
-        registry_of(http),
-        body.model,
-        body.text,
-        body.sampling_params(body.max_tokens),
-        speculative=body.speculative,
-        timeout=body.timeout,
-    )
+    params = body.sampling_params(body.max_tokens)
+    loaded, request = await prepare(registry_of(http), body.model, body.text, params, body)
     shape = _Shape("cmpl-", "text_completion", request, chat=False)
     return await _respond(http, loaded, request, body, shape)
 
@@ -111,13 +102,8 @@ class _Shape:
         delta = {} if text is None else {"content": text}
         return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
 
-    def usage(self) -> dict[str, int]:
-        r = self.request
-        return {
-            "prompt_tokens": r.num_prompt_tokens,
-            "completion_tokens": r.num_output_tokens,
-            "total_tokens": r.num_prompt_tokens + r.num_output_tokens,
-        }
+    def usage(self) -> dict[str, Any]:
+        return usage(self.request)
 
     def finish_reason(self) -> str:
         # "cancelled" and "error" never reach a client that is still listening
@@ -129,16 +115,21 @@ async def _respond(
     http: HttpRequest, loaded: Any, request: Request, body: SamplingFields, shape: _Shape
 ) -> Response:
     http.state.log["generation"] = request
-    submit(loaded, request, stream=body.stream)
+    verdict = submit(loaded, request, stream=body.stream, cache=result_cache_for(http, body))
+    headers = {"X-Cache": verdict}
     if body.stream:
-        return sse_response(_chunks(shape, body.include_usage))
+        return sse_response(_chunks(shape, body.include_usage), headers)
     await wait_done(request, http)
     check_failed(request, partial=lambda: {"text": request.text, "usage": shape.usage()})
     reply = shape.envelope(
         shape.choice(request.text, shape.finish_reason(), chunk=False), chunk=False
     )
-    extras = {"usage": shape.usage(), "speculative": speculation_counts(request)}
-    return json_response(reply | extras)
+    extras = {
+        "usage": shape.usage(),
+        "timings": request.timings(),
+        "speculative": speculation_counts(request),
+    }
+    return json_response(reply | extras, headers=headers)
 
 
 async def _chunks(shape: _Shape, include_usage: bool) -> AsyncIterator[bytes]:
@@ -161,6 +152,7 @@ async def _chunks(shape: _Shape, include_usage: bool) -> AsyncIterator[bytes]:
                     **shape.envelope(shape.choice(None, None, chunk=True), chunk=True),
                     "choices": [],
                     "usage": shape.usage(),
+                    "timings": shape.request.timings(),
                 }
             )
     yield DONE

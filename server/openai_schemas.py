@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from batching.request import SamplingParams
 from server.schema import spec
-from server.schemas import stop_strings
+from server.schemas import ServingFields, stop_strings
 
 UNSUPPORTED = {
     "tools": "tool calling",
@@ -75,7 +75,7 @@ class StreamOptions:
 
 
 @dataclass(slots=True, frozen=True)
-class SamplingFields:
+class SamplingFields(ServingFields):
     """Sampling fields shared by chat and text completions."""
 
     model: str | None = spec(None, doc="a configured model name; the default when omitted")
@@ -92,10 +92,6 @@ class SamplingFields:
     stream: bool = spec(False, doc="send server-sent events")
     stream_options: StreamOptions | None = spec(None, doc="streaming options")
     user: str | None = spec(None, doc="end-user id (recorded nowhere)")
-    speculative: bool = spec(True, doc="extension: false turns speculative decoding off")
-    timeout: float | None = spec(
-        None, doc="extension: seconds until the request stops", gt=0, le=86_400
-    )
 
     def __post_init__(self) -> None:
         stop_strings(self.stop)

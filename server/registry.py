@@ -11,6 +11,7 @@ tries again (after ``pull``, say).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from batching.batcher import Batcher
 from batching.bridge import LoopBridge
 from batching.request import Request
 from server.errors import ApiError
+from server.result_cache import ResultCache
 from server.settings import Config, ModelSettings
 from speculative.adaptive import SpeculationPolicy
 from speculative.executor import Executor
@@ -56,6 +58,7 @@ class LoadedModel:
     executor: Executor
     batcher: Batcher
     load_seconds: float
+    identity: str  # the model file as it was when loaded: path, size, modification time
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -72,6 +75,7 @@ class LoadedModel:
             "running": self.batcher.num_running,
             "waiting": self.batcher.num_waiting,
             "executor": self.executor.stats.as_dict(),
+            "prefix_cache": dataclasses.asdict(self.executor.prefix_stats),
         }
 
 
@@ -84,6 +88,8 @@ class ModelRegistry:
         self.loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.failures: dict[str, LoadFailure] = {}
+        cache_settings = config.server.result_cache
+        self.result_cache = ResultCache(cache_settings) if cache_settings.enabled else None
         self.num_load_attempts: dict[str, int] = {}
 
     def resolve_name(self, name: str | None) -> str:
@@ -155,8 +161,17 @@ class ModelRegistry:
                 settings.max_speculative_batch,
                 is_adaptive=settings.adaptive_speculation,
             )
-        executor = Executor(name, context, num_seqs, bridge.publish, proposer, policy)
         server = self.config.server
+        executor = Executor(
+            name,
+            context,
+            num_seqs,
+            bridge.publish,
+            proposer,
+            policy,
+            prefix_cache=settings.prefix_cache,
+            prefix_cache_bytes=server.prefix_cache_mb << 20,
+        )
         batcher = Batcher(
             executor,
             max_batch_size=num_seqs,
@@ -168,7 +183,9 @@ class ModelRegistry:
         batcher.start()
         seconds = time.perf_counter() - started
         log.info("model %s loaded in %.2fs", name, seconds)
-        return LoadedModel(name, settings, model, executor, batcher, seconds)
+        stat = Path(settings.path).stat()
+        identity = f"{settings.path}:{stat.st_size}:{stat.st_mtime_ns}"
+        return LoadedModel(name, settings, model, executor, batcher, seconds, identity)
 
     @property
     def num_busy(self) -> int:

@@ -16,13 +16,16 @@ from server.generation import (
     check_failed,
     failure_error,
     prepare,
+    registry_of,
+    result_cache_for,
     speculation_counts,
     stream_text,
     submit,
+    usage,
     wait_done,
 )
 from server.pages import local_page
-from server.registry import LoadedModel, ModelRegistry
+from server.registry import LoadedModel
 from server.schema import parse
 from server.schemas import GenerateBody
 from server.sse import DONE, event, sse_response
@@ -33,8 +36,8 @@ T = TypeVar("T")
 MAX_PER_PAGE = 100
 
 
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status, media_type="application/json")
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
 async def read_body(
@@ -53,11 +56,6 @@ async def read_body(
         return parse(schema, data)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-
-
-def registry_of(http: HttpRequest) -> ModelRegistry:
-    registry: ModelRegistry = http.app.state.registry
-    return registry
 
 
 def tasks_of(http: HttpRequest) -> TaskStore:
@@ -101,11 +99,12 @@ async def health_check(http: HttpRequest) -> Response:
 async def generate_route(http: HttpRequest) -> Response:
     body = await read_body(http, GenerateBody)
     loaded, request = await prepare_body(http, body)
-    submit(loaded, request, stream=body.stream)
+    verdict = submit(loaded, request, stream=body.stream, cache=result_cache_for(http, body))
+    headers = {"X-Cache": verdict}
     if body.stream:
-        return sse_response(_generate_events(request))
+        return sse_response(_generate_events(request), headers)
     await wait_done(request, http)
-    return json_response(result_body(request))
+    return json_response(result_body(request), headers=headers)
 
 
 async def prepare_body(http: HttpRequest, body: GenerateBody) -> tuple[LoadedModel, Request]:
@@ -116,14 +115,7 @@ async def prepare_body(http: HttpRequest, body: GenerateBody) -> tuple[LoadedMod
     registry = registry_of(http)
     settings = registry.config.models[registry.resolve_name(body.model_name)]
     prompt: str | Messages = [("user", body.prompt)] if settings.use_chat_template else body.prompt
-    loaded, request = await prepare(
-        registry,
-        body.model_name,
-        prompt,
-        body.sampling_params(),
-        speculative=body.speculative,
-        timeout=body.timeout,
-    )
+    loaded, request = await prepare(registry, body.model_name, prompt, body.sampling_params(), body)
     http.state.log["generation"] = request
     return loaded, request
 
@@ -150,11 +142,7 @@ def result_fields(request: Request) -> dict[str, Any]:
         "model": request.model,
         "text": request.text,
         "finish_reason": str(request.finish_reason),
-        "usage": {
-            "prompt_tokens": request.num_prompt_tokens,
-            "completion_tokens": request.num_output_tokens,
-            "total_tokens": request.num_prompt_tokens + request.num_output_tokens,
-        },
+        "usage": usage(request),
         "timings": request.timings(),
         "speculative": speculation_counts(request),
     }

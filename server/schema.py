@@ -47,11 +47,19 @@ def spec(
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def declared_fields(cls: type[Any]) -> list[dataclasses.Field[Any]]:
+    """A dataclass's fields, its own first, then each base class's: a body's main fields
+    (``prompt``, ``messages``) lead in error messages and in the API docs."""
+    by_name = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    order = [name for klass in cls.__mro__ for name in vars(klass).get("__annotations__", {})]
+    return [by_name[name] for name in dict.fromkeys(order) if name in by_name]
+
+
 def parse(cls: type[T], data: object, path: str = "") -> T:
     """Validate decoded JSON against the dataclass ``cls`` and build it."""
     if not isinstance(data, dict):
         raise ValueError(f"{_where(path)}expected a JSON object, got {_json_type(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    fields = {f.name: f for f in declared_fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ValueError(
@@ -185,7 +193,7 @@ def json_schema(cls: type[Any], components: dict[str, Any]) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     required: list[str] = []
     hints = get_type_hints(cls)
-    for field in dataclasses.fields(cls):
+    for field in declared_fields(cls):
         if not field.init:
             continue
         prop = _type_schema(hints[field.name], components)

@@ -13,7 +13,39 @@ MAX_STOP_CHARS = 256
 
 
 @dataclass(slots=True, frozen=True)
-class GenerateBody:
+class ServingFields:
+    """How the server runs a request, beyond sampling (extensions on the OpenAI routes)."""
+
+    timeout: float | None = spec(
+        None,
+        doc="seconds until the request stops with what it has (server default if null)",
+        gt=0,
+        le=86_400,
+    )
+    speculative: bool = spec(
+        True, doc="let the model's draft (if configured) speed this request up; false to compare"
+    )
+    cache_prompt: bool = spec(
+        True,
+        doc="start from the cached KV of an earlier prompt with the same beginning "
+        "(llama-server's name); false computes the whole prompt",
+    )
+    cache: bool = spec(
+        True,
+        doc="a greedy or seeded request may be answered from the exact-match result cache; "
+        "false (or Cache-Control: no-store) always decodes",
+    )
+    priority: int = spec(
+        0,
+        doc="higher is admitted first when requests wait; equal priorities are first come, "
+        "first served; waiting raises priority by 1 every 10 s",
+        ge=-100,
+        le=100,
+    )
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class GenerateBody(ServingFields):
     """Text generation request for /generate and /send_text."""
 
     prompt: str = spec(
@@ -40,15 +72,6 @@ class GenerateBody:
     )
 
     stream: bool = spec(False, doc="send tokens as server-sent events while they are decoded")
-    timeout: float | None = spec(
-        None,
-        doc="seconds until the request stops with what it has (server default if null)",
-        gt=0,
-        le=86_400,
-    )
-    speculative: bool = spec(
-        True, doc="let the model's draft (if configured) speed this request up; false to compare"
-    )
 
     def __post_init__(self) -> None:
         stop_strings(self.stop)  # reject a bad stop list at parse time

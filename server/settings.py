@@ -65,12 +65,27 @@ class ModelSettings:
         doc="adapt draft lengths and stop drafting where it does not pay; false: always "
         "draft num_draft_tokens (for tests and measurements)",
     )
+    prefix_cache: bool = spec(
+        True,
+        doc="keep each finished request's KV in its slot so a later prompt with the same "
+        "start reuses it",
+    )
     max_speculative_batch: int = spec(
         2,
         doc="speculate only while at most this many sequences run (CPU steps are "
         "compute-bound beyond)",
         ge=1,
     )
+
+
+@dataclass(slots=True, frozen=True)
+class ResultCacheSettings:
+    """The exact-match result cache (greedy or seeded requests only)."""
+
+    enabled: bool = spec(True, doc="answer a repeated greedy or seeded request from memory")
+    max_entries: int = spec(256, doc="results kept (least recently used dropped first)", ge=1)
+    max_mb: float = spec(8.0, doc="memory for results", gt=0)
+    ttl_s: float = spec(600.0, doc="seconds a result stays valid", gt=0)
 
 
 @dataclass(slots=True, frozen=True)
@@ -85,6 +100,16 @@ class ServerSettings:
         5.0, doc="how long an idle model waits to gather a batch", ge=0, le=10_000
     )
     max_queue: int = spec(256, doc="requests waiting for a slot before 503", ge=1)
+    prefix_cache_mb: int = spec(
+        256,
+        doc="host memory per loaded model for prompt states evicted from the KV cache "
+        "(restored when a later prompt extends them); 0 disables",
+        ge=0,
+    )
+    result_cache: ResultCacheSettings = spec(
+        default_factory=ResultCacheSettings,
+        doc="exact-match cache of greedy and seeded results",
+    )
     threads: int | None = spec(None, doc="llama.cpp threads (all cores when null)", ge=1)
     max_body_bytes: int = spec(4 << 20, doc="largest request body before 413", ge=1024)
     max_tokens_limit: int = spec(4096, doc="largest max_tokens a request may ask for", ge=1)

@@ -15,7 +15,9 @@ def event(data: Any) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-def sse_response(frames: AsyncIterator[bytes]) -> StreamingResponse:
+def sse_response(
+    frames: AsyncIterator[bytes], headers: dict[str, str] | None = None
+) -> StreamingResponse:
     # no-cache and X-Accel-Buffering keep proxies from holding tokens back
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})}
     return StreamingResponse(frames, media_type="text/event-stream", headers=headers)

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from batching.request import RequestStatus
 from server.errors import ApiError
-from server.generation import submit
+from server.generation import result_cache_for, submit
 from server.routes import (
     json_response,
     prepare_body,
@@ -33,7 +33,7 @@ async def send_text(http: HttpRequest) -> Response:
     if body.stream:
         raise ApiError(400, "stream: tasks are polled, not streamed; use /generate to stream")
     loaded, request = await prepare_body(http, body)
-    submit(loaded, request)
+    submit(loaded, request, cache=result_cache_for(http, body))
     store = tasks_of(http)
     task = Task(request, dataclasses.asdict(body), request_id=http.state.request_id)
     request.done.add_done_callback(lambda _: _record_end(store, task))

@@ -18,7 +18,7 @@ Each step is ``schedule -> run -> postprocess``:
 
 from __future__ import annotations
 
-import heapq
+import bisect
 import logging
 import queue
 import threading
@@ -32,6 +32,7 @@ from speculative.acceptance import verify
 from speculative.adaptive import SpeculationPolicy, draft_lengths
 from speculative.chunk import Chunk, by_seq_id
 from speculative.llama import DecodeError, LlamaContext
+from speculative.prefix_cache import PrefixCache, PrefixStats
 from speculative.proposers import Draft, Proposer
 from speculative.sampling import sample
 from speculative.sequence import Sequence
@@ -49,6 +50,9 @@ class Executor:
         publish: Callable[[list[Update]], None],
         proposer: Proposer | None = None,
         policy: SpeculationPolicy | None = None,
+        *,
+        prefix_cache: bool = True,
+        prefix_cache_bytes: int = 0,
     ) -> None:
         assert context.batch_tokens >= num_seqs, "every running sequence needs a slot per step"
         self.name = name
@@ -59,7 +63,8 @@ class Executor:
         self._proposer = proposer
         self._policy = policy
         self._inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
-        self._free_seq_ids = list(range(num_seqs))  # a min-heap: see _schedule
+        self._free_seq_ids = list(range(num_seqs))  # ascending: see _schedule
+        self._prefix = PrefixCache(context, prefix_cache_bytes, proposer, enabled=prefix_cache)
         self._running: list[Sequence] = []  # admission order: prefill is first come first fed
         self._is_stopping = False
         self.crash: str | None = None  # why the thread died, if it did
@@ -83,6 +88,10 @@ class Executor:
                 return
         # nobody will take them: fail them now
         self._publish([_failed_unstarted(r, self.crash or SHUTDOWN) for r in requests])
+
+    @property
+    def prefix_stats(self) -> PrefixStats:
+        return self._prefix.stats
 
     @property
     def is_alive(self) -> bool:
@@ -151,7 +160,12 @@ class Executor:
                 self._is_stopping = True
                 return
             assert self._free_seq_ids, "the batcher admitted more than max_batch_size"
-            seq = Sequence.start(request, heapq.heappop(self._free_seq_ids))
+            placed = self._prefix.place(
+                request.prompt_tokens, self._free_seq_ids, may_reuse=request.cache_prompt
+            )
+            seq = Sequence.start(request, placed.seq_id)
+            seq.num_cached = request.num_cached_tokens = placed.num_reused
+            self.stats.num_prompt_tokens_reused += placed.num_reused
             request.status = RequestStatus.RUNNING
             request.started_at = time.monotonic()
             self.stats.num_prompt_tokens += request.num_prompt_tokens
@@ -227,7 +241,7 @@ class Executor:
         except Exception:  # a broken draft costs speed, never the request
             log.exception("draft proposal failed on %s; decoding plainly", self.name)
             for seq, _ in wanted:  # its cache may hold half a round: rebuild it next time
-                self._proposer.release(seq)
+                self._proposer.trim(seq.seq_id, 0)
             return {}
         return {seq_id: d for seq_id, d in drafts.items() if d.tokens}
 
@@ -266,6 +280,7 @@ class Executor:
         if FAULTS.fire("decode_error"):
             raise DecodeError(-3)
         self._ctx.decode(tokens, positions, seq_ids, wants_logits)
+        self._prefix.after_decode()
         return time.perf_counter() - started
 
     def _postprocess(self, chunks: list[Chunk]) -> list[Update]:
@@ -350,11 +365,15 @@ class Executor:
         text: str = "",
     ) -> Update:
         """Retire ``seq`` now: its KV cells and sequence id are free for the next step."""
-        self._ctx.drop(seq.seq_id)
-        if self._proposer is not None and self._policy is not None:
-            self._proposer.release(seq)
+        if reason is FinishReason.ERROR:  # its KV may be half written: trust none of it
+            self._prefix.forget(seq.seq_id)
+        else:  # the next request may start from what it leaves
+            self._prefix.keep(seq.seq_id, seq.tokens[: seq.num_cached])
+            if self._proposer is not None:
+                self._proposer.trim(seq.seq_id, seq.num_cached)
+        if self._policy is not None:
             self._policy.forget(seq.seq_id)
-        heapq.heappush(self._free_seq_ids, seq.seq_id)
+        bisect.insort(self._free_seq_ids, seq.seq_id)
         self._running.remove(seq)
         request = seq.request
         if error is None:

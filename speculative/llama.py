@@ -216,6 +216,26 @@ class LlamaContext:
         """Forget a sequence's KV cells from position ``start`` on."""
         C.llama_memory_seq_rm(self._memory, seq_id, start, -1)
 
+    def copy(self, src: int, dst: int) -> None:
+        """Make ``dst`` hold what ``src`` holds. With one KV stream per sequence llama.cpp
+        copies whole streams, and does so at the start of the next decode."""
+        C.llama_memory_seq_cp(self._memory, src, dst, -1, -1)
+
+    def save(self, seq_id: int) -> npt.NDArray[np.uint8]:
+        """The sequence's state (its KV cells) as bytes in host memory."""
+        size = C.llama_state_seq_get_size(self._ptr, seq_id)
+        buf = np.empty(size, np.uint8)
+        written = C.llama_state_seq_get_data(self._ptr, _u8(buf), size, seq_id)
+        return buf[:written]
+
+    def restore(self, state: npt.NDArray[np.uint8], seq_id: int) -> bool:
+        """Load a state from ``save`` into ``seq_id``; False if llama.cpp refused it."""
+        return bool(C.llama_state_seq_set_data(self._ptr, _u8(state), state.nbytes, seq_id))
+
+
+def _u8(buf: npt.NDArray[np.uint8]) -> ctypes._Pointer[ctypes.c_uint8]:
+    return buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+
 
 class DecodeError(RuntimeError):
     """``llama_decode`` failed; 1 means no KV slot was free for the batch."""

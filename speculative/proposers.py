@@ -35,8 +35,12 @@ class Proposer(Protocol):
         """The target kept ``seq.num_cached`` tokens: forget drafted state past them."""
         ...
 
-    def release(self, seq: Sequence) -> None:
-        """``seq`` finished: free whatever the proposer holds for it."""
+    def trim(self, seq_id: int, keep: int) -> None:
+        """Keep only the first ``keep`` positions of ``seq_id`` (0: forget it entirely)."""
+        ...
+
+    def copy(self, src: int, dst: int) -> None:
+        """``dst`` now starts from what ``src`` holds (the prefix cache moved it)."""
         ...
 
     def close(self) -> None: ...
@@ -64,7 +68,10 @@ class NgramProposer:
     def rollback(self, seq: Sequence) -> None:
         pass
 
-    def release(self, seq: Sequence) -> None:
+    def trim(self, seq_id: int, keep: int) -> None:
+        pass
+
+    def copy(self, src: int, dst: int) -> None:
         pass
 
     def close(self) -> None:
@@ -161,9 +168,13 @@ class DraftModelProposer:
             self._ctx.drop(seq.seq_id, seq.num_cached)
             self._cached[seq.seq_id] = seq.num_cached
 
-    def release(self, seq: Sequence) -> None:
-        self._ctx.drop(seq.seq_id)
-        self._cached.pop(seq.seq_id, None)
+    def trim(self, seq_id: int, keep: int) -> None:
+        self._ctx.drop(seq_id, keep)
+        self._cached[seq_id] = min(self._cached.get(seq_id, 0), keep)
+
+    def copy(self, src: int, dst: int) -> None:
+        self._ctx.copy(src, dst)
+        self._cached[dst] = self._cached.get(src, 0)
 
     def close(self) -> None:
         self._ctx.close()

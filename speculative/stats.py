@@ -45,6 +45,7 @@ class ExecutorStats:
     num_decodes: int = 0
     num_decoded_tokens: int = 0  # prompt, generated and drafted tokens fed to llama_decode
     num_prompt_tokens: int = 0
+    num_prompt_tokens_reused: int = 0  # of those, KV taken from the prefix cache
     num_generated_tokens: int = 0
     max_seqs_per_decode: int = 0  # the proof that requests shared decode steps
     last_seqs_per_decode: int = 0
@@ -77,6 +78,15 @@ class ExecutorStats:
         self.num_accepted_tokens += accepted
 
     @property
+    def prefix_hit_ratio(self) -> float:
+        """Share of prompt tokens whose KV was reused rather than computed."""
+        return (
+            self.num_prompt_tokens_reused / self.num_prompt_tokens
+            if self.num_prompt_tokens
+            else 0.0
+        )
+
+    @property
     def python_overhead(self) -> float:
         """Share of step time spent outside llama_decode: batch building, sampling,
         detokenizing, handing results to the event loop."""
@@ -95,6 +105,7 @@ class ExecutorStats:
             round(self.num_decoded_tokens / self.num_decodes, 2) if self.num_decodes else 0.0
         )
         out["python_overhead"] = round(self.python_overhead, 4)
+        out["prefix_cache_hit_ratio"] = round(self.prefix_hit_ratio, 4)
         out["acceptance_rate"] = (
             round(self.num_accepted_tokens / self.num_drafted_tokens, 4)
             if self.num_drafted_tokens

@@ -99,3 +99,22 @@ async def test_backstop_answers_a_running_request_the_executor_never_answers() -
     batcher.on_done(stuck)
     assert batcher.num_running == 0
     await batcher.stop()
+
+
+async def test_priority_first_then_arrival_and_waiting_ages() -> None:
+    from batching.batcher import AGING_S, WaitingQueue
+
+    queue = WaitingQueue()
+    first, second = new_request(), new_request()
+    urgent = new_request()
+    urgent.priority = 10
+    for request in (first, second, urgent):
+        queue.put_nowait(request)
+    assert queue.get_nowait() is urgent
+    assert queue.get_nowait() is first  # equal priorities: first come, first served
+    old, newer = new_request(), new_request()
+    newer.priority = 2
+    old.created_at -= 3 * AGING_S  # waited long enough to outrank a newer priority 2
+    queue.put_nowait(newer)
+    queue.put_nowait(old)
+    assert queue.get_nowait() is old

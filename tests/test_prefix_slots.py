@@ -1,0 +1,150 @@
+"""The prefix cache's moves on a real llama.cpp context: every path gives the same logits.
+
+A "request" here is: place the prompt, prefill what was not reused, read the
+logits of the last prompt token, leave the slot. Each reuse path (in place,
+copied from another slot, restored from host memory, several placements
+before one decode) must give the logits a cold prefill gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from speculative.llama import LlamaContext, LlamaModel
+from speculative.prefix_cache import MIN_KEEP, PrefixCache
+from tests.conftest import REPO
+
+MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+NUM_SLOTS = 4
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[LlamaModel]:
+    m = LlamaModel(MODEL)
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def ctx(model: LlamaModel) -> Iterator[LlamaContext]:
+    c = LlamaContext(model, ctx_per_seq=512, num_seqs=NUM_SLOTS, batch_tokens=256, threads=2)
+    yield c
+    c.close()
+
+
+def text_tokens(model: LlamaModel, topic: str, n: int) -> list[int]:
+    words = " ".join(f"{topic} fact {i} is worth remembering." for i in range(n))
+    return model.tokenize(words)[:n]
+
+
+def prefill(ctx: LlamaContext, seq: int, tokens: list[int], start: int) -> np.ndarray:
+    """Feed tokens[start:] to ``seq``; the logits after the last one."""
+    pending = tokens[start:]
+    assert pending, "a placement always leaves a token to evaluate"
+    positions = list(range(start, len(tokens)))
+    ctx.decode(pending, positions, [seq] * len(pending), [False] * (len(pending) - 1) + [True])
+    return ctx.logits(len(pending) - 1).copy()
+
+
+class Runner:
+    def __init__(self, ctx: LlamaContext, host_mb: int) -> None:
+        self.ctx = ctx
+        self.cache = PrefixCache(ctx, host_mb << 20, mirror=None)
+        self.free = list(range(NUM_SLOTS))
+
+    def run(self, prompt: list[int], hold: bool = False) -> tuple[str, int, np.ndarray]:
+        placed = self.cache.place(prompt, self.free)
+        logits = prefill(self.ctx, placed.seq_id, prompt, placed.num_reused)
+        self.cache.after_decode()
+        if not hold:
+            self.release(placed.seq_id, prompt)
+        return placed.source, placed.seq_id, logits
+
+    def release(self, seq_id: int, prompt: list[int]) -> None:
+        self.cache.keep(seq_id, prompt)
+        self.free = sorted([*self.free, seq_id])
+
+
+def cold(ctx: LlamaContext, prefix: list[int], rest: list[int]) -> np.ndarray:
+    """Logits after ``prefix`` then ``rest`` on an empty slot, fed in the same two decodes
+    as the cached path (a whole prompt in one batch rounds differently: up to ~0.4 here)."""
+    seq = NUM_SLOTS - 1
+    ctx.drop(seq)
+    prefill(ctx, seq, prefix, 0)
+    logits = prefill(ctx, seq, prefix + rest, len(prefix))
+    ctx.drop(seq)
+    return logits
+
+
+def same(a: np.ndarray, b: np.ndarray) -> bool:
+    return int(np.argmax(a)) == int(np.argmax(b)) and bool(np.allclose(a, b, atol=1e-3))
+
+
+def test_in_place_copy_and_host_restore_give_cold_logits(
+    ctx: LlamaContext, model: LlamaModel
+) -> None:
+    a = text_tokens(model, "river", 120)
+    b = text_tokens(model, "forest", 120)
+    expected = {name: cold(ctx, p, [13]) for name, p in (("a", a), ("b", b))}
+    runner = Runner(ctx, host_mb=64)
+    assert runner.run(a)[0] == "none"
+    source, seq, logits = runner.run([*a, 13])  # same slot, longer prompt
+    assert (source, seq) == ("slot", 0) and same(logits, expected["a"])
+    # b takes slot 0 and holds it; a's content moves out of its way (to the highest free
+    # slot), so a's next request takes slot 1 and copies its prefix from there
+    _, held, _ = runner.run(b, hold=True)
+    source, seq, logits = runner.run([*a, 13])
+    assert source == "copy" and seq != held and same(logits, expected["a"])
+    runner.release(held, b)
+    # fill every slot with unrelated content so a and b must leave the KV cache
+    for i in range(NUM_SLOTS * 2):
+        runner.run(text_tokens(model, f"topic{i}", MIN_KEEP + 8))
+    assert runner.cache.stats.num_saves > 0
+    source, _, logits = runner.run([*b, 13])
+    assert source == "host" and same(logits, expected["b"])
+
+
+def test_several_placements_before_one_decode(ctx: LlamaContext, model: LlamaModel) -> None:
+    """Copies are performed at the next decode: placements in between must not read or
+    write a stream that a pending copy involves."""
+    prompts = [text_tokens(model, t, 100) for t in ("sea", "hill", "sky")]
+    expected = [cold(ctx, p, [13]) for p in prompts]
+    runner = Runner(ctx, host_mb=64)
+    for p in prompts:
+        runner.run(p)
+    # three admissions, then one decode for all of them
+    placed = [runner.cache.place([*p, 13], runner.free) for p in reversed(prompts)]
+    tokens: list[int] = []
+    positions: list[int] = []
+    seqs: list[int] = []
+    wants: list[bool] = []
+    for p, pl in zip(reversed(prompts), placed, strict=True):
+        full = [*p, 13]
+        tokens += full[pl.num_reused :]
+        positions += range(pl.num_reused, len(full))
+        seqs += [pl.seq_id] * (len(full) - pl.num_reused)
+        wants += [False] * (len(full) - pl.num_reused - 1) + [True]
+    order = np.argsort(seqs, kind="stable")  # one ascending run of ids, as the executor does
+    ctx.decode(
+        [tokens[i] for i in order],
+        [positions[i] for i in order],
+        [seqs[i] for i in order],
+        [wants[i] for i in order],
+    )
+    rows = {seqs[i]: ctx.logits(j).copy() for j, i in enumerate(order) if wants[i]}
+    for i, pl in enumerate(placed):
+        assert same(rows[pl.seq_id], expected[len(prompts) - 1 - i])
+    assert sum(pl.num_reused for pl in placed) > 0
+
+
+def test_a_prompt_equal_to_the_cache_still_evaluates_one_token(
+    ctx: LlamaContext, model: LlamaModel
+) -> None:
+    prompt = text_tokens(model, "lamp", 80)
+    runner = Runner(ctx, host_mb=0)
+    runner.run(prompt)
+    placed = runner.cache.place(prompt, runner.free)
+    assert placed.num_reused == len(prompt) - 1
