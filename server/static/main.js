@@ -97,7 +97,7 @@ class Answer {
   showFigures(figures) {
     const number = (value, digits = 0) => (value == null ? "–" : value.toFixed(digits));
     const parts = [
-      ["tokens", figures.tokens, `${figures.tokens} tokens`,
+      ["tokens", figures.tokens, `${number(figures.tokens)} tokens`,
         "tokens generated"],
       ["speed", figures.tokensPerSecond, `${number(figures.tokensPerSecond, 1)} tok/s`,
         "tokens after the first, over the time since the first"],
