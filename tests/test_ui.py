@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -46,16 +47,6 @@ TURNS = (
     PASSAGE + "\n\nWhich station lies 30 km from the depot?",
     "And when does it open?\nAnswer in one sentence.",  # typed with Shift+Enter
     "Thanks! <b>Which line</b> is it on?",  # markup stays text
-)
-
-# The last check needs the prefix cache and "cache_prompt" (issue 10), which
-# are being added on main: until then the uncached request gets a 400 for the
-# unknown field. Once they are merged, delete this mark (strict: a pass while
-# still marked fails, as a reminder).
-NEEDS_PREFIX_CACHE = pytest.mark.xfail(
-    reason="needs the prefix cache and the cache_prompt field (issue 10)",
-    raises=httpx.HTTPStatusError,
-    strict=True,
 )
 
 
@@ -252,16 +243,15 @@ async def test_each_answer_shows_speed_ttft_and_cached_tokens(chat: Chat) -> Non
         figures = answer.figures
         ttft, speed, tokens = figures["ttft"], figures["speed"], figures["tokens"]
         assert ttft is not None and ttft > 0
-        assert f"TTFT {round(ttft)} ms" in answer.stats
+        assert f"TTFT {math.floor(ttft + 0.5)} ms" in answer.stats  # JS Math.round
         assert speed is not None and speed > 0
         assert f"{speed:.1f} tok/s" in answer.stats
         assert tokens is not None and 1 <= tokens <= 40
         assert "prompt tokens cached" in answer.stats
-        # until the prefix cache lands the server sends no count, and the page says so
         cached, prompt_tokens = figures["cached"], figures["prompt_tokens"]
         assert prompt_tokens is not None
         assert f"of {prompt_tokens:.0f} prompt tokens cached" in answer.stats
-        assert cached is None or cached >= 0
+        assert cached is not None and cached >= 0
         prompt_sizes.append(prompt_tokens)
     assert prompt_sizes == sorted(prompt_sizes) and prompt_sizes[0] > 400  # history grows
 
@@ -279,7 +269,6 @@ async def streamed_ttft_ms(client: httpx.AsyncClient, body: dict[str, Any]) -> f
     raise AssertionError("the stream ended without text")
 
 
-@NEEDS_PREFIX_CACHE
 async def test_third_turn_reads_its_history_from_the_cache(
     chat: Chat, client: httpx.AsyncClient
 ) -> None:
