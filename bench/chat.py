@@ -35,11 +35,12 @@ MAX_TOKENS = 64
 TOPICS = ("rivers", "bridges", "gardens", "trains", "bakeries", "lighthouses", "markets", "owls")
 
 
-def user_text(conversation: int, turn: int) -> str:
-    """About 180 tokens of plain prose, different for every conversation and turn."""
+def user_text(conversation: int, turn: int, salt: str) -> str:
+    """About 180 tokens of plain prose, different for every conversation, turn and run
+    (``salt``: a run must not find the previous run's conversations in the cache)."""
     topic = TOPICS[conversation % len(TOPICS)]
     sentences = [
-        f"Note {turn}.{i} on {topic}: the {topic} of district {conversation * 10 + i} were "
+        f"{salt} note {turn}.{i} on {topic}: the {topic} of district {conversation * 10 + i} were "
         f"surveyed in year {1900 + turn * 7 + i}, and the survey counted {i * 13 + turn} "
         "of them in good repair."
         for i in range(6)
@@ -67,6 +68,7 @@ async def turn(
         "max_tokens": MAX_TOKENS,
         "stream": True,
         "stream_options": {"include_usage": True},
+        "timeout": 3600,  # the uncached run is slow by design: measure it, do not cut it
         **extra,
     }
     started = time.perf_counter()
@@ -97,11 +99,12 @@ async def conversation(
     run: Run,
     extra: dict[str, Any],
     script: list[str] | None,
+    salt: str,
 ) -> list[str]:
     messages: list[dict[str, str]] = []
     replies = []
     for t in range(turns):
-        messages.append({"role": "user", "content": user_text(index, t)})
+        messages.append({"role": "user", "content": user_text(index, t, salt)})
         text, ttft, usage, verdict = await turn(client, messages, extra)
         if script is not None:  # a replay sends the recorded answers, so the history matches
             text = script[t]
@@ -123,13 +126,14 @@ async def run_all(
     conversations: int,
     turns: int,
     extra: dict[str, Any],
+    salt: str,
     scripts: list[list[str]] | None = None,
 ) -> list[list[str]]:
     async with httpx.AsyncClient(base_url=url, timeout=900) as client:
         started = time.perf_counter()
         replies = await asyncio.gather(
             *(
-                conversation(client, i, turns, run, extra, scripts[i] if scripts else None)
+                conversation(client, i, turns, run, extra, scripts[i] if scripts else None, salt)
                 for i in range(conversations)
             )
         )
@@ -152,11 +156,13 @@ def main() -> None:
     cmd = [sys.executable, "-m", "server", "serve", "--port", str(port)]
     with running(cmd, port, RESULTS / "logs" / "chat.log", REPO) as url:
         n, turns = args.conversations, args.turns
-        asyncio.run(run_all(url, Run("warm-up"), 1, 1, {"cache": False}))
-        asyncio.run(run_all(url, off, n, turns, {"cache_prompt": False, "cache": False}))
+        asyncio.run(run_all(url, Run("warm-up"), 1, 1, {"cache": False}, "Warm-up"))
+        asyncio.run(
+            run_all(url, off, n, turns, {"cache_prompt": False, "cache": False}, "Uncached")
+        )
         # (b) may store its results (all distinct, so it gets no hits) for (c) to replay
-        scripts = asyncio.run(run_all(url, on, n, turns, {}))
-        asyncio.run(run_all(url, replay, n, turns, {}, scripts))
+        scripts = asyncio.run(run_all(url, on, n, turns, {}, "Cached"))
+        asyncio.run(run_all(url, replay, n, turns, {}, "Cached", scripts))
     write_results(args, [off, on, replay])
 
 

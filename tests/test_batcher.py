@@ -118,3 +118,12 @@ async def test_priority_first_then_arrival_and_waiting_ages() -> None:
     queue.put_nowait(newer)
     queue.put_nowait(old)
     assert queue.get_nowait() is old
+
+
+async def test_requests_a_stopped_executor_never_answered_are_failed() -> None:
+    batcher, recorder = await full_batcher()
+    await batcher.stop("unloading")
+    batcher.fail_unanswered("unloading")  # what the registry does after executor.stop()
+    (running,) = recorder.admitted
+    assert running.done.done() and running.status is RequestStatus.FAILED
+    assert running.error == "unloading"
