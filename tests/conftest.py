@@ -121,11 +121,17 @@ async def wait_until_idle(client: httpx.AsyncClient, within: float = 60.0) -> No
 
 
 def shipped_config(folder: Path, **server: object) -> dict[str, Any]:
-    """``config.json`` as shipped, model paths made absolute, data kept in ``folder``."""
+    """``config.json`` as shipped, model paths made absolute, data kept in ``folder``.
+
+    One llama.cpp thread: with one per core, a decode whose threads wait for each
+    other at every barrier slowed a 60-token request from 1.4 s to 181 s while
+    another process used a core (measured on 2 cores); the suite shares its machine.
+    """
     config: dict[str, Any] = orjson.loads((REPO / "config.json").read_bytes())
     for model in config["models"].values():
         model["path"] = str(REPO / model["path"])
-    config["server"] = {**config.get("server", {}), "data_dir": str(folder / "data"), **server}
+    settings = {"threads": 1, "data_dir": str(folder / "data"), **server}
+    config["server"] = {**config.get("server", {}), **settings}
     return config
 
 
