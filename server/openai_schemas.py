@@ -75,6 +75,13 @@ class StreamOptions:
 
 
 @dataclass(slots=True, frozen=True)
+class ResponseFormat:
+    """The reply's format: plain text only (other formats are refused by name)."""
+
+    type: str = spec(doc="the format", choices=("text",))
+
+
+@dataclass(slots=True, frozen=True)
 class SamplingFields:
     """Sampling fields shared by chat and text completions."""
 
@@ -92,6 +99,7 @@ class SamplingFields:
     stream: bool = spec(False, doc="send server-sent events")
     stream_options: StreamOptions | None = spec(None, doc="streaming options")
     user: str | None = spec(None, doc="end-user id (recorded nowhere)")
+    response_format: ResponseFormat | None = spec(None, doc='only {"type": "text"}')
     speculative: bool = spec(True, doc="extension: false turns speculative decoding off")
     timeout: float | None = spec(
         None, doc="extension: seconds until the request stops", gt=0, le=86_400
