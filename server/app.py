@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -26,6 +27,12 @@ from server.settings import Config
 from server.tasks import TaskStore
 
 STATIC = Path(__file__).resolve().parent / "static"
+API_ROUTES = [*routes.ROUTES, *task_routes.ROUTES, *openai_routes.ROUTES]
+
+
+def api_description() -> dict[str, Any]:
+    """The OpenAPI document of the API routes (served at /openapi.json)."""
+    return build_openapi(API_ROUTES, routes.BODIES | task_routes.BODIES | openai_routes.BODIES)
 
 
 def create_app(config: Config) -> Starlette:
@@ -49,7 +56,6 @@ def create_app(config: Config) -> Starlette:
             await registry.close()
             tasks.close()
 
-    api_routes = [*routes.ROUTES, *task_routes.ROUTES, *openai_routes.ROUTES]
     static = Mount("/static", app=StaticFiles(directory=STATIC), name="static")
     flags = SimpleNamespace(is_draining=False)  # set on SIGTERM; read by every request
     middleware = [
@@ -71,7 +77,7 @@ def create_app(config: Config) -> Starlette:
         middleware.append(Middleware(ApiKeyMiddleware, keys=keys))
     test_routes = debug_routes.ROUTES if FAULTS.is_enabled else []
     app = Starlette(
-        routes=[*api_routes, *metrics_routes.ROUTES, *DOC_ROUTES, *test_routes, static],
+        routes=[*API_ROUTES, *metrics_routes.ROUTES, *DOC_ROUTES, *test_routes, static],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=middleware,
         lifespan=lifespan,
@@ -80,7 +86,5 @@ def create_app(config: Config) -> Starlette:
     app.state.registry = registry
     app.state.tasks = tasks
     app.state.metrics = metrics
-    app.state.openapi = build_openapi(
-        api_routes, routes.BODIES | task_routes.BODIES | openai_routes.BODIES
-    )
+    app.state.openapi = api_description()
     return app

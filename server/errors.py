@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 
 ERROR_TYPES = {
     400: "invalid_request_error",
+    401: "authentication_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    409: "invalid_request_error",  # e.g. cancelling a task that already ended
     413: "invalid_request_error",
     415: "invalid_request_error",
     422: "invalid_request_error",

@@ -75,6 +75,13 @@ class StreamOptions:
 
 
 @dataclass(slots=True, frozen=True)
+class ResponseFormat:
+    """The reply's format: plain text only (other formats are refused by name)."""
+
+    type: str = spec(doc="the format", choices=("text",))
+
+
+@dataclass(slots=True, frozen=True)
 class SamplingFields(ServingFields):
     """Sampling fields shared by chat and text completions."""
 
@@ -92,6 +99,7 @@ class SamplingFields(ServingFields):
     stream: bool = spec(False, doc="send server-sent events")
     stream_options: StreamOptions | None = spec(None, doc="streaming options")
     user: str | None = spec(None, doc="end-user id (recorded nowhere)")
+    response_format: ResponseFormat | None = spec(None, doc='only {"type": "text"}')
 
     def __post_init__(self) -> None:
         stop_strings(self.stop)

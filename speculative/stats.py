@@ -55,6 +55,9 @@ class ExecutorStats:
     step_seconds: float = 0.0
     num_drafted_tokens: int = 0
     num_accepted_tokens: int = 0
+    # drafts verified, one per speculating sequence and step: with one sequence running,
+    # its speculative steps (the others were plain)
+    num_drafts: int = 0
     step_time: Histogram = field(default_factory=lambda: Histogram(STEP_SECONDS_BOUNDS))
     batch_size: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BOUNDS))
 
@@ -74,6 +77,7 @@ class ExecutorStats:
         self.last_seqs_per_decode = num_seqs
 
     def record_drafts(self, drafted: int, accepted: int) -> None:
+        self.num_drafts += 1
         self.num_drafted_tokens += drafted
         self.num_accepted_tokens += accepted
 

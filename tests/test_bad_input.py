@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+# OpenAI's error types, by status
+TYPES = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error"}
 CASES = [
     ("POST", "/generate", b"{not json", 400, "not valid JSON"),
     ("POST", "/generate", b"[1, 2]", 400, "expected a JSON object"),
@@ -59,7 +61,7 @@ async def test_bad_request_gets_a_clear_error_then_service_continues(
     assert reply.status_code == status, reply.text
     error = reply.json()["error"]
     assert message in error["message"]
-    assert error["code"] == status
+    assert error["code"] == status and error["type"] == TYPES[status]
     good = await client.post("/generate", json={"prompt": "Hi", "max_tokens": 2})
     assert good.status_code == 200
 
@@ -67,5 +69,6 @@ async def test_bad_request_gets_a_clear_error_then_service_continues(
 async def test_prompt_longer_than_the_context_is_400_with_counts(client: httpx.AsyncClient) -> None:
     reply = await client.post("/generate", json={"prompt": "lorem ipsum " * 3000})
     assert reply.status_code == 400
+    assert reply.json()["error"]["type"] == "invalid_request_error"
     message = reply.json()["error"]["message"]
     assert "tokens" in message and "2048" in message and "shorten the prompt" in message

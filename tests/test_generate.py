@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import DEFAULT_MODEL
+from tests.conftest import DEFAULT_MODEL, executor_counters
 
 GREEDY = {"temperature": 0, "max_tokens": 32}
 
@@ -17,12 +17,6 @@ async def generate(client: httpx.AsyncClient, prompt: str, **fields: Any) -> dic
     assert reply.status_code == 200, reply.text
     body: dict[str, Any] = reply.json()
     return body
-
-
-async def executor_stats(client: httpx.AsyncClient) -> dict[str, Any]:
-    health = (await client.get("/health_check")).json()
-    stats: dict[str, Any] = health["models"][DEFAULT_MODEL]["executor"]
-    return stats
 
 
 async def test_generate_answers_sensibly_and_greedy_is_repeatable(
@@ -55,19 +49,40 @@ async def test_stop_string_is_cut_from_the_text(client: httpx.AsyncClient) -> No
     assert body["text"] == plain["text"][: plain["text"].index("Paris")]
 
 
-async def test_same_seed_same_sample(client: httpx.AsyncClient) -> None:
-    fields = {"temperature": 1.0, "seed": 1234, "max_tokens": 24}
-    first = await generate(client, "Invent a name for a cat.", **fields)
-    second = await generate(client, "Invent a name for a cat.", **fields)
-    assert first["text"] == second["text"]
+async def test_sampling_parameters_reach_the_sampler(client: httpx.AsyncClient) -> None:
+    prompt = "Invent a name for a cat."
+    greedy = (await generate(client, prompt, temperature=0, max_tokens=24))["text"]
+
+    async def sampled(seed: int, **fields: Any) -> str:
+        body = {"temperature": 1.5, "seed": seed, "max_tokens": 24, **fields}
+        text: str = (await generate(client, prompt, **body))["text"]
+        return text
+
+    hot = [await sampled(seed) for seed in (1, 2, 3, 4)]
+    assert len(set(hot)) > 1 and greedy not in hot  # temperature reached the sampler
+    assert await sampled(1) == hot[0]  # and so did the seed
+    # a filter that keeps one candidate is greedy, whatever the temperature and seed
+    assert [await sampled(seed, top_k=1) for seed in (1, 2)] == [greedy, greedy]
+    assert await sampled(3, top_p=0.001) == greedy
+    assert await sampled(4, min_p=1.0) == greedy
+    # temperature 0 is greedy, whatever the seed
+    assert (await generate(client, prompt, temperature=0, seed=9, max_tokens=24))["text"] == greedy
 
 
 async def test_sixteen_concurrent_requests_share_decode_steps(client: httpx.AsyncClient) -> None:
-    before = (await executor_stats(client))["decodes_by_num_seqs"]
-    prompts = [f"Write one sentence about the number {i}." for i in range(16)]
-    replies = await asyncio.gather(*(generate(client, p, **GREEDY) for p in prompts))
-    assert all(r["usage"]["completion_tokens"] > 0 for r in replies)
-    after = (await executor_stats(client))["decodes_by_num_seqs"]
+    before = (await executor_counters(client, DEFAULT_MODEL)).get("decodes_by_num_seqs", {})
+    # each runs 48 steps (counting does not stop early): they overlap however slowly they
+    # arrive on a loaded machine
+    prompts = [
+        f"List the numbers from {a} to {a + 99}, separated by commas." for a in range(1, 1601, 100)
+    ]
+    replies = await asyncio.gather(
+        *(generate(client, p, temperature=0, max_tokens=48) for p in prompts)
+    )
+    assert all(r["usage"]["completion_tokens"] == 48 for r in replies), [
+        r["finish_reason"] for r in replies
+    ]
+    after = (await executor_counters(client, DEFAULT_MODEL))["decodes_by_num_seqs"]
     wide = {int(n): count - before.get(n, 0) for n, count in after.items() if int(n) >= 8}
     assert sum(wide.values()) > 0, f"no decode carried 8+ sequences: {after}"
 

@@ -1,10 +1,9 @@
-"""Process-level behaviour, each on a server of its own: kill -9, SIGTERM, keys, logs."""
+"""Process-level behaviour, each on a server of its own: kill -9, SIGTERM, expiry, keys, logs."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,97 +11,165 @@ import httpx
 import orjson
 import pytest
 
-from server.launcher import free_port, started
+from server.launcher import LiveServer
 from server.tasks import RESTART_REASON
-from tests.conftest import ARTIFACTS, REPO, config_variant, serve_command
+from tests.conftest import (
+    ARTIFACTS,
+    REPO,
+    config_variant,
+    live_server,
+    task_record,
+    wait_for_status,
+    wait_until,
+)
 
 LONG = {"prompt": "Write a very long essay about the sea.", "max_tokens": 3000}
+# greedy, it lists numbers until max_tokens (never stops early)
+COUNT = {
+    "prompt": "List the numbers from 1 to 10000, separated by commas.",
+    "max_tokens": 60,
+    "temperature": 0,
+}
+SHORT = {"prompt": "Name three colours.", "max_tokens": 4, "temperature": 0}
 
 
-def start(config: Path, name: str, *args: str, env: dict[str, str] | None = None) -> Any:
-    port = free_port()
-    return started(
-        serve_command(config, port, *args), port, ARTIFACTS / f"{name}.log", REPO, env=env
+async def send_task(client: httpx.AsyncClient, body: dict[str, Any]) -> str:
+    reply = await client.post("/send_text", json=body)
+    assert reply.status_code == 202, reply.text
+    task_id: str = reply.json()["task_id"]
+    return task_id
+
+
+async def listing(url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        body: dict[str, Any] = (await client.get("/tasks/", params={"per_page": 100})).json()
+        return body
+
+
+async def sigterm_and_wait_for_draining(live: LiveServer, client: httpx.AsyncClient) -> None:
+    """SIGTERM, then wait until the server refuses new work (it drains on the loop)."""
+    live.process.send_signal(signal.SIGTERM)
+    await wait_until(
+        lambda: client.get("/v1/models"), lambda r: r.status_code == 503, 30, "draining"
     )
-
-
-async def status_of(client: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
-    record: dict[str, Any] = (await client.get(f"/get_task_status/{task_id}")).json()
-    return record
 
 
 async def test_tasks_survive_kill_9(test_config: Path, tmp_path: Path) -> None:
     config = config_variant(test_config, tmp_path)
-    with start(config, "kill9-first", "--max-batch-size", "1") as live:
+    with live_server(config, "--max-batch-size", "1", name="kill9-first") as live:
         async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
-            done_id = (
-                await client.post("/send_text", json={"prompt": "Say hi.", "max_tokens": 4})
-            ).json()["task_id"]
-            while (await status_of(client, done_id))["status"] != "done":
-                await asyncio.sleep(0.05)
-            running_id = (await client.post("/send_text", json=LONG)).json()["task_id"]
-            queued = [
-                (await client.post("/send_text", json=LONG)).json()["task_id"] for _ in range(2)
-            ]
-            while (await status_of(client, running_id))["status"] != "running":
-                await asyncio.sleep(0.05)
+            done_id = await send_task(client, {"prompt": "Say hi.", "max_tokens": 4})
+            await wait_for_status(client, done_id, "done")
+            running_id = await send_task(client, LONG)
+            queued = [await send_task(client, LONG) for _ in range(2)]
+            await wait_for_status(client, running_id, "running")
             for task_id in queued:
-                assert (await status_of(client, task_id))["status"] == "queued"
+                assert (await task_record(client, task_id))["status"] == "queued"
         live.process.send_signal(signal.SIGKILL)
         live.process.wait(10)
-    with start(config, "kill9-second") as live:
+    with live_server(config, name="kill9-second") as live:
         async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
-            done = await status_of(client, done_id)
+            done = await task_record(client, done_id)
             assert done["status"] == "done" and done["result"]["text"]
             for task_id in [running_id, *queued]:
-                record = await status_of(client, task_id)
+                record = await task_record(client, task_id)
                 assert record["status"] == "failed", record
                 assert record["error"] == RESTART_REASON
                 assert record["request"]["prompt"] == LONG["prompt"]  # there to resend
-            listing = (await client.get("/tasks/")).json()
-            assert listing["total"] == 4
+        assert (await listing(live.url))["total"] == 4
 
 
-async def test_sigterm_drains_then_exits_0(test_config: Path, tmp_path: Path) -> None:
-    config = config_variant(test_config, tmp_path)
-    with start(config, "sigterm") as live:
-        async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
-            body = {
-                "prompt": "Count from one to one hundred.",
-                "max_tokens": 150,
-                "temperature": 0,
-                "stream": True,
-            }
-            async with client.stream("POST", "/generate", json=body) as stream:
+async def test_sigterm_drains_running_and_queued_work_then_exits_0(
+    test_config: Path, tmp_path: Path
+) -> None:
+    config = config_variant(test_config, tmp_path, drain_timeout_s=300)  # a loaded CI box
+    with live_server(config, "--max-batch-size", "1", name="sigterm") as live:
+        async with httpx.AsyncClient(base_url=live.url, timeout=300) as client:
+            async with client.stream("POST", "/generate", json={**COUNT, "stream": True}) as stream:
                 lines = stream.aiter_lines()
-                assert (await anext(lines)).startswith("data: ")
-                live.process.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.3)
+                assert (await anext(lines)).startswith("data: ")  # running: the one slot
+                waiting = asyncio.create_task(client.post("/generate", json=SHORT))
+                task_id = await send_task(client, SHORT)
+                await wait_until(
+                    lambda: client.get("/health_check"),
+                    lambda r: r.json()["waiting"] == 2,
+                    30,
+                    "two queued",
+                )
+                await sigterm_and_wait_for_draining(live, client)
                 refused = await client.post("/generate", json={"prompt": "Hi"})
                 assert refused.status_code == 503
+                assert refused.json()["error"]["type"] == "server_unavailable_error"
                 assert "shutting down" in refused.json()["error"]["message"]
                 assert (await client.get("/health_check")).status_code == 200
                 rest = [line async for line in lines if line.startswith("data: ")]
             assert rest[-1] == "data: [DONE]"
-            final = orjson.loads(rest[-2][6:])
-            assert final["finish_reason"] in ("length", "stop")
+            assert orjson.loads(rest[-2][6:])["finish_reason"] in ("length", "stop")
+            queued = await waiting  # queued at SIGTERM, finished in the drain
+            assert queued.status_code == 200 and queued.json()["usage"]["completion_tokens"] > 0
+        assert live.process.wait(60) == 0
+    with live_server(config, name="sigterm-after") as live:
+        async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+            record = await task_record(client, task_id)
+    assert record["status"] == "done" and record["result"]["text"], record
+
+
+async def test_sigterm_past_the_drain_timeout_records_unfinished_tasks_failed(
+    test_config: Path, tmp_path: Path
+) -> None:
+    config = config_variant(test_config, tmp_path, drain_timeout_s=1)
+    with live_server(config, "--max-batch-size", "1", name="drain-timeout") as live:
+        async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+            running_id = await send_task(client, LONG)
+            queued_id = await send_task(client, LONG)
+            await wait_for_status(client, running_id, "running")
+            assert (await task_record(client, queued_id))["status"] == "queued"
+            await sigterm_and_wait_for_draining(live, client)
         assert live.process.wait(30) == 0
+    with live_server(config, name="drain-timeout-after") as live:
+        async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+            for task_id in (running_id, queued_id):
+                record = await task_record(client, task_id)
+                assert record["status"] == "failed", record
+                # written at shutdown, not found unfinished at the next start
+                assert record["error"] != RESTART_REASON and "shut" in record["error"], record
+
+
+async def test_finished_tasks_expire_by_count_then_by_age(
+    test_config: Path, tmp_path: Path
+) -> None:
+    config = config_variant(test_config, tmp_path)
+    with live_server(config, name="expiry-first") as live:
+        async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+            ids = []
+            for i in range(3):
+                ids.append(await send_task(client, {"prompt": f"Say {i}.", "max_tokens": 1}))
+                await wait_for_status(client, ids[-1], "done")
+    # expiry runs at start-up (and every 100 new tasks); same data dir, other limits
+    config = config_variant(test_config, tmp_path, max_tasks=2)
+    with live_server(config, name="expiry-count") as live:
+        kept = await listing(live.url)
+    assert kept["total"] == 2
+    assert [t["task_id"] for t in kept["tasks"]] == [ids[2], ids[1]]  # the oldest went
+    config = config_variant(test_config, tmp_path, task_max_age_hours=1e-6)  # 3.6 ms
+    with live_server(config, name="expiry-age") as live:
+        assert (await listing(live.url))["total"] == 0
 
 
 async def test_api_keys_and_json_request_logs(test_config: Path, tmp_path: Path) -> None:
     config = config_variant(test_config, tmp_path, log_format="json")
-    log_path = ARTIFACTS / "keys.log"
-    log_path.unlink(missing_ok=True)
     secret_prompt = "The secret word is pelican."
-    with start(config, "keys", env={"EDGE_LLM_API_KEYS": "key-one,key-two"}) as live:
+    env = {"EDGE_LLM_API_KEYS": "key-one,key-two"}
+    with live_server(config, name="keys", env=env) as live:
         async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
             body = {"prompt": secret_prompt, "max_tokens": 3}
             missing = await client.post("/generate", json=body)
             wrong = await client.post("/generate", json=body, headers={"X-API-Key": "nope"})
             for reply in (missing, wrong):
                 assert reply.status_code == 401
-                assert reply.json()["error"]["code"] == 401
-                assert "API key" in reply.json()["error"]["message"]
+                error = reply.json()["error"]
+                assert error["code"] == 401 and error["type"] == "authentication_error"
+                assert "API key" in error["message"]
             bearer = await client.post(
                 "/generate",
                 json=body,
@@ -118,8 +185,7 @@ async def test_api_keys_and_json_request_logs(test_config: Path, tmp_path: Path)
             keyed = await client.get("/health_check", headers={"X-API-Key": "key-one"})
             assert str(REPO / "models") in keyed.text and "running" in keyed.json()
             assert (await client.get("/metrics")).status_code == 401
-    time.sleep(0.1)
-    text = log_path.read_text()
+    text = (ARTIFACTS / "keys.log").read_text()
     assert secret_prompt not in text and "pelican" not in text  # prompts are not logged
     lines = [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]
     access = [line for line in lines if line.get("request_id") == "log-me"]
@@ -129,9 +195,9 @@ async def test_api_keys_and_json_request_logs(test_config: Path, tmp_path: Path)
     assert entry["model"] and entry["completion_tokens"] == 3 and entry["ms"] > 0
 
 
-@pytest.mark.parametrize("bad", ["not-a-file"])
-def test_missing_keys_file_stops_start_up(test_config: Path, tmp_path: Path, bad: str) -> None:
-    config = config_variant(test_config, tmp_path, api_keys_file=bad)
-    with pytest.raises(RuntimeError, match="exited"), start(config, "bad-keys"):
+def test_missing_keys_file_stops_start_up(test_config: Path, tmp_path: Path) -> None:
+    config = config_variant(test_config, tmp_path, api_keys_file="not-a-file")
+    with pytest.raises(RuntimeError, match="exited"), live_server(config, name="bad-keys"):
         pass
-    assert "api_keys_file" in (ARTIFACTS / "bad-keys.log").read_text()
+    # the log was begun afresh by this start: the message is this run's
+    assert "server.api_keys_file" in (ARTIFACTS / "bad-keys.log").read_text()

@@ -1,11 +1,26 @@
-"""/metrics parses as Prometheus text and its counters move with real traffic."""
+"""/metrics parses as Prometheus text and its counters move with real traffic.
+
+Exact deltas need a server no other test sends work to: this module has its own.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import DEFAULT_MODEL
+from tests.conftest import DEFAULT_MODEL, config_variant, running_server
+
+
+@pytest.fixture(scope="module")
+def server(test_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """This module's own server (``client`` talks to it)."""
+    config = config_variant(test_config, tmp_path_factory.mktemp("metrics"))
+    with running_server(config, name="metrics-server") as url:
+        yield url
 
 
 async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

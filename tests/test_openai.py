@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
+from server.openai_schemas import UNSUPPORTED
 from tests.conftest import DEFAULT_MODEL, SECOND_MODEL
 
 QUESTION: list[ChatCompletionMessageParam] = [
@@ -81,9 +84,11 @@ async def test_errors_have_openai_shape_and_status(oai: AsyncOpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         await oai.chat.completions.create(model="nope", messages=QUESTION)
     assert "known models are" in str(missing.value)
+    assert missing.value.type == "not_found_error"
     with pytest.raises(openai.BadRequestError) as many:
         await oai.chat.completions.create(model=DEFAULT_MODEL, messages=QUESTION, n=2)
     assert "one choice per request" in str(many.value)
+    assert many.value.type == "invalid_request_error"
     with pytest.raises(openai.BadRequestError) as tools:
         await oai.chat.completions.create(
             model=DEFAULT_MODEL,
@@ -94,3 +99,53 @@ async def test_errors_have_openai_shape_and_status(oai: AsyncOpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as hot:
         await oai.chat.completions.create(model=DEFAULT_MODEL, messages=QUESTION, temperature=3)
     assert "temperature: must be at most 2.0" in str(hot.value)
+
+
+# A value that asks for each field the server cannot honour (README: "a 400 naming the
+# field, never a silent ignore").
+REFUSED: dict[str, Any] = {
+    "n": 2,
+    "best_of": 2,
+    "echo": True,
+    "tools": [{"type": "function", "function": {"name": "f"}}],
+    "tool_choice": "auto",
+    "parallel_tool_calls": True,
+    "functions": [{"name": "f"}],
+    "function_call": "auto",
+    "logit_bias": {"42": 5},
+    "logprobs": True,
+    "top_logprobs": 2,
+    "response_format": {"type": "json_object"},
+    "suffix": "The end.",
+    "audio": {"voice": "alloy", "format": "wav"},
+    "modalities": ["text", "audio"],
+    "prediction": {"type": "content", "content": "Paris"},
+}
+ROUTES: dict[str, dict[str, Any]] = {
+    "/v1/chat/completions": {"messages": QUESTION},
+    "/v1/completions": {"prompt": "Hi"},
+}
+
+
+def test_every_refused_field_is_tested() -> None:
+    assert set(UNSUPPORTED) <= set(REFUSED)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize(("field", "value"), REFUSED.items())
+async def test_a_field_the_server_cannot_honour_is_a_400_naming_it(
+    client: httpx.AsyncClient, route: str, field: str, value: Any
+) -> None:
+    body = {**ROUTES[route], "model": DEFAULT_MODEL, "max_tokens": 2, field: value}
+    reply = await client.post(route, json=body)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == 400
+    assert error["message"].startswith(f"{field if field != 'best_of' else 'n'}:"), error
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_text_response_format_is_accepted(client: httpx.AsyncClient, route: str) -> None:
+    body = {**ROUTES[route], "max_tokens": 2, "response_format": {"type": "text"}}
+    reply = await client.post(route, json=body)
+    assert reply.status_code == 200, reply.text

@@ -30,7 +30,7 @@ def model() -> Iterator[LlamaModel]:
 
 @pytest.fixture
 def ctx(model: LlamaModel) -> Iterator[LlamaContext]:
-    c = LlamaContext(model, ctx_per_seq=512, num_seqs=NUM_SLOTS, batch_tokens=256, threads=2)
+    c = LlamaContext(model, ctx_per_seq=512, num_seqs=NUM_SLOTS, batch_tokens=256, threads=1)
     yield c
     c.close()
 

