@@ -110,6 +110,9 @@ def _convert(tp: Any, value: object, path: str, meta: typing.Mapping[str, Any]) 
             raise ValueError(f"{path}: expected true or false, got {_json_type(value)}")
         return value
     if tp is int:
+        # JSON Schema's integer is any number without a fraction: 8.0 is 8
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{path}: expected an integer, got {_json_type(value)}")
         _check_range(value, path, meta)

@@ -3,9 +3,9 @@
 Schemathesis generates, per operation, bodies, query strings and path
 parameters that fit the schemas the routes validate with (positive cases: never
 a 5xx) and that break them (negative cases: a 4xx, never a 5xx, never a 2xx
-for data the schema forbids). The server under test caps max_tokens at 8 so
-that generated generation requests stay quick; ``FUZZ_EXAMPLES`` cases per
-operation and mode (25 by default) keep CI short.
+for data the schema forbids). The server under test caps max_tokens at 8 and
+its models' context at 256 tokens so that generation requests stay quick;
+``FUZZ_EXAMPLES`` cases per operation and mode (25 by default) keep CI short.
 
 Reproducing a failure: the run is seeded (``FUZZ_SEED``, 18 by default), and
 every failing case is saved in ``.hypothesis/fuzz/`` (git-ignored), which the
@@ -57,8 +57,10 @@ def quick(case: schemathesis.Case) -> schemathesis.Case:  # type: ignore[type-ar
     if isinstance(case.body, dict) and case.method == "POST":
         for field in ("max_tokens", "max_completion_tokens"):
             value = case.body.get(field)
-            if type(value) is int and 1 <= value <= 32768:
-                case.body[field] = min(value, 8)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if float(value).is_integer() and 1 <= value <= 32768:  # 8.0 is an integer too
+                case.body[field] = min(int(value), 8)
         case.body.setdefault("max_tokens", 8)
     return case
 
@@ -66,8 +68,10 @@ def quick(case: schemathesis.Case) -> schemathesis.Case:  # type: ignore[type-ar
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("fuzz")
-    config = write_config(folder, shipped_config(folder, max_tokens_limit=8))
-    with running_server(config, name="fuzz-server") as url:
+    config = shipped_config(folder, max_tokens_limit=8)
+    for model in config["models"].values():
+        model["context_size"] = 256  # a long generated prompt is refused, not fed for seconds
+    with running_server(write_config(folder, config), name="fuzz-server") as url:
         yield url
 
 

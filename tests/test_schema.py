@@ -22,6 +22,7 @@ def test_parse_fills_defaults_and_keeps_values() -> None:
         ({"prompt": 3}, "prompt: expected a string, got an integer"),
         ({"prompt": "a", "max_tokens": "5"}, "max_tokens: expected an integer, got a string"),
         ({"prompt": "a", "max_tokens": True}, "max_tokens: expected an integer, got a boolean"),
+        ({"prompt": "a", "max_tokens": 8.5}, "max_tokens: expected an integer, got a number"),
         ({"prompt": "a", "max_tokens": 0}, "max_tokens: must be at least 1"),
         ({"prompt": "a", "temperature": -1}, "temperature: must be at least 0.0"),
         ({"prompt": "a", "top_p": 0}, "top_p: must be greater than 0.0"),
@@ -39,6 +40,12 @@ def test_parse_rejects_with_a_message_naming_the_field(data: object, message: st
 
 def test_int_is_accepted_where_a_number_is_expected() -> None:
     assert parse(GenerateBody, {"prompt": "a", "temperature": 1}).temperature == 1.0
+
+
+def test_a_number_without_a_fraction_is_an_integer() -> None:
+    # as in JSON Schema, which /openapi.json promises (schemathesis sends 8.0 for 8)
+    body = parse(GenerateBody, {"prompt": "a", "max_tokens": 8.0, "seed": 5.0})
+    assert body.max_tokens == 8 and type(body.max_tokens) is int and body.seed == 5
 
 
 def test_json_schema_describes_the_same_fields() -> None:
