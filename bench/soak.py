@@ -36,6 +36,7 @@ GOOD = [
     ("GET", "/health_check", None),
     ("GET", "/tasks/", None),
 ]
+SHORT_DEADLINE = orjson.dumps({"prompt": "Write a long story.", "max_tokens": 64, "timeout": 0.3})
 BAD = [
     ("POST", "/generate", {"prompt": ""}),
     ("POST", "/generate", {"prompt": "x", "max_tokens": "many"}),
@@ -60,6 +61,8 @@ async def client(url: str, stop_at: float, statuses: Counter[str], seed: int) ->
             kind = rng.random()
             method, path, body = rng.choice(BAD if kind < 0.3 else GOOD)
             content = body if isinstance(body, str) else orjson.dumps(body) if body else None
+            if 0.85 <= kind < 0.9:  # 5%: a deadline that passes while the request waits
+                method, path, content = "POST", "/generate", SHORT_DEADLINE
             try:
                 if kind > 0.9:  # a client that gives up early and hangs up
                     stream_body = {
@@ -101,16 +104,19 @@ def main() -> None:
         time.sleep(1)
         rss_end = rss_kib(live.process.pid)
         health = httpx.get(live.url + "/health_check", timeout=10).json()
-    server_errors = sum(n for s, n in statuses.items() if s.startswith("5"))
+    # a 504 is the answer a request whose own `timeout` passed must get
+    server_errors = sum(n for s, n in statuses.items() if s.startswith("5") and s != "504")
     lines = [
         f"Soak: {args.clients} clients for {args.seconds:.0f} s (30% bad requests, 10% "
-        "streams abandoned after the first token).",
+        "streams abandoned after the first token, 5% with a 0.3 s `timeout` that mostly "
+        "passes while they wait: 504).",
         "",
         "| outcome | count |",
         "|---|---|",
         *[f"| {status} | {count} |" for status, count in sorted(statuses.items())],
         "",
-        f"5xx: {server_errors}; unanswered: {statuses['unanswered']}; running after: "
+        f"5xx other than 504: {server_errors}; 504: {statuses['504']}; "
+        f"unanswered: {statuses['unanswered']}; running after: "
         f"{health['running']}; RSS {rss_start / 1024:.0f} MiB -> {rss_end / 1024:.0f} MiB "
         f"({(rss_end - rss_start) / rss_start:+.1%}).",
     ]
