@@ -31,7 +31,8 @@ async def test_stop_during_a_step_leaves_freeing_to_the_thread() -> None:
         assert executor.stop(timeout=0.1) is False
         assert not is_freed(context)  # still in use: not freed under the thread
         deadline = time.monotonic() + 10
-        while not is_freed(context) and time.monotonic() < deadline:
+        # the thread frees the context, then the model: wait for both
+        while not (is_freed(context) and model._ptr is None) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert is_freed(context) and model._ptr is None  # freed by the thread on its way out
         assert any(u.request is request and u.is_done for u in published)
