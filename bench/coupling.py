@@ -87,6 +87,8 @@ def main() -> None:
             str(config),
             "--port",
             str(port),
+            "--threads",
+            "1",  # acceptance is counted, not timed: leave a core to whatever else runs
         ]
         with running(cmd, port, RESULTS / "logs" / "coupling.log", REPO) as url:
             for model in MODELS:
