@@ -211,10 +211,6 @@ class PrefixCache:
         self._incoming.clear()
         self._outgoing.clear()
 
-    def cached_tokens(self, seq_id: int) -> int:
-        content = self._idle.get(seq_id)
-        return len(content.tokens) if content is not None else 0
-
     # -- moving contents around ------------------------------------------------
 
     def _placed(self, seq_id: int, reused: int, source: str) -> Placement:

@@ -8,6 +8,8 @@ decoding would, and an n-gram draft is accepted with probability p(x).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -65,33 +67,35 @@ def test_verification_emits_exactly_what_plain_sampling_would() -> None:
             assert len(emitted) == agreed + 1
 
 
-def test_an_ngram_draft_is_accepted_with_probability_p() -> None:
+def verify_one_draft(
+    draft: Callable[[SamplingParams], int],
+) -> tuple[float, npt.NDArray[np.float64]]:
+    """Over N seeds, target p and one draft token: the acceptance rate and the counts of
+    the first emitted token."""
     logits = np.log(PROBS).astype(np.float32)
-    unused = np.random.default_rng(0)
+    unused = np.random.default_rng(0)  # seeded requests never draw from the stream
     accepted = 0
     first = np.zeros(5)
     for seed in range(N):
         params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed)
-        emitted = verify(lambda i: logits, [1], None, params, [], unused, 0)
+        emitted = verify(lambda i: logits, [draft(params)], None, params, [], unused, 0)
         accepted += len(emitted) == 2
         first[emitted[0]] += 1
-    assert abs(accepted / N - PROBS[1]) < 0.015
+    return accepted / N, first
+
+
+def test_an_ngram_draft_is_accepted_with_probability_p() -> None:
+    acceptance, first = verify_one_draft(lambda params: 1)
+    assert abs(acceptance - PROBS[1]) < 0.015
     assert chi_square(first, PROBS) < CHI2_CRIT_001_DF4
 
 
 def test_a_coupled_draft_model_keeps_p_and_agrees_more_than_chance() -> None:
-    p_logits = np.log(PROBS).astype(np.float32)
     q_probs = np.array([0.2, 0.3, 0.3, 0.1, 0.1])
     q_logits = np.log(q_probs).astype(np.float32)
     unused = np.random.default_rng(0)
-    accepted = 0
-    first = np.zeros(5)
-    for seed in range(N):
-        params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed)
-        draft = pick(q_logits, params, unused, 0)  # the draft model, same noise
-        emitted = verify(lambda i: p_logits, [draft], None, params, [], unused, 0)
-        accepted += len(emitted) == 2
-        first[emitted[0]] += 1
+    # the draft model samples with the same noise as the target
+    acceptance, first = verify_one_draft(lambda params: pick(q_logits, params, unused, 0))
     assert chi_square(first, PROBS) < CHI2_CRIT_001_DF4
     independent = float((PROBS * q_probs).sum())  # agreement of two independent draws
-    assert accepted / N > independent + 0.1
+    assert acceptance > independent + 0.1

@@ -8,7 +8,7 @@ sequence slot so that requests queue.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +22,13 @@ VARYING = ("id", "timings")  # differ between a decode and its replay
 
 
 @pytest.fixture(scope="module")
-def cache_server(test_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(test_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """This module's own server (conftest's ``client`` talks to it)."""
     folder = tmp_path_factory.mktemp("result-cache")
     settings = {"enabled": True, "max_entries": 64, "max_mb": 1, "ttl_s": 600}
     config = config_variant(test_config, folder, result_cache=settings, max_batch_size=1)
     with running_server(config, name="result-cache-server") as url:
         yield url
-
-
-@pytest.fixture
-async def client(cache_server: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=cache_server, timeout=120) as c:
-        yield c
 
 
 async def post(client: httpx.AsyncClient, body: dict[str, Any], **kw: Any) -> httpx.Response:
