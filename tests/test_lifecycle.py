@@ -24,7 +24,7 @@ from tests.conftest import (
     wait_until,
 )
 
-LONG = {"prompt": "Write a very long essay about the sea.", "max_tokens": 3000}
+LONG = {"prompt": "Write a very long essay about the sea.", "max_tokens": 3000, "temperature": 0}
 # greedy, it lists numbers until max_tokens (never stops early)
 COUNT = {
     "prompt": "List the numbers from 1 to 10000, separated by commas.",
