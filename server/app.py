@@ -15,16 +15,16 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from batching.faults import FAULTS
-from server import debug_routes, openai_routes, routes, task_routes
 from server import metrics as metrics_routes
+from server.api import debug_routes, openai_routes, routes, task_routes
+from server.api.middleware import ApiKeyMiddleware, RequestContextMiddleware, load_api_keys
+from server.api.openapi import ROUTES as DOC_ROUTES
+from server.api.openapi import build_openapi
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, RequestMetricsMiddleware
-from server.middleware import ApiKeyMiddleware, RequestContextMiddleware, load_api_keys
-from server.openapi import ROUTES as DOC_ROUTES
-from server.openapi import build_openapi
-from server.registry import ModelRegistry
+from server.models.registry import ModelRegistry
 from server.settings import Config
-from server.tasks import TaskStore
+from server.tasks.store import TaskStore
 
 STATIC = Path(__file__).resolve().parent / "static"
 API_ROUTES = [*routes.ROUTES, *task_routes.ROUTES, *openai_routes.ROUTES]

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from server.quantize import QUANT_TYPES, quantize
+from server.models.quantize import QUANT_TYPES, quantize
 from server.settings import DEFAULT_CONFIG, ENV_PREFIX, load_config
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "pull":
-        from server.pull import pull_models
+        from server.models.pull import pull_models
 
         try:
             pull_models(config, args.names)

@@ -16,10 +16,10 @@ from starlette.requests import Request as HttpRequest
 from batching.batcher import BatcherStoppedError, QueueFullError
 from batching.faults import FAULTS
 from batching.request import Failure, FinishReason, Request, RequestStatus, SamplingParams
+from server.api.schemas import ServingFields
 from server.errors import ApiError
-from server.registry import LoadedModel, ModelRegistry
+from server.models.registry import LoadedModel, ModelRegistry
 from server.result_cache import BYPASS, HIT, MISS, ResultCache
-from server.schemas import ServingFields
 from speculative.llama import ModelClosedError
 from speculative.prompt import Messages, encode_prompt
 

@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batching.request import Request
-from server.registry import ModelRegistry
+from server.models.registry import ModelRegistry
 
 PREFIX = "edge_llm"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

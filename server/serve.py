@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 
 from server import logs
 from server.app import create_app
-from server.registry import ModelRegistry
+from server.models.registry import ModelRegistry
 from server.settings import Config
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from server.launcher import LiveServer
-from server.tasks import RESTART_REASON
+from server.tasks.store import RESTART_REASON
 from tests.conftest import (
     ARTIFACTS,
     REPO,

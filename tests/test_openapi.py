@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from server.openai_schemas import ChatCompletionBody
+from server.api.openai_schemas import ChatCompletionBody
+from server.api.schemas import GenerateBody
 from server.schema import json_schema
-from server.schemas import GenerateBody
 
 
 async def test_openapi_lists_the_routes_with_their_schemas(client: httpx.AsyncClient) -> None:

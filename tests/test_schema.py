@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from server.api.schemas import GenerateBody
 from server.schema import json_schema, parse
-from server.schemas import GenerateBody
 
 
 def test_parse_fills_defaults_and_keeps_values() -> None:

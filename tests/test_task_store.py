@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from batching.request import FinishReason, Request, RequestStatus, SamplingParams
-from server.tasks import Task, TaskStore
+from server.tasks.store import Task, TaskStore
 
 
 def new_task(created_at: float) -> Task:

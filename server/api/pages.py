@@ -6,7 +6,7 @@ from pathlib import Path
 
 from starlette.responses import HTMLResponse, Response
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 # The pages load nothing from outside, and the browser is told to refuse
 # anything that tries (Redoc, for one, asks a CDN for its logo).

@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import TextIO
 
-from server.quantize import quantize
+from server.models.quantize import quantize
 from server.settings import Config, ModelSource
 
 CHUNK = 1 << 20

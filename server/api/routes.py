@@ -11,6 +11,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batching.request import Request, RequestStatus
+from server.api.pages import local_page
+from server.api.schemas import GenerateBody
+from server.api.sse import DONE, event, sse_response
 from server.errors import ApiError
 from server.generation import (
     check_failed,
@@ -24,12 +27,9 @@ from server.generation import (
     usage,
     wait_done,
 )
-from server.pages import local_page
-from server.registry import LoadedModel
+from server.models.registry import LoadedModel
 from server.schema import parse
-from server.schemas import GenerateBody
-from server.sse import DONE, event, sse_response
-from server.tasks import TaskStore
+from server.tasks.store import TaskStore
 from speculative.prompt import Messages
 
 T = TypeVar("T")

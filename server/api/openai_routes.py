@@ -15,6 +15,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batching.request import Request, RequestStatus
+from server.api.openai_schemas import (
+    ChatCompletionBody,
+    CompletionBody,
+    SamplingFields,
+    unsupported_message,
+)
+from server.api.routes import json_response, read_body
+from server.api.sse import DONE, event, sse_response
 from server.generation import (
     check_failed,
     failure_error,
@@ -27,14 +35,6 @@ from server.generation import (
     usage,
     wait_done,
 )
-from server.openai_schemas import (
-    ChatCompletionBody,
-    CompletionBody,
-    SamplingFields,
-    unsupported_message,
-)
-from server.routes import json_response, read_body
-from server.sse import DONE, event, sse_response
 
 DEFAULT_CHAT_MAX_TOKENS = 512
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from batching.request import SamplingParams
+from server.api.schemas import ServingFields, stop_strings
 from server.schema import spec
-from server.schemas import ServingFields, stop_strings
 
 UNSUPPORTED = {
     "tools": "tool calling",

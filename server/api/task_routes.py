@@ -11,17 +11,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batching.request import RequestStatus
-from server.errors import ApiError
-from server.generation import result_cache_for, submit
-from server.routes import (
+from server.api.routes import (
     json_response,
     prepare_body,
     read_body,
     result_fields,
     tasks_of,
 )
-from server.schemas import GenerateBody
-from server.tasks import Task, TaskStatus, TaskStore
+from server.api.schemas import GenerateBody
+from server.errors import ApiError
+from server.generation import result_cache_for, submit
+from server.tasks.store import Task, TaskStatus, TaskStore
 
 MAX_PER_PAGE = 100
 CANCEL_WAIT_S = 5.0

@@ -1,0 +1,1 @@
+"""The HTTP surface: routes, request schemas, SSE, OpenAPI and the pages."""

@@ -1,0 +1,1 @@
+"""Models: the registry of loaded models, pull and quantize."""

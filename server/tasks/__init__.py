@@ -1,0 +1,1 @@
+"""Task store: durable records of /send_text tasks."""
