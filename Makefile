@@ -15,7 +15,30 @@ $(STAMP): pyproject.toml
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -e '.[test]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# make setup GPU=cuda|vulkan|metal: the same .venv with llama.cpp built for that GPU
+# backend (plain `make setup` is the CPU build). pip's wheel cache does not know about
+# CMAKE_ARGS, so a GPU build is compiled afresh and kept out of the cache.
+GPU ?= cpu
+GPU_CMAKE_cuda := -DGGML_CUDA=on
+GPU_CMAKE_vulkan := -DGGML_VULKAN=on
+GPU_CMAKE_metal := -DGGML_METAL=on
+GPU_STAMP := $(VENV)/.llama-$(GPU)
+LLAMA_CPP := $(shell sed -n 's/.*"\(llama-cpp-python==[0-9.]*\)".*/\1/p' pyproject.toml)
+
+$(GPU_STAMP): $(STAMP)
+	@case "$(GPU)" in cpu|cuda|vulkan|metal) ;; \
+	  *) echo "error: GPU=$(GPU): use cuda, vulkan or metal (or leave it out for the CPU)"; exit 2;; esac
+	@if [ "$(GPU)" != cpu ]; then \
+	  CMAKE_ARGS="$(GPU_CMAKE_$(GPU)) $(CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	    $(PY) -m pip install --force-reinstall --no-deps --no-cache-dir \
+	    --no-binary llama-cpp-python '$(LLAMA_CPP)'; \
+	elif ls $(VENV)/.llama-cuda $(VENV)/.llama-vulkan $(VENV)/.llama-metal 2>/dev/null | grep -q .; then \
+	  $(PY) -m pip install --force-reinstall --no-deps '$(LLAMA_CPP)'; \
+	fi
+	rm -f $(VENV)/.llama-*
+	touch $@
+
+setup: $(STAMP) $(GPU_STAMP)
 
 models: setup
 	$(PY) -m server pull

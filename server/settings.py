@@ -70,6 +70,21 @@ class ModelSettings:
         doc="keep each finished request's KV in its slot so a later prompt with the same "
         "start reuses it",
     )
+    gpu_layers: int | str = spec(
+        "all",
+        doc='layers on the GPU: a count, 0 (CPU only) or "all" (all layers and the output '
+        'layer); "all" means 0 with a llama.cpp build that has no GPU backend',
+        ge=0,
+        choices=("all",),
+    )
+    main_gpu: int = spec(0, doc="the GPU that holds the model when it fits on one", ge=0)
+    tensor_split: list[float] | None = spec(
+        None,
+        doc="share of the layers per GPU, in device order (null: in proportion to their "
+        "free memory)",
+        min_length=1,
+    )
+    offload_kv: bool = spec(True, doc="keep the KV cache on the GPU with the layers")
     max_speculative_batch: int = spec(
         2,
         doc="speculate only while at most this many sequences run (CPU steps are "
@@ -190,6 +205,13 @@ def load_config(
                     f"config file {path}: models.{name}.{field}: {ref!r} must name another "
                     f"configured model; known models are {', '.join(config.models)}"
                 )
+    for name, model in config.models.items():
+        split = model.tensor_split or [1.0]
+        if any(x < 0 for x in split) or sum(split) <= 0:
+            raise ValueError(
+                f"config file {path}: models.{name}.tensor_split: shares must be at least 0 "
+                f"and not all 0, got {model.tensor_split}"
+            )
     if config.server.default_model not in config.models:
         raise ValueError(
             f"config file {path}: server.default_model: {config.server.default_model!r} "

@@ -27,6 +27,7 @@ from server.generation import (
     usage,
     wait_done,
 )
+from server.models.gpu import host_report
 from server.models.registry import LoadedModel
 from server.schema import parse
 from server.tasks.store import TaskStore
@@ -91,6 +92,7 @@ async def health_check(http: HttpRequest) -> Response:
         "running": sum(m.batcher.num_running for m in registry.loaded.values()),
         "waiting": sum(m.batcher.num_waiting for m in registry.loaded.values()),
         "tasks": await tasks_of(http).count(),
+        "hardware": host_report(),
         "models": models,
     }
     return json_response(body)

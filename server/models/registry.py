@@ -25,6 +25,7 @@ from batching.batcher import Batcher
 from batching.bridge import LoopBridge
 from batching.request import Request
 from server.errors import ApiError
+from server.models.gpu import describe_placement, placement_for
 from server.result_cache import ResultCache
 from server.settings import Config, ModelSettings
 from speculative.adaptive import SpeculationPolicy
@@ -59,6 +60,7 @@ class LoadedModel:
     batcher: Batcher
     load_seconds: float
     identity: str  # the model file as it was when loaded: path, size, modification time
+    placement: dict[str, Any] = field(default_factory=dict)  # layers and buffers per device
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -72,6 +74,7 @@ class LoadedModel:
             "max_batch_size": self.batcher.max_batch_size,
             "load_seconds": round(self.load_seconds, 3),
             "draft": self.settings.draft,
+            "placement": self.placement,
             "running": self.batcher.num_running,
             "waiting": self.batcher.num_waiting,
             "executor": self.executor.stats.as_dict(),
@@ -185,7 +188,8 @@ class ModelRegistry:
         log.info("model %s loaded in %.2fs", name, seconds)
         stat = Path(settings.path).stat()
         identity = f"{settings.path}:{stat.st_size}:{stat.st_mtime_ns}"
-        return LoadedModel(name, settings, model, executor, batcher, seconds, identity)
+        placement = describe_placement(settings, context)
+        return LoadedModel(name, settings, model, executor, batcher, seconds, identity, placement)
 
     @property
     def num_busy(self) -> int:
@@ -225,7 +229,7 @@ def _load_blocking(config: Config, name: str) -> tuple[LlamaModel, LlamaContext,
 
     opened: list[LlamaModel | LlamaContext] = []
     try:
-        model = LlamaModel(settings.path)
+        model = LlamaModel(settings.path, placement_for(name, settings))
         opened.append(model)
         context = context_for(model)
         opened.append(context)
@@ -233,7 +237,8 @@ def _load_blocking(config: Config, name: str) -> tuple[LlamaModel, LlamaContext,
         if settings.draft == "ngram":
             proposer = NgramProposer()
         elif settings.draft is not None:
-            draft = LlamaModel(config.models[settings.draft].path)
+            draft_settings = config.models[settings.draft]
+            draft = LlamaModel(draft_settings.path, placement_for(settings.draft, draft_settings))
             opened.append(draft)
             check_same_vocabulary(model, draft, (name, settings.draft))
             proposer = DraftModelProposer(context_for(draft))
