@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup models browser run run-app test run-tests lint bench quantize clean container-build container-run
+.PHONY: setup models browser run run-app test run-tests lint bench quantize clean container-build container-run llama-server
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 
 # llama-cpp-python compiles llama.cpp (~5-8 min on 2 cores) the first time;
@@ -59,8 +59,23 @@ lint: setup
 test run-tests: models browser lint
 	$(PY) -m pytest
 
+# llama.cpp's own server, the benchmark's baseline (c): built from the llama.cpp inside
+# the pinned llama-cpp-python sdist (the engine this server runs), outside the package.
+LLAMA_SERVER := build/llama-server/llama-server
+llama-server: $(LLAMA_SERVER)
+$(LLAMA_SERVER): pyproject.toml | setup
+	rm -rf build/llama-server && mkdir -p build/llama-server
+	$(PY) -m pip download -q --no-binary :all: --no-deps '$(LLAMA_CPP)' -d build/llama-server
+	tar xzf build/llama-server/llama_cpp_python-*.tar.gz -C build/llama-server
+	cmake -S build/llama-server/llama_cpp_python-*/vendor/llama.cpp -B build/llama-server/cmake \
+	  -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF \
+	  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+	cmake --build build/llama-server/cmake -j $$(nproc) --target llama-server
+	cp build/llama-server/cmake/bin/llama-server $@
+
 bench: models
 	$(PY) -m bench.run
+	$(PY) -m bench.vs_llama
 	$(PY) -m bench.chat
 
 container-build:

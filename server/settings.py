@@ -70,6 +70,13 @@ class ModelSettings:
         doc="keep each finished request's KV in its slot so a later prompt with the same "
         "start reuses it",
     )
+    weights: str = spec(
+        "fastest",
+        doc='"fastest": a Q4_1/Q5_0/Q5_1 file running on the CPU is served as Q8_0 made '
+        'from it once (cached beside it), which the CPU kernels run faster; "as-is": the '
+        "file itself",
+        choices=("fastest", "as-is"),
+    )
     gpu_layers: int | str = spec(
         "all",
         doc='layers on the GPU: a count, 0 (CPU only) or "all" (all layers and the output '

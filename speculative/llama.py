@@ -13,6 +13,7 @@ import ctypes
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import llama_cpp as C
 import numpy as np
@@ -64,6 +65,7 @@ class LlamaModel:
             raise ModelLoadError(f"llama.cpp could not load {path}: not a valid GGUF model")
         self.path = path
         self.num_layers = int(C.llama_model_n_layer(self._ptr))
+        self.weights: dict[str, Any] = {}  # which file and why, for reports (set by the loader)
         self.vocab = C.llama_model_get_vocab(self._ptr)
         self.num_vocab = int(C.llama_vocab_n_tokens(self.vocab))
         self.num_ctx_train = int(C.llama_model_n_ctx_train(self._ptr))

@@ -26,6 +26,7 @@ from batching.bridge import LoopBridge
 from batching.request import Request
 from server.errors import ApiError
 from server.models.gpu import describe_placement, placement_for
+from server.models.weights import weights_for
 from server.result_cache import ResultCache
 from server.settings import Config, ModelSettings
 from speculative.adaptive import SpeculationPolicy
@@ -75,6 +76,7 @@ class LoadedModel:
             "load_seconds": round(self.load_seconds, 3),
             "draft": self.settings.draft,
             "placement": self.placement,
+            "weights": self.model.weights,
             "running": self.batcher.num_running,
             "waiting": self.batcher.num_waiting,
             "executor": self.executor.stats.as_dict(),
@@ -213,6 +215,15 @@ def model_exists(settings: ModelSettings) -> bool:
     return Path(settings.path).is_file()
 
 
+def open_model(name: str, settings: ModelSettings) -> LlamaModel:
+    """Load a model's weights where its settings put them, in the form they name."""
+    placement = placement_for(name, settings)
+    weights = weights_for(settings.path, settings.weights, placement)
+    model = LlamaModel(weights.path, placement)
+    model.weights = weights.as_dict()
+    return model
+
+
 def _load_blocking(config: Config, name: str) -> tuple[LlamaModel, LlamaContext, Proposer | None]:
     """Load a model, its context and, if configured, its draft proposer (worker thread)."""
     settings = config.models[name]
@@ -229,7 +240,7 @@ def _load_blocking(config: Config, name: str) -> tuple[LlamaModel, LlamaContext,
 
     opened: list[LlamaModel | LlamaContext] = []
     try:
-        model = LlamaModel(settings.path, placement_for(name, settings))
+        model = open_model(name, settings)
         opened.append(model)
         context = context_for(model)
         opened.append(context)
@@ -237,8 +248,7 @@ def _load_blocking(config: Config, name: str) -> tuple[LlamaModel, LlamaContext,
         if settings.draft == "ngram":
             proposer = NgramProposer()
         elif settings.draft is not None:
-            draft_settings = config.models[settings.draft]
-            draft = LlamaModel(draft_settings.path, placement_for(settings.draft, draft_settings))
+            draft = open_model(settings.draft, config.models[settings.draft])
             opened.append(draft)
             check_same_vocabulary(model, draft, (name, settings.draft))
             proposer = DraftModelProposer(context_for(draft))
