@@ -114,7 +114,11 @@ def running_cluster(
         finally:
             if cluster.nginx is not None:
                 cluster.nginx.terminate()
-                cluster.nginx.wait(10)
+                try:
+                    cluster.nginx.wait(10)
+                except subprocess.TimeoutExpired:
+                    cluster.nginx.kill()
+                    cluster.nginx.wait()
 
 
 def main() -> int:

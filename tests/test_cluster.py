@@ -5,6 +5,7 @@ token, a replica killed mid-load, Redis killed and brought back."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,9 +96,12 @@ async def test_16_streams_through_nginx_arrive_token_by_token(cluster: Cluster) 
     for replica, started, arrivals in results:
         per_replica[replica] += 1
         assert len(arrivals) >= 8
-        # token by token: the first event came in the first half of the stream's life,
-        # not with the last (a buffering proxy delivers them together)
-        assert arrivals[0] - started < (arrivals[-1] - started) / 2, (started, arrivals)
+        # token by token: the events are spread over the stream's life, one per decode
+        # step (a buffering proxy delivers them together). Not "the first in the first
+        # half": with the cores shared, 16 prompts' prefill may take most of it.
+        life, spread = arrivals[-1] - started, arrivals[-1] - arrivals[0]
+        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+        assert spread > life / 4 and sum(g > 0.005 for g in gaps) >= len(gaps) / 2, arrivals
     assert all(per_replica.values()), per_replica  # least_conn used both replicas
     figures("streams_per_replica", per_replica)
 
