@@ -16,9 +16,12 @@ import pytest
 from batching.request import FinishReason, Request, RequestStatus, SamplingParams
 from server.launcher import free_port
 from server.redis_server import RedisProcess, running_redis
+from server.settings import load_config
+from server.tasks.backends import open_task_store
 from server.tasks.redis_store import RedisTaskStore
 from server.tasks.sqlite_store import SqliteTaskStore
 from server.tasks.store import RESTART_REASON, Task, TaskStore, TaskStoreUnavailable
+from tests.conftest import shipped_config, write_config
 
 OpenStore = Callable[..., TaskStore]
 
@@ -164,3 +167,16 @@ async def test_an_unreachable_redis_is_a_503_naming_the_store(tmp_path: Path) ->
         await store.get("x")
     assert store.describe()["reachable"] is False
     await store.close()
+
+
+async def test_the_setting_picks_the_backend(tmp_path: Path) -> None:
+    config = write_config(tmp_path, shipped_config(tmp_path))
+    default = open_task_store(load_config(config, env={}).server)
+    assert isinstance(default, SqliteTaskStore)
+    await default.close()
+    env = {"EDGE_LLM_TASK_STORE": "redis://127.0.0.1:1/0"}
+    redis = open_task_store(load_config(config, env=env).server)
+    assert isinstance(redis, RedisTaskStore)
+    await redis.close()
+    with pytest.raises(ValueError, match=r"server\.task_store: expected \"sqlite\" or a Redis URL"):
+        load_config(config, env={"EDGE_LLM_TASK_STORE": "mysql://x"})
