@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup models browser run run-app test run-tests lint bench quantize clean container-build container-run llama-server
+.PHONY: setup models browser cluster-deps cluster run run-app test run-tests lint bench quantize clean \
+	container-build container-run llama-server start-inference-service stop-inference-service test-inference-service
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 
 # llama-cpp-python compiles llama.cpp (~5-8 min on 2 cores) the first time;
@@ -51,12 +52,21 @@ browser:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
+# The cluster (make cluster, its test) runs Debian's redis-server and nginx.
+cluster-deps:
+	@test -x /usr/bin/redis-server -a -x /usr/sbin/nginx || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server nginx; }
+
+# Redis + two replicas + nginx on loopback under a temporary folder; Ctrl-C stops them.
+cluster: models cluster-deps
+	$(PY) -m server.cluster
+
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test run-tests: models browser lint
+test run-tests: models browser cluster-deps lint
 	$(PY) -m pytest
 
 # llama.cpp's own server, the benchmark's baseline (c): built from the llama.cpp inside
@@ -83,6 +93,22 @@ container-build:
 
 container-run:
 	$(CONTAINER) run --rm -p 8000:8000 edge-llm-server
+
+# Replicas + nginx + Redis in containers (deploy/compose.yaml), nginx on port 8080.
+COMPOSE := $(CONTAINER) compose -f deploy/compose.yaml
+SERVICE_URL ?= http://127.0.0.1:8080
+
+start-inference-service:
+	$(COMPOSE) up -d --build
+
+stop-inference-service:
+	$(COMPOSE) down
+
+test-inference-service:
+	$(PYTHON) examples/simple_tester.py --url $(SERVICE_URL) health-check
+	$(PYTHON) examples/simple_tester.py --url $(SERVICE_URL) generate --prompt "Hi" --stream
+	$(PYTHON) examples/simple_tester.py --url $(SERVICE_URL) get-task-status --wait --task-id \
+	  $$($(PYTHON) examples/simple_tester.py --url $(SERVICE_URL) send-text --prompt "Hi")
 
 # The prototype's `convert`: make quantize SRC=models/x.gguf TYPE=q8_0 OUT=models/x.q8_0.gguf
 quantize: setup

@@ -142,6 +142,12 @@ class ServerSettings:
         le=86_400,
     )
     data_dir: str = spec("data", doc="where the task database lives (relative to the config)")
+    task_store: str = spec(
+        "sqlite",
+        doc='"sqlite" (a database under data_dir, one process) or "redis://host:port/db" '
+        "(shared by replicas behind a load balancer)",
+        min_length=1,
+    )
     task_max_age_hours: float = spec(168.0, doc="task records older than this expire", gt=0)
     max_tasks: int = spec(10_000, doc="task records kept (the oldest expire first)", ge=1)
     drain_timeout_s: float = spec(
@@ -223,6 +229,12 @@ def load_config(
         raise ValueError(
             f"config file {path}: server.default_model: {config.server.default_model!r} "
             f"is not a configured model; known models are {', '.join(config.models)}"
+        )
+    store = config.server.task_store
+    if store != "sqlite" and not store.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            f'config file {path}: server.task_store: expected "sqlite" or a Redis URL '
+            f"such as redis://127.0.0.1:6379/0, got {store!r}"
         )
     # Model paths are relative to the config file, wherever the server starts.
     root = path.resolve().parent
