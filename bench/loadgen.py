@@ -82,6 +82,7 @@ class Report:
     drafted_tokens: int
     accepted_tokens: int
     acceptance_rate: float | None
+    breakdown: dict[str, Any] = field(default_factory=dict)  # filled by a caller that knows
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -77,6 +77,7 @@ def start(case: Case, folder: Path, stack: contextlib.ExitStack) -> str:
             *("-m", str(case.model), "--host", "127.0.0.1", "--port", str(port)),
             *("-np", str(NUM_SEQS), "-c", str(NUM_SEQS * CTX_PER_SEQ), "-t", threads),
             "--no-webui",
+            "--metrics",
         ]
     else:
         config = {
@@ -95,9 +96,56 @@ def start(case: Case, folder: Path, stack: contextlib.ExitStack) -> str:
     return stack.enter_context(running(cmd, port, log, REPO, timeout=180))
 
 
-def measure(url: str, c: int, salt: str, max_tokens: int, label: str) -> Report:
+def counters(case: Case, url: str) -> dict[str, float]:
+    """Decode counters: llama-server's /metrics, or this server's executor stats."""
+    if case.kind == "llama-server":
+        text = httpx.get(url + "/metrics").text
+        values = dict(
+            line.removeprefix("llamacpp:").split(" ", 1)
+            for line in text.splitlines()
+            if line.startswith("llamacpp:")
+        )
+        return {
+            "decodes": float(values["n_decode_total"]),
+            "busy_slot_decodes": float(values["n_busy_slots_per_decode"])
+            * float(values["n_decode_total"]),
+            "generated": float(values["tokens_predicted_total"]),
+        }
+    stats = httpx.get(url + "/health_check").json()["models"]["m"]["executor"]
+    return {
+        "decodes": stats["num_decodes"],
+        "busy_slot_decodes": sum(int(k) * v for k, v in stats["decodes_by_num_seqs"].items()),
+        "generated": stats["num_generated_tokens"],
+        "decode_seconds": stats["decode_seconds"],
+        "step_seconds": stats["step_seconds"],
+    }
+
+
+def breakdown(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, Any]:
+    """Where a run's time went: decodes, sequences per decode, and (this server) how much
+    of the wall time was spent in steps and how much of a step in llama_decode."""
+    d = {k: after[k] - before[k] for k in after}
+    out = {
+        "decodes": int(d["decodes"]),
+        "ms_per_decode": round(1000 * wall / max(d["decodes"], 1), 2),
+        "seqs_per_decode": round(d["busy_slot_decodes"] / max(d["decodes"], 1), 2),
+        "generated_per_decode": round(d["generated"] / max(d["decodes"], 1), 2),
+    }
+    if "step_seconds" in d:
+        out |= {
+            "busy_share": round(d["step_seconds"] / wall, 3),
+            "decode_share_of_step": round(d["decode_seconds"] / max(d["step_seconds"], 1e-9), 3),
+            "decode_ms": round(1000 * d["decode_seconds"] / max(d["decodes"], 1), 2),
+        }
+    return out
+
+
+def measure(case: Case, url: str, c: int, salt: str, max_tokens: int) -> Report:
     work = prompts(8 if c == 1 else 4 * c, salt)
+    label = case.label
+    before = counters(case, url)
     report = asyncio.run(run_load(url, work, c, max_tokens, label, route="/v1/completions"))
+    report.breakdown = breakdown(before, counters(case, url), report.seconds)
     print(
         f"{label:>26} c={c:<3} {report.tokens_per_second:7.1f} tok/s  TTFT p50 "
         f"{report.ttft_p50_ms} ms  queue p50 {report.queue_p50_ms} ms  failed {report.failed}",
@@ -111,12 +159,12 @@ def run(rounds: int, max_tokens: int) -> dict[str, Any]:
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         urls = {case.label: start(case, Path(tmp), stack) for case in CASES}
         for case in CASES:  # warm-up: first loads, the fastest conversion, page cache
-            measure(urls[case.label], 2, f"warm-{case.label}", 8, case.label)
+            measure(case, urls[case.label], 2, f"warm-{case.label}", 8)
         for r in range(rounds):
             order = CASES if r % 2 == 0 else CASES[::-1]
             for c in LEVELS:
                 for case in order:
-                    report = measure(urls[case.label], c, f"r{r}c{c}", max_tokens, case.label)
+                    report = measure(case, urls[case.label], c, f"r{r}c{c}", max_tokens)
                     key = (case.label, c)
                     if key not in best or report.tokens_per_second > best[key]["tokens_per_second"]:
                         best[key] = report.as_dict()
@@ -150,6 +198,23 @@ def table(out: dict[str, Any]) -> list[str]:
     return rows
 
 
+def breakdown_rows(out: dict[str, Any]) -> list[str]:
+    rows = [
+        "| case (c=16) | decodes | ms per decode | seqs per decode | new tokens per decode | "
+        "in steps | llama_decode share of a step |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case in CASES:
+        b = out["results"][f"{case.label} c=16"]["breakdown"]
+        busy = f"{b['busy_share']:.0%}" if "busy_share" in b else "-"
+        share = f"{b['decode_share_of_step']:.0%}" if "busy_share" in b else "-"
+        rows.append(
+            f"| {case.label} | {b['decodes']} | {b['ms_per_decode']} | {b['seqs_per_decode']} | "
+            f"{b['generated_per_decode']} | {busy} | {share} |"
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
@@ -166,7 +231,7 @@ def main() -> None:
         f"llama-server -np {NUM_SEQS} -c {NUM_SEQS * CTX_PER_SEQ} -t {os.cpu_count()}. "
         f"`fastest` served: {out['weights_fastest']['note']}."
     )
-    write_table("vs_llama", [note, "", *table(out)])
+    write_table("vs_llama", [note, "", *table(out), "", *breakdown_rows(out)])
 
 
 if __name__ == "__main__":
