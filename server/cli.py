@@ -7,11 +7,19 @@ import os
 import sys
 
 from server.models.quantize import QUANT_TYPES, quantize
-from server.settings import CONFIG_SEARCH, find_config, load_config
+from server.settings import (
+    BUILTIN_CONFIG,
+    CONFIG_SEARCH,
+    bundled_models,
+    find_config,
+    load_config,
+    use_bundled,
+)
 
 
 def version_text() -> str:
-    """This server's version and the llama.cpp it carries (read from its shared libraries)."""
+    """This server's version and the llama.cpp it carries, as ggml itself reports them."""
+    import ctypes
     from importlib.metadata import PackageNotFoundError, version
     from pathlib import Path
 
@@ -21,12 +29,12 @@ def version_text() -> str:
         own = version("edge-llm-server")
     except PackageNotFoundError:
         own = "unknown"
-    lib = Path(llama_cpp.__file__).parent / "lib"
-    # libllama.so.0.5.0 / libggml.so.0.25.3: the versions llama.cpp's CMake stamps on them
-    libs = sorted(
-        p.name.split(".so.")[0] + " " + p.name.split(".so.")[1] for p in lib.glob("lib*.so.*.*.*")
+    ggml = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+    ggml.ggml_version.restype = ggml.ggml_commit.restype = ctypes.c_char_p
+    return (
+        f"edge-llm-server {own}\nllama-cpp-python {llama_cpp.__version__}, "
+        f"ggml {ggml.ggml_version().decode()} (llama.cpp commit {ggml.ggml_commit().decode()})"
     )
-    return f"edge-llm-server {own}\nllama-cpp-python {llama_cpp.__version__} ({', '.join(libs)})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    carried = bundled_models()
+    if carried is not None and where.path == BUILTIN_CONFIG:
+        config = use_bundled(config, carried)
     print(f"config {where.path}; relative paths from {where.root}", file=sys.stderr)
     if args.command == "pull":
         from server.models.pull import pull_models

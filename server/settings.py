@@ -9,6 +9,7 @@ the same schema, so a bad one stops start-up with the field and the reason.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,6 +37,24 @@ class ConfigLocation:
 
     path: Path
     root: Path
+
+
+def bundled_models() -> Path | None:
+    """Model files frozen into a binary (``make binary-with-model``), read in place."""
+    if not getattr(sys, "frozen", False):
+        return None
+    folder = Path(getattr(sys, "_MEIPASS", "")) / "models"
+    return folder if folder.is_dir() else None
+
+
+def use_bundled(config: Config, folder: Path) -> Config:
+    """Point each model whose file the binary carries at that file."""
+    carried = {p.name: p for p in folder.glob("*.gguf")}
+    models = {
+        n: replace(m, path=str(carried.get(Path(m.path).name, m.path)))
+        for n, m in config.models.items()
+    }
+    return replace(config, models=models)
 
 
 def find_config(flag: str | None, env: Mapping[str, str]) -> ConfigLocation:
