@@ -95,12 +95,16 @@ def test_binary_serves_what_the_source_server_serves(
     assert all(from_binary)
 
 
-def test_version_names_the_llama_cpp_build(binaries: None, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [str(BINARY), "--version"], env=bare_env(tmp_path), capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    assert "edge-llm-server 0.1.0" in done.stdout and "llama.cpp commit" in done.stdout
+def test_version_and_help(binaries: None, tmp_path: Path) -> None:
+    def run(*args: str) -> str:
+        done = subprocess.run([str(BINARY), *args], env=bare_env(tmp_path), capture_output=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.decode()
+
+    version = run("--version")
+    assert "edge-llm-server 0.1.0" in version and "llama.cpp commit" in version
+    assert "{serve,pull,quantize}" in run("--help")
+    assert "--type" in run("quantize", "--help")
 
 
 def test_model_binary_serves_from_an_empty_folder_and_unpacks_once(
