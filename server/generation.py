@@ -7,6 +7,7 @@ JSON shapes, not in how a request is prepared, queued, awaited or cancelled.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -95,14 +96,64 @@ def check_output_constraints(
             raise ApiError(400, str(exc)) from None
 
 
-def usage(request: Request) -> dict[str, Any]:
-    """Token counts in OpenAI's shape; ``cached_tokens`` came from the prefix cache."""
+def usage(request: Request, *choices: Request) -> dict[str, Any]:
+    """Token counts in OpenAI's shape; ``cached_tokens`` came from the prefix cache.
+    Other ``choices`` of the same prompt add their output (the prompt counts once)."""
+    completion = request.num_output_tokens + sum(c.num_output_tokens for c in choices)
     return {
         "prompt_tokens": request.num_prompt_tokens,
-        "completion_tokens": request.num_output_tokens,
-        "total_tokens": request.num_prompt_tokens + request.num_output_tokens,
+        "completion_tokens": completion,
+        "total_tokens": request.num_prompt_tokens + completion,
         "prompt_tokens_details": {"cached_tokens": request.num_cached_tokens},
     }
+
+
+def choices_of(request: Request, n: int) -> list[Request]:
+    """The other n - 1 choices of ``request``: same prompt (its KV copied from the first
+    choice's in the executor), sampled independently. A seed gives choice i seed + i, so
+    seeded choices differ and each is reproducible."""
+    params = request.params
+    others = []
+    for i in range(1, n):
+        seed = None if params.seed is None else (params.seed + i) % 2**63
+        other = Request(
+            model=request.model,
+            prompt_tokens=request.prompt_tokens,
+            params=dataclasses.replace(params, seed=seed),
+        )
+        other.grammar = request.grammar
+        other.num_top_logprobs = request.num_top_logprobs
+        other.is_speculative = request.is_speculative
+        other.cache_prompt = request.cache_prompt
+        other.priority = request.priority
+        other.deadline = request.deadline
+        other.prompt_source = request
+        others.append(other)
+    return others
+
+
+async def merged_streams(requests: list[Request]) -> AsyncIterator[tuple[int, str | None]]:
+    """(index, piece) from several streamed requests as they come; (index, None) when
+    request ``index`` is done. Leaving early cancels every request still running."""
+    merged: asyncio.Queue[tuple[int, str | None]] = asyncio.Queue()
+
+    async def pump(index: int, request: Request) -> None:
+        async for piece in stream_text(request):
+            merged.put_nowait((index, piece))
+        merged.put_nowait((index, None))
+
+    tasks = [asyncio.ensure_future(pump(i, r)) for i, r in enumerate(requests)]
+    try:
+        for _ in range(len(requests)):
+            while (item := await merged.get())[1] is not None:
+                yield item
+            yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        for request in requests:
+            if not request.status.is_done:
+                request.cancel()
 
 
 def speculation_counts(request: Request) -> dict[str, Any]:

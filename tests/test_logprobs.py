@@ -14,7 +14,7 @@ from openai import AsyncOpenAI
 
 from speculative.llama import LlamaContext, LlamaModel
 from speculative.sampling import log_softmax, token_logprob
-from tests.conftest import DEFAULT_MODEL, REPO, SPECULATIVE_MODELS
+from tests.conftest import DEFAULT_MODEL, REPO, SPECULATIVE_MODELS, background_requests
 
 QUESTION = "What is the capital of France?"
 
@@ -93,10 +93,7 @@ async def test_chat_logprobs_whole_and_streamed(oai: AsyncOpenAI, model: str) ->
 async def test_completion_logprobs_while_others_decode(
     oai: AsyncOpenAI, client: httpx.AsyncClient
 ) -> None:
-    free = [
-        client.post("/generate", json={"prompt": f"Count to {i + 20}.", "max_tokens": 64})
-        for i in range(8)
-    ]
+    free = background_requests(client)
 
     async def completion(stream: bool) -> tuple[str, Any]:
         if not stream:
@@ -167,10 +164,7 @@ async def test_logit_bias_bans_and_forces_tokens(
         "temperature": 0,
         "logprobs": 0,
     }
-    free = [
-        client.post("/generate", json={"prompt": f"Count to {i + 20}.", "max_tokens": 48})
-        for i in range(8)
-    ]
+    free = background_requests(client)
     plain, *rest = await asyncio.gather(oai.completions.create(**fields), *free)
     assert all(r.status_code == 200 for r in rest)
     assert plain.choices[0].logprobs is not None

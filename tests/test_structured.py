@@ -21,7 +21,7 @@ from openai import AsyncOpenAI
 from server.structured import integer_range, schema_to_gbnf
 from speculative.grammar import Grammar
 from speculative.llama import LlamaModel
-from tests.conftest import DEFAULT_MODEL, REPO, SECOND_MODEL
+from tests.conftest import DEFAULT_MODEL, REPO, SECOND_MODEL, background_requests
 
 NAME = {"type": "string", "minLength": 1, "maxLength": 24}
 SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -337,13 +337,7 @@ async def test_every_output_validates_batched_with_free_requests(
 ) -> None:
     """Every schema, greedy and sampled, over all three routes, while 8 unconstrained
     requests decode in the same batches."""
-    free = [
-        client.post(
-            "/generate",
-            json={"prompt": f"Tell a story about {i} cats.", "model_name": model, "max_tokens": 96},
-        )
-        for i in range(8)
-    ]
+    free = background_requests(client, model)
     constrained = [
         _constrained(oai, client, model, name, sampled, (i + sampled) % 3)
         for i, name in enumerate(SCHEMAS)
