@@ -151,9 +151,7 @@ async def merged_streams(requests: list[Request]) -> AsyncIterator[tuple[int, st
     finally:
         for task in tasks:
             task.cancel()
-        for request in requests:
-            if not request.status.is_done:
-                request.cancel()
+        cancel_all(requests)
 
 
 def speculation_counts(request: Request) -> dict[str, Any]:
@@ -212,22 +210,31 @@ def registry_of(http: HttpRequest) -> ModelRegistry:
     return registry
 
 
-async def wait_done(request: Request, http: HttpRequest | None = None) -> Request:
-    """Await a request; a client that disconnects (or a cancelled handler) cancels it."""
+async def wait_done(request: Request, http: HttpRequest | None = None, *others: Request) -> Request:
+    """Await a request (and the ``others`` of the same call); a client that disconnects,
+    or a cancelled handler, cancels them all."""
+    requests = [request, *others]
     watcher = asyncio.ensure_future(_disconnected(http)) if http is not None else None
+    all_done = asyncio.gather(*(asyncio.shield(r.done) for r in requests))
     try:
         if watcher is not None:
-            waiting: set[asyncio.Future[Any]] = {request.done, watcher}
+            waiting: set[asyncio.Future[Any]] = {all_done, watcher}
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if not request.done.done():  # the client left: free its sequence
-                request.cancel()
-        return await asyncio.shield(request.done)
+            cancel_all(requests)  # the client left: free their sequences
+        await all_done
+        return request
     except asyncio.CancelledError:
-        request.cancel()
+        cancel_all(requests)
         raise
     finally:
         if watcher is not None:
             watcher.cancel()
+
+
+def cancel_all(requests: list[Request]) -> None:
+    for request in requests:
+        if not request.done.done():
+            request.cancel()
 
 
 async def _disconnected(http: HttpRequest) -> None:

@@ -215,6 +215,7 @@ def test_strings_refuse_raw_control_characters() -> None:
         ({"type": "object", "properties": {"a": {"multipleOf": 2}}}, "'multipleOf'"),
         ({"type": "integer", "minimum": 5, "maximum": 4}, "no integer"),
         ({"type": ["integer", "number"], "maximum": 4}, "json_schema.maximum"),
+        ({"type": "object", "properties": []}, "cannot be made into a grammar"),
     ],
 )
 async def test_unsupported_schema_keywords_get_a_400_naming_them(

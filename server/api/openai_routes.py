@@ -26,6 +26,7 @@ from server.api.routes import json_response, read_body
 from server.api.sse import DONE, event, sse_response
 from server.errors import ApiError
 from server.generation import (
+    cancel_all,
     check_failed,
     choices_of,
     failure_error,
@@ -163,12 +164,17 @@ async def _respond(
     # the other choices copy the first one's prompt KV: the result cache would answer
     # it alone, and they would compute the prompt again
     cache = result_cache_for(http, body) if len(requests) == 1 else None
-    verdicts = [submit(loaded, r, stream=body.stream, cache=cache) for r in requests]
+    verdicts = []
+    try:
+        for request in requests:
+            verdicts.append(submit(loaded, request, stream=body.stream, cache=cache))
+    except ApiError:  # a full queue: the choices already queued have no one to answer
+        cancel_all(requests[: len(verdicts)])
+        raise
     headers = {"X-Cache": verdicts[0]}
     if body.stream:
         return sse_response(_chunks(shapes, body.include_usage), headers)
-    for request in requests:
-        await wait_done(request, http)
+    await wait_done(requests[0], http, *requests[1:])
     for request in requests:  # a 504's partial output is the first choice's
         check_failed(request, partial=lambda: {"text": requests[0].text, "usage": usage(*requests)})
     reply = shapes[0].envelope(
