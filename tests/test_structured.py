@@ -15,12 +15,15 @@ from typing import Any
 
 import httpx
 import jsonschema
+import numpy as np
 import pytest
 from openai import AsyncOpenAI
 
+from batching.request import SamplingParams
 from server.structured import integer_range, schema_to_gbnf
 from speculative.grammar import Grammar
 from speculative.llama import LlamaModel
+from speculative.sampling import distribution
 from tests.conftest import DEFAULT_MODEL, REPO, SECOND_MODEL, background_requests
 
 NAME = {"type": "string", "minLength": 1, "maxLength": 24}
@@ -239,18 +242,48 @@ def model() -> Iterator[LlamaModel]:
     loaded.close()
 
 
-def accepts(model: LlamaModel, gbnf: str, text: str) -> bool:
-    """Whether llama.cpp's grammar sampler lets ``text`` through, one character's token at
-    a time, and then lets the sequence end."""
+def fed(model: LlamaModel, gbnf: str, text: str) -> Grammar | None:
+    """A grammar sampler that took ``text`` one character's token at a time, or None
+    when it refused one."""
     grammar = Grammar(model, gbnf)
+    for char in text:
+        (token,) = model.tokenize(char, add_special=False)
+        if not grammar.allows(token):
+            grammar.close()
+            return None
+        grammar.accept(token)
+    return grammar
+
+
+def accepts(model: LlamaModel, gbnf: str, text: str) -> bool:
+    """Whether llama.cpp's grammar sampler lets ``text`` through and then lets it end."""
+    grammar = fed(model, gbnf, text)
+    if grammar is None:
+        return False
     try:
-        for char in text:
-            (token,) = model.tokenize(char, add_special=False)
-            if not grammar.allows(token):
-                return False
-            grammar.accept(token)
         return grammar.allows(model.special_tokens()[1])  # end of sequence
     finally:
+        grammar.close()
+
+
+def test_masking_the_likeliest_tokens_first_keeps_the_candidates(model: LlamaModel) -> None:
+    """The executor masks only the top of the row when the sampler needs its top-k: the
+    candidates and their probabilities are those of masking the whole vocabulary."""
+    rng = np.random.default_rng(0)
+    gbnf = schema_to_gbnf(SCHEMAS["person"][1])
+    for text in ('{"name": "', '{"name": "Ada", "age": ', '{"name": "Ada", "age": 3'):
+        grammar = fed(model, gbnf, text)
+        assert grammar is not None
+        for params in (SamplingParams(temperature=0), SamplingParams(top_k=40, min_p=0)):
+            need = 1 if params.is_greedy else params.top_k
+            for _ in range(4):
+                row = rng.normal(0, 3, model.num_vocab).astype(np.float32)
+                fast_ids, fast = distribution(grammar.mask(row, need), params)
+                ids, probs = distribution(grammar.mask(row), params)
+                n = 1 if params.is_greedy else len(ids)
+                assert fast_ids[:n].tolist() == ids[:n].tolist()
+                if not params.is_greedy:
+                    assert np.allclose(fast, probs)
         grammar.close()
 
 
