@@ -400,3 +400,22 @@ async def test_json_object_mode(oai: AsyncOpenAI) -> None:
         content = reply.choices[0].message.content or ""
         assert reply.choices[0].finish_reason == "stop", content
         assert isinstance(json.loads(content), dict), content
+
+
+async def test_streamed_schema_reply_validates(oai: AsyncOpenAI) -> None:
+    prompt, schema = SCHEMAS["items"]
+    stream = await oai.chat.completions.create(
+        model=DEFAULT_MODEL,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=MAX_TOKENS,
+        temperature=0.9,
+        stream=True,
+        response_format={"type": "json_schema", "json_schema": {"name": "items", "schema": schema}},
+    )
+    text, finish = "", None
+    async for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+    assert finish == "stop", text
+    jsonschema.validate(json.loads(text), schema)
