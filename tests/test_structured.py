@@ -24,7 +24,13 @@ from server.structured import integer_range, schema_to_gbnf
 from speculative.grammar import Grammar
 from speculative.llama import LlamaModel
 from speculative.sampling import distribution
-from tests.conftest import DEFAULT_MODEL, REPO, SECOND_MODEL, background_requests
+from tests.conftest import (
+    DEFAULT_MODEL,
+    REPO,
+    SECOND_MODEL,
+    background_requests,
+    wait_for_status,
+)
 
 NAME = {"type": "string", "minLength": 1, "maxLength": 24}
 SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -419,3 +425,13 @@ async def test_streamed_schema_reply_validates(oai: AsyncOpenAI) -> None:
             finish = chunk.choices[0].finish_reason or finish
     assert finish == "stop", text
     jsonschema.validate(json.loads(text), schema)
+
+
+async def test_send_text_takes_the_same_schema(client: httpx.AsyncClient) -> None:
+    prompt, schema = SCHEMAS["sentiment"]
+    body = {"prompt": prompt, "json_schema": schema, "max_tokens": MAX_TOKENS}
+    reply = await client.post("/send_text", json=body)
+    assert reply.status_code == 202, reply.text
+    record = await wait_for_status(client, reply.json()["task_id"], "done", "failed")
+    assert record["status"] == "done", record
+    jsonschema.validate(json.loads(record["result"]["text"]), schema)
