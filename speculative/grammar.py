@@ -45,8 +45,8 @@ class Grammar:
                 "grammar: llama.cpp could not parse this GBNF (it needs a `root` rule; "
                 "the server log has the parser's message)"
             )
-        self._all = np.zeros(model.num_vocab, _TOKEN_DATA)
-        self._all["id"] = np.arange(model.num_vocab, dtype=np.int32)
+        self._num_vocab = model.num_vocab
+        self._all: npt.NDArray[np.void] | None = None  # the whole vocabulary, made on first use
         self._one = np.zeros(1, _TOKEN_DATA)
         self._some = np.zeros(SCAN, _TOKEN_DATA)
 
@@ -88,6 +88,9 @@ class Grammar:
                 out = np.full_like(logits, -np.inf)
                 out[passed] = logits[passed]
                 return out
+        if self._all is None:
+            self._all = np.zeros(self._num_vocab, _TOKEN_DATA)
+            self._all["id"] = np.arange(self._num_vocab, dtype=np.int32)
         allowed = self._apply(self._all)
         if not allowed.any():
             raise GrammarError("the grammar allows no next token (it cannot be completed)")
