@@ -7,6 +7,7 @@ JSON shapes, not in how a request is prepared, queued, awaited or cancelled.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -20,7 +21,8 @@ from server.api.schemas import ServingFields
 from server.errors import ApiError
 from server.models.registry import LoadedModel, ModelRegistry
 from server.result_cache import BYPASS, HIT, MISS, ResultCache
-from speculative.llama import ModelClosedError
+from speculative.grammar import Grammar, GrammarError
+from speculative.llama import LlamaModel, ModelClosedError
 from speculative.prompt import Messages, encode_prompt
 
 INLINE_TOKENIZE_CHARS = 8192  # longer prompts are tokenized off the event loop
@@ -32,13 +34,18 @@ async def prepare(
     prompt: str | Messages,
     params: SamplingParams,
     options: ServingFields,
+    *,
+    grammar: str | None = None,
+    num_top_logprobs: int | None = None,
 ) -> tuple[LoadedModel, Request]:
     """Load the model if needed, build and check the prompt; nothing is queued yet.
 
-    ``prompt`` is raw text, or chat messages rendered with the model's template.
+    ``prompt`` is raw text, or chat messages rendered with the model's template;
+    ``grammar`` (GBNF) constrains the output; ``num_top_logprobs`` asks for logprobs.
     """
     loaded = await registry.get(model_name)
     model = loaded.model
+    check_output_constraints(model, params, grammar)
     size = len(prompt) if isinstance(prompt, str) else sum(len(c) for _, c in prompt)
     try:
         if size <= INLINE_TOKENIZE_CHARS:
@@ -64,28 +71,97 @@ async def prepare(
             f"got {params.max_tokens}",
         )
     request = Request(model=loaded.name, prompt_tokens=tokens, params=params)
-    request.is_speculative = options.speculative
+    request.grammar = grammar
+    request.num_top_logprobs = num_top_logprobs
+    request.is_speculative = options.speculative and grammar is None
     request.cache_prompt = options.cache_prompt
     request.priority = options.priority
     request.deadline = request.created_at + (options.timeout or server.request_timeout_s)
     return loaded, request
 
 
-def usage(request: Request) -> dict[str, Any]:
-    """Token counts in OpenAI's shape; ``cached_tokens`` came from the prefix cache."""
+def check_output_constraints(
+    model: LlamaModel, params: SamplingParams, grammar: str | None
+) -> None:
+    """A 400 for a grammar llama.cpp cannot parse or a biased token the model lacks."""
+    for token, _ in params.logit_bias:
+        if token >= model.num_vocab:
+            raise ApiError(
+                400, f"logit_bias.{token}: no such token; the model has {model.num_vocab}"
+            )
+    if grammar is not None:
+        try:
+            Grammar(model, grammar).close()
+        except GrammarError as exc:
+            raise ApiError(400, str(exc)) from None
+
+
+def usage(request: Request, *choices: Request) -> dict[str, Any]:
+    """Token counts in OpenAI's shape; ``cached_tokens`` came from the prefix cache.
+    Other ``choices`` of the same prompt add their output (the prompt counts once)."""
+    completion = request.num_output_tokens + sum(c.num_output_tokens for c in choices)
     return {
         "prompt_tokens": request.num_prompt_tokens,
-        "completion_tokens": request.num_output_tokens,
-        "total_tokens": request.num_prompt_tokens + request.num_output_tokens,
+        "completion_tokens": completion,
+        "total_tokens": request.num_prompt_tokens + completion,
         "prompt_tokens_details": {"cached_tokens": request.num_cached_tokens},
     }
 
 
-def speculation_counts(request: Request) -> dict[str, int]:
-    return {
+def choices_of(request: Request, n: int) -> list[Request]:
+    """The other n - 1 choices of ``request``: same prompt (its KV copied from the first
+    choice's in the executor), sampled independently. A seed gives choice i seed + i, so
+    seeded choices differ and each is reproducible."""
+    params = request.params
+    others = []
+    for i in range(1, n):
+        seed = None if params.seed is None else (params.seed + i) % 2**63
+        other = Request(
+            model=request.model,
+            prompt_tokens=request.prompt_tokens,
+            params=dataclasses.replace(params, seed=seed),
+        )
+        other.grammar = request.grammar
+        other.num_top_logprobs = request.num_top_logprobs
+        other.is_speculative = request.is_speculative
+        other.cache_prompt = request.cache_prompt
+        other.priority = request.priority
+        other.deadline = request.deadline
+        other.prompt_source = request
+        others.append(other)
+    return others
+
+
+async def merged_streams(requests: list[Request]) -> AsyncIterator[tuple[int, str | None]]:
+    """(index, piece) from several streamed requests as they come; (index, None) when
+    request ``index`` is done. Leaving early cancels every request still running."""
+    merged: asyncio.Queue[tuple[int, str | None]] = asyncio.Queue()
+
+    async def pump(index: int, request: Request) -> None:
+        async for piece in stream_text(request):
+            merged.put_nowait((index, piece))
+        merged.put_nowait((index, None))
+
+    tasks = [asyncio.ensure_future(pump(i, r)) for i, r in enumerate(requests)]
+    try:
+        for _ in range(len(requests)):
+            while (item := await merged.get())[1] is not None:
+                yield item
+            yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        cancel_all(requests)
+
+
+def speculation_counts(request: Request) -> dict[str, Any]:
+    counts: dict[str, Any] = {
         "drafted_tokens": request.num_drafted_tokens,
         "accepted_tokens": request.num_accepted_tokens,
     }
+    if request.grammar is not None:
+        counts["off"] = "grammar-constrained output does not speculate"
+    return counts
 
 
 def result_cache_for(http: HttpRequest, options: ServingFields) -> ResultCache | None:
@@ -134,22 +210,31 @@ def registry_of(http: HttpRequest) -> ModelRegistry:
     return registry
 
 
-async def wait_done(request: Request, http: HttpRequest | None = None) -> Request:
-    """Await a request; a client that disconnects (or a cancelled handler) cancels it."""
+async def wait_done(request: Request, http: HttpRequest | None = None, *others: Request) -> Request:
+    """Await a request (and the ``others`` of the same call); a client that disconnects,
+    or a cancelled handler, cancels them all."""
+    requests = [request, *others]
     watcher = asyncio.ensure_future(_disconnected(http)) if http is not None else None
+    all_done = asyncio.gather(*(asyncio.shield(r.done) for r in requests))
     try:
         if watcher is not None:
-            waiting: set[asyncio.Future[Any]] = {request.done, watcher}
+            waiting: set[asyncio.Future[Any]] = {all_done, watcher}
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if not request.done.done():  # the client left: free its sequence
-                request.cancel()
-        return await asyncio.shield(request.done)
+            cancel_all(requests)  # the client left: free their sequences
+        await all_done
+        return request
     except asyncio.CancelledError:
-        request.cancel()
+        cancel_all(requests)
         raise
     finally:
         if watcher is not None:
             watcher.cancel()
+
+
+def cancel_all(requests: list[Request]) -> None:
+    for request in requests:
+        if not request.done.done():
+            request.cancel()
 
 
 async def _disconnected(http: HttpRequest) -> None:

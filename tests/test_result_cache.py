@@ -134,3 +134,20 @@ async def until(client: httpx.AsyncClient, condition: Any, within: float = 60.0)
     while not condition((await client.get("/health_check")).json()):
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
+
+
+async def test_a_grammar_is_part_of_the_key(client: httpx.AsyncClient) -> None:
+    body = {**GREEDY, "prompt": "Name a colour of the night sky."}
+    await post(client, body)
+    constrained = {**body, "grammar": 'root ::= "colour: " ("red" | "black")'}
+    first, again = await post(client, constrained), await post(client, constrained)
+    assert (first.headers["x-cache"], again.headers["x-cache"]) == ("MISS", "HIT")
+    assert first.json()["text"] in ("colour: red", "colour: black")
+
+
+async def test_logprobs_bypass(client: httpx.AsyncClient) -> None:
+    body = {"prompt": "Name a colour.", "temperature": 0, "max_tokens": 4, "logprobs": 2}
+    for _ in range(2):
+        reply = await client.post("/v1/completions", json=body)
+        assert reply.status_code == 200 and reply.headers["x-cache"] == "BYPASS", reply.text
+        assert len(reply.json()["choices"][0]["logprobs"]["tokens"]) == 4

@@ -14,7 +14,8 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from batching.request import Request, RequestStatus
+from batching.request import Request, RequestStatus, SamplingParams
+from server.api.logprobs import LogprobCursor
 from server.api.openai_schemas import (
     ChatCompletionBody,
     CompletionBody,
@@ -23,18 +24,22 @@ from server.api.openai_schemas import (
 )
 from server.api.routes import json_response, read_body
 from server.api.sse import DONE, event, sse_response
+from server.errors import ApiError
 from server.generation import (
+    cancel_all,
     check_failed,
+    choices_of,
     failure_error,
+    merged_streams,
     prepare,
     registry_of,
     result_cache_for,
     speculation_counts,
-    stream_text,
     submit,
     usage,
     wait_done,
 )
+from speculative.prompt import Messages
 
 DEFAULT_CHAT_MAX_TOKENS = 512
 
@@ -43,18 +48,44 @@ async def chat_completions(http: HttpRequest) -> Response:
     body = await read_body(http, ChatCompletionBody, precheck=unsupported_message)
     max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
     messages = [(m.role if m.role != "developer" else "system", m.text()) for m in body.messages]
-    params = body.sampling_params(max_tokens)
-    loaded, request = await prepare(registry_of(http), body.model, messages, params, body)
-    shape = _Shape("chatcmpl-", "chat.completion", request, chat=True)
-    return await _respond(http, loaded, request, body, shape)
+    return await _complete(http, body, messages, body.sampling_params(max_tokens), chat=True)
 
 
 async def completions(http: HttpRequest) -> Response:
     body = await read_body(http, CompletionBody, precheck=unsupported_message)
-    params = body.sampling_params(body.max_tokens)
-    loaded, request = await prepare(registry_of(http), body.model, body.text, params, body)
-    shape = _Shape("cmpl-", "text_completion", request, chat=False)
-    return await _respond(http, loaded, request, body, shape)
+    return await _complete(http, body, body.text, body.sampling_params(body.max_tokens), chat=False)
+
+
+async def _complete(
+    http: HttpRequest,
+    body: ChatCompletionBody | CompletionBody,
+    prompt: str | Messages,
+    params: SamplingParams,
+    *,
+    chat: bool,
+) -> Response:
+    loaded, request = await prepare(
+        registry_of(http),
+        body.model,
+        prompt,
+        params,
+        body,
+        grammar=body.grammar_text(),
+        num_top_logprobs=body.num_top_logprobs,
+    )
+    if body.n > loaded.batcher.max_batch_size:
+        raise ApiError(
+            400,
+            f"n: at most {loaded.batcher.max_batch_size} choices (the model's max_batch_size), "
+            f"got {body.n}",
+        )
+    requests = [request, *choices_of(request, body.n)]
+    prefix, kind = ("chatcmpl-", "chat.completion") if chat else ("cmpl-", "text_completion")
+    shapes = [
+        _Shape(prefix + request.id, kind, r, LogprobCursor(loaded.model, r), index=i)
+        for i, r in enumerate(requests)
+    ]
+    return await _respond(http, loaded, body, shapes)
 
 
 async def list_models(http: HttpRequest) -> Response:
@@ -76,34 +107,48 @@ def _model_card(http: HttpRequest, name: str) -> dict[str, Any]:
 class _Shape:
     """OpenAI's reply objects for one request, whole or as stream chunks."""
 
-    def __init__(self, prefix: str, kind: str, request: Request, *, chat: bool) -> None:
-        self.id = prefix + request.id
+    def __init__(
+        self, id: str, kind: str, request: Request, logprobs: LogprobCursor, *, index: int
+    ) -> None:
+        self.id = id
         self.kind = kind
-        self.chat = chat
+        self.chat = kind.startswith("chat")
+        self.logprobs = logprobs
+        self.index = index
         self.request = request
         self.created = int(time.time())
 
-    def envelope(self, choice: dict[str, Any], *, chunk: bool) -> dict[str, Any]:
+    def envelope(self, choices: list[dict[str, Any]], *, chunk: bool) -> dict[str, Any]:
         kind = self.kind + ".chunk" if chunk and self.chat else self.kind
         return {
             "id": self.id,
             "object": kind,
             "created": self.created,
             "model": self.request.model,
-            "choices": [choice],
+            "choices": choices,
         }
 
     def choice(self, text: str | None, finish: str | None, *, chunk: bool) -> dict[str, Any]:
+        """A choice; with logprobs asked for, it carries those of tokens not yet sent."""
         if not self.chat:
-            return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+            logprobs = self.logprobs.completion()
+            return {
+                "index": self.index,
+                "text": text or "",
+                "logprobs": logprobs,
+                "finish_reason": finish,
+            }
+        logprobs = self.logprobs.chat()
         if not chunk:
             message = {"role": "assistant", "content": text}
-            return {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+            return {
+                "index": self.index,
+                "message": message,
+                "logprobs": logprobs,
+                "finish_reason": finish,
+            }
         delta = {} if text is None else {"content": text}
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-
-    def usage(self) -> dict[str, Any]:
-        return usage(self.request)
+        return {"index": self.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
     def finish_reason(self) -> str:
         # "cancelled" and "error" never reach a client that is still listening
@@ -112,47 +157,65 @@ class _Shape:
 
 
 async def _respond(
-    http: HttpRequest, loaded: Any, request: Request, body: SamplingFields, shape: _Shape
+    http: HttpRequest, loaded: Any, body: SamplingFields, shapes: list[_Shape]
 ) -> Response:
-    http.state.log["generation"] = request
-    verdict = submit(loaded, request, stream=body.stream, cache=result_cache_for(http, body))
-    headers = {"X-Cache": verdict}
+    requests = [shape.request for shape in shapes]
+    http.state.log["generation"] = requests[0]
+    # the other choices copy the first one's prompt KV: the result cache would answer
+    # it alone, and they would compute the prompt again
+    cache = result_cache_for(http, body) if len(requests) == 1 else None
+    verdicts = []
+    try:
+        for request in requests:
+            verdicts.append(submit(loaded, request, stream=body.stream, cache=cache))
+    except ApiError:  # a full queue: the choices already queued have no one to answer
+        cancel_all(requests[: len(verdicts)])
+        raise
+    headers = {"X-Cache": verdicts[0]}
     if body.stream:
-        return sse_response(_chunks(shape, body.include_usage), headers)
-    await wait_done(request, http)
-    check_failed(request, partial=lambda: {"text": request.text, "usage": shape.usage()})
-    reply = shape.envelope(
-        shape.choice(request.text, shape.finish_reason(), chunk=False), chunk=False
+        return sse_response(_chunks(shapes, body.include_usage), headers)
+    await wait_done(requests[0], http, *requests[1:])
+    for request in requests:  # a 504's partial output is the first choice's
+        check_failed(request, partial=lambda: {"text": requests[0].text, "usage": usage(*requests)})
+    reply = shapes[0].envelope(
+        [s.choice(s.request.text, s.finish_reason(), chunk=False) for s in shapes], chunk=False
     )
     extras = {
-        "usage": shape.usage(),
-        "timings": request.timings(),
-        "speculative": speculation_counts(request),
+        "usage": usage(*requests),
+        "timings": requests[0].timings(),
+        "speculative": speculation_counts(requests[0]),
     }
     return json_response(reply | extras, headers=headers)
 
 
-async def _chunks(shape: _Shape, include_usage: bool) -> AsyncIterator[bytes]:
-    def chunk(text: str | None, finish: str | None) -> bytes:
-        return event(shape.envelope(shape.choice(text, finish, chunk=True), chunk=True))
+async def _chunks(shapes: list[_Shape], include_usage: bool) -> AsyncIterator[bytes]:
+    first = shapes[0]
 
-    if shape.chat:  # the first chat chunk announces the role
-        first = shape.choice(None, None, chunk=True)
-        first["delta"] = {"role": "assistant", "content": ""}
-        yield event(shape.envelope(first, chunk=True))
-    async for piece in stream_text(shape.request):
-        yield chunk(piece, None)
-    if shape.request.status is RequestStatus.FAILED:
-        yield event(failure_error(shape.request).body())
+    def chunk(shape: _Shape, text: str | None, finish: str | None) -> bytes:
+        return event(first.envelope([shape.choice(text, finish, chunk=True)], chunk=True))
+
+    if first.chat:  # the first chat chunk of each choice announces the role
+        for shape in shapes:
+            announce = shape.choice(None, None, chunk=True)
+            announce["delta"] = {"role": "assistant", "content": ""}
+            yield event(first.envelope([announce], chunk=True))
+    async for index, piece in merged_streams([s.request for s in shapes]):
+        shape = shapes[index]
+        if piece is not None:
+            yield chunk(shape, piece, None)
+        elif shape.request.status is RequestStatus.FAILED:
+            yield event(failure_error(shape.request).body())
+            break
+        else:
+            yield chunk(shape, None if shape.chat else "", shape.finish_reason())
     else:
-        yield chunk(None if shape.chat else "", shape.finish_reason())
         if include_usage:
+            requests = [s.request for s in shapes]
             yield event(
                 {
-                    **shape.envelope(shape.choice(None, None, chunk=True), chunk=True),
-                    "choices": [],
-                    "usage": shape.usage(),
-                    "timings": shape.request.timings(),
+                    **first.envelope([], chunk=True),
+                    "usage": usage(*requests),
+                    "timings": first.request.timings(),
                 }
             )
     yield DONE
