@@ -30,7 +30,7 @@ class ModelClosedError(ModelLoadError):
     """The model was unloaded (a reload or shutdown) while a request still held it."""
 
 
-def _init_backend() -> None:
+def init_backend() -> None:
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
@@ -45,7 +45,7 @@ class LlamaModel:
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(f"model file {path} does not exist")
-        _init_backend()
+        init_backend()
         params = C.llama_model_default_params()
         self._ptr = C.llama_model_load_from_file(str(path).encode(), params)
         if not self._ptr:

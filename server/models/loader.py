@@ -1,0 +1,91 @@
+"""Loading a model in a worker thread, measuring what it allocates; estimating it first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from server.settings import Config, ModelSettings
+from speculative.footprint import Footprint, measure, read_shape
+from speculative.llama import LlamaContext, LlamaModel
+from speculative.proposers import (
+    DraftModelProposer,
+    NgramProposer,
+    Proposer,
+    check_same_vocabulary,
+)
+
+
+def model_exists(settings: ModelSettings) -> bool:
+    return Path(settings.path).is_file()
+
+
+def file_identity(path: str) -> str:
+    """The model file as it is now: path, size, modification time ('' if missing)."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return ""
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def estimate_footprint(config: Config, name: str) -> Footprint:
+    """What loading ``name`` will allocate, from the GGUF headers (worker thread)."""
+    settings = config.models[name]
+    num_seqs = config.batch_size(name)
+
+    def model_and_context(path: str) -> tuple[int, int, int]:
+        shape = read_shape(path)
+        kv, compute = shape.context_bytes(
+            num_cells=settings.context_size * num_seqs,
+            num_seqs=num_seqs,
+            batch_tokens=max(settings.batch_tokens, num_seqs),
+        )
+        return shape.file_bytes, kv, compute
+
+    weights, kv, compute = model_and_context(settings.path)
+    footprint = Footprint(weights_bytes=weights, kv_bytes=kv, compute_bytes=compute)
+    if settings.draft not in (None, "ngram"):
+        footprint.draft_bytes = sum(model_and_context(config.models[settings.draft].path))
+    return footprint
+
+
+def load_blocking(
+    config: Config, name: str
+) -> tuple[LlamaModel, LlamaContext, Proposer | None, Footprint]:
+    """Load a model, its context and, if configured, its draft proposer (worker thread);
+    with the bytes llama.cpp allocated for each."""
+    settings = config.models[name]
+    num_seqs = config.batch_size(name)
+
+    def context_for(model: LlamaModel) -> LlamaContext:
+        return LlamaContext(
+            model,
+            ctx_per_seq=settings.context_size,
+            num_seqs=num_seqs,
+            batch_tokens=max(settings.batch_tokens, num_seqs),
+            threads=config.threads(name),
+        )
+
+    opened: list[LlamaModel | LlamaContext] = []
+    try:
+        with measure() as measured:
+            model = LlamaModel(settings.path)
+            opened.append(model)
+            context = context_for(model)
+            opened.append(context)
+        footprint = measured.footprint()
+        proposer: Proposer | None = None
+        if settings.draft == "ngram":
+            proposer = NgramProposer()
+        elif settings.draft is not None:
+            with measure() as measured_draft:
+                draft = LlamaModel(config.models[settings.draft].path)
+                opened.append(draft)
+                check_same_vocabulary(model, draft, (name, settings.draft))
+                proposer = DraftModelProposer(context_for(draft))
+            footprint.draft_bytes = measured_draft.total_bytes
+    except BaseException:
+        for thing in reversed(opened):
+            thing.close()
+        raise
+    return model, context, proposer, footprint
