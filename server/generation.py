@@ -17,8 +17,10 @@ from batching.batcher import BatcherStoppedError, QueueFullError
 from batching.faults import FAULTS
 from batching.request import Failure, FinishReason, Request, RequestStatus, SamplingParams
 from server.api.schemas import ServingFields
+from server.duration import parse_keep_alive
 from server.errors import ApiError
-from server.models.registry import LoadedModel, ModelRegistry
+from server.models.loaded import LoadedModel
+from server.models.registry import ModelRegistry
 from server.result_cache import BYPASS, HIT, MISS, ResultCache
 from speculative.llama import ModelClosedError
 from speculative.prompt import Messages, encode_prompt
@@ -37,7 +39,25 @@ async def prepare(
 
     ``prompt`` is raw text, or chat messages rendered with the model's template.
     """
-    loaded = await registry.get(model_name)
+    loaded = await registry.get(model_name, options.timeout)
+    try:
+        request = await _build(registry, loaded, prompt, params, options)
+    except BaseException:
+        loaded.release()
+        raise
+    loaded.hold(request)
+    if options.keep_alive is not None:  # the model's keep-alive from now on, as in Ollama
+        loaded.keep_alive_s = parse_keep_alive(options.keep_alive)
+    return loaded, request
+
+
+async def _build(
+    registry: ModelRegistry,
+    loaded: LoadedModel,
+    prompt: str | Messages,
+    params: SamplingParams,
+    options: ServingFields,
+) -> Request:
     model = loaded.model
     size = len(prompt) if isinstance(prompt, str) else sum(len(c) for _, c in prompt)
     try:
@@ -68,7 +88,7 @@ async def prepare(
     request.cache_prompt = options.cache_prompt
     request.priority = options.priority
     request.deadline = request.created_at + (options.timeout or server.request_timeout_s)
-    return loaded, request
+    return request
 
 
 def usage(request: Request) -> dict[str, Any]:
@@ -119,10 +139,12 @@ def submit(
     try:
         loaded.batcher.submit(request)
     except QueueFullError as exc:
+        loaded.drop(request)
         raise ApiError(
             503, f"model {loaded.name!r} is busy: {exc}; retry shortly", {"Retry-After": "1"}
         ) from None
     except BatcherStoppedError as exc:
+        loaded.drop(request)
         raise ApiError(503, f"model {loaded.name!r}: {exc}", {"Retry-After": "1"}) from None
     if cache is not None and key is not None:
         cache.remember_when_done(key, request)

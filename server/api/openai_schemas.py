@@ -102,6 +102,7 @@ class SamplingFields(ServingFields):
     response_format: ResponseFormat | None = spec(None, doc='only {"type": "text"}')
 
     def __post_init__(self) -> None:
+        ServingFields.__post_init__(self)
         stop_strings(self.stop)
 
     def sampling_params(self, max_tokens: int) -> SamplingParams:

@@ -27,7 +27,7 @@ from server.generation import (
     usage,
     wait_done,
 )
-from server.models.registry import LoadedModel
+from server.models.loaded import LoadedModel
 from server.schema import parse
 from server.tasks.store import TaskStore
 from speculative.prompt import Messages
@@ -82,15 +82,19 @@ async def health_check(http: HttpRequest) -> Response:
         models[name] = {"loaded": loaded is not None, "path": settings.path}
         if loaded is not None:
             models[name] |= loaded.describe()
+        elif (estimate := registry.estimated_bytes(name)) is not None:
+            models[name]["estimated_bytes"] = estimate
         if (failure := registry.failures.get(name)) is not None:
             models[name]["last_error"] = failure.error.message
         models[name]["load_attempts"] = registry.num_load_attempts.get(name, 0)
     body |= {
         "default_model": registry.config.server.default_model,
         "loaded_models": list(registry.loaded),
+        "unloading_models": list(registry.unloading),
         "running": sum(m.batcher.num_running for m in registry.loaded.values()),
         "waiting": sum(m.batcher.num_waiting for m in registry.loaded.values()),
         "tasks": await tasks_of(http).count(),
+        "memory": registry.memory(),
         "models": models,
     }
     return json_response(body)
