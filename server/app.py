@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +26,7 @@ from server.api.openapi import build_openapi
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, RequestMetricsMiddleware
 from server.models.registry import ModelRegistry
+from server.models.reload import ConfigSource, ConfigWatcher
 from server.settings import Config
 from server.tasks.store import TaskStore
 
@@ -36,7 +40,8 @@ def api_description() -> dict[str, Any]:
     return build_openapi(API_ROUTES, bodies)
 
 
-def create_app(config: Config) -> Starlette:
+def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
+    """The app; with ``source``, config.json is watched and reloaded live (and on SIGHUP)."""
     metrics_holder: list[Metrics] = []  # the registry reports to the metrics, which read it
     registry = ModelRegistry(config, on_request_done=lambda r: metrics_holder[0].observe_done(r))
     metrics = Metrics(registry)
@@ -49,11 +54,21 @@ def create_app(config: Config) -> Starlette:
         max_age_s=settings.task_max_age_hours * 3600,
     )
 
+    watcher = ConfigWatcher(source, registry) if source is not None else None
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        watching = None
+        loop = asyncio.get_running_loop()
+        if watcher is not None:
+            watching = loop.create_task(watcher.run(), name="config-watcher")
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGHUP, watcher.request_reload)
         try:
             yield
         finally:
+            if watching is not None:
+                watching.cancel()
             await registry.close()
             tasks.close()
 
@@ -85,6 +100,7 @@ def create_app(config: Config) -> Starlette:
     )
     app.state.flags = flags
     app.state.registry = registry
+    app.state.config_watcher = watcher
     app.state.tasks = tasks
     app.state.metrics = metrics
     app.state.openapi = api_description()

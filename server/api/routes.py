@@ -74,6 +74,9 @@ async def health_check(http: HttpRequest) -> Response:
     registry = registry_of(http)
     brief = {name: {"loaded": name in registry.loaded} for name in registry.config.models}
     body: dict[str, Any] = {"status": "ok", "models": brief}
+    watcher = http.app.state.config_watcher
+    if watcher is not None and watcher.error is not None:
+        body["config_error"] = watcher.error  # the old config keeps serving meanwhile
     if not getattr(http.state, "is_authorized", True):
         return json_response(body)
     models: dict[str, Any] = {}
@@ -95,6 +98,7 @@ async def health_check(http: HttpRequest) -> Response:
         "waiting": sum(m.batcher.num_waiting for m in registry.loaded.values()),
         "tasks": await tasks_of(http).count(),
         "memory": registry.memory(),
+        "config": watcher.describe() if watcher is not None else None,
         "models": models,
     }
     return json_response(body)

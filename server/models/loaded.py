@@ -39,7 +39,6 @@ class LoadedModel:
     num_leases: int = 0  # callers between get() and submit()
     held: set[Request] = field(default_factory=set)  # prepared requests not yet answered
     on_idle: Callable[[], None] | None = None
-    is_draining: bool = False  # an explicit unload waits for it to go idle
 
     @property
     def ctx_per_seq(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from server.settings import Config, ModelSettings
@@ -26,6 +27,23 @@ def file_identity(path: str) -> str:
     except OSError:
         return ""
     return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def load_key(config: Config, name: str) -> tuple[object, ...]:
+    """Everything loading ``name`` depends on: when it changes, the model must reload."""
+    settings = config.models[name]
+    draft = config.models.get(settings.draft or "")
+    server = config.server
+    return (
+        replace(  # what does not matter once loaded
+            settings, keep_alive=None, use_chat_template=True, source=None, quantized_from=None
+        ),
+        config.batch_size(name),
+        config.threads(name),
+        file_identity(settings.path),
+        draft.path if draft is not None else None,
+        (server.prefix_cache_mb, server.max_wait_ms, server.max_queue),
+    )
 
 
 def estimate_footprint(config: Config, name: str) -> Footprint:

@@ -33,7 +33,13 @@ from batching.request import Request
 from server.duration import parse_keep_alive
 from server.errors import ApiError
 from server.models.loaded import LoadedModel
-from server.models.loader import estimate_footprint, file_identity, load_blocking, model_exists
+from server.models.loader import (
+    estimate_footprint,
+    file_identity,
+    load_blocking,
+    load_key,
+    model_exists,
+)
 from server.models.memory import (
     Resident,
     budget_bytes,
@@ -82,6 +88,7 @@ class ModelRegistry:
         self._known: dict[str, tuple[str, Footprint]] = {}  # name -> (file identity, bytes)
         self._changed = asyncio.Event()  # replaced each time room may have freed
         self._reaper: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Future[None]] = set()  # unloads after a config change
         self._wake_reaper = asyncio.Event()
 
     def resolve_name(self, name: str | None) -> str:
@@ -98,7 +105,7 @@ class ModelRegistry:
         request timeout)."""
         name = self.resolve_name(name)
         loaded = self.loaded.get(name)
-        if loaded is not None and loaded.executor.is_alive and not loaded.is_draining:
+        if loaded is not None and loaded.executor.is_alive:
             loaded.lease()
             return loaded
         self._raise_recent_failure(name)
@@ -239,7 +246,7 @@ class ModelRegistry:
             self._wake_reaper.clear()
             now = time.monotonic()
             for name, loaded in list(self.loaded.items()):
-                if loaded.is_expired(now) and not loaded.is_draining:
+                if loaded.is_expired(now):
                     del self.loaded[name]
                     log.info("model %s idle past its keep-alive; unloading", name)
                     await self._unload(loaded, "expired")
@@ -310,6 +317,35 @@ class ModelRegistry:
         loaded.on_idle = self._on_idle
         return loaded
 
+    def apply_config(self, config: Config) -> dict[str, list[str]]:
+        """Switch to ``config``: removed and changed models leave ``loaded`` now (new
+        requests see the new config) and unload once their requests have finished."""
+        old, self.config = self.config, config
+        if old.server.memory_budget_mb != config.server.memory_budget_mb:
+            self.budget_bytes = budget_bytes(config.server.memory_budget_mb)
+        changes: dict[str, list[str]] = {
+            "added": [n for n in config.models if n not in old.models],
+            "removed": [n for n in old.models if n not in config.models],
+            "changed": [
+                n
+                for n in config.models
+                if n in old.models and load_key(old, n) != load_key(config, n)
+            ],
+        }
+        for name in changes["removed"] + changes["changed"]:
+            self.failures.pop(name, None)
+            self._known.pop(name, None)
+            if (loaded := self.loaded.pop(name, None)) is not None:
+                why = "removed" if name in changes["removed"] else "changed"
+                task = asyncio.ensure_future(self._unload(loaded, why, drain=True))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+        for name, loaded in self.loaded.items():
+            if old.keep_alive_s(name) != config.keep_alive_s(name):
+                loaded.keep_alive_s = config.keep_alive_s(name)
+        self._notify()
+        return changes
+
     async def load(self, name: str, keep_alive: float | str | None = None) -> LoadedModel:
         """Load ``name`` now (``POST /models/{name}/load``), optionally setting its keep-alive."""
         loaded = await self.get(name)
@@ -326,12 +362,8 @@ class ModelRegistry:
             loaded = self.loaded.get(name)
             if loaded is None:
                 return False
-            loaded.is_draining = True
-            deadline = time.monotonic() + self.config.server.drain_timeout_s
-            while loaded.is_busy and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            del self.loaded[name]
-            await self._unload(loaded, "requested")
+            del self.loaded[name]  # new requests wait for the lock, then load it again
+            await self._unload(loaded, "requested", drain=True)
             return True
 
     def memory(self) -> dict[str, int | None]:
@@ -354,14 +386,20 @@ class ModelRegistry:
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
+        await asyncio.gather(*self._retiring)
         for loaded in self.loaded.values():
             await self._unload(loaded, "shutdown")
         self.loaded.clear()
 
-    async def _unload(self, loaded: LoadedModel, why: str) -> None:
+    async def _unload(self, loaded: LoadedModel, why: str, *, drain: bool = False) -> None:
+        """Unload (``drain``: once its requests have finished, up to ``drain_timeout_s``);
+        its bytes count as used until freed."""
         self.unloading[loaded.name] = self.unloading.get(loaded.name, 0)
         self.unloading[loaded.name] += loaded.footprint.total_bytes
         try:
+            deadline = time.monotonic() + self.config.server.drain_timeout_s
+            while drain and loaded.is_busy and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
             await self._stop(loaded, why)
         finally:
             self.unloading[loaded.name] -= loaded.footprint.total_bytes
