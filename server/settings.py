@@ -71,6 +71,12 @@ class ModelSettings:
         doc="keep each finished request's KV in its slot so a later prompt with the same "
         "start reuses it",
     )
+    cache_type: str = spec(
+        "f16",
+        doc="KV cache element type: q8_0 takes about half the memory of f16 (llama.cpp then "
+        "uses flash attention)",
+        choices=("f16", "q8_0"),
+    )
     keep_alive: float | str | None = spec(
         None,
         doc='how long the model stays loaded once idle: seconds or "5m"; 0 unloads after '

@@ -139,6 +139,9 @@ class LlamaModel:
         raise RuntimeError("chat template output kept growing")
 
 
+KV_CACHE_TYPES = {"f16": C.GGML_TYPE_F16, "q8_0": C.GGML_TYPE_Q8_0}
+
+
 class LlamaContext:
     """One llama.cpp context: KV cache for ``num_seqs`` sequences, batch buffers.
 
@@ -146,9 +149,19 @@ class LlamaContext:
     """
 
     def __init__(
-        self, model: LlamaModel, *, ctx_per_seq: int, num_seqs: int, batch_tokens: int, threads: int
+        self,
+        model: LlamaModel,
+        *,
+        ctx_per_seq: int,
+        num_seqs: int,
+        batch_tokens: int,
+        threads: int,
+        cache_type: str = "f16",
     ) -> None:
         params = C.llama_context_default_params()
+        # A quantized V cache needs flash attention; llama.cpp's default (auto) turns
+        # it on for one, and refuses the context where it cannot.
+        params.type_k = params.type_v = KV_CACHE_TYPES[cache_type]
         params.n_ctx = ctx_per_seq * num_seqs
         params.n_batch = params.n_ubatch = batch_tokens
         params.n_seq_max = num_seqs

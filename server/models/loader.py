@@ -57,6 +57,7 @@ def estimate_footprint(config: Config, name: str) -> Footprint:
             num_cells=settings.context_size * num_seqs,
             num_seqs=num_seqs,
             batch_tokens=max(settings.batch_tokens, num_seqs),
+            cache_type=settings.cache_type,
         )
         return shape.file_bytes, kv, compute
 
@@ -82,6 +83,7 @@ def load_blocking(
             num_seqs=num_seqs,
             batch_tokens=max(settings.batch_tokens, num_seqs),
             threads=config.threads(name),
+            cache_type=settings.cache_type,
         )
 
     opened: list[LlamaModel | LlamaContext] = []
