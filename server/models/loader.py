@@ -1,11 +1,19 @@
-"""Loading a model in a worker thread, measuring what it allocates; estimating it first."""
+"""Loading a model in a worker thread, measuring what it allocates; estimating it first;
+starting its executor and batcher."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from batching.batcher import Batcher
+from batching.bridge import LoopBridge
+from batching.request import Request
 from server.settings import Config, ModelSettings
+from speculative.adaptive import SpeculationPolicy
+from speculative.executor import Executor
 from speculative.footprint import Footprint, measure, read_shape
 from speculative.llama import LlamaContext, LlamaModel
 from speculative.proposers import (
@@ -109,3 +117,50 @@ def load_blocking(
             thing.close()
         raise
     return model, context, proposer, footprint
+
+
+def start_serving(
+    config: Config,
+    name: str,
+    context: LlamaContext,
+    proposer: Proposer | None,
+    on_request_done: Callable[[Request], None],
+) -> tuple[Executor, Batcher]:
+    """The loaded model's executor thread and batcher, started (event loop)."""
+    settings = config.models[name]
+    num_seqs = config.batch_size(name)
+    holder: list[Batcher] = []  # the bridge needs the batcher, which needs the executor
+
+    def on_done(request: Request) -> None:
+        holder[0].on_done(request)
+        on_request_done(request)
+
+    bridge = LoopBridge(asyncio.get_running_loop(), on_done=on_done)
+    policy = None
+    if proposer is not None:
+        policy = SpeculationPolicy(
+            settings.num_draft_tokens,
+            settings.max_speculative_batch,
+            is_adaptive=settings.adaptive_speculation,
+        )
+    server = config.server
+    executor = Executor(
+        name,
+        context,
+        num_seqs,
+        bridge.publish,
+        proposer,
+        policy,
+        prefix_cache=settings.prefix_cache,
+        prefix_cache_bytes=server.prefix_cache_mb << 20,
+    )
+    batcher = Batcher(
+        executor,
+        max_batch_size=num_seqs,
+        max_wait_ms=server.max_wait_ms,
+        max_queue=server.max_queue,
+    )
+    holder.append(batcher)
+    executor.start()
+    batcher.start()
+    return executor, batcher

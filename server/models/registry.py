@@ -27,8 +27,6 @@ from dataclasses import dataclass
 
 import anyio.to_thread
 
-from batching.batcher import Batcher
-from batching.bridge import LoopBridge
 from batching.request import Request
 from server.duration import parse_keep_alive
 from server.errors import ApiError
@@ -39,6 +37,7 @@ from server.models.loader import (
     load_blocking,
     load_key,
     model_exists,
+    start_serving,
 )
 from server.models.memory import (
     Resident,
@@ -49,8 +48,6 @@ from server.models.memory import (
 )
 from server.result_cache import ResultCache
 from server.settings import Config
-from speculative.adaptive import SpeculationPolicy
-from speculative.executor import Executor
 from speculative.footprint import Footprint
 from speculative.llama import ModelLoadError
 
@@ -255,7 +252,6 @@ class ModelRegistry:
 
     async def _load(self, name: str) -> LoadedModel:
         settings = self.config.models[name]
-        num_seqs = self.config.batch_size(name)
         started = time.perf_counter()
         identity = file_identity(settings.path)
         try:
@@ -265,42 +261,7 @@ class ModelRegistry:
         except ModelLoadError as exc:
             raise self._failed(name, exc) from None
         self._known[name] = (identity, footprint)
-        loop = asyncio.get_running_loop()
-        holder: list[Batcher] = []  # the bridge needs the batcher, which needs the executor
-
-        def on_done(request: Request) -> None:
-            holder[0].on_done(request)
-            if self._on_request_done is not None:
-                self._on_request_done(request)
-
-        bridge = LoopBridge(loop, on_done=on_done)
-        policy = None
-        if proposer is not None:
-            policy = SpeculationPolicy(
-                settings.num_draft_tokens,
-                settings.max_speculative_batch,
-                is_adaptive=settings.adaptive_speculation,
-            )
-        server = self.config.server
-        executor = Executor(
-            name,
-            context,
-            num_seqs,
-            bridge.publish,
-            proposer,
-            policy,
-            prefix_cache=settings.prefix_cache,
-            prefix_cache_bytes=server.prefix_cache_mb << 20,
-        )
-        batcher = Batcher(
-            executor,
-            max_batch_size=num_seqs,
-            max_wait_ms=server.max_wait_ms,
-            max_queue=server.max_queue,
-        )
-        holder.append(batcher)
-        executor.start()
-        batcher.start()
+        executor, batcher = start_serving(self.config, name, context, proposer, self._on_done)
         seconds = time.perf_counter() - started
         log.info("model %s loaded in %.2fs, %.0f MB", name, seconds, footprint.total_bytes / MB)
         loaded = LoadedModel(
@@ -316,6 +277,10 @@ class ModelRegistry:
         )
         loaded.on_idle = self._on_idle
         return loaded
+
+    def _on_done(self, request: Request) -> None:
+        if self._on_request_done is not None:
+            self._on_request_done(request)
 
     def apply_config(self, config: Config) -> dict[str, list[str]]:
         """Switch to ``config``: removed and changed models leave ``loaded`` now (new
