@@ -45,6 +45,8 @@ class Footprint:
     kv_bytes: int = 0
     compute_bytes: int = 0  # compute and output buffers
     draft_bytes: int = 0  # the draft model's weights and context, all kinds together
+    # the weights above, by model file: a file open for two models is held once
+    files: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:

@@ -38,8 +38,25 @@ def init_backend() -> None:
             _backend_ready = True
 
 
+_shared_lock = threading.Lock()
+_shared: dict[Path, LlamaModel] = {}  # open_shared's models, by resolved path
+
+
 class LlamaModel:
     """Weights and vocabulary of one GGUF file; safe to share between threads."""
+
+    @classmethod
+    def open_shared(cls, path: str | Path) -> LlamaModel:
+        """The file's model, opened once however many users it has (a served model that
+        is also another's draft); each call needs its own ``close``."""
+        key = Path(path).resolve()
+        with _shared_lock:  # held through a load: two of the same file must not race
+            model = _shared.get(key)
+            if model is not None and model._ptr:
+                model._refs += 1
+                return model
+            model = _shared[key] = cls(path)
+            return model
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
@@ -56,7 +73,8 @@ class LlamaModel:
         self.num_ctx_train = int(C.llama_model_n_ctx_train(self._ptr))
         self.chat_template: bytes | None = C.llama_model_chat_template(self._ptr, None)
         self._pieces: dict[int, bytes] = {}
-        self._piece_buf = ctypes.create_string_buffer(256)
+        self._refs = 1  # users of a shared model; freed when the last one closes
+        self.weights_bytes = 0  # as llama.cpp reported its buffers at load (see footprint)
         # tokenize() may run on any thread while close() runs on another: a
         # request that still holds a model being unloaded gets an error, not a crash
         self._lock = threading.Lock()
@@ -66,6 +84,13 @@ class LlamaModel:
         return self._ptr  # type: ignore[no-any-return]
 
     def close(self) -> None:
+        with _shared_lock:
+            self._refs -= 1
+            if self._refs > 0:
+                return
+            key = self.path.resolve()
+            if _shared.get(key) is self:
+                del _shared[key]
         with self._lock:
             if self._ptr:
                 C.llama_model_free(self._ptr)
@@ -95,9 +120,10 @@ class LlamaModel:
     def piece(self, token: int) -> bytes:
         """The bytes a token stands for (control tokens render as nothing)."""
         cached = self._pieces.get(token)
-        if cached is None:
-            n = C.llama_token_to_piece(self.vocab, token, self._piece_buf, 256, 0, False)
-            cached = self._piece_buf.raw[: max(n, 0)]
+        if cached is None:  # a buffer per call: threads of two models may share this one
+            buf = ctypes.create_string_buffer(256)
+            n = C.llama_token_to_piece(self.vocab, token, buf, 256, 0, False)
+            cached = buf.raw[: max(n, 0)]
             self._pieces[token] = cached
         return cached
 

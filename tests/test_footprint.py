@@ -11,7 +11,7 @@ from server.models.loader import estimate_footprint, load_blocking
 from server.settings import Config, load_config
 from speculative.footprint import MIB
 from speculative.llama import LlamaContext, LlamaModel
-from tests.conftest import DEFAULT_MODEL, SECOND_MODEL, shipped_config, write_config
+from tests.conftest import DEFAULT_MODEL, REPO, SECOND_MODEL, shipped_config, write_config
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +71,16 @@ def greedy(context: LlamaContext, model: LlamaModel, num_tokens: int = 6) -> str
         tokens.append(token)
     context.drop(0)
     return text.decode()
+
+
+def test_open_shared_opens_a_file_once_and_frees_it_with_its_last_user() -> None:
+    path = REPO / "models" / "SmolLM2-135M-Instruct.Q2_K.gguf"
+    first = LlamaModel.open_shared(path)
+    second = LlamaModel.open_shared(str(path))
+    assert second is first
+    first.close()
+    assert second.tokenize("hello")  # still open for its other user
+    second.close()
+    third = LlamaModel.open_shared(path)
+    assert third is not first  # the last close freed it; this is a fresh load
+    third.close()

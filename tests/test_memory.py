@@ -39,6 +39,7 @@ def memory_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
         name: {"path": str(REPO / "models" / file), **SMALL} for name, file in FILES.items()
     }
     models["gemma"] = {"path": str(REPO / "models" / "gemma-3-270m-q4_k_m.gguf")}
+    models["q8-drafted"] = models["q8"] | {"draft": "q2"}  # q2's weights, opened once
     server = {
         "threads": 1,
         "data_dir": str(folder / "data"),
@@ -220,3 +221,18 @@ def test_cli_loads_and_unloads(memory_server: LiveServer) -> None:
     assert orjson.loads(out.stdout) == {"model": "q2", "loaded": False, "was_loaded": True}
     refused = run_tester(url, "unload", "--model", "q2")
     assert refused.returncode == 1 and "API key" in refused.stderr
+
+
+async def test_a_served_model_that_is_also_a_draft_is_opened_once(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await generate(client, "q2")).status_code == 200
+    assert (await generate(client, "q8-drafted")).status_code == 200
+    body = await health(client)
+    # apart, q2 (~160 MB) and q8 drafted by q2 (~350 MB) exceed the 400 MB budget;
+    # sharing q2's weights, they fit side by side
+    assert set(body["loaded_models"]) == {"q2", "q8-drafted"}
+    q2, drafted = (body["models"][n]["memory"] for n in ("q2", "q8-drafted"))
+    assert q2["total_bytes"] + drafted["total_bytes"] > BUDGET_MB << 20
+    shared = q2["weights_bytes"]
+    assert body["memory"]["used_bytes"] == q2["total_bytes"] + drafted["total_bytes"] - shared

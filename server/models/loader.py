@@ -71,8 +71,12 @@ def estimate_footprint(config: Config, name: str) -> Footprint:
 
     weights, kv, compute = model_and_context(settings.path)
     footprint = Footprint(weights_bytes=weights, kv_bytes=kv, compute_bytes=compute)
+    footprint.files[settings.path] = weights
     if settings.draft not in (None, "ngram"):
-        footprint.draft_bytes = sum(model_and_context(config.models[settings.draft].path))
+        draft_path = config.models[settings.draft].path
+        draft = model_and_context(draft_path)
+        footprint.draft_bytes = sum(draft)
+        footprint.files[draft_path] = draft[0]
     return footprint
 
 
@@ -95,23 +99,33 @@ def load_blocking(
         )
 
     opened: list[LlamaModel | LlamaContext] = []
-    try:
+
+    def open_model(path: str) -> LlamaModel:
         with measure() as measured:
-            model = LlamaModel(settings.path)
-            opened.append(model)
+            model = LlamaModel.open_shared(path)
+        opened.append(model)
+        if not model.weights_bytes:  # first opened here, else already counted then
+            model.weights_bytes = measured.by_kind.get("model", 0)
+        return model
+
+    try:
+        model = open_model(settings.path)
+        with measure() as measured:
             context = context_for(model)
             opened.append(context)
         footprint = measured.footprint()
+        footprint.weights_bytes = model.weights_bytes
+        footprint.files[settings.path] = model.weights_bytes
         proposer: Proposer | None = None
         if settings.draft == "ngram":
             proposer = NgramProposer()
         elif settings.draft is not None:
+            draft = open_model(config.models[settings.draft].path)
+            check_same_vocabulary(model, draft, (name, settings.draft))
             with measure() as measured_draft:
-                draft = LlamaModel(config.models[settings.draft].path)
-                opened.append(draft)
-                check_same_vocabulary(model, draft, (name, settings.draft))
                 proposer = DraftModelProposer(context_for(draft))
-            footprint.draft_bytes = measured_draft.total_bytes
+            footprint.draft_bytes = draft.weights_bytes + measured_draft.total_bytes
+            footprint.files[config.models[settings.draft].path] = draft.weights_bytes
     except BaseException:
         for thing in reversed(opened):
             thing.close()

@@ -71,11 +71,13 @@ def choose_evictions(
     budget: int,
     *,
     max_models: int | None = None,
+    shared_bytes: int = 0,
 ) -> list[str] | None:
     """Names to unload, least recently used first, so ``need`` more bytes (and one more
     model) fit; [] when they fit already; None when they cannot fit now. Models being
-    loaded count as busy residents."""
-    used = sum(r.num_bytes for r in resident)
+    loaded count as busy residents. ``num_bytes`` is what evicting a model frees;
+    ``shared_bytes``, weights two or more models share, stay while any holds them."""
+    used = shared_bytes + sum(r.num_bytes for r in resident)
     count = len(resident)
     chosen: list[str] = []
     candidates = sorted((r for r in resident if r.is_evictable), key=lambda r: r.last_used)

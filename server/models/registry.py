@@ -152,9 +152,25 @@ class ModelRegistry:
 
     @property
     def used_bytes(self) -> int:
-        """Bytes held by loaded models and reserved by loads under way."""
-        held = sum(m.footprint.total_bytes for m in self.loaded.values())
-        return held + sum(self._loading.values()) + sum(self.unloading.values())
+        """Bytes held by loaded models (a model file two of them share counts once) and
+        reserved by loads and unloads under way."""
+        exclusive, shared = self._sharing()
+        pending = sum(self._loading.values()) + sum(self.unloading.values())
+        return sum(exclusive.values()) + shared + pending
+
+    def _sharing(self) -> tuple[dict[str, int], int]:
+        """(bytes each loaded model alone holds, bytes of model files two or more share)."""
+        holders: dict[str, int] = {}
+        for loaded in self.loaded.values():
+            for path in loaded.footprint.files:
+                holders[path] = holders.get(path, 0) + 1
+        exclusive: dict[str, int] = {}
+        shared: dict[str, int] = {}
+        for name, loaded in self.loaded.items():
+            common = {p: b for p, b in loaded.footprint.files.items() if holders[p] > 1}
+            exclusive[name] = loaded.footprint.total_bytes - sum(common.values())
+            shared |= common
+        return exclusive, sum(shared.values())
 
     async def expected_footprint(self, name: str) -> Footprint:
         """Measured at the last load of this very file, else estimated from its header."""
@@ -169,9 +185,12 @@ class ModelRegistry:
     async def _load_within_budget(self, name: str, deadline: float) -> LoadedModel:
         self.num_load_attempts[name] = self.num_load_attempts.get(name, 0) + 1
         try:
-            need = (await self.expected_footprint(name)).total_bytes
+            expected = await self.expected_footprint(name)
         except ModelLoadError as exc:
             raise self._failed(name, exc) from None
+        need = expected.total_bytes
+        open_files = {p for m in self.loaded.values() for p in m.footprint.files}
+        already_open = sum(b for p, b in expected.files.items() if p in open_files)
         if need > self.budget_bytes:
             raise ApiError(
                 503,
@@ -180,7 +199,7 @@ class ModelRegistry:
                 "server.memory_budget_mb or lower the model's context_size or max_batch_size",
                 {"Retry-After": "60"},
             )
-        await self._make_room(name, need, deadline)
+        await self._make_room(name, need - already_open, deadline)
         try:
             return await self._load(name)
         finally:
@@ -191,14 +210,18 @@ class ModelRegistry:
         """Reserve ``need`` bytes for ``name``, unloading idle models as needed."""
         while True:
             changed = self._changed
+            # a model frees on eviction what no other loaded model shares with it
+            exclusive, shared = self._sharing()
             resident = [
-                Resident(n, m.footprint.total_bytes, m.last_used, not (m.is_busy or m.is_pinned))
+                Resident(n, exclusive[n], m.last_used, not (m.is_busy or m.is_pinned))
                 for n, m in self.loaded.items()
             ]
             for pending in (self._loading, self.unloading):  # counted, never chosen
                 resident += [Resident(n, b, 0.0, False) for n, b in pending.items()]
             max_models = self.config.server.max_loaded_models
-            victims = choose_evictions(resident, need, self.budget_bytes, max_models=max_models)
+            victims = choose_evictions(
+                resident, need, self.budget_bytes, max_models=max_models, shared_bytes=shared
+            )
             if victims is not None:
                 self._loading[name] = need  # before any await: others see it taken
                 evicted = [self.loaded.pop(v) for v in victims]
