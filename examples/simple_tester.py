@@ -6,12 +6,16 @@ simple_tester.py generate --prompt "Hello" [--stream] [--model NAME] [--max-toke
 simple_tester.py send-text --prompt "Hello"        # prints the task id
 simple_tester.py get-task-status --task-id ID [--wait]
 simple_tester.py tasks [--page N] [--per-page N]
+simple_tester.py load --model NAME [--keep-alive 5m|-1]   # load now (pin with -1)
+simple_tester.py unload --model NAME                      # drain, then unload
+--api-key KEY (or EDGE_LLM_API_KEY) when the server has API keys.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -24,11 +28,12 @@ class ApiError(Exception):
     pass
 
 
+HEADERS = {"Content-Type": "application/json"}  # main() adds the API key, if any
+
+
 def call(url: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    req = urllib.request.Request(url, data=data, method=method, headers=HEADERS)
     try:
         with urllib.request.urlopen(req, timeout=600) as reply:
             return json.load(reply)
@@ -41,7 +46,7 @@ def stream(url: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         url,
         data=json.dumps(body).encode(),
         method="POST",
-        headers={"Content-Type": "application/json"},
+        headers=HEADERS,
     )
     try:
         with urllib.request.urlopen(req, timeout=600) as reply:
@@ -71,12 +76,25 @@ def generation_body(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.model:
         body["model_name"] = args.model
+    if args.keep_alive is not None:
+        body["keep_alive"] = keep_alive_value(args.keep_alive)
     return body
+
+
+def keep_alive_value(text: str) -> float | str:
+    """ "300" and "-1" go as numbers, "5m" as a string."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
+    parser.add_argument(
+        "--api-key", default=os.environ.get("EDGE_LLM_API_KEY"), help="the server's API key"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("health-check", help="server status")
     for name in ("generate", "send-text"):
@@ -85,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--model")
         p.add_argument("--max-tokens", type=int, default=128)
         p.add_argument("--temperature", type=float, default=0.7)
+        p.add_argument("--keep-alive", help='how long the model stays loaded: "5m", 0, -1')
         if name == "generate":
             p.add_argument("--stream", action="store_true", help="print tokens as they come")
     status = sub.add_parser("get-task-status", help="a task's status and result")
@@ -93,8 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     tasks = sub.add_parser("tasks", help="list tasks, newest first")
     tasks.add_argument("--page", type=int, default=1)
     tasks.add_argument("--per-page", type=int, default=20)
+    load = sub.add_parser("load", help="load a model now")
+    load.add_argument("--model", required=True)
+    load.add_argument("--keep-alive", help="how long it stays loaded once idle; -1 pins it")
+    unload = sub.add_parser("unload", help="unload a model (its requests finish first)")
+    unload.add_argument("--model", required=True)
     args = parser.parse_args(argv)
     base = args.url.rstrip("/")
+    if args.api_key:
+        HEADERS["Authorization"] = f"Bearer {args.api_key}"
     try:
         if args.command == "health-check":
             print(json.dumps(call(base + "/health_check"), indent=2))
@@ -108,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
             print(call(base + "/generate", "POST", generation_body(args))["text"])
         elif args.command == "send-text":
             print(call(base + "/send_text", "POST", generation_body(args))["task_id"])
+        elif args.command == "load":
+            body = (
+                {} if args.keep_alive is None else {"keep_alive": keep_alive_value(args.keep_alive)}
+            )
+            print(json.dumps(call(f"{base}/models/{args.model}/load", "POST", body), indent=2))
+        elif args.command == "unload":
+            print(json.dumps(call(f"{base}/models/{args.model}/unload", "POST"), indent=2))
         elif args.command == "get-task-status":
             task = call(f"{base}/get_task_status/{args.task_id}")
             while args.wait and task["status"] in ("queued", "running"):

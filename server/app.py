@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,26 +19,29 @@ from starlette.staticfiles import StaticFiles
 
 from batching.faults import FAULTS
 from server import metrics as metrics_routes
-from server.api import debug_routes, openai_routes, routes, task_routes
+from server.api import debug_routes, model_routes, openai_routes, routes, task_routes
 from server.api.middleware import ApiKeyMiddleware, RequestContextMiddleware, load_api_keys
 from server.api.openapi import ROUTES as DOC_ROUTES
 from server.api.openapi import build_openapi
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, RequestMetricsMiddleware
 from server.models.registry import ModelRegistry
+from server.models.reload import ConfigSource, ConfigWatcher
 from server.settings import Config
 from server.tasks.backends import open_task_store
 
 STATIC = Path(__file__).resolve().parent / "static"
-API_ROUTES = [*routes.ROUTES, *task_routes.ROUTES, *openai_routes.ROUTES]
+API_ROUTES = [*routes.ROUTES, *task_routes.ROUTES, *openai_routes.ROUTES, *model_routes.ROUTES]
 
 
 def api_description() -> dict[str, Any]:
     """The OpenAPI document of the API routes (served at /openapi.json)."""
-    return build_openapi(API_ROUTES, routes.BODIES | task_routes.BODIES | openai_routes.BODIES)
+    bodies = routes.BODIES | task_routes.BODIES | openai_routes.BODIES | model_routes.BODIES
+    return build_openapi(API_ROUTES, bodies)
 
 
-def create_app(config: Config) -> Starlette:
+def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
+    """The app; with ``source``, config.json is watched and reloaded live (and on SIGHUP)."""
     metrics_holder: list[Metrics] = []  # the registry reports to the metrics, which read it
     registry = ModelRegistry(config, on_request_done=lambda r: metrics_holder[0].observe_done(r))
     metrics = Metrics(registry)
@@ -44,12 +50,22 @@ def create_app(config: Config) -> Starlette:
     settings = config.server
     tasks = open_task_store(settings)
 
+    watcher = ConfigWatcher(source, registry) if source is not None else None
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await tasks.start()
+        watching = None
+        loop = asyncio.get_running_loop()
+        if watcher is not None:
+            watching = loop.create_task(watcher.run(), name="config-watcher")
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGHUP, watcher.request_reload)
         try:
             yield
         finally:
+            if watching is not None:
+                watching.cancel()
             await registry.close()
             await tasks.close()
 
@@ -81,6 +97,7 @@ def create_app(config: Config) -> Starlette:
     )
     app.state.flags = flags
     app.state.registry = registry
+    app.state.config_watcher = watcher
     app.state.tasks = tasks
     app.state.metrics = metrics
     app.state.openapi = api_description()

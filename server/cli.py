@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from server.models.quantize import QUANT_TYPES, quantize
 from server.settings import (
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         return 0
+    from server.models.reload import ConfigSource
     from server.serve import serve_forever
 
-    return serve_forever(config, args.log_level)
+    source = ConfigSource(Path(where.path), overrides, Path(where.root))
+    return serve_forever(config, args.log_level, source)

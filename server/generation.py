@@ -18,8 +18,10 @@ from batching.batcher import BatcherStoppedError, QueueFullError
 from batching.faults import FAULTS
 from batching.request import Failure, FinishReason, Request, RequestStatus, SamplingParams
 from server.api.schemas import ServingFields
+from server.duration import parse_keep_alive
 from server.errors import ApiError
-from server.models.registry import LoadedModel, ModelRegistry
+from server.models.loaded import LoadedModel
+from server.models.registry import ModelRegistry
 from server.result_cache import BYPASS, HIT, MISS, ResultCache
 from speculative.grammar import Grammar, GrammarError
 from speculative.llama import LlamaModel, ModelClosedError
@@ -43,7 +45,27 @@ async def prepare(
     ``prompt`` is raw text, or chat messages rendered with the model's template;
     ``grammar`` (GBNF) constrains the output; ``num_top_logprobs`` asks for logprobs.
     """
-    loaded = await registry.get(model_name)
+    loaded = await registry.get(model_name, options.timeout)
+    try:
+        request = await _build(registry, loaded, prompt, params, options, grammar, num_top_logprobs)
+    except BaseException:
+        loaded.release()
+        raise
+    loaded.hold(request)
+    if options.keep_alive is not None:  # the model's keep-alive from now on, as in Ollama
+        loaded.keep_alive_s = parse_keep_alive(options.keep_alive)
+    return loaded, request
+
+
+async def _build(
+    registry: ModelRegistry,
+    loaded: LoadedModel,
+    prompt: str | Messages,
+    params: SamplingParams,
+    options: ServingFields,
+    grammar: str | None,
+    num_top_logprobs: int | None,
+) -> Request:
     model = loaded.model
     check_output_constraints(model, params, grammar)
     size = len(prompt) if isinstance(prompt, str) else sum(len(c) for _, c in prompt)
@@ -77,7 +99,7 @@ async def prepare(
     request.cache_prompt = options.cache_prompt
     request.priority = options.priority
     request.deadline = request.created_at + (options.timeout or server.request_timeout_s)
-    return loaded, request
+    return request
 
 
 def check_output_constraints(
@@ -195,10 +217,12 @@ def submit(
     try:
         loaded.batcher.submit(request)
     except QueueFullError as exc:
+        loaded.drop(request)
         raise ApiError(
             503, f"model {loaded.name!r} is busy: {exc}; retry shortly", {"Retry-After": "1"}
         ) from None
     except BatcherStoppedError as exc:
+        loaded.drop(request)
         raise ApiError(503, f"model {loaded.name!r}: {exc}", {"Retry-After": "1"}) from None
     if cache is not None and key is not None:
         cache.remember_when_done(key, request)

@@ -102,6 +102,11 @@ class ModelCollector(Collector):
             "prefix_cache_host_bytes",
             "host memory holding prompt states evicted from the KV cache",
         )
+        memory = GaugeMetricFamily(
+            f"{PREFIX}_model_memory_bytes",
+            "bytes llama.cpp allocated for a loaded model, by kind (weights, kv, compute, draft)",
+            labels=["model", "kind"],
+        )
         step = family(HistogramMetricFamily, "decode_step_seconds", "wall time of one step")
         batch = family(HistogramMetricFamily, "decode_batch_size", "sequences in one decode")
         for name, model in list(self.models.loaded.items()):
@@ -112,12 +117,15 @@ class ModelCollector(Collector):
             running.add_metric([name], model.batcher.num_running)
             overhead.add_metric([name], stats.python_overhead)
             host_bytes.add_metric([name], model.executor.prefix_stats.host_bytes)
+            for kind, num_bytes in model.footprint.as_dict().items():
+                if kind != "total_bytes":
+                    memory.add_metric([name, kind.removesuffix("_bytes")], num_bytes)
             for attr, metric in counters.items():
                 metric.add_metric([name], getattr(stats, attr))
             step.add_metric([name], stats.step_time.cumulative(), stats.step_time.total)
             batch.add_metric([name], stats.batch_size.cumulative(), stats.batch_size.total)
         yield from (loaded, load_s, waiting, running, overhead, host_bytes, *counters.values())
-        yield from (step, batch)
+        yield from (step, batch, memory, *self._process())
         yield from _device_metrics(self.models)
         if (cache := self.models.result_cache) is not None:
             results = CounterMetricFamily(
@@ -128,6 +136,23 @@ class ModelCollector(Collector):
             for verdict, count in cache.counts.items():
                 results.add_metric([verdict], count)
             yield results
+
+    def _process(self) -> Iterator[Metric]:
+        usage = self.models.memory()
+        for key, doc in (
+            ("rss_bytes", "resident memory of the server process"),
+            ("budget_bytes", "memory budget for loaded models"),
+            ("used_bytes", "memory held by loaded models (and loads under way)"),
+        ):
+            yield GaugeMetricFamily(f"{PREFIX}_memory_{key}", doc, value=usage[key] or 0)
+        unloads = CounterMetricFamily(
+            f"{PREFIX}_model_unloads",
+            "models unloaded, by reason (expired, evicted, requested, crashed, shutdown)",
+            labels=["model", "reason"],
+        )
+        for (name, reason), count in self.models.num_unloads.items():
+            unloads.add_metric([name, reason], count)
+        yield unloads
 
 
 def _device_metrics(models: ModelRegistry) -> Iterator[Metric]:

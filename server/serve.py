@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from server import logs
 from server.app import create_app
 from server.models.registry import ModelRegistry
+from server.models.reload import ConfigSource
 from server.settings import Config
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,10 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve_forever(config: Config, log_level: str) -> int:
+def serve_forever(config: Config, log_level: str, source: ConfigSource | None = None) -> int:
     llama_cpp._logger.set_verbose(False)  # llama.cpp's load chatter only at error level
     logs.configure(log_level, config.server.log_format)
-    app = create_app(config)
+    app = create_app(config, source)
     uv_config = uvicorn.Config(
         app,
         host=config.server.host,

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from server.duration import parse_keep_alive
 from server.paths import config_home, data_home
 from server.schema import parse, spec
 
@@ -145,6 +146,17 @@ class ModelSettings:
         min_length=1,
     )
     offload_kv: bool = spec(True, doc="keep the KV cache on the GPU with the layers")
+    cache_type: str = spec(
+        "f16",
+        doc="KV cache element type: q8_0 takes about half the memory of f16 (llama.cpp then "
+        "uses flash attention)",
+        choices=("f16", "q8_0"),
+    )
+    keep_alive: float | str | None = spec(
+        None,
+        doc='how long the model stays loaded once idle: seconds or "5m"; 0 unloads after '
+        "each request, -1 keeps it loaded (pinned); null: the server's keep_alive",
+    )
     max_speculative_batch: int = spec(
         2,
         doc="speculate only while at most this many sequences run (CPU steps are "
@@ -180,6 +192,21 @@ class ServerSettings:
         doc="host memory per loaded model for prompt states evicted from the KV cache "
         "(restored when a later prompt extends them); 0 disables",
         ge=0,
+    )
+    memory_budget_mb: float | None = spec(
+        None,
+        doc="memory for loaded models (weights, KV cache, compute buffers, drafts); idle "
+        "models are unloaded, least recently used first, to make room; null: half of the "
+        "memory available when the server starts",
+        gt=0,
+    )
+    max_loaded_models: int | None = spec(
+        None, doc="most models loaded at once (null: as many as the budget holds)", ge=1
+    )
+    keep_alive: float | str = spec(
+        "5m",
+        doc='default time an idle model stays loaded: seconds or "5m"; 0 unloads after each '
+        "request, -1 never unloads",
     )
     result_cache: ResultCacheSettings = spec(
         default_factory=ResultCacheSettings,
@@ -229,6 +256,11 @@ class Config:
 
     def threads(self, name: str) -> int:
         return self.models[name].threads or self.server.threads or os.cpu_count() or 1
+
+    def keep_alive_s(self, name: str) -> float | None:
+        """Seconds the model stays loaded once idle; None: for ever."""
+        value = self.models[name].keep_alive
+        return parse_keep_alive(self.server.keep_alive if value is None else value)
 
 
 SERVER_FIELDS = tuple(f for f in ServerSettings.__dataclass_fields__)
@@ -282,6 +314,13 @@ def load_config(
                 f"config file {path}: models.{name}.tensor_split: shares must be at least 0 "
                 f"and not all 0, got {model.tensor_split}"
             )
+    try:
+        parse_keep_alive(config.server.keep_alive, "server.keep_alive")
+        for name, model in config.models.items():
+            if model.keep_alive is not None:
+                parse_keep_alive(model.keep_alive, f"models.{name}.keep_alive")
+    except ValueError as exc:
+        raise ValueError(f"config file {path}: {exc}") from None
     if config.server.default_model not in config.models:
         raise ValueError(
             f"config file {path}: server.default_model: {config.server.default_model!r} "

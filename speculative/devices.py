@@ -12,7 +12,7 @@ import ctypes
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,10 +123,10 @@ class LoadReport:
 
     def device_bytes(self) -> int:
         """Bytes in buffers that live on an accelerator rather than in host memory."""
-        return sum(n for name, n in self.buffers.items() if not _is_host_buffer(name.split()[0]))
+        return sum(n for name, n in self.buffers.items() if not is_host_buffer(name.split()[0]))
 
 
-def _is_host_buffer(name: str) -> bool:
+def is_host_buffer(name: str) -> bool:
     # llama.cpp's host buffer types: CPU, CPU_Mapped, CPU_REPACK, CUDA_Host, ...
     return name.startswith("CPU") or name.endswith("_Host")
 
@@ -137,19 +137,32 @@ _BUFFER = re.compile(r"^\S+:\s+(\S+)\s+(model|KV|compute|RS|output) buffer size 
 _capture = threading.local()
 
 
+_listeners: list[Callable[[str], None]] = []  # more readers of llama.cpp's log lines
+
+
 def _log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    line = text.decode(errors="replace")
     lines: list[str] | None = getattr(_capture, "lines", None)
     if lines is not None:
-        lines.append(text.decode(errors="replace"))
+        lines.append(line)
+    for listener in _listeners:
+        listener(line)
     llama_cpp._logger.llama_log_callback(level, text, user_data)
 
 
 _on_log = C.llama_log_callback(_log)  # kept referenced: llama.cpp holds the pointer
 
 
-def install_log_capture() -> None:
-    """Route llama.cpp's log through here (it still reaches llama-cpp-python's logger)."""
-    C.llama_log_set(_on_log, ctypes.c_void_p(0))
+def install_log_capture(listener: Callable[[str], None] | None = None) -> None:
+    """Route llama.cpp's log through here (it still reaches llama-cpp-python's logger);
+    ``listener``, if given, is called with every line, on the thread that logs it."""
+    with _listeners_lock:
+        if listener is not None and listener not in _listeners:
+            _listeners.append(listener)
+        C.llama_log_set(_on_log, ctypes.c_void_p(0))
+
+
+_listeners_lock = threading.Lock()
 
 
 @contextmanager

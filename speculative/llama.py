@@ -34,7 +34,7 @@ class ModelClosedError(ModelLoadError):
     """The model was unloaded (a reload or shutdown) while a request still held it."""
 
 
-def _init_backend() -> None:
+def init_backend() -> None:
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
@@ -43,14 +43,31 @@ def _init_backend() -> None:
             _backend_ready = True
 
 
+_shared_lock = threading.Lock()
+_shared: dict[tuple[Path, Placement], LlamaModel] = {}  # open_shared's, by file and placement
+
+
 class LlamaModel:
     """Weights and vocabulary of one GGUF file; safe to share between threads."""
+
+    @classmethod
+    def open_shared(cls, path: str | Path, placement: Placement | None = None) -> LlamaModel:
+        """The file's model, opened once however many users it has (a served model that
+        is also another's draft, placed alike); each call needs its own ``close``."""
+        key = (Path(path).resolve(), placement or Placement())
+        with _shared_lock:  # held through a load: two of the same file must not race
+            model = _shared.get(key)
+            if model is not None and model._ptr:
+                model._refs += 1
+                return model
+            model = _shared[key] = cls(path, placement)
+            return model
 
     def __init__(self, path: str | Path, placement: Placement | None = None) -> None:
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(f"model file {path} does not exist")
-        _init_backend()
+        init_backend()
         self.placement = placement = placement or Placement()
         params = C.llama_model_default_params()
         params.n_gpu_layers = placement.gpu_layers
@@ -71,7 +88,8 @@ class LlamaModel:
         self.num_ctx_train = int(C.llama_model_n_ctx_train(self._ptr))
         self.chat_template: bytes | None = C.llama_model_chat_template(self._ptr, None)
         self._pieces: dict[int, bytes] = {}
-        self._piece_buf = ctypes.create_string_buffer(256)
+        self._refs = 1  # users of a shared model; freed when the last one closes
+        self.weights_bytes = 0  # as llama.cpp reported its buffers at load (see footprint)
         # tokenize() may run on any thread while close() runs on another: a
         # request that still holds a model being unloaded gets an error, not a crash
         self._lock = threading.Lock()
@@ -81,6 +99,13 @@ class LlamaModel:
         return self._ptr  # type: ignore[no-any-return]
 
     def close(self) -> None:
+        with _shared_lock:
+            self._refs -= 1
+            if self._refs > 0:
+                return
+            key = (self.path.resolve(), self.placement)
+            if _shared.get(key) is self:
+                del _shared[key]
         with self._lock:
             if self._ptr:
                 C.llama_model_free(self._ptr)
@@ -110,9 +135,10 @@ class LlamaModel:
     def piece(self, token: int) -> bytes:
         """The bytes a token stands for (control tokens render as nothing)."""
         cached = self._pieces.get(token)
-        if cached is None:
-            n = C.llama_token_to_piece(self.vocab, token, self._piece_buf, 256, 0, False)
-            cached = self._piece_buf.raw[: max(n, 0)]
+        if cached is None:  # a buffer per call: threads of two models may share this one
+            buf = ctypes.create_string_buffer(256)
+            n = C.llama_token_to_piece(self.vocab, token, buf, 256, 0, False)
+            cached = buf.raw[: max(n, 0)]
             self._pieces[token] = cached
         return cached
 
@@ -154,6 +180,9 @@ class LlamaModel:
         raise RuntimeError("chat template output kept growing")
 
 
+KV_CACHE_TYPES = {"f16": C.GGML_TYPE_F16, "q8_0": C.GGML_TYPE_Q8_0}
+
+
 class LlamaContext:
     """One llama.cpp context: KV cache for ``num_seqs`` sequences, batch buffers.
 
@@ -161,9 +190,19 @@ class LlamaContext:
     """
 
     def __init__(
-        self, model: LlamaModel, *, ctx_per_seq: int, num_seqs: int, batch_tokens: int, threads: int
+        self,
+        model: LlamaModel,
+        *,
+        ctx_per_seq: int,
+        num_seqs: int,
+        batch_tokens: int,
+        threads: int,
+        cache_type: str = "f16",
     ) -> None:
         params = C.llama_context_default_params()
+        # A quantized V cache needs flash attention; llama.cpp's default (auto) turns
+        # it on for one, and refuses the context where it cannot.
+        params.type_k = params.type_v = KV_CACHE_TYPES[cache_type]
         params.n_ctx = ctx_per_seq * num_seqs
         params.n_batch = params.n_ubatch = batch_tokens
         params.n_seq_max = num_seqs

@@ -167,7 +167,10 @@ def test_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     a file missing, a file corrupt, a draft with another vocabulary."""
     folder = tmp_path_factory.mktemp("config")
     # Tests compare outputs of repeated requests: those must be decoded, not replayed.
-    config = shipped_config(folder, result_cache={"enabled": False})
+    # No eviction behind a test's back: the default budget (half of the memory free at
+    # start) depends on the machine, and this server loads every model (test_memory.py
+    # tests the budget on its own server).
+    config = shipped_config(folder, result_cache={"enabled": False}, memory_budget_mb=1 << 20)
     corrupt = folder / "corrupt.gguf"
     corrupt.write_bytes(b"GGUF" + bytes(range(256)) * 64)
     # Speculation checks want every request speculated, however many run (the shipped

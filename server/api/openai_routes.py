@@ -100,8 +100,17 @@ async def get_model(http: HttpRequest) -> Response:
 
 
 def _model_card(http: HttpRequest, name: str) -> dict[str, Any]:
-    loaded = name in registry_of(http).loaded
-    return {"id": name, "object": "model", "created": 0, "owned_by": "local", "loaded": loaded}
+    """OpenAI's model object, plus whether it is in memory, until when, and how much."""
+    loaded = registry_of(http).loaded.get(name)
+    return {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "local",
+        "loaded": loaded is not None,
+        "expires_at": loaded.expires_at() if loaded is not None else None,
+        "memory_bytes": loaded.footprint.total_bytes if loaded is not None else None,
+    }
 
 
 class _Shape:

@@ -135,6 +135,7 @@ class SamplingFields(ServingFields):
     )
 
     def __post_init__(self) -> None:
+        ServingFields.__post_init__(self)
         stop_strings(self.stop)
         self.grammar_text()
         self.bias()

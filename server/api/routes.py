@@ -28,7 +28,7 @@ from server.generation import (
     wait_done,
 )
 from server.models.gpu import host_report
-from server.models.registry import LoadedModel
+from server.models.loaded import LoadedModel
 from server.schema import parse
 from server.tasks.store import TaskStore, TaskStoreUnavailable
 from speculative.prompt import Messages
@@ -75,6 +75,9 @@ async def health_check(http: HttpRequest) -> Response:
     registry = registry_of(http)
     brief = {name: {"loaded": name in registry.loaded} for name in registry.config.models}
     body: dict[str, Any] = {"status": "ok", "models": brief}
+    watcher = http.app.state.config_watcher
+    if watcher is not None and watcher.error is not None:
+        body["config_error"] = watcher.error  # the old config keeps serving meanwhile
     if not getattr(http.state, "is_authorized", True):
         return json_response(body)
     models: dict[str, Any] = {}
@@ -83,17 +86,22 @@ async def health_check(http: HttpRequest) -> Response:
         models[name] = {"loaded": loaded is not None, "path": settings.path}
         if loaded is not None:
             models[name] |= loaded.describe()
+        elif (estimate := registry.estimated_bytes(name)) is not None:
+            models[name]["estimated_bytes"] = estimate
         if (failure := registry.failures.get(name)) is not None:
             models[name]["last_error"] = failure.error.message
         models[name]["load_attempts"] = registry.num_load_attempts.get(name, 0)
     body |= {
         "default_model": registry.config.server.default_model,
         "loaded_models": list(registry.loaded),
+        "unloading_models": list(registry.unloading),
         "running": sum(m.batcher.num_running for m in registry.loaded.values()),
         "waiting": sum(m.batcher.num_waiting for m in registry.loaded.values()),
         "tasks": await _task_count(tasks_of(http)),
         "task_store": tasks_of(http).describe(),
         "hardware": host_report(),
+        "memory": registry.memory(),
+        "config": watcher.describe() if watcher is not None else None,
         "models": models,
     }
     return json_response(body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from batching.request import SamplingParams
+from server.duration import parse_keep_alive
 from server.schema import spec
 from server.structured import schema_to_gbnf
 
@@ -15,7 +16,22 @@ MAX_GRAMMAR_CHARS = 100_000
 
 
 @dataclass(slots=True, frozen=True)
-class ServingFields:
+class KeepAliveFields:
+    """How long the model stays loaded (also the body of POST /models/{name}/load)."""
+
+    keep_alive: float | str | None = spec(
+        None,
+        doc='how long the model stays loaded once idle: seconds or "5m"; 0 unloads it right '
+        "after the request, -1 keeps it loaded (pinned); null: as configured",
+    )
+
+    def __post_init__(self) -> None:
+        if self.keep_alive is not None:
+            parse_keep_alive(self.keep_alive)  # refuse a bad duration at parse time
+
+
+@dataclass(slots=True, frozen=True)
+class ServingFields(KeepAliveFields):
     """How the server runs a request, beyond sampling (extensions on the OpenAI routes)."""
 
     timeout: float | None = spec(
@@ -85,6 +101,7 @@ class GenerateBody(ServingFields):
     )
 
     def __post_init__(self) -> None:
+        ServingFields.__post_init__(self)
         stop_strings(self.stop)  # reject a bad stop list at parse time
         self.grammar_text()
 

@@ -1,4 +1,4 @@
-"""Configured models, loaded on first use, each with its own executor and batcher.
+"""Configured models, loaded on first use, within a memory budget, unloaded when idle.
 
 A model loads once even when many first requests arrive together (a lock per
 name); the load runs in a worker thread so the event loop keeps serving the
@@ -6,41 +6,56 @@ other models meanwhile. A load that fails is remembered for
 ``LOAD_RETRY_S``: requests meanwhile get the same 503 at once (with
 ``Retry-After``) instead of each trying again; after that the next request
 tries again (after ``pull``, say).
+
+Memory: before a load the model's footprint is known (measured at an earlier
+load of the same file, else estimated from its GGUF header). If it does not
+fit ``server.memory_budget_mb`` (or ``max_loaded_models``), idle unpinned
+models are unloaded, least recently used first; if busy models hold the room,
+the request waits until its deadline, then gets a 503 with ``Retry-After``. A
+model larger than the whole budget is refused at once. Idle models unload
+when their keep-alive runs out (a reaper task).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import anyio.to_thread
 
-from batching.batcher import Batcher
-from batching.bridge import LoopBridge
 from batching.request import Request
+from server.duration import parse_keep_alive
 from server.errors import ApiError
-from server.models.gpu import describe_placement, placement_for
-from server.models.weights import weights_for
-from server.result_cache import ResultCache
-from server.settings import Config, ModelSettings
-from speculative.adaptive import SpeculationPolicy
-from speculative.executor import Executor
-from speculative.llama import LlamaContext, LlamaModel, ModelLoadError
-from speculative.proposers import (
-    DraftModelProposer,
-    NgramProposer,
-    Proposer,
-    check_same_vocabulary,
+from server.models.gpu import describe_placement
+from server.models.loaded import LoadedModel
+from server.models.loader import (
+    estimate_footprint,
+    file_identity,
+    load_blocking,
+    load_key,
+    model_exists,
+    start_serving,
 )
+from server.models.memory import (
+    Resident,
+    budget_bytes,
+    choose_evictions,
+    process_rss_bytes,
+    return_freed_memory,
+)
+from server.result_cache import ResultCache
+from server.settings import Config
+from speculative.footprint import Footprint
+from speculative.llama import ModelLoadError
 
 log = logging.getLogger(__name__)
 LOAD_RETRY_S = 5.0
+REAP_S = 0.25  # how often idle models are checked against their keep-alive
+MB = 1 << 20
 
 
 @dataclass(slots=True)
@@ -50,38 +65,6 @@ class LoadFailure:
 
     def retry_in(self, now: float) -> float:
         return max(0.0, self.at + LOAD_RETRY_S - now)
-
-
-@dataclass(slots=True, eq=False)
-class LoadedModel:
-    name: str
-    settings: ModelSettings
-    model: LlamaModel
-    executor: Executor
-    batcher: Batcher
-    load_seconds: float
-    identity: str  # the model file as it was when loaded: path, size, modification time
-    placement: dict[str, Any] = field(default_factory=dict)  # layers and buffers per device
-    loaded_at: float = field(default_factory=time.time)
-
-    @property
-    def ctx_per_seq(self) -> int:
-        return self.executor.ctx_per_seq
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "context_size": self.ctx_per_seq,
-            "max_batch_size": self.batcher.max_batch_size,
-            "load_seconds": round(self.load_seconds, 3),
-            "draft": self.settings.draft,
-            "placement": self.placement,
-            "weights": self.model.weights,
-            "running": self.batcher.num_running,
-            "waiting": self.batcher.num_waiting,
-            "executor": self.executor.stats.as_dict(),
-            "prefix_cache": dataclasses.asdict(self.executor.prefix_stats),
-        }
 
 
 class ModelRegistry:
@@ -96,6 +79,15 @@ class ModelRegistry:
         cache_settings = config.server.result_cache
         self.result_cache = ResultCache(cache_settings) if cache_settings.enabled else None
         self.num_load_attempts: dict[str, int] = {}
+        self.budget_bytes = budget_bytes(config.server.memory_budget_mb)
+        self.num_unloads: dict[tuple[str, str], int] = {}  # (model, reason) -> count
+        self._loading: dict[str, int] = {}  # loads under way -> bytes reserved for them
+        self.unloading: dict[str, int] = {}  # unloads under way -> bytes not yet freed
+        self._known: dict[str, tuple[str, Footprint]] = {}  # name -> (file identity, bytes)
+        self._changed = asyncio.Event()  # replaced each time room may have freed
+        self._reaper: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Future[None]] = set()  # unloads after a config change
+        self._wake_reaper = asyncio.Event()
 
     def resolve_name(self, name: str | None) -> str:
         name = name or self.config.server.default_model
@@ -104,27 +96,39 @@ class ModelRegistry:
             raise ApiError(404, f"model {name!r} is not configured; known models are {known}")
         return name
 
-    async def get(self, name: str | None) -> LoadedModel:
+    async def get(self, name: str | None, wait_s: float | None = None) -> LoadedModel:
+        """The loaded model, leased to the caller (``hold`` or ``release`` it).
+
+        ``wait_s``: how long to wait for room in the budget (default: the server's
+        request timeout)."""
         name = self.resolve_name(name)
         loaded = self.loaded.get(name)
         if loaded is not None and loaded.executor.is_alive:
+            loaded.lease()
             return loaded
         self._raise_recent_failure(name)
-        async with self._locks.setdefault(name, asyncio.Lock()):
+        self._start_reaper()
+        deadline = time.monotonic() + (wait_s or self.config.server.request_timeout_s)
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        try:
+            await asyncio.wait_for(lock.acquire(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise self._no_room(name, "it is still being loaded or unloaded") from None
+        try:
             loaded = self.loaded.get(name)
             if loaded is not None and not loaded.executor.is_alive:
                 log.error("model %s lost its executor; loading it afresh", name)
                 del self.loaded[name]
-                await self._unload(loaded)
+                await self._unload(loaded, "crashed")
             if name not in self.loaded:
                 self._raise_recent_failure(name)  # the load we waited for just failed
-                try:
-                    self.loaded[name] = await self._load(name)
-                except ApiError as exc:
-                    self.failures[name] = LoadFailure(exc, time.monotonic())
-                    raise
+                self.loaded[name] = await self._load_within_budget(name, deadline)
                 self.failures.pop(name, None)
-        return self.loaded[name]
+            loaded = self.loaded[name]
+        finally:
+            lock.release()
+        loaded.lease()
+        return loaded
 
     def _raise_recent_failure(self, name: str) -> None:
         failure = self.failures.get(name)
@@ -136,62 +140,233 @@ class ModelRegistry:
             seconds = str(max(1, round(retry_in)))
             raise ApiError(error.status, error.message, {**error.headers, "Retry-After": seconds})
 
-    async def _load(self, name: str) -> LoadedModel:
+    def _failed(self, name: str, exc: ModelLoadError) -> ApiError:
+        log.error("model %s failed to load: %s", name, exc)
         settings = self.config.models[name]
-        num_seqs = self.config.batch_size(name)
-        started = time.perf_counter()
+        hint = f"; run `python -m server pull {name}`" if not model_exists(settings) else ""
+        message = f"model {name!r} is unavailable: {exc}{hint}"
+        error = ApiError(503, message, {"Retry-After": str(round(LOAD_RETRY_S))})
+        self.failures[name] = LoadFailure(error, time.monotonic())
+        return error
+
+    # -- memory ----------------------------------------------------------------
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes held by loaded models (a model file two of them share counts once) and
+        reserved by loads and unloads under way."""
+        exclusive, shared = self._sharing()
+        pending = sum(self._loading.values()) + sum(self.unloading.values())
+        return sum(exclusive.values()) + shared + pending
+
+    def _sharing(self) -> tuple[dict[str, int], int]:
+        """(bytes each loaded model alone holds, bytes of model files two or more share)."""
+        holders: dict[str, int] = {}
+        for loaded in self.loaded.values():
+            for path in loaded.footprint.files:
+                holders[path] = holders.get(path, 0) + 1
+        exclusive: dict[str, int] = {}
+        shared: dict[str, int] = {}
+        for name, loaded in self.loaded.items():
+            common = {p: b for p, b in loaded.footprint.files.items() if holders[p] > 1}
+            exclusive[name] = loaded.footprint.total_bytes - sum(common.values())
+            shared |= common
+        return exclusive, sum(shared.values())
+
+    async def expected_footprint(self, name: str) -> Footprint:
+        """Measured at the last load of this very file, else estimated from its header."""
+        identity = file_identity(self.config.models[name].path)
+        known = self._known.get(name)
+        if known is not None and known[0] == identity:
+            return known[1]
+        footprint = await anyio.to_thread.run_sync(estimate_footprint, self.config, name)
+        self._known[name] = (identity, footprint)
+        return footprint
+
+    async def _load_within_budget(self, name: str, deadline: float) -> LoadedModel:
         self.num_load_attempts[name] = self.num_load_attempts.get(name, 0) + 1
         try:
-            model, context, proposer = await anyio.to_thread.run_sync(
-                _load_blocking, self.config, name
+            expected = await self.expected_footprint(name)
+        except ModelLoadError as exc:
+            raise self._failed(name, exc) from None
+        need = expected.total_bytes
+        open_files = {p for m in self.loaded.values() for p in m.footprint.files}
+        already_open = sum(b for p, b in expected.files.items() if p in open_files)
+        if need > self.budget_bytes:
+            raise ApiError(
+                503,
+                f"model {name!r} needs about {need / MB:.0f} MB (weights, KV cache, buffers) "
+                f"but the memory budget is {self.budget_bytes / MB:.0f} MB; raise "
+                "server.memory_budget_mb or lower the model's context_size or max_batch_size",
+                {"Retry-After": "60"},
+            )
+        await self._make_room(name, need - already_open, deadline)
+        try:
+            return await self._load(name)
+        finally:
+            del self._loading[name]
+            self._notify()
+
+    async def _make_room(self, name: str, need: int, deadline: float) -> None:
+        """Reserve ``need`` bytes for ``name``, unloading idle models as needed."""
+        while True:
+            changed = self._changed
+            # a model frees on eviction what no other loaded model shares with it
+            exclusive, shared = self._sharing()
+            resident = [
+                Resident(n, exclusive[n], m.last_used, not (m.is_busy or m.is_pinned))
+                for n, m in self.loaded.items()
+            ]
+            for pending in (self._loading, self.unloading):  # counted, never chosen
+                resident += [Resident(n, b, 0.0, False) for n, b in pending.items()]
+            max_models = self.config.server.max_loaded_models
+            victims = choose_evictions(
+                resident, need, self.budget_bytes, max_models=max_models, shared_bytes=shared
+            )
+            if victims is not None:
+                self._loading[name] = need  # before any await: others see it taken
+                evicted = [self.loaded.pop(v) for v in victims]
+                for loaded in evicted:
+                    log.info("unloading idle model %s to make room for %s", loaded.name, name)
+                    await self._unload(loaded, "evicted")
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                busy = [n for n, m in self.loaded.items() if m.is_busy or m.is_pinned]
+                raise self._no_room(name, f"busy or pinned models hold it ({', '.join(busy)})")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+
+    def _no_room(self, name: str, why: str) -> ApiError:
+        return ApiError(
+            503,
+            f"model {name!r} cannot be loaded within the memory budget "
+            f"({self.used_bytes / MB:.0f} of {self.budget_bytes / MB:.0f} MB in use) before "
+            f"the request's deadline: {why}; retry later",
+            {"Retry-After": "5"},
+        )
+
+    def _notify(self) -> None:
+        """Room may have freed: wake whoever waits for it."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _on_idle(self) -> None:
+        self._notify()
+        self._wake_reaper.set()
+
+    def _start_reaper(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="reaper")
+
+    async def _reap(self) -> None:
+        """Unload idle models whose keep-alive ran out."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_reaper.wait(), REAP_S)
+            self._wake_reaper.clear()
+            now = time.monotonic()
+            for name, loaded in list(self.loaded.items()):
+                if loaded.is_expired(now):
+                    del self.loaded[name]
+                    log.info("model %s idle past its keep-alive; unloading", name)
+                    await self._unload(loaded, "expired")
+
+    # -- loading and unloading --------------------------------------------------
+
+    async def _load(self, name: str) -> LoadedModel:
+        settings = self.config.models[name]
+        started = time.perf_counter()
+        identity = file_identity(settings.path)
+        try:
+            model, context, proposer, footprint = await anyio.to_thread.run_sync(
+                load_blocking, self.config, name
             )
         except ModelLoadError as exc:
-            log.error("model %s failed to load: %s", name, exc)
-            hint = f"; run `python -m server pull {name}`" if not model_exists(settings) else ""
-            message = f"model {name!r} is unavailable: {exc}{hint}"
-            raise ApiError(503, message, {"Retry-After": str(round(LOAD_RETRY_S))}) from None
-        loop = asyncio.get_running_loop()
-        holder: list[Batcher] = []  # the bridge needs the batcher, which needs the executor
-
-        def on_done(request: Request) -> None:
-            holder[0].on_done(request)
-            if self._on_request_done is not None:
-                self._on_request_done(request)
-
-        bridge = LoopBridge(loop, on_done=on_done)
-        policy = None
-        if proposer is not None:
-            policy = SpeculationPolicy(
-                settings.num_draft_tokens,
-                settings.max_speculative_batch,
-                is_adaptive=settings.adaptive_speculation,
-            )
-        server = self.config.server
-        executor = Executor(
-            name,
-            context,
-            num_seqs,
-            bridge.publish,
-            proposer,
-            policy,
-            prefix_cache=settings.prefix_cache,
-            prefix_cache_bytes=server.prefix_cache_mb << 20,
-        )
-        batcher = Batcher(
-            executor,
-            max_batch_size=num_seqs,
-            max_wait_ms=server.max_wait_ms,
-            max_queue=server.max_queue,
-        )
-        holder.append(batcher)
-        executor.start()
-        batcher.start()
+            raise self._failed(name, exc) from None
+        self._known[name] = (identity, footprint)
+        executor, batcher = start_serving(self.config, name, context, proposer, self._on_done)
         seconds = time.perf_counter() - started
-        log.info("model %s loaded in %.2fs", name, seconds)
-        stat = Path(settings.path).stat()
-        identity = f"{settings.path}:{stat.st_size}:{stat.st_mtime_ns}"
-        placement = describe_placement(settings, context)
-        return LoadedModel(name, settings, model, executor, batcher, seconds, identity, placement)
+        log.info("model %s loaded in %.2fs, %.0f MB", name, seconds, footprint.total_bytes / MB)
+        loaded = LoadedModel(
+            name,
+            settings,
+            model,
+            executor,
+            batcher,
+            seconds,
+            identity,
+            footprint,
+            self.config.keep_alive_s(name),
+        )
+        loaded.on_idle = self._on_idle
+        loaded.placement = describe_placement(settings, context)
+        return loaded
+
+    def _on_done(self, request: Request) -> None:
+        if self._on_request_done is not None:
+            self._on_request_done(request)
+
+    def apply_config(self, config: Config) -> dict[str, list[str]]:
+        """Switch to ``config``: removed and changed models leave ``loaded`` now (new
+        requests see the new config) and unload once their requests have finished."""
+        old, self.config = self.config, config
+        if old.server.memory_budget_mb != config.server.memory_budget_mb:
+            self.budget_bytes = budget_bytes(config.server.memory_budget_mb)
+        changes: dict[str, list[str]] = {
+            "added": [n for n in config.models if n not in old.models],
+            "removed": [n for n in old.models if n not in config.models],
+            "changed": [
+                n
+                for n in config.models
+                if n in old.models and load_key(old, n) != load_key(config, n)
+            ],
+        }
+        for name in changes["removed"] + changes["changed"]:
+            self.failures.pop(name, None)
+            self._known.pop(name, None)
+            if (loaded := self.loaded.pop(name, None)) is not None:
+                why = "removed" if name in changes["removed"] else "changed"
+                task = asyncio.ensure_future(self._unload(loaded, why, drain=True))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+        for name, loaded in self.loaded.items():
+            if old.keep_alive_s(name) != config.keep_alive_s(name):
+                loaded.keep_alive_s = config.keep_alive_s(name)
+        self._notify()
+        return changes
+
+    async def load(self, name: str, keep_alive: float | str | None = None) -> LoadedModel:
+        """Load ``name`` now (``POST /models/{name}/load``), optionally setting its keep-alive."""
+        loaded = await self.get(name)
+        if keep_alive is not None:
+            loaded.keep_alive_s = parse_keep_alive(keep_alive)
+        loaded.release()
+        return loaded
+
+    async def unload(self, name: str) -> bool:
+        """Drain ``name`` (its requests finish, new ones wait), then unload it; False when
+        it was not loaded. Requests still running after ``drain_timeout_s`` fail."""
+        name = self.resolve_name(name)
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            loaded = self.loaded.get(name)
+            if loaded is None:
+                return False
+            del self.loaded[name]  # new requests wait for the lock, then load it again
+            await self._unload(loaded, "requested", drain=True)
+            return True
+
+    def memory(self) -> dict[str, int | None]:
+        return {
+            "rss_bytes": process_rss_bytes(),
+            "budget_bytes": self.budget_bytes,
+            "used_bytes": self.used_bytes,
+            "max_loaded_models": self.config.server.max_loaded_models,
+        }
+
+    def estimated_bytes(self, name: str) -> int | None:
+        known = self._known.get(name)
+        return known[1].total_bytes if known is not None else None
 
     @property
     def num_busy(self) -> int:
@@ -199,61 +374,37 @@ class ModelRegistry:
         return sum(m.batcher.num_running + m.batcher.num_waiting for m in self.loaded.values())
 
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        await asyncio.gather(*self._retiring)
         for loaded in self.loaded.values():
-            await self._unload(loaded)
+            await self._unload(loaded, "shutdown")
         self.loaded.clear()
 
-    async def _unload(self, loaded: LoadedModel) -> None:
+    async def _unload(self, loaded: LoadedModel, why: str, *, drain: bool = False) -> None:
+        """Unload (``drain``: once its requests have finished, up to ``drain_timeout_s``);
+        its bytes count as used until freed."""
+        self.unloading[loaded.name] = self.unloading.get(loaded.name, 0)
+        self.unloading[loaded.name] += loaded.footprint.total_bytes
+        try:
+            deadline = time.monotonic() + self.config.server.drain_timeout_s
+            while drain and loaded.is_busy and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await self._stop(loaded, why)
+        finally:
+            self.unloading[loaded.name] -= loaded.footprint.total_bytes
+            if not self.unloading[loaded.name]:
+                del self.unloading[loaded.name]
+            self._notify()
+
+    async def _stop(self, loaded: LoadedModel, why: str) -> None:
+        key = (loaded.name, why)
+        self.num_unloads[key] = self.num_unloads.get(key, 0) + 1
         reason = loaded.executor.crash or "the server is shutting down"
+        if why != "shutdown":
+            reason = loaded.executor.crash or f"model {loaded.name!r} was unloaded ({why}); retry"
         await loaded.batcher.stop(reason)
         # the executor frees the model and contexts, once its thread is out of llama.cpp
         await anyio.to_thread.run_sync(loaded.executor.stop)
         loaded.batcher.fail_unanswered(reason)
-
-
-def model_exists(settings: ModelSettings) -> bool:
-    return Path(settings.path).is_file()
-
-
-def open_model(name: str, settings: ModelSettings) -> LlamaModel:
-    """Load a model's weights where its settings put them, in the form they name."""
-    placement = placement_for(name, settings)
-    weights = weights_for(settings.path, settings.weights, placement)
-    model = LlamaModel(weights.path, placement)
-    model.weights = weights.as_dict()
-    return model
-
-
-def _load_blocking(config: Config, name: str) -> tuple[LlamaModel, LlamaContext, Proposer | None]:
-    """Load a model, its context and, if configured, its draft proposer (worker thread)."""
-    settings = config.models[name]
-    num_seqs = config.batch_size(name)
-
-    def context_for(model: LlamaModel) -> LlamaContext:
-        return LlamaContext(
-            model,
-            ctx_per_seq=settings.context_size,
-            num_seqs=num_seqs,
-            batch_tokens=max(settings.batch_tokens, num_seqs),
-            threads=config.threads(name),
-        )
-
-    opened: list[LlamaModel | LlamaContext] = []
-    try:
-        model = open_model(name, settings)
-        opened.append(model)
-        context = context_for(model)
-        opened.append(context)
-        proposer: Proposer | None = None
-        if settings.draft == "ngram":
-            proposer = NgramProposer()
-        elif settings.draft is not None:
-            draft = open_model(settings.draft, config.models[settings.draft])
-            opened.append(draft)
-            check_same_vocabulary(model, draft, (name, settings.draft))
-            proposer = DraftModelProposer(context_for(draft))
-    except BaseException:
-        for thing in reversed(opened):
-            thing.close()
-        raise
-    return model, context, proposer
+        await anyio.to_thread.run_sync(return_freed_memory)

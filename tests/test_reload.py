@@ -1,0 +1,124 @@
+"""Live reload of config.json while streams run: real models, real server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from server.launcher import LiveServer
+from tests.conftest import REPO, health, live_server, wait_until, write_config
+from tests.test_memory import FILES, SMALL, stream
+
+
+def models(*names: str, **changes: Any) -> dict[str, Any]:
+    return {n: {"path": str(REPO / "models" / FILES[n]), **SMALL, **changes} for n in names}
+
+
+def config(folder: Path, models: dict[str, Any]) -> dict[str, Any]:
+    server = {"threads": 1, "data_dir": str(folder / "data"), "default_model": "q4"}
+    return {"server": server | {"result_cache": {"enabled": False}}, "models": models}
+
+
+def rewrite(path: Path, body: bytes) -> None:
+    """Replace the file at once (as editors do), so the server never reads half of it."""
+    part = path.with_suffix(".part")
+    part.write_bytes(body)
+    os.replace(part, path)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("reload")
+
+
+@pytest.fixture(scope="module")
+def reload_server(folder: Path) -> Iterator[LiveServer]:
+    path = write_config(folder, config(folder, models("q4", "q2")))
+    with live_server(path, name="reload") as live:
+        yield live
+
+
+@pytest.fixture
+async def client(reload_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=reload_server.url, timeout=120) as c:
+        yield c
+
+
+async def reloads(client: httpx.AsyncClient) -> int:
+    count: int = (await health(client))["config"]["reloads"]
+    return count
+
+
+async def generate(client: httpx.AsyncClient, model: str) -> httpx.Response:
+    body = {"prompt": "Say hi.", "model_name": model, "max_tokens": 4, "temperature": 0}
+    return await client.post("/generate", json=body)
+
+
+async def test_edit_while_streams_run(client: httpx.AsyncClient, folder: Path) -> None:
+    path = folder / "config.json"
+    rewrite(path, orjson.dumps(config(folder, models("q4", "q2"))))  # a known start
+    for name in ("q4", "q2"):
+        assert (await generate(client, name)).status_code == 200
+    started = {"q4": asyncio.Event(), "q2": asyncio.Event()}
+    streams = [asyncio.ensure_future(stream(client, m, e)) for m, e in started.items()]
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started.values())), 60)
+    before = await reloads(client)
+    # q8 added, q2 removed, q4 changed (larger context): all while both streams run
+    edited = models("q8") | models("q4", context_size=1024)
+    rewrite(path, orjson.dumps(config(folder, edited)))
+    await wait_until(lambda: reloads(client), lambda n: n > before, 10, "the reload")
+    assert not any(s.done() for s in streams), "the streams ended before the reload"
+    assert (await generate(client, "q2")).status_code == 404  # removed: no new requests
+    assert (await generate(client, "q8")).status_code == 200  # added
+    assert (await generate(client, "q4")).status_code == 200  # changed: a fresh copy
+    # every stream finishes on the copy it started on (stream() checks every frame)
+    await asyncio.gather(*streams)
+    body = await health(client)
+    assert body["models"]["q4"]["context_size"] == 1024
+    await wait_until(
+        lambda: health(client),
+        lambda h: set(h["loaded_models"]) == {"q4", "q8"} and not h["unloading_models"],
+        30,
+        "the old copies unloaded",
+    )
+    metrics = (await client.get("/metrics")).text
+    assert 'edge_llm_model_unloads_total{model="q2",reason="removed"} 1.0' in metrics
+    assert 'edge_llm_model_unloads_total{model="q4",reason="changed"} 1.0' in metrics
+
+
+async def test_invalid_edit_keeps_the_old_config(
+    client: httpx.AsyncClient, folder: Path, reload_server: LiveServer
+) -> None:
+    path = folder / "config.json"
+    good = config(folder, models("q4", "q8"))
+    rewrite(path, orjson.dumps(good))
+    before = await reloads(client)
+    await wait_until(lambda: reloads(client), lambda n: n > before, 10, "the reload")
+    bad = config(folder, models("q4", "q8") | models("q2", context_size=10))
+    rewrite(path, orjson.dumps(bad))
+    body = await wait_until(
+        lambda: health(client), lambda h: "config_error" in h, 10, "the error shown"
+    )
+    assert "models.q2.context_size: must be at least 64, got 10" in body["config_error"]
+    assert (await generate(client, "q2")).status_code == 404  # not applied
+    assert (await generate(client, "q8")).status_code == 200  # still serving
+    # SIGHUP re-reads even an unchanged file: the error stays until the file is fixed
+    reload_server.process.send_signal(signal.SIGHUP)
+    await asyncio.sleep(1.5)
+    assert "config_error" in await health(client)
+    rewrite(path, orjson.dumps(good | {"server": good["server"] | {"max_body_bytes": 4096}}))
+    body = await wait_until(
+        lambda: health(client), lambda h: "config_error" not in h, 10, "the error cleared"
+    )
+    assert body["config"]["error"] is None
+    log = (REPO / "tests" / "artifacts" / "reload.log").read_text()
+    assert "server.max_body_bytes changed; it takes effect after a restart" in log
+    assert "config not reloaded, the old one keeps serving" in log
