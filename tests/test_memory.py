@@ -35,8 +35,10 @@ COUNTING = ", ".join(map(str, range(1, 21))) + ","  # every model goes on counti
 @pytest.fixture(scope="module")
 def memory_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     folder = tmp_path_factory.mktemp("memory")
+    # weights as-is: "fastest" would serve q4 as Q8_0, the same size as q8
     models: dict[str, Any] = {
-        name: {"path": str(REPO / "models" / file), **SMALL} for name, file in FILES.items()
+        name: {"path": str(REPO / "models" / file), "weights": "as-is", **SMALL}
+        for name, file in FILES.items()
     }
     models["gemma"] = {"path": str(REPO / "models" / "gemma-3-270m-q4_k_m.gguf")}
     models["q8-drafted"] = models["q8"] | {"draft": "q2"}  # q2's weights, opened once

@@ -71,14 +71,19 @@ def estimate_footprint(config: Config, name: str) -> Footprint:
         )
         return shape.file_bytes, kv, compute
 
-    weights, kv, compute = model_and_context(settings.path)
+    def served(model_name: str) -> str:
+        """The file the load will read: a fastest conversion already made, or the file."""
+        model = config.models[model_name]
+        placement = placement_for(model_name, model)
+        return weights_for(model.path, model.weights, placement, convert=False).path
+
+    weights, kv, compute = model_and_context(served(name))
     footprint = Footprint(weights_bytes=weights, kv_bytes=kv, compute_bytes=compute)
     footprint.files[settings.path] = weights
     if settings.draft not in (None, "ngram"):
-        draft_path = config.models[settings.draft].path
-        draft = model_and_context(draft_path)
+        draft = model_and_context(served(settings.draft))
         footprint.draft_bytes = sum(draft)
-        footprint.files[draft_path] = draft[0]
+        footprint.files[config.models[settings.draft].path] = draft[0]
     return footprint
 
 

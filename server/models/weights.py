@@ -55,8 +55,11 @@ class Weights:
         }
 
 
-def weights_for(path: str, setting: str, placement: Placement) -> Weights:
-    """The file to load for a model: its own, or its cached fastest conversion."""
+def weights_for(
+    path: str, setting: str, placement: Placement, *, convert: bool = True
+) -> Weights:
+    """The file to load for a model: its own, or its cached fastest conversion (made now
+    unless ``convert`` is false: then the file itself until the conversion exists)."""
     if setting == "as-is":
         return Weights(path, setting)
     if placement.gpu_layers != 0:
@@ -68,6 +71,8 @@ def weights_for(path: str, setting: str, placement: Placement) -> Weights:
     source = Path(path)
     digest = sha256(source)
     cached = source.with_name(f"{source.stem}.{target}-{digest[:16]}.gguf")
+    if not cached.is_file() and not convert:
+        return Weights(path, setting, note="as-is until converted on first load")
     if not cached.is_file():
         log.info(
             "converting %s (%s) to %s once, for speed: %s", source, source_type, target, cached
