@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from batching.faults import FAULTS
 from server import metrics as metrics_routes
-from server.api import debug_routes, openai_routes, routes, task_routes
+from server.api import debug_routes, openai_routes, routes, task_routes, token_routes
 from server.api.middleware import ApiKeyMiddleware, RequestContextMiddleware, load_api_keys
 from server.api.openapi import ROUTES as DOC_ROUTES
 from server.api.openapi import build_openapi
@@ -27,12 +27,13 @@ from server.settings import Config
 from server.tasks.store import TaskStore
 
 STATIC = Path(__file__).resolve().parent / "static"
-API_ROUTES = [*routes.ROUTES, *task_routes.ROUTES, *openai_routes.ROUTES]
+API_ROUTES = [*routes.ROUTES, *task_routes.ROUTES, *openai_routes.ROUTES, *token_routes.ROUTES]
 
 
 def api_description() -> dict[str, Any]:
     """The OpenAPI document of the API routes (served at /openapi.json)."""
-    return build_openapi(API_ROUTES, routes.BODIES | task_routes.BODIES | openai_routes.BODIES)
+    bodies = routes.BODIES | task_routes.BODIES | openai_routes.BODIES | token_routes.BODIES
+    return build_openapi(API_ROUTES, bodies)
 
 
 def create_app(config: Config) -> Starlette:

@@ -92,8 +92,12 @@ class LlamaModel:
             raise RuntimeError(f"tokenizer needed {-n} slots, had {capacity}")
         return list(buf[:n])
 
-    def piece(self, token: int) -> bytes:
-        """The bytes a token stands for (control tokens render as nothing)."""
+    def piece(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes a token stands for; control tokens render as nothing unless ``special``."""
+        if special:
+            buf = ctypes.create_string_buffer(256)  # not the shared buffer: any thread may ask
+            n = C.llama_token_to_piece(self.vocab, token, buf, 256, 0, True)
+            return buf.raw[: max(n, 0)]
         cached = self._pieces.get(token)
         if cached is None:
             n = C.llama_token_to_piece(self.vocab, token, self._piece_buf, 256, 0, False)
