@@ -150,7 +150,14 @@ class LlamaContext:
     """
 
     def __init__(
-        self, model: LlamaModel, *, ctx_per_seq: int, num_seqs: int, batch_tokens: int, threads: int
+        self,
+        model: LlamaModel,
+        *,
+        ctx_per_seq: int,
+        num_seqs: int,
+        batch_tokens: int,
+        threads: int,
+        embeddings: bool = False,
     ) -> None:
         params = C.llama_context_default_params()
         params.n_ctx = ctx_per_seq * num_seqs
@@ -161,6 +168,13 @@ class LlamaContext:
         # own cells, and the cost of a step does not grow with its neighbours.
         params.kv_unified = False
         params.no_perf = True
+        if embeddings:
+            # Mean-pooled vectors per sequence instead of logits. Each batch starts from
+            # an empty cache, so its sequences share one stream of ``batch_tokens`` cells.
+            params.embeddings = True
+            params.pooling_type = C.LLAMA_POOLING_TYPE_MEAN
+            params.kv_unified = True
+            params.n_ctx = batch_tokens
         self._ptr = C.llama_init_from_model(model.ptr, params)
         if not self._ptr:
             raise ModelLoadError(f"llama.cpp could not create a context for {model.path}")
@@ -215,6 +229,18 @@ class LlamaContext:
         """Logits of the ``index``-th batch token (a view, valid until the next decode)."""
         ptr = C.llama_get_logits_ith(self._ptr, index)
         return np.ctypeslib.as_array(ptr, shape=(self.model.num_vocab,))
+
+    def embedding(self, seq_id: int) -> npt.NDArray[np.float32]:
+        """A sequence's pooled embedding from the last decode (a copy); embeddings contexts."""
+        ptr = C.llama_get_embeddings_seq(self._ptr, seq_id)
+        if not ptr:
+            raise RuntimeError(f"no pooled embedding for sequence {seq_id}")
+        size = int(C.llama_model_n_embd_out(self.model.ptr))
+        return np.ctypeslib.as_array(ptr, shape=(size,)).copy()
+
+    def clear(self) -> None:
+        """Forget every sequence's KV cells."""
+        C.llama_memory_clear(self._memory, True)
 
     def drop(self, seq_id: int, start: int = 0) -> None:
         """Forget a sequence's KV cells from position ``start`` on."""
