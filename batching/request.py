@@ -61,6 +61,9 @@ class SamplingParams:
     repeat_last_n: int = 64  # the window all three penalties look at
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # (token id, bias) pairs added to the logits before everything else, as
+    # llama.cpp's logit-bias sampler does; -100 all but bans a token.
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     @property
     def is_greedy(self) -> bool:
@@ -73,6 +76,20 @@ class SamplingParams:
             or self.frequency_penalty != 0.0
             or self.presence_penalty != 0.0
         )
+
+
+@dataclass(slots=True, frozen=True)
+class TokenLogprob:
+    """One output token's log-probability and the likeliest alternatives at its position,
+    from the model's raw distribution (log-softmax of the logits before any sampling
+    setting, bias or grammar)."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()  # (token id, logprob), likeliest first
+
+
+MAX_TOP_LOGPROBS = 20
 
 
 @dataclass(slots=True, eq=False)
@@ -95,6 +112,13 @@ class Request:
     cache_prompt: bool = True  # may the prompt start from another request's cached KV
     num_cached_tokens: int = 0  # prompt tokens whose KV was reused, not computed
     priority: int = 0  # higher is admitted first (see batching.batcher)
+    # GBNF text (llama.cpp's grammar format, root rule ``root``) the output must
+    # match; a constrained request does not speculate.
+    grammar: str | None = None
+    # None: no log-probabilities; k (0..MAX_TOP_LOGPROBS): each output token's
+    # logprob plus the k likeliest alternatives, in ``logprobs``.
+    num_top_logprobs: int | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # one per output token
     num_drafted_tokens: int = 0
     num_accepted_tokens: int = 0
     # time.monotonic() stamps: created, admitted to a sequence, first token, done

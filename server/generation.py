@@ -20,7 +20,8 @@ from server.api.schemas import ServingFields
 from server.errors import ApiError
 from server.models.registry import LoadedModel, ModelRegistry
 from server.result_cache import BYPASS, HIT, MISS, ResultCache
-from speculative.llama import ModelClosedError
+from speculative.grammar import Grammar, GrammarError
+from speculative.llama import LlamaModel, ModelClosedError
 from speculative.prompt import Messages, encode_prompt
 
 INLINE_TOKENIZE_CHARS = 8192  # longer prompts are tokenized off the event loop
@@ -32,13 +33,18 @@ async def prepare(
     prompt: str | Messages,
     params: SamplingParams,
     options: ServingFields,
+    *,
+    grammar: str | None = None,
+    num_top_logprobs: int | None = None,
 ) -> tuple[LoadedModel, Request]:
     """Load the model if needed, build and check the prompt; nothing is queued yet.
 
-    ``prompt`` is raw text, or chat messages rendered with the model's template.
+    ``prompt`` is raw text, or chat messages rendered with the model's template;
+    ``grammar`` (GBNF) constrains the output; ``num_top_logprobs`` asks for logprobs.
     """
     loaded = await registry.get(model_name)
     model = loaded.model
+    check_output_constraints(model, params, grammar)
     size = len(prompt) if isinstance(prompt, str) else sum(len(c) for _, c in prompt)
     try:
         if size <= INLINE_TOKENIZE_CHARS:
@@ -64,11 +70,29 @@ async def prepare(
             f"got {params.max_tokens}",
         )
     request = Request(model=loaded.name, prompt_tokens=tokens, params=params)
-    request.is_speculative = options.speculative
+    request.grammar = grammar
+    request.num_top_logprobs = num_top_logprobs
+    request.is_speculative = options.speculative and grammar is None
     request.cache_prompt = options.cache_prompt
     request.priority = options.priority
     request.deadline = request.created_at + (options.timeout or server.request_timeout_s)
     return loaded, request
+
+
+def check_output_constraints(
+    model: LlamaModel, params: SamplingParams, grammar: str | None
+) -> None:
+    """A 400 for a grammar llama.cpp cannot parse or a biased token the model lacks."""
+    for token, _ in params.logit_bias:
+        if token >= model.num_vocab:
+            raise ApiError(
+                400, f"logit_bias.{token}: no such token; the model has {model.num_vocab}"
+            )
+    if grammar is not None:
+        try:
+            Grammar(model, grammar).close()
+        except GrammarError as exc:
+            raise ApiError(400, str(exc)) from None
 
 
 def usage(request: Request) -> dict[str, Any]:
@@ -81,11 +105,14 @@ def usage(request: Request) -> dict[str, Any]:
     }
 
 
-def speculation_counts(request: Request) -> dict[str, int]:
-    return {
+def speculation_counts(request: Request) -> dict[str, Any]:
+    counts: dict[str, Any] = {
         "drafted_tokens": request.num_drafted_tokens,
         "accepted_tokens": request.num_accepted_tokens,
     }
+    if request.grammar is not None:
+        counts["off"] = "grammar-constrained output does not speculate"
+    return counts
 
 
 def result_cache_for(http: HttpRequest, options: ServingFields) -> ResultCache | None:

@@ -53,11 +53,13 @@ class ResultCache:
         params = request.params
         if not (params.is_greedy or params.seed is not None):
             return None
+        if request.num_top_logprobs is not None:  # entries keep text and tokens only
+            return None
         sampling = dataclasses.asdict(params)
         if params.is_greedy:  # these change nothing at temperature 0
             for name in ("seed", "top_k", "top_p", "min_p"):
                 sampling[name] = None
-        material = [request.model, model_identity, request.prompt_tokens, sampling]
+        material = [request.model, model_identity, request.prompt_tokens, sampling, request.grammar]
         return hashlib.sha256(orjson.dumps(material)).hexdigest()
 
     def serve(self, key: str, request: Request) -> bool:

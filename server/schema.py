@@ -77,6 +77,8 @@ def parse(cls: type[T], data: object, path: str = "") -> T:
 
 
 def _convert(tp: Any, value: object, path: str, meta: typing.Mapping[str, Any]) -> Any:
+    if tp is object:  # any JSON value, taken as is (a JSON Schema, for instance)
+        return value
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = get_args(tp)
@@ -230,6 +232,8 @@ def json_schema(cls: type[Any], components: dict[str, Any]) -> dict[str, Any]:
 
 
 def _type_schema(tp: Any, components: dict[str, Any]) -> dict[str, Any]:
+    if tp is object:
+        return {}
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         return {"anyOf": [_type_schema(a, components) for a in get_args(tp)]}

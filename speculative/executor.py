@@ -31,10 +31,11 @@ from batching.request import Failure, FinishReason, Request, RequestStatus
 from speculative.acceptance import verify
 from speculative.adaptive import SpeculationPolicy, draft_lengths
 from speculative.chunk import Chunk, by_seq_id
+from speculative.grammar import Grammar, GrammarError
 from speculative.llama import DecodeError, LlamaContext
 from speculative.prefix_cache import PrefixCache, PrefixStats
 from speculative.proposers import Draft, Proposer
-from speculative.sampling import sample
+from speculative.sampling import Logits, sample, token_logprob
 from speculative.sequence import Sequence
 from speculative.stats import ExecutorStats
 
@@ -160,10 +161,17 @@ class Executor:
                 self._is_stopping = True
                 return
             assert self._free_seq_ids, "the batcher admitted more than max_batch_size"
+            try:  # the route checked that it parses; a constrained request never speculates
+                grammar = Grammar(self._model, request.grammar) if request.grammar else None
+            except GrammarError as exc:
+                self._publish([_failed_unstarted(request, str(exc), Failure.INTERNAL)])
+                continue
+            request.is_speculative = request.is_speculative and grammar is None
             placed = self._prefix.place(
                 request.prompt_tokens, self._free_seq_ids, may_reuse=request.cache_prompt
             )
             seq = Sequence.start(request, placed.seq_id)
+            seq.grammar = grammar
             seq.num_cached = request.num_cached_tokens = placed.num_reused
             self.stats.num_prompt_tokens_reused += placed.num_reused
             request.status = RequestStatus.RUNNING
@@ -303,8 +311,10 @@ class Executor:
         seq = c.seq
         seq.num_cached += c.count
         row = self._ctx.logits(c.offset + c.count - 1)
-        token = sample(row, seq.request.params, seq.rng, seq.recent_tokens, len(seq.tokens))
-        return self._advance(seq, [token])
+        position = len(seq.tokens)
+        params = seq.request.params
+        token = sample(row, params, seq.rng, seq.recent_tokens, position, seq.grammar)
+        return self._advance(seq, [token], lambda _: row)
 
     def _verify(self, c: Chunk) -> Update | None:
         """Keep the drafts the target agrees with, plus its own next token."""
@@ -330,21 +340,30 @@ class Executor:
         seq.num_cached = c.start + 1 + accepted
         if accepted < len(draft.tokens):
             self._ctx.drop(seq.seq_id, seq.num_cached)
-        update = self._advance(seq, emitted)
+        update = self._advance(seq, emitted, lambda i: self._ctx.logits(c.offset + i))
         if not seq.request.status.is_done:  # still running: resync the proposer
             self._proposer.rollback(seq)
         return update
 
-    def _advance(self, seq: Sequence, tokens: list[int]) -> Update | None:
-        """Append sampled ``tokens`` to ``seq`` until one ends it; return what changed."""
+    def _advance(
+        self, seq: Sequence, tokens: list[int], row: Callable[[int], Logits]
+    ) -> Update | None:
+        """Append sampled ``tokens`` to ``seq`` until one ends it; return what changed.
+
+        ``row(i)`` is the raw logits ``tokens[i]`` was sampled from.
+        """
         request = seq.request
         params = request.params
         if request.first_token_at is None:
             request.first_token_at = time.monotonic()
         text = ""
-        for token in tokens:
+        for i, token in enumerate(tokens):
             if self._model.is_end_of_generation(token):
                 return self._finish(seq, FinishReason.STOP, text=text)
+            if seq.grammar is not None:
+                seq.grammar.accept(token)
+            if request.num_top_logprobs is not None:
+                request.logprobs.append(token_logprob(row(i), token, request.num_top_logprobs))
             seq.tokens.append(token)
             request.output_tokens.append(token)
             self.stats.num_generated_tokens += 1
@@ -373,6 +392,8 @@ class Executor:
                 self._proposer.trim(seq.seq_id, seq.num_cached)
         if self._policy is not None:
             self._policy.forget(seq.seq_id)
+        if seq.grammar is not None:
+            seq.grammar.close()
         bisect.insort(self._free_seq_ids, seq.seq_id)
         self._running.remove(seq)
         request = seq.request
@@ -386,6 +407,8 @@ class Executor:
 SHUTDOWN = "the model is being unloaded (server shutting down or reloading); retry"
 
 
-def _failed_unstarted(request: Request, reason: str) -> Update:
-    request.mark_done(FinishReason.ERROR, reason, Failure.UNAVAILABLE)
+def _failed_unstarted(
+    request: Request, reason: str, failure: Failure = Failure.UNAVAILABLE
+) -> Update:
+    request.mark_done(FinishReason.ERROR, reason, failure)
     return Update(request, "", is_done=True)

@@ -17,21 +17,36 @@ else was batched: the same seed and logits give the same token.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import numpy.typing as npt
 
-from batching.request import SamplingParams
+from batching.request import SamplingParams, TokenLogprob
 
 Logits = npt.NDArray[np.float32]
 LOGIT_LIMIT = 1e4  # far beyond any real logit, far below overflow in exp
 
 
-def apply_penalties(logits: Logits, recent: list[int], params: SamplingParams) -> Logits:
-    """llama.cpp's penalties over the recent window, on a copy of ``logits``.
+class Constraint(Protocol):
+    """What a grammar tells the sampler (see ``speculative.grammar``)."""
 
+    def allows(self, token: int) -> bool: ...
+
+    def mask(self, logits: Logits) -> Logits: ...
+
+
+def apply_penalties(logits: Logits, recent: list[int], params: SamplingParams) -> Logits:
+    """llama.cpp's logit bias, then its penalties over the recent window, on a copy.
+
+    bias: logit += bias[id];
     repeat: divide a positive logit by the penalty, multiply a negative one;
     frequency and presence (OpenAI's): logit -= count * frequency + presence.
     """
+    if params.logit_bias:
+        logits = logits.copy()
+        biased = [i for i, _ in params.logit_bias]
+        logits[biased] += np.asarray([b for _, b in params.logit_bias], dtype=np.float32)
     if not params.has_penalties or not recent:
         return logits
     out = logits.copy()
@@ -70,6 +85,8 @@ def distribution(
         keep = min(keep, int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1)
     if params.min_p > 0.0:
         keep = min(keep, int(np.count_nonzero(probs >= params.min_p * probs[0])))
+    # tokens a grammar masked (-inf) are no candidates, whatever the filters keep
+    keep = min(keep, int(np.count_nonzero(probs > 0.0)))
     keep = max(keep, 1)  # the likeliest token always survives the filters
     ids, vals = ids[:keep], vals[:keep]
     scaled = np.exp((vals - vals[0]) / max(params.temperature, 1e-6))
@@ -82,9 +99,38 @@ def sample(
     rng: np.random.Generator,
     recent: list[int],
     position: int,
+    constraint: Constraint | None = None,
 ) -> int:
-    """Draw the token at sequence ``position`` from one row of logits."""
-    return pick(apply_penalties(logits, recent, params), params, rng, position)
+    """Draw the token at sequence ``position`` from one row of logits.
+
+    With a ``constraint``, the draw is checked and, when refused, redrawn from
+    the row with every refused token masked (exactly a draw from the masked
+    distribution; see ``speculative.grammar``).
+    """
+    adjusted = apply_penalties(logits, recent, params)
+    token = pick(adjusted, params, rng, position)
+    if constraint is None or constraint.allows(token):
+        return token
+    return pick(constraint.mask(adjusted), params, rng, position)
+
+
+def log_softmax(logits: Logits) -> npt.NDArray[np.float64]:
+    """log p over the whole vocabulary, p = softmax(logits), in float64."""
+    x = logits.astype(np.float64)
+    shifted = x - x.max()
+    out: npt.NDArray[np.float64] = shifted - np.log(np.exp(shifted).sum())
+    return out
+
+
+def token_logprob(logits: Logits, token: int, num_top: int) -> TokenLogprob:
+    """``token``'s logprob under the raw row and the ``num_top`` likeliest tokens'."""
+    logp = log_softmax(logits)
+    top: tuple[tuple[int, float], ...] = ()
+    if num_top > 0:
+        ids = np.argpartition(-logp, num_top - 1)[:num_top]
+        ids = ids[np.argsort(-logp[ids], kind="stable")]
+        top = tuple((int(i), float(logp[i])) for i in ids)
+    return TokenLogprob(token, float(logp[token]), top)
 
 
 def pick(logits: Logits, params: SamplingParams, rng: np.random.Generator, position: int) -> int:

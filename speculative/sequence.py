@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from batching.request import Request
+from speculative.grammar import Grammar
 from speculative.text import TextAssembler
 
 
@@ -21,6 +22,7 @@ class Sequence:
     text: TextAssembler
     num_cached: int = 0
     num_prompt: int = field(init=False)
+    grammar: Grammar | None = None  # the request's grammar state, when it has one
 
     def __post_init__(self) -> None:
         self.num_prompt = len(self.tokens)

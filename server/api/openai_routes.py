@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batching.request import Request, RequestStatus
+from server.api.logprobs import LogprobCursor
 from server.api.openai_schemas import (
     ChatCompletionBody,
     CompletionBody,
@@ -44,16 +45,32 @@ async def chat_completions(http: HttpRequest) -> Response:
     max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
     messages = [(m.role if m.role != "developer" else "system", m.text()) for m in body.messages]
     params = body.sampling_params(max_tokens)
-    loaded, request = await prepare(registry_of(http), body.model, messages, params, body)
-    shape = _Shape("chatcmpl-", "chat.completion", request, chat=True)
+    loaded, request = await prepare(
+        registry_of(http),
+        body.model,
+        messages,
+        params,
+        body,
+        grammar=body.grammar_text(),
+        num_top_logprobs=body.num_top_logprobs,
+    )
+    shape = _Shape("chatcmpl-", "chat.completion", request, LogprobCursor(loaded.model, request))
     return await _respond(http, loaded, request, body, shape)
 
 
 async def completions(http: HttpRequest) -> Response:
     body = await read_body(http, CompletionBody, precheck=unsupported_message)
     params = body.sampling_params(body.max_tokens)
-    loaded, request = await prepare(registry_of(http), body.model, body.text, params, body)
-    shape = _Shape("cmpl-", "text_completion", request, chat=False)
+    loaded, request = await prepare(
+        registry_of(http),
+        body.model,
+        body.text,
+        params,
+        body,
+        grammar=body.grammar_text(),
+        num_top_logprobs=body.num_top_logprobs,
+    )
+    shape = _Shape("cmpl-", "text_completion", request, LogprobCursor(loaded.model, request))
     return await _respond(http, loaded, request, body, shape)
 
 
@@ -76,10 +93,11 @@ def _model_card(http: HttpRequest, name: str) -> dict[str, Any]:
 class _Shape:
     """OpenAI's reply objects for one request, whole or as stream chunks."""
 
-    def __init__(self, prefix: str, kind: str, request: Request, *, chat: bool) -> None:
+    def __init__(self, prefix: str, kind: str, request: Request, logprobs: LogprobCursor) -> None:
         self.id = prefix + request.id
         self.kind = kind
-        self.chat = chat
+        self.chat = kind.startswith("chat")
+        self.logprobs = logprobs
         self.request = request
         self.created = int(time.time())
 
@@ -94,13 +112,16 @@ class _Shape:
         }
 
     def choice(self, text: str | None, finish: str | None, *, chunk: bool) -> dict[str, Any]:
+        """A choice; with logprobs asked for, it carries those of tokens not yet sent."""
         if not self.chat:
-            return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+            logprobs = self.logprobs.completion()
+            return {"index": 0, "text": text or "", "logprobs": logprobs, "finish_reason": finish}
+        logprobs = self.logprobs.chat()
         if not chunk:
             message = {"role": "assistant", "content": text}
-            return {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+            return {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}
         delta = {} if text is None else {"content": text}
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
     def usage(self) -> dict[str, Any]:
         return usage(self.request)

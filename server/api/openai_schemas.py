@@ -9,19 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from batching.request import SamplingParams
+from batching.request import MAX_TOP_LOGPROBS, SamplingParams
 from server.api.schemas import ServingFields, stop_strings
 from server.schema import spec
+from server.structured import json_object_gbnf, schema_to_gbnf
+
+MAX_LOGIT_BIAS = 1024
 
 UNSUPPORTED = {
     "tools": "tool calling",
     "tool_choice": "tool calling",
     "functions": "function calling",
     "function_call": "function calling",
-    "logit_bias": "logit_bias",
-    "logprobs": "logprobs",
-    "top_logprobs": "logprobs",
-    "response_format": "response_format (structured output)",
     "suffix": "suffix (insertion)",
     "audio": "audio output",
     "modalities": "modalities other than text",
@@ -36,7 +35,7 @@ def unsupported_message(data: object) -> str | None:
         return None
     for name, what in UNSUPPORTED.items():
         value = data.get(name)
-        if value not in (None, False, {"type": "text"}):
+        if value not in (None, False):
             return f"{name}: {what} is not supported by this server; remove the field"
     if data.get("n", 1) != 1 or data.get("best_of", 1) != 1:
         return "n: this server returns one choice per request; send n=1 (or several requests)"
@@ -75,10 +74,33 @@ class StreamOptions:
 
 
 @dataclass(slots=True, frozen=True)
-class ResponseFormat:
-    """The reply's format: plain text only (other formats are refused by name)."""
+class JsonSchemaFormat:
+    """A named JSON Schema the reply must be an instance of."""
 
-    type: str = spec(doc="the format", choices=("text",))
+    name: str = spec(doc="the schema's name", min_length=1, max_length=64)
+    schema: dict[str, object] | None = spec(None, doc="the JSON Schema (any JSON when absent)")
+    description: str | None = spec(None, doc="what the format is for")
+    strict: bool | None = spec(None, doc="always enforced: the output follows a grammar")
+
+
+@dataclass(slots=True, frozen=True)
+class ResponseFormat:
+    """The reply's format: text, any JSON object, or an instance of a JSON Schema."""
+
+    type: str = spec(doc="the format", choices=("text", "json_object", "json_schema"))
+    json_schema: JsonSchemaFormat | None = spec(None, doc='the schema, with "json_schema"')
+
+    def grammar_text(self) -> str | None:
+        """GBNF the output must match; a ValueError names what cannot be honoured."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return json_object_gbnf()
+        if self.json_schema is None:
+            raise ValueError("response_format.json_schema: required with type json_schema")
+        if self.json_schema.schema is None:
+            return json_object_gbnf()
+        return schema_to_gbnf(self.json_schema.schema, "response_format.json_schema.schema")
 
 
 @dataclass(slots=True, frozen=True)
@@ -99,10 +121,34 @@ class SamplingFields(ServingFields):
     stream: bool = spec(False, doc="send server-sent events")
     stream_options: StreamOptions | None = spec(None, doc="streaming options")
     user: str | None = spec(None, doc="end-user id (recorded nowhere)")
-    response_format: ResponseFormat | None = spec(None, doc='only {"type": "text"}')
+    response_format: ResponseFormat | None = spec(
+        None, doc="text, json_object or json_schema (grammar-constrained; no speculation)"
+    )
+    logit_bias: dict[str, float] | None = spec(
+        None, doc="token id (as a string) -> bias added to its logit, -100..100"
+    )
 
     def __post_init__(self) -> None:
         stop_strings(self.stop)
+        self.grammar_text()
+        self.bias()
+
+    def grammar_text(self) -> str | None:
+        return None if self.response_format is None else self.response_format.grammar_text()
+
+    def bias(self) -> tuple[tuple[int, float], ...]:
+        """``logit_bias`` as (token id, bias) pairs; the route checks ids against the vocab."""
+        pairs = []
+        items = (self.logit_bias or {}).items()
+        if len(items) > MAX_LOGIT_BIAS:
+            raise ValueError(f"logit_bias: at most {MAX_LOGIT_BIAS} tokens, got {len(items)}")
+        for key, value in items:
+            if not key.isdigit():
+                raise ValueError(f'logit_bias: keys are token ids like "42", got {key!r}')
+            if not -100 <= value <= 100:
+                raise ValueError(f"logit_bias.{key}: must be within -100..100, got {value}")
+            pairs.append((int(key), float(value)))
+        return tuple(pairs)
 
     def sampling_params(self, max_tokens: int) -> SamplingParams:
         return SamplingParams(
@@ -116,6 +162,7 @@ class SamplingFields(ServingFields):
             frequency_penalty=self.frequency_penalty,
             seed=self.seed,
             stop=stop_strings(self.stop),
+            logit_bias=self.bias(),
         )
 
     @property
@@ -132,6 +179,22 @@ class ChatCompletionBody(SamplingFields):
     )
     max_tokens: int | None = spec(None, doc="most tokens to generate", ge=1, le=32768)
     max_completion_tokens: int | None = spec(None, doc="same as max_tokens", ge=1, le=32768)
+    logprobs: bool = spec(False, doc="return each output token's log-probability")
+    top_logprobs: int | None = spec(
+        None,
+        doc="with logprobs: the k likeliest tokens at each position",
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+    )
+
+    def __post_init__(self) -> None:
+        SamplingFields.__post_init__(self)
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs: needs logprobs: true")
+
+    @property
+    def num_top_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 @dataclass(slots=True, frozen=True)
@@ -144,6 +207,12 @@ class CompletionBody(SamplingFields):
     max_tokens: int = spec(16, doc="most tokens to generate", ge=1, le=32768)
     echo: bool = spec(False, doc="not supported; must be false")
     best_of: int = spec(1, doc="not supported; must be 1", ge=1, le=1)
+    logprobs: int | None = spec(
+        None,
+        doc="return each output token's log-probability and the k likeliest tokens",
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+    )
 
     def __post_init__(self) -> None:
         SamplingFields.__post_init__(self)
@@ -152,6 +221,10 @@ class CompletionBody(SamplingFields):
             raise ValueError("prompt: send exactly one prompt per request")
         if not prompts[0]:
             raise ValueError("prompt: must not be empty")
+
+    @property
+    def num_top_logprobs(self) -> int | None:
+        return self.logprobs
 
     @property
     def text(self) -> str:

@@ -115,7 +115,11 @@ async def prepare_body(http: HttpRequest, body: GenerateBody) -> tuple[LoadedMod
     registry = registry_of(http)
     settings = registry.config.models[registry.resolve_name(body.model_name)]
     prompt: str | Messages = [("user", body.prompt)] if settings.use_chat_template else body.prompt
-    loaded, request = await prepare(registry, body.model_name, prompt, body.sampling_params(), body)
+    params = body.sampling_params()
+    grammar = body.grammar_text()
+    loaded, request = await prepare(
+        registry, body.model_name, prompt, params, body, grammar=grammar
+    )
     http.state.log["generation"] = request
     return loaded, request
 

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from batching.request import SamplingParams
 from server.schema import spec
+from server.structured import schema_to_gbnf
 
 MAX_PROMPT_CHARS = 1_000_000
 MAX_STOP_STRINGS = 8
 MAX_STOP_CHARS = 256
+MAX_GRAMMAR_CHARS = 100_000
 
 
 @dataclass(slots=True, frozen=True)
@@ -72,9 +74,27 @@ class GenerateBody(ServingFields):
     )
 
     stream: bool = spec(False, doc="send tokens as server-sent events while they are decoded")
+    grammar: str | None = spec(
+        None,
+        doc="GBNF grammar (llama.cpp's format, start rule `root`) the output must match",
+        min_length=1,
+        max_length=MAX_GRAMMAR_CHARS,
+    )
+    json_schema: dict[str, object] | None = spec(
+        None, doc="JSON Schema the output must be a valid instance of (made into a grammar)"
+    )
 
     def __post_init__(self) -> None:
         stop_strings(self.stop)  # reject a bad stop list at parse time
+        self.grammar_text()
+
+    def grammar_text(self) -> str | None:
+        """The GBNF constraining the output, from ``grammar`` or ``json_schema``."""
+        if self.grammar is not None and self.json_schema is not None:
+            raise ValueError("grammar, json_schema: send one of them, not both")
+        if self.json_schema is not None:
+            return schema_to_gbnf(self.json_schema)
+        return self.grammar
 
     def sampling_params(self) -> SamplingParams:
         return SamplingParams(
