@@ -22,7 +22,7 @@ from server.models.registry import LoadedModel, ModelRegistry
 from server.result_cache import BYPASS, HIT, MISS, ResultCache
 from speculative.grammar import Grammar, GrammarError
 from speculative.llama import LlamaModel, ModelClosedError
-from speculative.prompt import Messages, encode_prompt
+from speculative.prompt import JinjaChat, Messages, encode_prompt
 
 INLINE_TOKENIZE_CHARS = 8192  # longer prompts are tokenized off the event loop
 
@@ -30,7 +30,7 @@ INLINE_TOKENIZE_CHARS = 8192  # longer prompts are tokenized off the event loop
 async def prepare(
     registry: ModelRegistry,
     model_name: str | None,
-    prompt: str | Messages,
+    prompt: str | Messages | JinjaChat,
     params: SamplingParams,
     options: ServingFields,
     *,
@@ -45,7 +45,10 @@ async def prepare(
     loaded = await registry.get(model_name)
     model = loaded.model
     check_output_constraints(model, params, grammar)
-    size = len(prompt) if isinstance(prompt, str) else sum(len(c) for _, c in prompt)
+    if isinstance(prompt, JinjaChat):
+        size = prompt.num_chars
+    else:
+        size = len(prompt) if isinstance(prompt, str) else sum(len(c) for _, c in prompt)
     try:
         if size <= INLINE_TOKENIZE_CHARS:
             tokens = encode_prompt(model, prompt)

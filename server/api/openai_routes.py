@@ -7,7 +7,7 @@ Works with the official ``openai`` client. Streams are server-sent events of
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from starlette.requests import Request as HttpRequest
@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batching.request import Request, RequestStatus
+from server.api.chat_tools import chat_prompt, tool_grammar, tool_names
 from server.api.logprobs import LogprobCursor
 from server.api.openai_schemas import (
     ChatCompletionBody,
@@ -36,6 +37,7 @@ from server.generation import (
     usage,
     wait_done,
 )
+from server.tool_calls import ContentFilter, ToolCall, parse_tool_calls
 
 DEFAULT_CHAT_MAX_TOKENS = 512
 
@@ -43,18 +45,20 @@ DEFAULT_CHAT_MAX_TOKENS = 512
 async def chat_completions(http: HttpRequest) -> Response:
     body = await read_body(http, ChatCompletionBody, precheck=unsupported_message)
     max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
-    messages = [(m.role if m.role != "developer" else "system", m.text()) for m in body.messages]
     params = body.sampling_params(max_tokens)
+    registry = registry_of(http)
+    prompt = chat_prompt(body, (await registry.get(body.model)).model)
     loaded, request = await prepare(
-        registry_of(http),
+        registry,
         body.model,
-        messages,
+        prompt,
         params,
         body,
-        grammar=body.grammar_text(),
+        grammar=tool_grammar(body) or body.grammar_text(),
         num_top_logprobs=body.num_top_logprobs,
     )
     shape = _Shape("chatcmpl-", "chat.completion", request, LogprobCursor(loaded.model, request))
+    shape.tool_names = tool_names(body)
     return await _respond(http, loaded, request, body, shape)
 
 
@@ -100,6 +104,7 @@ class _Shape:
         self.logprobs = logprobs
         self.request = request
         self.created = int(time.time())
+        self.tool_names: set[str] | None = None  # tools whose calls are parsed from the reply
 
     def envelope(self, choice: dict[str, Any], *, chunk: bool) -> dict[str, Any]:
         kind = self.kind + ".chunk" if chunk and self.chat else self.kind
@@ -111,25 +116,39 @@ class _Shape:
             "choices": [choice],
         }
 
-    def choice(self, text: str | None, finish: str | None, *, chunk: bool) -> dict[str, Any]:
+    def choice(
+        self, text: str | None, finish: str | None, *, chunk: bool, calls: Sequence[ToolCall] = ()
+    ) -> dict[str, Any]:
         """A choice; with logprobs asked for, it carries those of tokens not yet sent."""
         if not self.chat:
             logprobs = self.logprobs.completion()
             return {"index": 0, "text": text or "", "logprobs": logprobs, "finish_reason": finish}
         logprobs = self.logprobs.chat()
         if not chunk:
-            message = {"role": "assistant", "content": text}
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if calls:
+                message["tool_calls"] = [call.as_openai() for call in calls]
             return {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}
-        delta = {} if text is None else {"content": text}
+        delta: dict[str, Any] = {} if text is None else {"content": text}
+        if calls:
+            delta["tool_calls"] = [call.as_openai(i) for i, call in enumerate(calls)]
         return {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
     def usage(self) -> dict[str, Any]:
         return usage(self.request)
 
-    def finish_reason(self) -> str:
+    def finish_reason(self, calls: Sequence[ToolCall] = ()) -> str:
         # "cancelled" and "error" never reach a client that is still listening
         reason = str(self.request.finish_reason)
-        return reason if reason in ("length", "timeout") else "stop"
+        if reason in ("length", "timeout"):
+            return reason
+        return "tool_calls" if calls else "stop"
+
+    def split(self, text: str) -> tuple[str | None, list[ToolCall]]:
+        """The reply's content and its tool calls."""
+        if self.tool_names is None:
+            return text, []
+        return parse_tool_calls(text, self.tool_names)
 
 
 async def _respond(
@@ -142,9 +161,9 @@ async def _respond(
         return sse_response(_chunks(shape, body.include_usage), headers)
     await wait_done(request, http)
     check_failed(request, partial=lambda: {"text": request.text, "usage": shape.usage()})
-    reply = shape.envelope(
-        shape.choice(request.text, shape.finish_reason(), chunk=False), chunk=False
-    )
+    text, calls = shape.split(request.text)
+    choice = shape.choice(text, shape.finish_reason(calls), chunk=False, calls=calls)
+    reply = shape.envelope(choice, chunk=False)
     extras = {
         "usage": shape.usage(),
         "timings": request.timings(),
@@ -161,12 +180,20 @@ async def _chunks(shape: _Shape, include_usage: bool) -> AsyncIterator[bytes]:
         first = shape.choice(None, None, chunk=True)
         first["delta"] = {"role": "assistant", "content": ""}
         yield event(shape.envelope(first, chunk=True))
+    held = ContentFilter(shape.tool_names) if shape.tool_names is not None else None
     async for piece in stream_text(shape.request):
-        yield chunk(piece, None)
+        if held is not None:
+            piece = held.feed(piece)
+        if piece:
+            yield chunk(piece, None)
     if shape.request.status is RequestStatus.FAILED:
         yield event(failure_error(shape.request).body())
     else:
-        yield chunk(None if shape.chat else "", shape.finish_reason())
+        rest, calls = held.finish() if held is not None else ("", [])
+        if rest or calls:
+            choice = shape.choice(rest or None, None, chunk=True, calls=calls)
+            yield event(shape.envelope(choice, chunk=True))
+        yield chunk(None if shape.chat else "", shape.finish_reason(calls))
         if include_usage:
             yield event(
                 {
