@@ -197,6 +197,40 @@ async def test_auto_parses_calls_streamed_and_whole(oai: AsyncOpenAI, model: str
     assert [c.function.arguments for c in calls if c.function] == whole
 
 
+def two_calls(i: int, first: str, second: str) -> list[ChatCompletionMessageParam]:
+    calls: Any = [
+        {
+            "id": f"call_{i}_{city}",
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "arguments": json.dumps({"city": city, "unit": "celsius"}),
+            },
+        }
+        for city in (first, second)
+    ]
+    return [
+        {"role": "user", "content": f"What is the weather in {first} and in {second}?"},
+        {"role": "assistant", "content": None, "tool_calls": calls},
+    ]
+
+
+async def test_parallel_calls_unless_told_otherwise(oai: AsyncOpenAI) -> None:
+    messages = [
+        *two_calls(0, "London", "Rome"),
+        *two_calls(1, "Oslo", "Madrid"),
+        {"role": "user", "content": "What is the weather in Paris and in Berlin?"},
+    ]
+    kwargs: Any = {"model": TOOLS_MODEL, "messages": messages, "tools": TOOLS, "temperature": 0}
+    both = (await oai.chat.completions.create(**kwargs)).choices[0].message.tool_calls
+    assert both is not None and len(both) == 2
+    one = await oai.chat.completions.create(**kwargs, parallel_tool_calls=False)
+    calls = one.choices[0].message.tool_calls
+    assert calls is not None and len(calls) == 1
+    assert calls[0].type == "function" and both[0].type == "function"
+    assert calls[0].function.arguments == both[0].function.arguments
+
+
 async def test_a_reply_without_calls_is_content(oai: AsyncOpenAI) -> None:
     """Auto mode where the model answers in words: streamed and whole agree."""
     kwargs: Any = {"model": TOOLS_MODEL, "messages": ASK, "tools": TOOLS, "temperature": 0}

@@ -59,6 +59,7 @@ async def chat_completions(http: HttpRequest) -> Response:
     )
     shape = _Shape("chatcmpl-", "chat.completion", request, LogprobCursor(loaded.model, request))
     shape.tool_names = tool_names(body)
+    shape.max_calls = 1 if body.parallel_tool_calls is False else None
     return await _respond(http, loaded, request, body, shape)
 
 
@@ -105,6 +106,7 @@ class _Shape:
         self.request = request
         self.created = int(time.time())
         self.tool_names: set[str] | None = None  # tools whose calls are parsed from the reply
+        self.max_calls: int | None = None  # parallel_tool_calls: false keeps the first
 
     def envelope(self, choice: dict[str, Any], *, chunk: bool) -> dict[str, Any]:
         kind = self.kind + ".chunk" if chunk and self.chat else self.kind
@@ -148,7 +150,8 @@ class _Shape:
         """The reply's content and its tool calls."""
         if self.tool_names is None:
             return text, []
-        return parse_tool_calls(text, self.tool_names)
+        content, calls = parse_tool_calls(text, self.tool_names)
+        return content, calls[: self.max_calls]
 
 
 async def _respond(
@@ -190,6 +193,7 @@ async def _chunks(shape: _Shape, include_usage: bool) -> AsyncIterator[bytes]:
         yield event(failure_error(shape.request).body())
     else:
         rest, calls = held.finish() if held is not None else ("", [])
+        calls = calls[: shape.max_calls]
         if rest or calls:
             choice = shape.choice(rest or None, None, chunk=True, calls=calls)
             yield event(shape.envelope(choice, chunk=True))

@@ -77,7 +77,15 @@ async def detokenize(http: HttpRequest) -> Response:
     body = await read_body(http, DetokenizeBody)
     model = (await registry_of(http).get(body.model)).model
     check_ids(body.tokens, model, "tokens")
-    text = b"".join(model.piece(t, special=True) for t in body.tokens)
+
+    def work() -> bytes:
+        return b"".join(model.piece(t, special=True) for t in body.tokens)
+
+    text = (
+        work()
+        if len(body.tokens) <= INLINE_TOKENIZE_CHARS
+        else await anyio.to_thread.run_sync(work)
+    )
     return json_response({"content": text.decode(errors="replace")})
 
 
