@@ -42,13 +42,26 @@ async def test_unit_vectors_batched_equal_alone(oai: AsyncOpenAI) -> None:
     assert batched.shape == (3, 576)  # SmolLM2-135M's hidden size
     assert np.allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
     alone = np.concatenate([await embed(oai, text, encoding_format="float") for text in TEXTS])
-    assert np.abs(batched - alone).max() < 1e-3
+    assert np.abs(batched - alone).max() < 1e-3  # 3 short inputs: one batch under 64 tokens
     # the openai client asks for base64 by default and decodes it
     assert np.array_equal(await embed(oai, TEXTS), batched)
     similarity = batched @ batched.T
     assert similarity[0, 1] > similarity[0, 2], "cat ~ kitten more than cat ~ stock markets"
     gemma = await embed(oai, TEXTS[:1], model=SECOND_MODEL)
     assert gemma.shape == (1, 640)
+
+
+async def test_more_inputs_than_one_decode_holds(oai: AsyncOpenAI) -> None:
+    """20 inputs, at most 16 sequences per decode: two decodes, order kept."""
+    texts = [f"Note {i}: the meeting moved to room {i}." for i in range(20)]
+    batched = await embed(oai, texts, encoding_format="float")
+    for i in (0, 15, 16, 19):
+        alone = await embed(oai, texts[i], encoding_format="float")
+        # a batch of 64+ tokens takes other CPU kernels: equal up to rounding
+        assert float(batched[i] @ alone[0]) > 0.999
+        assert float(batched[i] @ alone[0]) > max(
+            float(batched[j] @ alone[0]) for j in range(20) if j != i
+        )
 
 
 async def test_embeddings_while_eight_requests_decode(
