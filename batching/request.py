@@ -119,6 +119,9 @@ class Request:
     # logprob plus the k likeliest alternatives, in ``logprobs``.
     num_top_logprobs: int | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)  # one per output token
+    # Another choice of the same n > 1 call, with the same prompt: while both run,
+    # this one copies that one's prompt KV instead of computing it again.
+    prompt_source: Request | None = None
     num_drafted_tokens: int = 0
     num_accepted_tokens: int = 0
     # time.monotonic() stamps: created, admitted to a sequence, first token, done

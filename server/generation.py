@@ -7,6 +7,7 @@ JSON shapes, not in how a request is prepared, queued, awaited or cancelled.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -98,14 +99,62 @@ def check_output_constraints(
             raise ApiError(400, str(exc)) from None
 
 
-def usage(request: Request) -> dict[str, Any]:
-    """Token counts in OpenAI's shape; ``cached_tokens`` came from the prefix cache."""
+def usage(request: Request, *choices: Request) -> dict[str, Any]:
+    """Token counts in OpenAI's shape; ``cached_tokens`` came from the prefix cache.
+    Other ``choices`` of the same prompt add their output (the prompt counts once)."""
+    completion = request.num_output_tokens + sum(c.num_output_tokens for c in choices)
     return {
         "prompt_tokens": request.num_prompt_tokens,
-        "completion_tokens": request.num_output_tokens,
-        "total_tokens": request.num_prompt_tokens + request.num_output_tokens,
+        "completion_tokens": completion,
+        "total_tokens": request.num_prompt_tokens + completion,
         "prompt_tokens_details": {"cached_tokens": request.num_cached_tokens},
     }
+
+
+def choices_of(request: Request, n: int) -> list[Request]:
+    """The other n - 1 choices of ``request``: same prompt (its KV copied from the first
+    choice's in the executor), sampled independently. A seed gives choice i seed + i, so
+    seeded choices differ and each is reproducible."""
+    params = request.params
+    others = []
+    for i in range(1, n):
+        seed = None if params.seed is None else (params.seed + i) % 2**63
+        other = Request(
+            model=request.model,
+            prompt_tokens=request.prompt_tokens,
+            params=dataclasses.replace(params, seed=seed),
+        )
+        other.grammar = request.grammar
+        other.num_top_logprobs = request.num_top_logprobs
+        other.is_speculative = request.is_speculative
+        other.cache_prompt = request.cache_prompt
+        other.priority = request.priority
+        other.deadline = request.deadline
+        other.prompt_source = request
+        others.append(other)
+    return others
+
+
+async def merged_streams(requests: list[Request]) -> AsyncIterator[tuple[int, str | None]]:
+    """(index, piece) from several streamed requests as they come; (index, None) when
+    request ``index`` is done. Leaving early cancels every request still running."""
+    merged: asyncio.Queue[tuple[int, str | None]] = asyncio.Queue()
+
+    async def pump(index: int, request: Request) -> None:
+        async for piece in stream_text(request):
+            merged.put_nowait((index, piece))
+        merged.put_nowait((index, None))
+
+    tasks = [asyncio.ensure_future(pump(i, r)) for i, r in enumerate(requests)]
+    try:
+        for _ in range(len(requests)):
+            while (item := await merged.get())[1] is not None:
+                yield item
+            yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        cancel_all(requests)
 
 
 def speculation_counts(request: Request) -> dict[str, Any]:
@@ -164,22 +213,31 @@ def registry_of(http: HttpRequest) -> ModelRegistry:
     return registry
 
 
-async def wait_done(request: Request, http: HttpRequest | None = None) -> Request:
-    """Await a request; a client that disconnects (or a cancelled handler) cancels it."""
+async def wait_done(request: Request, http: HttpRequest | None = None, *others: Request) -> Request:
+    """Await a request (and the ``others`` of the same call); a client that disconnects,
+    or a cancelled handler, cancels them all."""
+    requests = [request, *others]
     watcher = asyncio.ensure_future(_disconnected(http)) if http is not None else None
+    all_done = asyncio.gather(*(asyncio.shield(r.done) for r in requests))
     try:
         if watcher is not None:
-            waiting: set[asyncio.Future[Any]] = {request.done, watcher}
+            waiting: set[asyncio.Future[Any]] = {all_done, watcher}
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if not request.done.done():  # the client left: free its sequence
-                request.cancel()
-        return await asyncio.shield(request.done)
+            cancel_all(requests)  # the client left: free their sequences
+        await all_done
+        return request
     except asyncio.CancelledError:
-        request.cancel()
+        cancel_all(requests)
         raise
     finally:
         if watcher is not None:
             watcher.cancel()
+
+
+def cancel_all(requests: list[Request]) -> None:
+    for request in requests:
+        if not request.done.done():
+            request.cancel()
 
 
 async def _disconnected(http: HttpRequest) -> None:

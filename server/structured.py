@@ -5,7 +5,8 @@ llama.cpp's own converter) with two repairs: JSON strings may not hold raw
 control characters (its ``char`` rule allows them, and a strict JSON parser
 then refuses the output), and integer bounds (``minimum``, ``maximum``,
 ``exclusiveMinimum``, ``exclusiveMaximum``) become digit-range rules, as in
-llama.cpp's C++ converter; the Python one ignores them. Keywords neither
+llama.cpp's C++ converter; the Python one ignores them. A list of types keeps
+its sibling keywords (the Python converter drops them). Keywords neither
 handles are refused by name rather than silently not enforced.
 """
 
@@ -43,8 +44,8 @@ def schema_to_gbnf(schema: object, field: str = "json_schema") -> str:
         resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "input")
         converter.visit(resolved, "")
         grammar: str = converter.format_grammar()  # type: ignore[no-untyped-call]
-    except (AssertionError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{field}: cannot be made into a grammar ({exc})") from None
+    except Exception as exc:  # the converter trusts its input: any failure is the schema's
+        raise ValueError(f"{field}: cannot be made into a grammar ({exc!r})") from None
     return grammar.replace(_LOOSE_CHAR, _STRICT_CHAR)
 
 
@@ -55,12 +56,14 @@ def json_object_gbnf() -> str:
 
 def check_keywords(schema: dict[str, Any], path: str) -> None:
     """Refuse, by name, a keyword the converter would not enforce."""
+    types = schema.get("type")
+    types = types if isinstance(types, list) else [types]
     for key, value in schema.items():
         where = f"{path}.{key}"
         if key in ANNOTATIONS:
             continue
         if key in BOUNDS:
-            if schema.get("type") != "integer":
+            if "integer" not in types or "number" in types:
                 raise ValueError(
                     f"{where}: bounds are enforced on integers only "
                     '(`"type": "integer"`); remove it or use an integer'
@@ -74,22 +77,28 @@ def check_keywords(schema: dict[str, Any], path: str) -> None:
             raise ValueError(
                 f"{where}: format {value!r} is not supported (only {', '.join(sorted(FORMATS))})"
             )
-        for i, sub in enumerate(_subschemas(key, value)):
-            check_keywords(sub, f"{where}[{i}]" if isinstance(value, list) else where)
+        for suffix, sub in _subschemas(key, value):
+            check_keywords(sub, where + suffix)
 
 
-def _subschemas(key: str, value: object) -> list[dict[str, Any]]:
+def _subschemas(key: str, value: object) -> list[tuple[str, dict[str, Any]]]:
+    """(path suffix, schema) of the schemas nested under ``key``."""
     if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
-        return [v for v in value.values() if isinstance(v, dict)]
+        return [(f".{k}", v) for k, v in value.items() if isinstance(v, dict)]
     if key in ("items", "additionalProperties") and isinstance(value, dict):
-        return [value]
+        return [("", value)]
     if key in ("items", "prefixItems", "anyOf", "oneOf", "allOf") and isinstance(value, list):
-        return [v for v in value if isinstance(v, dict)]
+        return [(f"[{i}]", v) for i, v in enumerate(value) if isinstance(v, dict)]
     return []
 
 
 class _Converter(SchemaConverter):
     def visit(self, schema: dict[str, Any], name: str) -> str:
+        if isinstance(types := schema.get("type"), list):
+            # the converter turns a list of types into bare types, dropping their
+            # siblings (maxLength, minimum, ...): keep them with each type
+            rest = {k: v for k, v in schema.items() if k != "type"}
+            return self.visit({"anyOf": [rest | {"type": t} for t in types]}, name)
         if schema.get("type") == "integer" and any(k in schema for k in BOUNDS):
             lo, hi = integer_bounds(schema)
             rule_name = name + "-" if name in RESERVED_NAMES else name or "root"

@@ -167,11 +167,15 @@ class Executor:
                 self._publish([_failed_unstarted(request, str(exc), Failure.INTERNAL)])
                 continue
             request.is_speculative = request.is_speculative and grammar is None
+            source = next((s for s in self._running if s.request is request.prompt_source), None)
             placed = self._prefix.place(
-                request.prompt_tokens, self._free_seq_ids, may_reuse=request.cache_prompt
+                request.prompt_tokens,
+                self._free_seq_ids,
+                may_reuse=request.cache_prompt and source is None,
             )
             seq = Sequence.start(request, placed.seq_id)
             seq.grammar = grammar
+            seq.prompt_source = source
             seq.num_cached = request.num_cached_tokens = placed.num_reused
             self.stats.num_prompt_tokens_reused += placed.num_reused
             request.status = RequestStatus.RUNNING
@@ -215,7 +219,25 @@ class Executor:
             decode_s=decode_s,
         )
 
+    def _share_prompts(self) -> None:
+        """Sequences waiting for another's prompt KV copy it once it is all computed
+        (keeping one token to evaluate, for logits); if that one ended first, they
+        compute their prompts themselves."""
+        for seq in self._running:
+            source = seq.prompt_source
+            if source is None:
+                continue
+            if source in self._running and source.is_prefilling:
+                continue  # not yet
+            seq.prompt_source = None
+            if source in self._running:
+                keep = seq.num_prompt - 1
+                self._prefix.share(source.seq_id, seq.seq_id, keep)
+                seq.num_cached = seq.request.num_cached_tokens = keep
+                self.stats.num_prompt_tokens_reused += keep
+
     def _schedule(self) -> list[Chunk]:
+        self._share_prompts()
         budget = self._ctx.batch_tokens
         # Tokens go in seq_id order, and new sequences take the lowest free id:
         # with one KV stream per sequence, llama.cpp runs an out-of-order or
@@ -228,7 +250,7 @@ class Executor:
         for seq in self._running:
             if budget <= 0:
                 break
-            if seq.is_prefilling:
+            if seq.is_prefilling and seq.prompt_source is None:
                 count = min(seq.num_pending, budget)
                 chunks.append(Chunk(seq, seq.num_cached, count))
                 budget -= count

@@ -193,6 +193,13 @@ class PrefixCache:
         self._mirror_drop(target)
         return self._placed(target, 0, "none")
 
+    def share(self, src: int, dst: int, keep: int) -> None:
+        """Give the placed slot ``dst`` the first ``keep`` positions of the running ``src``
+        (the other choices of an n > 1 request copy the first one's prompt)."""
+        self._copy(src, dst)
+        self._trim(dst, keep)
+        self.stats.num_reused_tokens += keep
+
     def keep(self, seq_id: int, tokens: list[int]) -> None:
         """A request left ``seq_id``, whose KV holds ``tokens`` (positions 0..n-1)."""
         if tokens and self.is_enabled:

@@ -33,7 +33,7 @@ class Constraint(Protocol):
 
     def allows(self, token: int) -> bool: ...
 
-    def mask(self, logits: Logits) -> Logits: ...
+    def mask(self, logits: Logits, need: int = 0) -> Logits: ...
 
 
 def apply_penalties(logits: Logits, recent: list[int], params: SamplingParams) -> Logits:
@@ -111,7 +111,8 @@ def sample(
     token = pick(adjusted, params, rng, position)
     if constraint is None or constraint.allows(token):
         return token
-    return pick(constraint.mask(adjusted), params, rng, position)
+    need = 1 if params.is_greedy else params.top_k  # the candidates pick() looks at
+    return pick(constraint.mask(adjusted, need), params, rng, position)
 
 
 def log_softmax(logits: Logits) -> npt.NDArray[np.float64]:

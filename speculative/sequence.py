@@ -23,6 +23,8 @@ class Sequence:
     num_cached: int = 0
     num_prompt: int = field(init=False)
     grammar: Grammar | None = None  # the request's grammar state, when it has one
+    # the sequence whose prompt KV this one waits to copy (see Request.prompt_source)
+    prompt_source: Sequence | None = None
 
     def __post_init__(self) -> None:
         self.num_prompt = len(self.tokens)

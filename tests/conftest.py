@@ -91,6 +91,19 @@ async def executor_counters(client: httpx.AsyncClient, model: str) -> dict[str, 
     return counters
 
 
+def background_requests(
+    client: httpx.AsyncClient, model: str = DEFAULT_MODEL, max_tokens: int = 64, count: int = 8
+) -> list[Awaitable[httpx.Response]]:
+    """Unconstrained /generate requests to decode alongside the requests under test."""
+    return [
+        client.post(
+            "/generate",
+            json={"prompt": f"Count to {i + 20}.", "model_name": model, "max_tokens": max_tokens},
+        )
+        for i in range(count)
+    ]
+
+
 async def task_record(client: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
     reply = await client.get(f"/get_task_status/{task_id}")
     assert reply.status_code == 200, reply.text

@@ -15,7 +15,7 @@ from typing import Any
 
 import gguf
 import httpx
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 import openai
 import pytest
 from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from batching.request import Request, RequestStatus
+from batching.request import Request, RequestStatus, SamplingParams
 from server.api.chat_tools import chat_prompt, tool_grammar, tool_names
 from server.api.logprobs import LogprobCursor
 from server.api.openai_schemas import (
@@ -25,19 +26,23 @@ from server.api.openai_schemas import (
 )
 from server.api.routes import json_response, read_body
 from server.api.sse import DONE, event, sse_response
+from server.errors import ApiError
 from server.generation import (
+    cancel_all,
     check_failed,
+    choices_of,
     failure_error,
+    merged_streams,
     prepare,
     registry_of,
     result_cache_for,
     speculation_counts,
-    stream_text,
     submit,
     usage,
     wait_done,
 )
 from server.tool_calls import ContentFilter, ToolCall, parse_tool_calls
+from speculative.prompt import JinjaChat, Messages
 
 DEFAULT_CHAT_MAX_TOKENS = 512
 
@@ -45,38 +50,49 @@ DEFAULT_CHAT_MAX_TOKENS = 512
 async def chat_completions(http: HttpRequest) -> Response:
     body = await read_body(http, ChatCompletionBody, precheck=unsupported_message)
     max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
+    prompt = chat_prompt(body, (await registry_of(http).get(body.model)).model)
+    tools = _Tools(tool_names(body), 1 if body.parallel_tool_calls is False else None)
     params = body.sampling_params(max_tokens)
-    registry = registry_of(http)
-    prompt = chat_prompt(body, (await registry.get(body.model)).model)
-    loaded, request = await prepare(
-        registry,
-        body.model,
-        prompt,
-        params,
-        body,
-        grammar=tool_grammar(body) or body.grammar_text(),
-        num_top_logprobs=body.num_top_logprobs,
-    )
-    shape = _Shape("chatcmpl-", "chat.completion", request, LogprobCursor(loaded.model, request))
-    shape.tool_names = tool_names(body)
-    shape.max_calls = 1 if body.parallel_tool_calls is False else None
-    return await _respond(http, loaded, request, body, shape)
+    return await _complete(http, body, prompt, params, chat=True, tools=tools)
 
 
 async def completions(http: HttpRequest) -> Response:
     body = await read_body(http, CompletionBody, precheck=unsupported_message)
-    params = body.sampling_params(body.max_tokens)
+    return await _complete(http, body, body.text, body.sampling_params(body.max_tokens), chat=False)
+
+
+async def _complete(
+    http: HttpRequest,
+    body: ChatCompletionBody | CompletionBody,
+    prompt: str | Messages | JinjaChat,
+    params: SamplingParams,
+    *,
+    chat: bool,
+    tools: _Tools | None = None,
+) -> Response:
+    grammar = tool_grammar(body) if isinstance(body, ChatCompletionBody) else None
     loaded, request = await prepare(
         registry_of(http),
         body.model,
-        body.text,
+        prompt,
         params,
         body,
-        grammar=body.grammar_text(),
+        grammar=grammar or body.grammar_text(),
         num_top_logprobs=body.num_top_logprobs,
     )
-    shape = _Shape("cmpl-", "text_completion", request, LogprobCursor(loaded.model, request))
-    return await _respond(http, loaded, request, body, shape)
+    if body.n > loaded.batcher.max_batch_size:
+        raise ApiError(
+            400,
+            f"n: at most {loaded.batcher.max_batch_size} choices (the model's max_batch_size), "
+            f"got {body.n}",
+        )
+    requests = [request, *choices_of(request, body.n)]
+    prefix, kind = ("chatcmpl-", "chat.completion") if chat else ("cmpl-", "text_completion")
+    shapes = [
+        _Shape(prefix + request.id, kind, r, LogprobCursor(loaded.model, r), index=i, tools=tools)
+        for i, r in enumerate(requests)
+    ]
+    return await _respond(http, loaded, body, shapes)
 
 
 async def list_models(http: HttpRequest) -> Response:
@@ -95,27 +111,45 @@ def _model_card(http: HttpRequest, name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "local", "loaded": loaded}
 
 
+@dataclass(slots=True, frozen=True)
+class _Tools:
+    """Calls of which tools are parsed out of a reply, and how many are kept."""
+
+    names: set[str] | None  # None: the reply is only content
+    max_calls: int | None  # parallel_tool_calls: false keeps the first
+
+
 class _Shape:
     """OpenAI's reply objects for one request, whole or as stream chunks."""
 
-    def __init__(self, prefix: str, kind: str, request: Request, logprobs: LogprobCursor) -> None:
-        self.id = prefix + request.id
+    def __init__(
+        self,
+        id: str,
+        kind: str,
+        request: Request,
+        logprobs: LogprobCursor,
+        *,
+        index: int,
+        tools: _Tools | None = None,
+    ) -> None:
+        self.id = id
         self.kind = kind
         self.chat = kind.startswith("chat")
         self.logprobs = logprobs
+        self.index = index
         self.request = request
         self.created = int(time.time())
-        self.tool_names: set[str] | None = None  # tools whose calls are parsed from the reply
-        self.max_calls: int | None = None  # parallel_tool_calls: false keeps the first
+        self.tools = tools or _Tools(None, None)
+        self.held = ContentFilter(self.tools.names) if self.tools.names is not None else None
 
-    def envelope(self, choice: dict[str, Any], *, chunk: bool) -> dict[str, Any]:
+    def envelope(self, choices: list[dict[str, Any]], *, chunk: bool) -> dict[str, Any]:
         kind = self.kind + ".chunk" if chunk and self.chat else self.kind
         return {
             "id": self.id,
             "object": kind,
             "created": self.created,
             "model": self.request.model,
-            "choices": [choice],
+            "choices": choices,
         }
 
     def choice(
@@ -124,20 +158,27 @@ class _Shape:
         """A choice; with logprobs asked for, it carries those of tokens not yet sent."""
         if not self.chat:
             logprobs = self.logprobs.completion()
-            return {"index": 0, "text": text or "", "logprobs": logprobs, "finish_reason": finish}
+            return {
+                "index": self.index,
+                "text": text or "",
+                "logprobs": logprobs,
+                "finish_reason": finish,
+            }
         logprobs = self.logprobs.chat()
         if not chunk:
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if calls:
                 message["tool_calls"] = [call.as_openai() for call in calls]
-            return {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}
+            return {
+                "index": self.index,
+                "message": message,
+                "logprobs": logprobs,
+                "finish_reason": finish,
+            }
         delta: dict[str, Any] = {} if text is None else {"content": text}
         if calls:
             delta["tool_calls"] = [call.as_openai(i) for i, call in enumerate(calls)]
-        return {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-
-    def usage(self) -> dict[str, Any]:
-        return usage(self.request)
+        return {"index": self.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
     def finish_reason(self, calls: Sequence[ToolCall] = ()) -> str:
         # "cancelled" and "error" never reach a client that is still listening
@@ -146,65 +187,90 @@ class _Shape:
             return reason
         return "tool_calls" if calls else "stop"
 
-    def split(self, text: str) -> tuple[str | None, list[ToolCall]]:
-        """The reply's content and its tool calls."""
-        if self.tool_names is None:
-            return text, []
-        content, calls = parse_tool_calls(text, self.tool_names)
-        return content, calls[: self.max_calls]
+    def whole(self) -> dict[str, Any]:
+        """The finished choice, its tool calls parsed out of the text."""
+        text: str | None = self.request.text
+        calls: list[ToolCall] = []
+        if self.tools.names is not None:
+            text, calls = parse_tool_calls(self.request.text, self.tools.names)
+            calls = calls[: self.tools.max_calls]
+        return self.choice(text, self.finish_reason(calls), chunk=False, calls=calls)
+
+    def stream_piece(self, piece: str) -> str:
+        """What of a streamed piece may go out now (a possible tool call waits)."""
+        return piece if self.held is None else self.held.feed(piece)
+
+    def stream_end(self) -> tuple[str, list[ToolCall]]:
+        """Held text to send as content, and the calls, once the stream ends."""
+        if self.held is None:
+            return "", []
+        rest, calls = self.held.finish()
+        return rest, calls[: self.tools.max_calls]
 
 
 async def _respond(
-    http: HttpRequest, loaded: Any, request: Request, body: SamplingFields, shape: _Shape
+    http: HttpRequest, loaded: Any, body: SamplingFields, shapes: list[_Shape]
 ) -> Response:
-    http.state.log["generation"] = request
-    verdict = submit(loaded, request, stream=body.stream, cache=result_cache_for(http, body))
-    headers = {"X-Cache": verdict}
+    requests = [shape.request for shape in shapes]
+    http.state.log["generation"] = requests[0]
+    # the other choices copy the first one's prompt KV: the result cache would answer
+    # it alone, and they would compute the prompt again
+    cache = result_cache_for(http, body) if len(requests) == 1 else None
+    verdicts = []
+    try:
+        for request in requests:
+            verdicts.append(submit(loaded, request, stream=body.stream, cache=cache))
+    except ApiError:  # a full queue: the choices already queued have no one to answer
+        cancel_all(requests[: len(verdicts)])
+        raise
+    headers = {"X-Cache": verdicts[0]}
     if body.stream:
-        return sse_response(_chunks(shape, body.include_usage), headers)
-    await wait_done(request, http)
-    check_failed(request, partial=lambda: {"text": request.text, "usage": shape.usage()})
-    text, calls = shape.split(request.text)
-    choice = shape.choice(text, shape.finish_reason(calls), chunk=False, calls=calls)
-    reply = shape.envelope(choice, chunk=False)
+        return sse_response(_chunks(shapes, body.include_usage), headers)
+    await wait_done(requests[0], http, *requests[1:])
+    for request in requests:  # a 504's partial output is the first choice's
+        check_failed(request, partial=lambda: {"text": requests[0].text, "usage": usage(*requests)})
+    reply = shapes[0].envelope([s.whole() for s in shapes], chunk=False)
     extras = {
-        "usage": shape.usage(),
-        "timings": request.timings(),
-        "speculative": speculation_counts(request),
+        "usage": usage(*requests),
+        "timings": requests[0].timings(),
+        "speculative": speculation_counts(requests[0]),
     }
     return json_response(reply | extras, headers=headers)
 
 
-async def _chunks(shape: _Shape, include_usage: bool) -> AsyncIterator[bytes]:
-    def chunk(text: str | None, finish: str | None) -> bytes:
-        return event(shape.envelope(shape.choice(text, finish, chunk=True), chunk=True))
+async def _chunks(shapes: list[_Shape], include_usage: bool) -> AsyncIterator[bytes]:
+    first = shapes[0]
 
-    if shape.chat:  # the first chat chunk announces the role
-        first = shape.choice(None, None, chunk=True)
-        first["delta"] = {"role": "assistant", "content": ""}
-        yield event(shape.envelope(first, chunk=True))
-    held = ContentFilter(shape.tool_names) if shape.tool_names is not None else None
-    async for piece in stream_text(shape.request):
-        if held is not None:
-            piece = held.feed(piece)
-        if piece:
-            yield chunk(piece, None)
-    if shape.request.status is RequestStatus.FAILED:
-        yield event(failure_error(shape.request).body())
+    def chunk(shape: _Shape, text: str | None, finish: str | None) -> bytes:
+        return event(first.envelope([shape.choice(text, finish, chunk=True)], chunk=True))
+
+    if first.chat:  # the first chat chunk of each choice announces the role
+        for shape in shapes:
+            announce = shape.choice(None, None, chunk=True)
+            announce["delta"] = {"role": "assistant", "content": ""}
+            yield event(first.envelope([announce], chunk=True))
+    async for index, piece in merged_streams([s.request for s in shapes]):
+        shape = shapes[index]
+        if piece is not None:
+            if piece := shape.stream_piece(piece):
+                yield chunk(shape, piece, None)
+        elif shape.request.status is RequestStatus.FAILED:
+            yield event(failure_error(shape.request).body())
+            break
+        else:
+            rest, calls = shape.stream_end()
+            if rest or calls:
+                choice = shape.choice(rest or None, None, chunk=True, calls=calls)
+                yield event(first.envelope([choice], chunk=True))
+            yield chunk(shape, None if shape.chat else "", shape.finish_reason(calls))
     else:
-        rest, calls = held.finish() if held is not None else ("", [])
-        calls = calls[: shape.max_calls]
-        if rest or calls:
-            choice = shape.choice(rest or None, None, chunk=True, calls=calls)
-            yield event(shape.envelope(choice, chunk=True))
-        yield chunk(None if shape.chat else "", shape.finish_reason(calls))
         if include_usage:
+            requests = [s.request for s in shapes]
             yield event(
                 {
-                    **shape.envelope(shape.choice(None, None, chunk=True), chunk=True),
-                    "choices": [],
-                    "usage": shape.usage(),
-                    "timings": shape.request.timings(),
+                    **first.envelope([], chunk=True),
+                    "usage": usage(*requests),
+                    "timings": first.request.timings(),
                 }
             )
     yield DONE

@@ -16,6 +16,7 @@ from server.schema import spec
 from server.structured import json_object_gbnf, schema_to_gbnf
 
 MAX_LOGIT_BIAS = 1024
+MAX_CHOICES = 128  # the model's max_batch_size bounds it further
 
 UNSUPPORTED = {
     "functions": "function calling",
@@ -35,8 +36,8 @@ def unsupported_message(data: object) -> str | None:
         value = data.get(name)
         if value not in (None, False):
             return f"{name}: {what} is not supported by this server; remove the field"
-    if data.get("n", 1) != 1 or data.get("best_of", 1) != 1:
-        return "n: this server returns one choice per request; send n=1 (or several requests)"
+    if data.get("best_of", 1) != 1:
+        return "best_of: not supported; send n for several choices"
     if data.get("echo"):
         return "echo: echoing the prompt is not supported; remove the field"
     return None
@@ -186,7 +187,12 @@ class SamplingFields(ServingFields):
     frequency_penalty: float = spec(0.0, doc="penalise tokens by their count", ge=-2, le=2)
     seed: int | None = spec(None, doc="random seed", ge=0, le=2**63 - 1)
     stop: str | list[str] | None = spec(None, doc="up to 8 stop strings")
-    n: int = spec(1, doc="number of choices; only 1", ge=1, le=1)
+    n: int = spec(
+        1,
+        doc="number of choices, up to the model's max_batch_size; the prompt is computed once",
+        ge=1,
+        le=MAX_CHOICES,
+    )
     stream: bool = spec(False, doc="send server-sent events")
     stream_options: StreamOptions | None = spec(None, doc="streaming options")
     user: str | None = spec(None, doc="end-user id (recorded nowhere)")
