@@ -311,6 +311,16 @@ async def test_required_calls_while_eight_requests_decode(
     assert all(r.status_code == 200 for r in await asyncio.gather(*load))
 
 
+async def test_each_of_n_choices_has_its_own_call(oai: AsyncOpenAI) -> None:
+    reply = await oai.chat.completions.create(
+        model=TOOLS_MODEL, messages=ASK, tools=TOOLS, tool_choice="required", n=2, seed=3
+    )
+    assert [c.index for c in reply.choices] == [0, 1]
+    for choice in reply.choices:
+        assert choice.finish_reason == "tool_calls" and choice.message.tool_calls is not None
+        check_call(choice.message.tool_calls[0])
+
+
 async def test_tool_choice_none_answers_in_text(oai: AsyncOpenAI) -> None:
     reply = await oai.chat.completions.create(
         model=TOOLS_MODEL, messages=ASK, tools=TOOLS, tool_choice="none", max_tokens=24
