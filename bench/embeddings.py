@@ -18,6 +18,7 @@ import numpy as np
 
 from bench.report import REPO, write_table
 from speculative.embeddings import Embedder
+from speculative.llama import LlamaModel
 
 MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 ROUNDS = 3
@@ -25,7 +26,7 @@ ROUNDS = 3
 
 def main() -> None:
     llama_cpp._logger.set_verbose(False)
-    embedder = Embedder(MODEL, max_tokens=512, max_seqs=16, threads=2)
+    embedder = Embedder(LlamaModel(MODEL), max_tokens=512, max_seqs=16, threads=2)
     texts = [f"Sentence {i} is about topic {i % 7} and has a few more words." for i in range(64)]
     inputs = [embedder.tokenize(text) for text in texts]
     num_tokens = sum(map(len, inputs))

@@ -75,9 +75,14 @@ class Report:
     ttft_p95_ms: float | None
     itl_p50_ms: float | None
     itl_p95_ms: float | None
+    # this server's own account (its closing event's timings): arrival to the step that
+    # first decodes the prompt
+    queue_p50_ms: float | None
+    queue_p95_ms: float | None
     drafted_tokens: int
     accepted_tokens: int
     acceptance_rate: float | None
+    breakdown: dict[str, Any] = field(default_factory=dict)  # filled by a caller that knows
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,31 +96,47 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 async def run_load(
-    url: str, jobs: list[Job], concurrency: int, max_tokens: int, label: str = ""
+    url: str,
+    jobs: list[Job],
+    concurrency: int,
+    max_tokens: int,
+    label: str = "",
+    route: str = "/generate",
 ) -> Report:
-    """Send every job once through ``concurrency`` closed-loop clients."""
+    """Send every job once through ``concurrency`` closed-loop clients.
+
+    ``route`` is ``/generate`` (this server and the baseline server: the model's chat
+    template around the prompt) or ``/v1/completions`` (the raw prompt; spoken by
+    llama-server too, so both are measured on the same tokens).
+    """
     queue: asyncio.Queue[Job] = asyncio.Queue()
     for job in jobs:
         queue.put_nowait(job)
     ttfts: list[float] = []
     gaps: list[float] = []
     totals = {"tokens": 0, "failed": 0, "drafted": 0, "accepted": 0}
+    queued: list[float] = []
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         while not queue.empty():
             job = queue.get_nowait()
-            body = {
+            body: dict[str, Any] = {
                 "prompt": job.prompt,
                 "max_tokens": max_tokens,
                 "temperature": 0,
                 "stream": True,
-                "cache": False,  # throughput is decoding: a result-cache hit is not
                 **job.extra,
             }
-            if job.model:
-                body["model_name"] = job.model
+            if route == "/generate":
+                body["cache"] = False  # throughput is decoding: a result-cache hit is not
+                if job.model:
+                    body["model_name"] = job.model
+            else:
+                body["stream_options"] = {"include_usage": True}
+                if job.model:
+                    body["model"] = job.model
             try:
-                await one_request(client, body, ttfts, gaps, totals)
+                await one_request(client, route, body, ttfts, gaps, totals, queued)
             except (httpx.HTTPError, ValueError):
                 totals["failed"] += 1
 
@@ -137,6 +158,8 @@ async def run_load(
         ttft_p95_ms=percentile(ttfts, 0.95),
         itl_p50_ms=percentile(gaps, 0.5),
         itl_p95_ms=percentile(gaps, 0.95),
+        queue_p50_ms=percentile(queued, 0.5),
+        queue_p95_ms=percentile(queued, 0.95),
         drafted_tokens=drafted,
         accepted_tokens=accepted,
         acceptance_rate=round(accepted / drafted, 3) if drafted else None,
@@ -145,33 +168,44 @@ async def run_load(
 
 async def one_request(
     client: httpx.AsyncClient,
+    route: str,
     body: dict[str, Any],
     ttfts: list[float],
     gaps: list[float],
     totals: dict[str, int],
+    queued: list[float],
 ) -> None:
+    """One streamed request: time to its first text, gaps between texts, its counts."""
     sent = time.perf_counter()
     last: float | None = None
-    async with client.stream("POST", "/generate", json=body) as reply:
+    async with client.stream("POST", route, json=body) as reply:
         reply.raise_for_status()
         async for line in reply.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             event = orjson.loads(line[6:])
             if "error" in event:
-                raise ValueError(event["error"]["message"])
+                raise ValueError(str(event["error"]))
             now = time.perf_counter()
-            if "usage" in event:  # the closing event
+            if event.get("usage"):  # the closing event (/v1: the usage chunk)
                 totals["tokens"] += event["usage"]["completion_tokens"]
+                if (queue_ms := (event.get("timings") or {}).get("queue_ms")) is not None:
+                    queued.append(queue_ms)
                 spec = event.get("speculative") or {}
                 totals["drafted"] += spec.get("drafted_tokens", 0)
                 totals["accepted"] += spec.get("accepted_tokens", 0)
-            elif event.get("text"):
+            elif _text(event):
                 if last is None:
                     ttfts.append((now - sent) * 1000)
                 else:
                     gaps.append((now - last) * 1000)
                 last = now
+
+
+def _text(event: dict[str, Any]) -> str:
+    """The text an event carries: /generate's ``text`` or /v1/completions' first choice."""
+    choices = event.get("choices") or [{}]
+    return str(event.get("text") or choices[0].get("text") or "")
 
 
 def main() -> None:

@@ -39,8 +39,15 @@ ROUNDS = 2
 SECOND_MODEL = "gemma3-270m"
 
 
+_BATCHES = itertools.count()
+
+
 def jobs(n: int, model: str) -> list[Job]:
-    return [Job(p, model) for p in itertools.islice(itertools.cycle(short_prompts()), n)]
+    """n requests, each with a prompt no other request of the run has: a repeated
+    prompt would be served from the prefix cache, which is not what this measures."""
+    batch = next(_BATCHES)
+    prompts = itertools.islice(itertools.cycle(short_prompts()), n)
+    return [Job(f"Story {batch}-{i}. {p}", model) for i, p in enumerate(prompts)]
 
 
 def load(url: str, work: list[Job], concurrency: int, max_tokens: int, label: str) -> Report:

@@ -32,7 +32,7 @@ from server.metrics import Metrics, RequestMetricsMiddleware
 from server.models.embeddings import Embedders
 from server.models.registry import ModelRegistry
 from server.settings import Config
-from server.tasks.store import TaskStore
+from server.tasks.backends import open_task_store
 
 STATIC = Path(__file__).resolve().parent / "static"
 API_ROUTES = [
@@ -59,20 +59,17 @@ def create_app(config: Config) -> Starlette:
     embedders = Embedders(config)
 
     settings = config.server
-    tasks = TaskStore(
-        Path(settings.data_dir) / "tasks.sqlite3",
-        max_tasks=settings.max_tasks,
-        max_age_s=settings.task_max_age_hours * 3600,
-    )
+    tasks = open_task_store(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await tasks.start()
         try:
             yield
         finally:
             await registry.close()
             await embedders.close()
-            tasks.close()
+            await tasks.close()
 
     static = Mount("/static", app=StaticFiles(directory=STATIC), name="static")
     flags = SimpleNamespace(is_draining=False)  # set on SIGTERM; read by every request

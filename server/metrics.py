@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batching.request import Request
 from server.models.registry import ModelRegistry
+from speculative import devices
 
 PREFIX = "edge_llm"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -117,6 +118,7 @@ class ModelCollector(Collector):
             batch.add_metric([name], stats.batch_size.cumulative(), stats.batch_size.total)
         yield from (loaded, load_s, waiting, running, overhead, host_bytes, *counters.values())
         yield from (step, batch)
+        yield from _device_metrics(self.models)
         if (cache := self.models.result_cache) is not None:
             results = CounterMetricFamily(
                 f"{PREFIX}_result_cache_requests",
@@ -126,6 +128,33 @@ class ModelCollector(Collector):
             for verdict, count in cache.counts.items():
                 results.add_metric([verdict], count)
             yield results
+
+
+def _device_metrics(models: ModelRegistry) -> Iterator[Metric]:
+    """Devices llama.cpp sees and, per loaded model, how many layers each holds."""
+    memory = GaugeMetricFamily(
+        f"{PREFIX}_device_memory_bytes",
+        "memory of each device llama.cpp sees (kind: total or free)",
+        labels=["device", "type", "kind"],
+    )
+    for dev in devices.devices():
+        memory.add_metric([dev.name, dev.type, "total"], dev.memory_total)
+        memory.add_metric([dev.name, dev.type, "free"], dev.memory_free)
+    layers = GaugeMetricFamily(
+        f"{PREFIX}_model_layers",
+        "repeating layers of a model per device",
+        labels=["model", "device"],
+    )
+    on_device = GaugeMetricFamily(
+        f"{PREFIX}_model_device_bytes",
+        "a model's weights, KV cache and compute buffers held in accelerator memory",
+        labels=["model"],
+    )
+    for name, model in list(models.loaded.items()):
+        for device, count in model.placement.get("layers", {}).items():
+            layers.add_metric([name, device], count)
+        on_device.add_metric([name], model.placement.get("device_bytes", 0))
+    yield from (memory, layers, on_device)
 
 
 class RequestMetricsMiddleware:

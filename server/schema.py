@@ -93,7 +93,12 @@ def _convert(tp: Any, value: object, path: str, meta: typing.Mapping[str, Any]) 
                 if isinstance(value, list) and get_origin(option) is list:
                     raise
                 errors.append(str(exc))
-        raise ValueError(errors[0] if len(errors) == 1 else f"{path}: expected {_describe(tp)}")
+        # the option of the value's own JSON type says what is wrong with it (a range, a
+        # choice); when no option has that type, name them all
+        fitting = [e for e in errors if ": expected " not in e]
+        if len(errors) == 1 or fitting:
+            raise ValueError((fitting or errors)[0])
+        raise ValueError(f"{path}: expected {_describe(tp)}")
     if origin is list:
         if not isinstance(value, list):
             raise ValueError(f"{path}: expected {_describe(tp)}, got {_json_type(value)}")

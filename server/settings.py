@@ -70,6 +70,28 @@ class ModelSettings:
         doc="keep each finished request's KV in its slot so a later prompt with the same "
         "start reuses it",
     )
+    weights: str = spec(
+        "fastest",
+        doc='"fastest": a Q4_1/Q5_0/Q5_1 file running on the CPU is served as Q8_0 made '
+        'from it once (cached beside it), which the CPU kernels run faster; "as-is": the '
+        "file itself",
+        choices=("fastest", "as-is"),
+    )
+    gpu_layers: int | str = spec(
+        "all",
+        doc='layers on the GPU: a count, 0 (CPU only) or "all" (all layers and the output '
+        'layer); "all" means 0 with a llama.cpp build that has no GPU backend',
+        ge=0,
+        choices=("all",),
+    )
+    main_gpu: int = spec(0, doc="the GPU that holds the model when it fits on one", ge=0)
+    tensor_split: list[float] | None = spec(
+        None,
+        doc="share of the layers per GPU, in device order (null: in proportion to their "
+        "free memory)",
+        min_length=1,
+    )
+    offload_kv: bool = spec(True, doc="keep the KV cache on the GPU with the layers")
     max_speculative_batch: int = spec(
         2,
         doc="speculate only while at most this many sequences run (CPU steps are "
@@ -120,6 +142,12 @@ class ServerSettings:
         le=86_400,
     )
     data_dir: str = spec("data", doc="where the task database lives (relative to the config)")
+    task_store: str = spec(
+        "sqlite",
+        doc='"sqlite" (a database under data_dir, one process) or "redis://host:port/db" '
+        "(shared by replicas behind a load balancer)",
+        min_length=1,
+    )
     task_max_age_hours: float = spec(168.0, doc="task records older than this expire", gt=0)
     max_tasks: int = spec(10_000, doc="task records kept (the oldest expire first)", ge=1)
     drain_timeout_s: float = spec(
@@ -190,10 +218,23 @@ def load_config(
                     f"config file {path}: models.{name}.{field}: {ref!r} must name another "
                     f"configured model; known models are {', '.join(config.models)}"
                 )
+    for name, model in config.models.items():
+        split = model.tensor_split or [1.0]
+        if any(x < 0 for x in split) or sum(split) <= 0:
+            raise ValueError(
+                f"config file {path}: models.{name}.tensor_split: shares must be at least 0 "
+                f"and not all 0, got {model.tensor_split}"
+            )
     if config.server.default_model not in config.models:
         raise ValueError(
             f"config file {path}: server.default_model: {config.server.default_model!r} "
             f"is not a configured model; known models are {', '.join(config.models)}"
+        )
+    store = config.server.task_store
+    if store != "sqlite" and not store.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            f'config file {path}: server.task_store: expected "sqlite" or a Redis URL '
+            f"such as redis://127.0.0.1:6379/0, got {store!r}"
         )
     # Model paths are relative to the config file, wherever the server starts.
     root = path.resolve().parent

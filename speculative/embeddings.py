@@ -1,6 +1,6 @@
 """Sentence embeddings: mean-pooled, L2-normalized, several inputs per decode.
 
-An ``Embedder`` owns its own model handle and a context made for embeddings
+An ``Embedder`` owns a model handle of its own and a context made for embeddings
 (no logits; llama.cpp pools each sequence's hidden states). The weights are
 memory-mapped, so a second handle on a file the generator already loaded
 shares its pages. Inputs are packed into batches of distinct sequence ids up
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -27,8 +26,8 @@ Vectors = npt.NDArray[np.float32]  # (num_inputs, dim)
 class Embedder:
     """One model's embedding context; ``embed`` may be called from any thread."""
 
-    def __init__(self, path: str | Path, *, max_tokens: int, max_seqs: int, threads: int) -> None:
-        self.model = LlamaModel(path)
+    def __init__(self, model: LlamaModel, *, max_tokens: int, max_seqs: int, threads: int) -> None:
+        self.model = model  # owned from here on: closed with the embedder
         try:
             self.context = LlamaContext(
                 self.model,

@@ -13,10 +13,14 @@ import ctypes
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import llama_cpp as C
 import numpy as np
 import numpy.typing as npt
+
+from speculative import devices
+from speculative.devices import Placement
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -35,22 +39,33 @@ def _init_backend() -> None:
     with _backend_lock:
         if not _backend_ready:
             C.llama_backend_init()
+            devices.install_log_capture()
             _backend_ready = True
 
 
 class LlamaModel:
     """Weights and vocabulary of one GGUF file; safe to share between threads."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, placement: Placement | None = None) -> None:
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(f"model file {path} does not exist")
         _init_backend()
+        self.placement = placement = placement or Placement()
         params = C.llama_model_default_params()
-        self._ptr = C.llama_model_load_from_file(str(path).encode(), params)
+        params.n_gpu_layers = placement.gpu_layers
+        params.main_gpu = placement.main_gpu
+        if placement.tensor_split:
+            split = (ctypes.c_float * C.llama_max_devices())(*placement.tensor_split)
+            params.tensor_split = split  # read during the load only
+        self.report = devices.LoadReport()
+        with devices.capture_load(self.report):
+            self._ptr = C.llama_model_load_from_file(str(path).encode(), params)
         if not self._ptr:
             raise ModelLoadError(f"llama.cpp could not load {path}: not a valid GGUF model")
         self.path = path
+        self.num_layers = int(C.llama_model_n_layer(self._ptr))
+        self.weights: dict[str, Any] = {}  # which file and why, for reports (set by the loader)
         self.vocab = C.llama_model_get_vocab(self._ptr)
         self.num_vocab = int(C.llama_vocab_n_tokens(self.vocab))
         self.num_ctx_train = int(C.llama_model_n_ctx_train(self._ptr))
@@ -175,7 +190,14 @@ class LlamaContext:
             params.pooling_type = C.LLAMA_POOLING_TYPE_MEAN
             params.kv_unified = True
             params.n_ctx = batch_tokens
-        self._ptr = C.llama_init_from_model(model.ptr, params)
+        params.offload_kqv = model.placement.offload_kv
+        # With no layer on a GPU, nothing runs there: llama.cpp would otherwise copy
+        # host weights to a GPU for every large batch (op offload), which a user who
+        # asked for the CPU does not expect.
+        params.op_offload = model.placement.gpu_layers != 0
+        self.report = devices.LoadReport()
+        with devices.capture_load(self.report):
+            self._ptr = C.llama_init_from_model(model.ptr, params)
         if not self._ptr:
             raise ModelLoadError(f"llama.cpp could not create a context for {model.path}")
         self.model = model

@@ -1,12 +1,59 @@
-"""The SQLite task store itself: expiry never drops a task whose result is still owed."""
+"""The task stores themselves, each test run against SQLite and a real redis-server:
+expiry never drops a task whose result is still owed, reads see earlier finishes,
+the restart rule fails a dead process's tasks (exactly once with replicas), cancels
+reach the replica that runs the task, and an unreachable Redis is a clear 503."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from batching.request import FinishReason, Request, RequestStatus, SamplingParams
-from server.tasks.store import Task, TaskStore
+from server.launcher import free_port
+from server.redis_server import RedisProcess, running_redis
+from server.settings import load_config
+from server.tasks.backends import open_task_store
+from server.tasks.redis_store import RedisTaskStore
+from server.tasks.sqlite_store import SqliteTaskStore
+from server.tasks.store import RESTART_REASON, Task, TaskStore, TaskStoreUnavailable
+from tests.conftest import shipped_config, write_config
+
+OpenStore = Callable[..., TaskStore]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    with running_redis(tmp_path_factory.mktemp("redis"), free_port()) as redis:
+        yield redis
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Opens stores sharing one database (one SQLite file, or one key prefix in Redis);
+    the stores still open at the end are closed."""
+    opened: list[TaskStore] = []
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"  # each test its own keys in the shared redis
+
+    def open_one(max_tasks: int = 10, beat_s: float = 0.5, ttl_s: float = 3.0) -> TaskStore:
+        store: TaskStore
+        if request.param == "sqlite":
+            store = SqliteTaskStore(tmp_path / "t.sqlite3", max_tasks=max_tasks, max_age_s=3600)
+        else:
+            url = request.getfixturevalue("redis_server").url
+            store = RedisTaskStore(
+                url, max_tasks=max_tasks, max_age_s=3600, prefix=prefix, beat_s=beat_s, ttl_s=ttl_s
+            )
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        await store.close()
 
 
 def new_task(created_at: float) -> Task:
@@ -14,8 +61,9 @@ def new_task(created_at: float) -> Task:
     return Task(request, {"prompt": "p"}, created_at=created_at)
 
 
-async def test_expiry_by_count_and_age_keeps_queued_and_running(tmp_path: Path) -> None:
-    store = TaskStore(tmp_path / "t.sqlite3", max_tasks=2, max_age_s=3600)
+async def test_expiry_by_count_and_age_keeps_queued_and_running(open_store: OpenStore) -> None:
+    store = open_store(max_tasks=2)
+    await store.start()
     now = time.time()
     old_running = new_task(now - 7200)  # past the age limit, still running
     old_running.request.status = RequestStatus.RUNNING
@@ -28,21 +76,107 @@ async def test_expiry_by_count_and_age_keeps_queued_and_running(tmp_path: Path) 
         task.request.mark_done(FinishReason.STOP)
         task.result = {"text": "x"}
         store.finish(task)
+    await store.get(finished_old.id)  # the finishes have landed
     await store.expire()
     kept = {r["task_id"] for r in await store.newest_first(0, 100)}
     owed = {old_running.id, *(t.id for t in queued)}
     assert owed <= kept  # before the fix, count expiry deleted these (polls then got 404)
     assert finished_old.id not in kept  # finished and past the age limit
     assert await store.count() == len(kept)
-    store.close()
+    assert [t.id for t in done[::-1]] == [r["task_id"] for r in await store.newest_first(0, 2)]
 
 
-async def test_a_read_after_a_finish_sees_it(tmp_path: Path) -> None:
-    store = TaskStore(tmp_path / "t.sqlite3", max_tasks=10, max_age_s=3600)
+async def test_a_read_after_a_finish_sees_it(open_store: OpenStore) -> None:
+    store = open_store()
+    await store.start()
     task = new_task(time.time())
     await store.add(task)
     task.request.mark_done(FinishReason.CANCELLED)
-    store.finish(task)  # queued on the store thread, not awaited
+    store.finish(task)  # not awaited
     record = await store.get(task.id)
     assert record is not None and record["status"] == "cancelled"
-    store.close()
+
+
+async def test_a_dead_process_s_tasks_fail_once_with_the_restart_reason(
+    open_store: OpenStore,
+) -> None:
+    dead = open_store(beat_s=0.05, ttl_s=0.5)
+    await dead.start()
+    tasks = [new_task(time.time()) for _ in range(3)]
+    for task in tasks:
+        await dead.add(task)
+    tasks[0].request.mark_done(FinishReason.STOP)
+    tasks[0].result = {"text": "x"}
+    dead.finish(tasks[0])
+    await dead.get(tasks[0].id)
+    if isinstance(dead, RedisTaskStore):  # kill -9: the heartbeat just stops
+        dead.stop_beating_for_tests()
+    # the survivors: a restarted SQLite process, or the other replicas noticing the silence
+    survivors = [
+        open_store(beat_s=0.05, ttl_s=0.5)
+        for _ in range(2 if isinstance(dead, RedisTaskStore) else 1)
+    ]
+    for store in survivors:
+        await store.start()
+    reader = survivors[0]
+    for task in tasks[1:]:
+        deadline = time.monotonic() + 10
+        while (record := await reader.get(task.id)) is not None and record["status"] != "failed":
+            assert time.monotonic() < deadline, record
+            await asyncio.sleep(0.05)
+        assert record is not None and record["error"] == RESTART_REASON
+    assert (await reader.get(tasks[0].id) or {})["status"] == "done"  # finished: left alone
+    if isinstance(dead, RedisTaskStore):
+        reaped = [s.num_reaped for s in survivors if isinstance(s, RedisTaskStore)]
+        assert sum(reaped) == 2, reaped  # each owed task failed by exactly one replica
+        # the presumed dead replica finishing late cannot turn "failed" into "done"
+        tasks[1].request.mark_done(FinishReason.STOP)
+        tasks[1].result = {"text": "late"}
+        dead.finish(tasks[1])
+        await dead.get(tasks[1].id)
+        assert (await reader.get(tasks[1].id) or {})["status"] == "failed"
+
+
+async def test_a_cancel_reaches_the_replica_that_runs_the_task(open_store: OpenStore) -> None:
+    owner, other = open_store(beat_s=0.05), open_store(beat_s=0.05)
+    await owner.start()
+    await other.start()
+    task = new_task(time.time())
+    cancelled = asyncio.Event()
+    task.request.on_cancel = lambda _: cancelled.set()
+    await owner.add(task)
+    record = await other.get(task.id)
+    assert record is not None and record["status"] == "queued"
+    if isinstance(owner, SqliteTaskStore):  # one process: only it can cancel its tasks
+        assert not await other.request_cancel(record)
+        return
+    assert record["replica"] == owner.replica
+    assert await other.request_cancel(record)
+    await asyncio.wait_for(cancelled.wait(), 5)
+
+
+async def test_an_unreachable_redis_is_a_503_naming_the_store(tmp_path: Path) -> None:
+    store = RedisTaskStore(f"redis://127.0.0.1:{free_port()}/0", max_tasks=10, max_age_s=60)
+    await store.start()  # does not raise: the heartbeat keeps trying
+    started = time.monotonic()
+    with pytest.raises(TaskStoreUnavailable) as caught:
+        await store.add(new_task(time.time()))
+    assert caught.value.status == 503 and "task store is unreachable" in caught.value.message
+    assert time.monotonic() - started < 3
+    with pytest.raises(TaskStoreUnavailable):
+        await store.get("x")
+    assert store.describe()["reachable"] is False
+    await store.close()
+
+
+async def test_the_setting_picks_the_backend(tmp_path: Path) -> None:
+    config = write_config(tmp_path, shipped_config(tmp_path))
+    default = open_task_store(load_config(config, env={}).server)
+    assert isinstance(default, SqliteTaskStore)
+    await default.close()
+    env = {"EDGE_LLM_TASK_STORE": "redis://127.0.0.1:1/0"}
+    redis = open_task_store(load_config(config, env=env).server)
+    assert isinstance(redis, RedisTaskStore)
+    await redis.close()
+    with pytest.raises(ValueError, match=r"server\.task_store: expected \"sqlite\" or a Redis URL"):
+        load_config(config, env={"EDGE_LLM_TASK_STORE": "mysql://x"})

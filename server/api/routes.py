@@ -27,9 +27,10 @@ from server.generation import (
     usage,
     wait_done,
 )
+from server.models.gpu import host_report
 from server.models.registry import LoadedModel
 from server.schema import parse
-from server.tasks.store import TaskStore
+from server.tasks.store import TaskStore, TaskStoreUnavailable
 from speculative.prompt import Messages
 
 T = TypeVar("T")
@@ -90,10 +91,20 @@ async def health_check(http: HttpRequest) -> Response:
         "loaded_models": list(registry.loaded),
         "running": sum(m.batcher.num_running for m in registry.loaded.values()),
         "waiting": sum(m.batcher.num_waiting for m in registry.loaded.values()),
-        "tasks": await tasks_of(http).count(),
+        "tasks": await _task_count(tasks_of(http)),
+        "task_store": tasks_of(http).describe(),
+        "hardware": host_report(),
         "models": models,
     }
     return json_response(body)
+
+
+async def _task_count(store: TaskStore) -> int | None:
+    """None while the store is unreachable: the health check answers whatever the store does."""
+    try:
+        return await store.count()
+    except TaskStoreUnavailable:
+        return None
 
 
 async def generate_route(http: HttpRequest) -> Response:

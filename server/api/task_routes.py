@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any
 
 from starlette.requests import Request as HttpRequest
@@ -33,11 +34,11 @@ async def send_text(http: HttpRequest) -> Response:
     if body.stream:
         raise ApiError(400, "stream: tasks are polled, not streamed; use /generate to stream")
     loaded, request = await prepare_body(http, body)
-    submit(loaded, request, cache=result_cache_for(http, body))
     store = tasks_of(http)
     task = Task(request, dataclasses.asdict(body), request_id=http.state.request_id)
+    await store.add(task)  # first: with the store unreachable, nothing runs unrecorded
     request.done.add_done_callback(lambda _: _record_end(store, task))
-    await store.add(task)
+    submit(loaded, request, cache=result_cache_for(http, body))
     return json_response({"task_id": task.id, "status": task.status.value}, status=202)
 
 
@@ -58,13 +59,21 @@ async def cancel_task(http: HttpRequest) -> Response:
     task_id = http.path_params["task_id"]
     record = await _record_or_404(store, task_id)
     task = store.live(task_id)
-    if task is None or TaskStatus(record["status"]).is_final:
+    is_final = TaskStatus(record["status"]).is_final
+    if task is not None and not is_final:
+        # a queued task ends at once; a running one when the executor frees its sequence
+        task.request.cancel()
+        await asyncio.wait({task.request.done}, timeout=CANCEL_WAIT_S)
+    elif is_final or not await store.request_cancel(record):
         raise ApiError(
             409, f"task {task_id!r} already ended ({record['status']}); nothing to cancel"
         )
-    # a queued task ends at once; a running one when the executor frees its sequence
-    task.request.cancel()
-    await asyncio.wait({task.request.done}, timeout=CANCEL_WAIT_S)
+    else:  # another replica runs it: it takes the request at its next heartbeat
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            if TaskStatus((await _record_or_404(store, task_id))["status"]).is_final:
+                break
     return json_response(await _record_or_404(store, task_id))
 
 

@@ -15,6 +15,7 @@ import logging
 import anyio.to_thread
 
 from server.errors import ApiError
+from server.models.registry import open_model
 from server.settings import Config
 from speculative.embeddings import Embedder, Vectors
 from speculative.llama import ModelLoadError
@@ -41,7 +42,7 @@ class Embedders:
         settings = self.config.models[name]
         try:
             embedder = Embedder(
-                settings.path,
+                open_model(name, settings),  # the generator's placement and weights
                 max_tokens=settings.batch_tokens,
                 max_seqs=self.config.batch_size(name),
                 threads=self.config.threads(name),

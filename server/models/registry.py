@@ -25,6 +25,8 @@ from batching.batcher import Batcher
 from batching.bridge import LoopBridge
 from batching.request import Request
 from server.errors import ApiError
+from server.models.gpu import describe_placement, placement_for
+from server.models.weights import weights_for
 from server.result_cache import ResultCache
 from server.settings import Config, ModelSettings
 from speculative.adaptive import SpeculationPolicy
@@ -59,6 +61,7 @@ class LoadedModel:
     batcher: Batcher
     load_seconds: float
     identity: str  # the model file as it was when loaded: path, size, modification time
+    placement: dict[str, Any] = field(default_factory=dict)  # layers and buffers per device
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -72,6 +75,8 @@ class LoadedModel:
             "max_batch_size": self.batcher.max_batch_size,
             "load_seconds": round(self.load_seconds, 3),
             "draft": self.settings.draft,
+            "placement": self.placement,
+            "weights": self.model.weights,
             "running": self.batcher.num_running,
             "waiting": self.batcher.num_waiting,
             "executor": self.executor.stats.as_dict(),
@@ -185,7 +190,8 @@ class ModelRegistry:
         log.info("model %s loaded in %.2fs", name, seconds)
         stat = Path(settings.path).stat()
         identity = f"{settings.path}:{stat.st_size}:{stat.st_mtime_ns}"
-        return LoadedModel(name, settings, model, executor, batcher, seconds, identity)
+        placement = describe_placement(settings, context)
+        return LoadedModel(name, settings, model, executor, batcher, seconds, identity, placement)
 
     @property
     def num_busy(self) -> int:
@@ -209,6 +215,15 @@ def model_exists(settings: ModelSettings) -> bool:
     return Path(settings.path).is_file()
 
 
+def open_model(name: str, settings: ModelSettings) -> LlamaModel:
+    """Load a model's weights where its settings put them, in the form they name."""
+    placement = placement_for(name, settings)
+    weights = weights_for(settings.path, settings.weights, placement)
+    model = LlamaModel(weights.path, placement)
+    model.weights = weights.as_dict()
+    return model
+
+
 def _load_blocking(config: Config, name: str) -> tuple[LlamaModel, LlamaContext, Proposer | None]:
     """Load a model, its context and, if configured, its draft proposer (worker thread)."""
     settings = config.models[name]
@@ -225,7 +240,7 @@ def _load_blocking(config: Config, name: str) -> tuple[LlamaModel, LlamaContext,
 
     opened: list[LlamaModel | LlamaContext] = []
     try:
-        model = LlamaModel(settings.path)
+        model = open_model(name, settings)
         opened.append(model)
         context = context_for(model)
         opened.append(context)
@@ -233,7 +248,7 @@ def _load_blocking(config: Config, name: str) -> tuple[LlamaModel, LlamaContext,
         if settings.draft == "ngram":
             proposer = NgramProposer()
         elif settings.draft is not None:
-            draft = LlamaModel(config.models[settings.draft].path)
+            draft = open_model(settings.draft, config.models[settings.draft])
             opened.append(draft)
             check_same_vocabulary(model, draft, (name, settings.draft))
             proposer = DraftModelProposer(context_for(draft))

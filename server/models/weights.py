@@ -1,0 +1,153 @@
+"""``weights: "fastest"``: serve a model's weights in the type the CPU kernels run fastest.
+
+llama.cpp's CPU backend has fast matrix kernels (and repacked layouts) for Q4_0, Q4_K,
+Q2_K, Q5_K, Q6_K and Q8_0, but not for Q4_1, Q5_0 or Q5_1. A file of one of those is
+served as Q8_0 made from it by llama.cpp's own quantizer: Q8_0 keeps every value of
+the source to within a small fraction of the source's own quantization step (a 4- or
+5-bit value re-rounded to 8 bits), at about 1.5x (Q4_1) the memory. The conversion is
+made once, on first load, and kept beside the file, named by the source's SHA-256, so
+a replaced source gets a fresh one. Measured on the 2-core AVX-512 host in
+bench/results/bench.md: perplexity and tokens/s of both forms side by side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import mmap
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as C
+
+from server.models.quantize import quantize
+from speculative.devices import Placement
+
+log = logging.getLogger(__name__)
+
+# llama_ftype of the file -> (its name, the type served instead)
+UPGRADES = {
+    C.LLAMA_FTYPE_MOSTLY_Q4_1: ("Q4_1", "q8_0"),
+    C.LLAMA_FTYPE_MOSTLY_Q5_0: ("Q5_0", "q8_0"),
+    C.LLAMA_FTYPE_MOSTLY_Q5_1: ("Q5_1", "q8_0"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """The file llama.cpp loads for a model, and why."""
+
+    path: str
+    setting: str
+    converted_from: str | None = None  # the source's type, when a conversion is served
+    served_type: str | None = None
+    note: str = "as-is"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "setting": self.setting,
+            "file": self.path,
+            "converted_from": self.converted_from,
+            "served_type": self.served_type,
+            "note": self.note,
+        }
+
+
+def weights_for(path: str, setting: str, placement: Placement) -> Weights:
+    """The file to load for a model: its own, or its cached fastest conversion."""
+    if setting == "as-is":
+        return Weights(path, setting)
+    if placement.gpu_layers != 0:
+        return Weights(path, setting, note="as-is: layers run on a GPU, which has its own kernels")
+    ftype = file_type(path)
+    if ftype not in UPGRADES:
+        return Weights(path, setting, note="as-is: the CPU kernels for this type are fast")
+    source_type, target = UPGRADES[ftype]
+    source = Path(path)
+    digest = sha256(source)
+    cached = source.with_name(f"{source.stem}.{target}-{digest[:16]}.gguf")
+    if not cached.is_file():
+        log.info(
+            "converting %s (%s) to %s once, for speed: %s", source, source_type, target, cached
+        )
+        partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+        try:
+            quantize(source, partial, target)
+            os.replace(partial, cached)  # atomic: another process may be converting too
+        except (OSError, RuntimeError) as exc:
+            partial.unlink(missing_ok=True)
+            log.warning("could not convert %s (%s); serving it as-is", source, exc)
+            return Weights(path, setting, note=f"as-is: the conversion failed ({exc})")
+    return Weights(
+        str(cached),
+        setting,
+        converted_from=source_type,
+        served_type=target.upper(),
+        note=f"{source_type} has no fast CPU kernel; serving {target.upper()} made from it",
+    )
+
+
+def file_type(path: str) -> int | None:
+    """The GGUF's ``general.file_type`` (a llama_ftype), read from its header.
+
+    Loading even the vocabulary through llama.cpp takes seconds for a 262k-token
+    vocabulary; walking the header over a memory map takes milliseconds.
+    """
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            if mm[:4] != b"GGUF":
+                raise ValueError("not a GGUF file")
+            num_kv = _u64(mm, 16)
+            pos = 24
+            for _ in range(num_kv):
+                if pos >= len(mm):
+                    raise ValueError("the header runs past the end of the file")
+                key_len = _u64(mm, pos)
+                key = mm[pos + 8 : pos + 8 + key_len]
+                pos += 8 + key_len
+                kind = int.from_bytes(mm[pos : pos + 4], "little")
+                pos += 4
+                if key == b"general.file_type" and kind in _SIZES:
+                    return int.from_bytes(mm[pos : pos + _SIZES[kind]], "little")
+                pos = _skip(mm, pos, kind)
+    except (OSError, ValueError) as exc:
+        # served as-is: llama.cpp's own load then says what is wrong with the file
+        log.warning("cannot read the GGUF header of %s: %s", path, exc)
+    return None
+
+
+# GGUF value types: fixed-size scalars by size; 8 is a string, 9 an array
+_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def _u64(mm: mmap.mmap, pos: int) -> int:
+    return int.from_bytes(mm[pos : pos + 8], "little")
+
+
+def _skip(mm: mmap.mmap, pos: int, kind: int) -> int:
+    """The position after a value of GGUF type ``kind`` that starts at ``pos``."""
+    if kind in _SIZES:
+        return pos + _SIZES[kind]
+    if kind == 8:
+        return pos + 8 + _u64(mm, pos)
+    if kind != 9:
+        raise ValueError(f"unknown GGUF value type {kind}")
+    item, count = int.from_bytes(mm[pos : pos + 4], "little"), _u64(mm, pos + 4)
+    pos += 12
+    if item in _SIZES:
+        return pos + count * _SIZES[item]
+    for _ in range(count):
+        pos = _skip(mm, pos, item)
+        if pos > len(mm):
+            raise ValueError("an array runs past the end of the file")
+    return pos
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

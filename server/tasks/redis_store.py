@@ -1,0 +1,329 @@
+"""Task records in Redis, shared by replicas of the server behind a load balancer.
+
+Keys (under one prefix): ``task:<id>`` a hash per record; ``tasks`` and
+``finished`` sorted sets by creation time (listing; expiry of finished records
+only); ``replicas`` the set of replica ids; ``alive:<replica>`` a heartbeat
+with a TTL; ``owned:<replica>`` the unfinished tasks a replica runs;
+``cancel:<replica>`` ids other replicas asked it to cancel (a polled flag: no
+subscriber connection to lose and re-establish).
+
+Ownership and the restart rule: every replica renews its heartbeat every
+``beat_s`` and looks for replicas whose heartbeat expired (``ttl_s``). For
+each, one Lua script (atomic in Redis) checks the heartbeat is still gone,
+marks the dead replica's queued and running tasks failed with the restart
+reason and forgets the replica: whichever replica runs it first does the
+work, the others find nothing left, so each task is failed exactly once.
+Every final status is written by a script that changes only a queued or
+running record, so a replica that was presumed dead cannot overwrite that.
+
+Redis unreachable: task routes answer 503 (``TaskStoreUnavailable``), results
+of tasks finishing meanwhile are kept and written when it returns, and a
+replica reaps others only once it has been connected for ``ttl_s`` (after an
+outage every heartbeat has lapsed; the live replicas need a beat to renew).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, cast
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
+
+from server.tasks.redis_scripts import FINISH, MARK_RUNNING, REAP
+from server.tasks.store import (
+    RESTART_REASON,
+    SHUTDOWN_REASON,
+    StoredTask,
+    Task,
+    TaskStatus,
+    TaskStore,
+    TaskStoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+PREFIX = "edge-llm:"
+
+
+def new_replica_id() -> str:
+    """Unique per process start: a restarted replica is a new one, its old self gets reaped."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class RedisTaskStore(TaskStore):
+    backend = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_tasks: int,
+        max_age_s: float,
+        replica: str | None = None,
+        beat_s: float = 0.5,
+        ttl_s: float = 3.0,
+        prefix: str = PREFIX,
+    ) -> None:
+        super().__init__()
+        # Fail fast while Redis is down: a task route should answer 503 in about a
+        # second, not after the client's default retries.
+        self._redis = Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=1.0,
+            socket_timeout=2.0,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._where = url.split("@")[-1]  # never echo a password
+        self._replica = replica or new_replica_id()
+        self.replica = self._replica
+        self._max_tasks = max_tasks
+        self._max_age_s = max_age_s
+        self._beat_s = beat_s
+        self._ttl_ms = int(ttl_s * 1000)
+        self._prefix = prefix
+        self._finish = self._redis.register_script(FINISH)
+        self._mark_running = self._redis.register_script(MARK_RUNNING)
+        self._reap = self._redis.register_script(REAP)
+        self._num_added = 0
+        self._writes: set[asyncio.Task[None]] = set()
+        self._unwritten: list[tuple[str, list[Any]]] = []  # finishes that met an outage
+        self._marked_running: set[str] = set()
+        self._beats: asyncio.Task[None] | None = None
+        self._connected_since: float | None = None
+        self.num_reaped = 0  # tasks of dead replicas this replica failed
+
+    def _key(self, *parts: str) -> str:
+        return self._prefix + ":".join(parts)
+
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        try:
+            yield
+        except RedisError as exc:
+            raise TaskStoreUnavailable(f"Redis at {self._where}: {exc}") from exc
+
+    async def start(self) -> None:
+        with contextlib.suppress(RedisError):  # unreachable now: the beats keep trying
+            await self._beat()
+        self._beats = asyncio.ensure_future(self._beat_forever())
+
+    async def add(self, task: Task) -> None:
+        fields: dict[FieldT, EncodableT] = {
+            "task_id": task.id,
+            "request_id": task.request_id or "",
+            "model": task.request.model,
+            "status": TaskStatus.QUEUED.value,
+            "request": orjson.dumps(task.body).decode(),
+            "created_at": repr(task.created_at),
+            "updated_at": repr(task.created_at),
+            "replica": self._replica,
+        }
+        with self._reaching():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._key("task", task.id), mapping=fields)
+                pipe.zadd(self._key("tasks"), {task.id: task.created_at})
+                pipe.sadd(self._key("owned", self._replica), task.id)
+                await pipe.execute()
+        self._live[task.id] = task
+        self._num_added += 1
+        if self._num_added % 100 == 0:
+            await self.expire()
+
+    def finish(self, task: Task) -> None:
+        self._live.pop(task.id, None)
+        self._marked_running.discard(task.id)
+        result = orjson.dumps(task.result).decode() if task.result is not None else ""
+        error = task.request.error or ""
+        args = [task.status.value, result, error, repr(time.time()), task.id, task.created_at]
+        write = asyncio.ensure_future(self._write_finish(task.id, args))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+
+    async def _write_finish(self, task_id: str, args: list[Any]) -> None:
+        keys = [
+            self._key("task", task_id),
+            self._key("owned", self._replica),
+            self._key("finished"),
+        ]
+        try:
+            await self._finish(keys=keys, args=args)
+        except RedisError:
+            self._unwritten.append((task_id, args))  # the next successful beat writes it
+
+    async def _settled(self) -> None:
+        """Finishes issued before a read land before it (as SQLite's one thread ensures)."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    async def get(self, task_id: str) -> dict[str, Any] | None:
+        await self._settled()
+        with self._reaching():
+            fields = cast(dict[str, str], await self._redis.hgetall(self._key("task", task_id)))
+        return self._record(_stored(fields)) if fields else None
+
+    async def newest_first(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        await self._settled()
+        with self._reaching():
+            ids = cast(
+                list[str],
+                await self._redis.zrevrange(self._key("tasks"), offset, offset + limit - 1),
+            )
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for task_id in ids:
+                    pipe.hgetall(self._key("task", task_id))
+                rows = await pipe.execute()
+        return [self._record(_stored(fields)) for fields in rows if fields]
+
+    async def count(self) -> int:
+        await self._settled()
+        with self._reaching():
+            count: int = await self._redis.zcard(self._key("tasks"))
+        return count
+
+    async def expire(self) -> None:
+        finished = self._key("finished")
+        with self._reaching():
+            cutoff = time.time() - self._max_age_s
+            old = cast(list[str], await self._redis.zrangebyscore(finished, "-inf", cutoff))
+            beyond = cast(
+                list[str], await self._redis.zrevrange(self._key("tasks"), self._max_tasks, -1)
+            )
+            scores = await self._redis.zmscore(finished, beyond) if beyond else []
+            doomed = set(old) | {i for i, s in zip(beyond, scores, strict=True) if s is not None}
+            if doomed:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.delete(*(self._key("task", i) for i in doomed))
+                    pipe.zrem(self._key("tasks"), *doomed)
+                    pipe.zrem(finished, *doomed)
+                    await pipe.execute()
+
+    async def request_cancel(self, record: dict[str, Any]) -> bool:
+        owner = record.get("replica")
+        if owner is None:
+            return False
+        with self._reaching():
+            await self._redis.sadd(self._key("cancel", owner), record["task_id"])
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "replica": self._replica,
+            "reachable": self._connected_since is not None,
+            "reaped_tasks": self.num_reaped,
+        }
+
+    async def close(self) -> None:
+        if self._beats is not None:
+            self._beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beats
+        await self._settled()
+        with contextlib.suppress(RedisError):
+            await self._flush_unwritten()
+            for task in list(self._live.values()):
+                args = ["failed", "", SHUTDOWN_REASON, repr(time.time()), task.id, task.created_at]
+                await self._write_finish(task.id, args)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self._key("alive", self._replica), self._key("cancel", self._replica))
+                pipe.srem(self._key("replicas"), self._replica)
+                await pipe.execute()
+        self._live.clear()
+        await self._redis.aclose()
+
+    def stop_beating_for_tests(self) -> None:
+        """What ``kill -9`` does to the heartbeat, without killing the test process."""
+        if self._beats is not None:
+            self._beats.cancel()
+        self._beats = None
+
+    # -- the heartbeat --------------------------------------------------------------
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._beat_s)
+            try:
+                await self._beat()
+            except RedisError as exc:
+                if self._connected_since is not None:
+                    log.warning("task store: Redis at %s unreachable: %s", self._where, exc)
+                self._connected_since = None
+
+    async def _beat(self) -> None:
+        """Renew this replica's heartbeat, take cancel requests, publish progress, reap."""
+        cancels = self._key("cancel", self._replica)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key("alive", self._replica), "1", px=self._ttl_ms)
+            pipe.sadd(self._key("replicas"), self._replica)
+            pipe.smembers(cancels)
+            pipe.delete(cancels)
+            _, _, cancelled, _ = await pipe.execute()
+        now = time.time()
+        if self._connected_since is None:
+            log.info("task store: Redis at %s reached; replica %s", self._where, self._replica)
+            self._connected_since = now
+        for task_id in cancelled:
+            if (task := self._live.get(task_id)) is not None:
+                task.request.cancel()
+        await self._flush_unwritten()
+        for task in list(self._live.values()):
+            if task.status is TaskStatus.RUNNING and task.id not in self._marked_running:
+                self._marked_running.add(task.id)
+                await self._mark_running(keys=[self._key("task", task.id)], args=[repr(now)])
+        if now - self._connected_since >= self._ttl_ms / 1000:
+            await self._reap_dead(now)
+
+    async def _flush_unwritten(self) -> None:
+        while self._unwritten:
+            task_id, args = self._unwritten[0]
+            keys = [self._key("task", task_id), self._key("owned", self._replica)]
+            await self._finish(keys=[*keys, self._key("finished")], args=args)
+            self._unwritten.pop(0)
+
+    async def _reap_dead(self, now: float) -> None:
+        for other in cast(set[str], await self._redis.smembers(self._key("replicas"))):
+            if other == self._replica:
+                continue
+            keys = [
+                self._key("alive", other),
+                self._key("owned", other),
+                self._key("replicas"),
+                self._key("finished"),
+            ]
+            num_failed = await self._reap(
+                keys=keys, args=[other, RESTART_REASON, repr(now), self._prefix]
+            )
+            if num_failed >= 0:
+                self.num_reaped += num_failed
+                log.warning(
+                    "task store: replica %s stopped beating; marked its %d unfinished tasks failed",
+                    other,
+                    num_failed,
+                )
+
+
+def _stored(fields: dict[str, str]) -> StoredTask:
+    return StoredTask(
+        task_id=fields["task_id"],
+        request_id=fields.get("request_id") or None,
+        model=fields["model"],
+        status=fields["status"],
+        request=fields["request"],
+        result=fields.get("result"),
+        error=fields.get("error"),
+        created_at=float(fields["created_at"]),
+        updated_at=float(fields["updated_at"]),
+        replica=fields.get("replica"),
+    )

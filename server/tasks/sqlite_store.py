@@ -1,0 +1,160 @@
+"""The default task store: SQLite in WAL mode under ``data_dir``, one process.
+
+The row is written when the task is created and when it ends. WAL mode with
+one writer, the store's own thread: a ``kill -9`` loses nothing that was
+committed. On start-up every queued or running row is from a process that
+died, so the restart rule marks them all failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from batching.faults import FAULTS
+from server.tasks.store import (
+    RESTART_REASON,
+    SHUTDOWN_REASON,
+    StoredTask,
+    Task,
+    TaskStatus,
+    TaskStore,
+)
+
+T = TypeVar("T")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    request_id TEXT,
+    model TEXT NOT NULL,
+    status TEXT NOT NULL,
+    request TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks (created_at);
+"""
+
+
+class SqliteTaskStore(TaskStore):
+    """Task records in SQLite, written and read on one thread of its own.
+
+    SQLite calls block (an fsync on an SD card can take hundreds of ms), so
+    none runs on the event loop: every statement goes to a single store
+    thread, in the order the loop issued them. A write issued before a read
+    (a task finishing, then a poll) is therefore always seen by the read.
+    """
+
+    backend = "sqlite"
+
+    def __init__(self, path: Path, *, max_tasks: int, max_age_s: float) -> None:
+        super().__init__()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
+        self._db.executescript(SCHEMA)
+        self._max_tasks = max_tasks
+        self._max_age_s = max_age_s
+        self._num_added = 0
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="task-store")
+        self._fail_unfinished(RESTART_REASON)
+        self._expire()
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def add(self, task: Task) -> None:
+        self._live[task.id] = task
+        row = (
+            task.id,
+            task.request_id,
+            task.request.model,
+            TaskStatus.QUEUED.value,
+            orjson.dumps(task.body).decode(),
+            task.created_at,
+            task.created_at,
+        )
+        self._num_added += 1
+        await self._call(self._insert, row, self._num_added % 100 == 0)
+
+    def finish(self, task: Task) -> None:
+        result = orjson.dumps(task.result).decode() if task.result is not None else None
+        row = (task.status.value, result, task.request.error, time.time(), task.id)
+        self._live.pop(task.id, None)
+        self._thread.submit(self._update, row)
+
+    async def get(self, task_id: str) -> dict[str, Any] | None:
+        rows = await self._call(self._select, "WHERE id = ?", (task_id,))
+        return self._record(rows[0]) if rows else None
+
+    async def newest_first(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        where = "ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?"
+        rows = await self._call(self._select, where, (limit, offset))
+        return [self._record(row) for row in rows]
+
+    async def count(self) -> int:
+        return await self._call(self._count)
+
+    async def expire(self) -> None:
+        await self._call(self._expire)
+
+    async def close(self) -> None:
+        self._thread.shutdown(wait=True)  # writes already issued land first
+        self._fail_unfinished(SHUTDOWN_REASON)
+        self._db.close()
+
+    # -- on the store thread ------------------------------------------------------
+
+    def _insert(self, row: tuple[Any, ...], expire: bool) -> None:
+        FAULTS.delay("store_delay")
+        self._db.execute("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?)", row)
+        if expire:
+            self._expire()
+
+    def _update(self, row: tuple[Any, ...]) -> None:
+        FAULTS.delay("store_delay")
+        self._db.execute(
+            "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ?", row
+        )
+
+    def _count(self) -> int:
+        FAULTS.delay("store_delay")
+        count: int = self._db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+        return count
+
+    def _expire(self) -> None:
+        FAULTS.delay("store_delay")
+        final = "status IN ('done', 'failed', 'cancelled')"
+        cutoff = time.time() - self._max_age_s
+        self._db.execute(f"DELETE FROM tasks WHERE {final} AND created_at < ?", (cutoff,))
+        self._db.execute(
+            f"DELETE FROM tasks WHERE {final} AND id NOT IN "
+            "(SELECT id FROM tasks ORDER BY created_at DESC, rowid DESC LIMIT ?)",
+            (self._max_tasks,),
+        )
+
+    def _fail_unfinished(self, reason: str) -> None:
+        self._db.execute(
+            "UPDATE tasks SET status = 'failed', error = ?, updated_at = ? "
+            "WHERE status IN ('queued', 'running')",
+            (reason, time.time()),
+        )
+
+    def _select(self, where: str, args: tuple[Any, ...]) -> list[StoredTask]:
+        FAULTS.delay("store_delay")
+        cursor = self._db.execute(
+            "SELECT id, request_id, model, status, request, result, error, created_at, "
+            f"updated_at FROM tasks {where}",
+            args,
+        )
+        return [StoredTask(*row) for row in cursor.fetchall()]
