@@ -19,24 +19,41 @@ from starlette.staticfiles import StaticFiles
 
 from batching.faults import FAULTS
 from server import metrics as metrics_routes
-from server.api import debug_routes, model_routes, openai_routes, routes, task_routes
+from server.api import (
+    debug_routes,
+    embedding_routes,
+    model_routes,
+    openai_routes,
+    routes,
+    task_routes,
+    token_routes,
+)
 from server.api.middleware import ApiKeyMiddleware, RequestContextMiddleware, load_api_keys
 from server.api.openapi import ROUTES as DOC_ROUTES
 from server.api.openapi import build_openapi
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, RequestMetricsMiddleware
+from server.models.embeddings import Embedders
 from server.models.registry import ModelRegistry
 from server.models.reload import ConfigSource, ConfigWatcher
 from server.settings import Config
 from server.tasks.backends import open_task_store
 
 STATIC = Path(__file__).resolve().parent / "static"
-API_ROUTES = [*routes.ROUTES, *task_routes.ROUTES, *openai_routes.ROUTES, *model_routes.ROUTES]
+API_ROUTES = [
+    *routes.ROUTES,
+    *task_routes.ROUTES,
+    *openai_routes.ROUTES,
+    *embedding_routes.ROUTES,
+    *token_routes.ROUTES,
+    *model_routes.ROUTES,
+]
 
 
 def api_description() -> dict[str, Any]:
     """The OpenAPI document of the API routes (served at /openapi.json)."""
-    bodies = routes.BODIES | task_routes.BODIES | openai_routes.BODIES | model_routes.BODIES
+    bodies = routes.BODIES | task_routes.BODIES | openai_routes.BODIES
+    bodies |= embedding_routes.BODIES | token_routes.BODIES | model_routes.BODIES
     return build_openapi(API_ROUTES, bodies)
 
 
@@ -46,6 +63,7 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
     registry = ModelRegistry(config, on_request_done=lambda r: metrics_holder[0].observe_done(r))
     metrics = Metrics(registry)
     metrics_holder.append(metrics)
+    embedders = Embedders(config)
 
     settings = config.server
     tasks = open_task_store(settings)
@@ -67,6 +85,7 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
             if watching is not None:
                 watching.cancel()
             await registry.close()
+            await embedders.close()
             await tasks.close()
 
     static = Mount("/static", app=StaticFiles(directory=STATIC), name="static")
@@ -98,6 +117,7 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
     app.state.flags = flags
     app.state.registry = registry
     app.state.config_watcher = watcher
+    app.state.embedders = embedders
     app.state.tasks = tasks
     app.state.metrics = metrics
     app.state.openapi = api_description()

@@ -25,7 +25,7 @@ from server.models.registry import ModelRegistry
 from server.result_cache import BYPASS, HIT, MISS, ResultCache
 from speculative.grammar import Grammar, GrammarError
 from speculative.llama import LlamaModel, ModelClosedError
-from speculative.prompt import Messages, encode_prompt
+from speculative.prompt import JinjaChat, Messages, encode_prompt
 
 INLINE_TOKENIZE_CHARS = 8192  # longer prompts are tokenized off the event loop
 
@@ -33,7 +33,7 @@ INLINE_TOKENIZE_CHARS = 8192  # longer prompts are tokenized off the event loop
 async def prepare(
     registry: ModelRegistry,
     model_name: str | None,
-    prompt: str | Messages,
+    prompt: str | Messages | JinjaChat,
     params: SamplingParams,
     options: ServingFields,
     *,
@@ -60,7 +60,7 @@ async def prepare(
 async def _build(
     registry: ModelRegistry,
     loaded: LoadedModel,
-    prompt: str | Messages,
+    prompt: str | Messages | JinjaChat,
     params: SamplingParams,
     options: ServingFields,
     grammar: str | None,
@@ -68,7 +68,10 @@ async def _build(
 ) -> Request:
     model = loaded.model
     check_output_constraints(model, params, grammar)
-    size = len(prompt) if isinstance(prompt, str) else sum(len(c) for _, c in prompt)
+    if isinstance(prompt, JinjaChat):
+        size = prompt.num_chars
+    else:
+        size = len(prompt) if isinstance(prompt, str) else sum(len(c) for _, c in prompt)
     try:
         if size <= INLINE_TOKENIZE_CHARS:
             tokens = encode_prompt(model, prompt)

@@ -132,8 +132,12 @@ class LlamaModel:
             raise RuntimeError(f"tokenizer needed {-n} slots, had {capacity}")
         return list(buf[:n])
 
-    def piece(self, token: int) -> bytes:
-        """The bytes a token stands for (control tokens render as nothing)."""
+    def piece(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes a token stands for; control tokens render as nothing unless ``special``."""
+        if special:
+            buf = ctypes.create_string_buffer(256)  # not the shared buffer: any thread may ask
+            n = C.llama_token_to_piece(self.vocab, token, buf, 256, 0, True)
+            return buf.raw[: max(n, 0)]
         cached = self._pieces.get(token)
         if cached is None:  # a buffer per call: threads of two models may share this one
             buf = ctypes.create_string_buffer(256)
@@ -198,6 +202,7 @@ class LlamaContext:
         batch_tokens: int,
         threads: int,
         cache_type: str = "f16",
+        embeddings: bool = False,
     ) -> None:
         params = C.llama_context_default_params()
         # A quantized V cache needs flash attention; llama.cpp's default (auto) turns
@@ -211,6 +216,13 @@ class LlamaContext:
         # own cells, and the cost of a step does not grow with its neighbours.
         params.kv_unified = False
         params.no_perf = True
+        if embeddings:
+            # Mean-pooled vectors per sequence instead of logits. Each batch starts from
+            # an empty cache, so its sequences share one stream of ``batch_tokens`` cells.
+            params.embeddings = True
+            params.pooling_type = C.LLAMA_POOLING_TYPE_MEAN
+            params.kv_unified = True
+            params.n_ctx = batch_tokens
         params.offload_kqv = model.placement.offload_kv
         # With no layer on a GPU, nothing runs there: llama.cpp would otherwise copy
         # host weights to a GPU for every large batch (op offload), which a user who
@@ -272,6 +284,18 @@ class LlamaContext:
         """Logits of the ``index``-th batch token (a view, valid until the next decode)."""
         ptr = C.llama_get_logits_ith(self._ptr, index)
         return np.ctypeslib.as_array(ptr, shape=(self.model.num_vocab,))
+
+    def embedding(self, seq_id: int) -> npt.NDArray[np.float32]:
+        """A sequence's pooled embedding from the last decode (a copy); embeddings contexts."""
+        ptr = C.llama_get_embeddings_seq(self._ptr, seq_id)
+        if not ptr:
+            raise RuntimeError(f"no pooled embedding for sequence {seq_id}")
+        size = int(C.llama_model_n_embd_out(self.model.ptr))
+        return np.ctypeslib.as_array(ptr, shape=(size,)).copy()
+
+    def clear(self) -> None:
+        """Forget every sequence's KV cells."""
+        C.llama_memory_clear(self._memory, True)
 
     def drop(self, seq_id: int, start: int = 0) -> None:
         """Forget a sequence's KV cells from position ``start`` on."""

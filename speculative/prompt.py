@@ -10,8 +10,13 @@ tokenized with special parsing, and each content as plain text.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from speculative.llama import LlamaModel
 
@@ -19,10 +24,31 @@ log = logging.getLogger(__name__)
 Messages = Sequence[tuple[str, str]]  # (role, content)
 
 
-def encode_prompt(model: LlamaModel, prompt: str | Messages) -> list[int]:
+@dataclass(slots=True, frozen=True)
+class JinjaChat:
+    """A chat the built-in renderer cannot express: OpenAI-shaped messages (assistant
+    ``tool_calls``, ``tool`` turns) and ``tools``, for the GGUF's own Jinja template.
+    ``fallback`` is the same chat as plain (role, content) turns, for a model whose
+    template cannot render it."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+    fallback: Messages
+
+    @property
+    def num_chars(self) -> int:
+        return sum(len(content) for _, content in self.fallback)
+
+
+def encode_prompt(model: LlamaModel, prompt: str | Messages | JinjaChat) -> list[int]:
     """Raw text as plain text; messages through the model's chat template."""
     if isinstance(prompt, str):
         return model.tokenize(prompt)
+    if isinstance(prompt, JinjaChat):
+        tokens = encode_jinja_chat(model, prompt)
+        if tokens is not None:
+            return tokens
+        prompt = prompt.fallback
     tokens = encode_chat(model, prompt)
     if tokens is not None:
         return tokens
@@ -60,3 +86,51 @@ def split_at(text: str, marks: list[str]) -> list[str] | None:
         parts.append(before)
     parts.append(text)
     return parts
+
+
+def can_render_tools(model: LlamaModel) -> bool:
+    """Does the GGUF's template know about tools (else the caller describes them itself)?"""
+    template = model.chat_template
+    return template is not None and b"tools" in template and b"tool_call" in template
+
+
+def encode_jinja_chat(model: LlamaModel, chat: JinjaChat) -> list[int] | None:
+    """The chat through the GGUF's Jinja template (in jinja2's sandbox, as llama-cpp-python
+    renders it), contents kept as plain text; None if the template cannot render it."""
+    if not can_render_tools(model):
+        return None
+    assert model.chat_template is not None
+    marks: list[str] = []
+    messages = []
+    for message in chat.messages:
+        content = message.get("content")
+        if isinstance(content, str) and content:
+            marks.append(f"\ue000{len(marks)}\ue001")
+            message = {**message, "content": marks[-1]}
+        messages.append(message)
+    contents = [m["content"] for m in chat.messages if isinstance(m.get("content"), str)]
+    contents = [c for c in contents if c]
+    bos = model.piece(model.special_tokens()[0], special=True).decode(errors="replace")
+    eos = model.piece(model.special_tokens()[1], special=True).decode(errors="replace")
+    try:
+        formatter = _formatter(model.chat_template.decode(errors="replace"), bos, eos)
+        templated: str = formatter(messages=messages, tools=chat.tools).prompt
+    except Exception as exc:  # a template error or raise_exception(): not this request's fault
+        log.warning("chat template of %s failed (%s); using the fallback", model.path.name, exc)
+        return None
+    parts = split_at(templated, marks)
+    if parts is None:
+        log.warning("chat template of %s does not keep message text intact", model.path.name)
+        return None
+    # a template that writes bos_token itself gets no second one from the tokenizer
+    has_bos = bool(bos) and parts[0].startswith(bos)
+    tokens = model.tokenize(parts[0], parse_special=True, add_special=not has_bos)
+    for content, part in zip(contents, parts[1:], strict=True):
+        tokens += model.tokenize(content, add_special=False)
+        tokens += model.tokenize(part, parse_special=True, add_special=False)
+    return tokens
+
+
+@functools.lru_cache(maxsize=16)
+def _formatter(template: str, bos: str, eos: str) -> Any:
+    return Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)

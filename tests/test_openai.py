@@ -89,13 +89,11 @@ async def test_errors_have_openai_shape_and_status(oai: AsyncOpenAI) -> None:
         await oai.chat.completions.create(model=DEFAULT_MODEL, messages=QUESTION, n=99)
     assert "n: at most" in str(many.value)
     assert many.value.type == "invalid_request_error"
-    with pytest.raises(openai.BadRequestError) as tools:
+    with pytest.raises(openai.BadRequestError) as functions:
         await oai.chat.completions.create(
-            model=DEFAULT_MODEL,
-            messages=QUESTION,
-            tools=[{"type": "function", "function": {"name": "f"}}],
+            model=DEFAULT_MODEL, messages=QUESTION, functions=[{"name": "f"}]
         )
-    assert "tool calling is not supported" in str(tools.value)
+    assert "function calling is not supported" in str(functions.value)
     with pytest.raises(openai.BadRequestError) as hot:
         await oai.chat.completions.create(model=DEFAULT_MODEL, messages=QUESTION, temperature=3)
     assert "temperature: must be at most 2.0" in str(hot.value)
@@ -106,9 +104,6 @@ async def test_errors_have_openai_shape_and_status(oai: AsyncOpenAI) -> None:
 REFUSED: dict[str, Any] = {
     "best_of": 2,
     "echo": True,
-    "tools": [{"type": "function", "function": {"name": "f"}}],
-    "tool_choice": "auto",
-    "parallel_tool_calls": True,
     "functions": [{"name": "f"}],
     "function_call": "auto",
     "suffix": "The end.",

@@ -7,7 +7,8 @@ Works with the official ``openai`` client. Streams are server-sent events of
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request as HttpRequest
@@ -15,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batching.request import Request, RequestStatus, SamplingParams
+from server.api.chat_tools import chat_prompt, tool_grammar, tool_names
 from server.api.logprobs import LogprobCursor
 from server.api.openai_schemas import (
     ChatCompletionBody,
@@ -39,7 +41,8 @@ from server.generation import (
     usage,
     wait_done,
 )
-from speculative.prompt import Messages
+from server.tool_calls import ContentFilter, ToolCall, parse_tool_calls
+from speculative.prompt import JinjaChat, Messages
 
 DEFAULT_CHAT_MAX_TOKENS = 512
 
@@ -47,8 +50,10 @@ DEFAULT_CHAT_MAX_TOKENS = 512
 async def chat_completions(http: HttpRequest) -> Response:
     body = await read_body(http, ChatCompletionBody, precheck=unsupported_message)
     max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
-    messages = [(m.role if m.role != "developer" else "system", m.text()) for m in body.messages]
-    return await _complete(http, body, messages, body.sampling_params(max_tokens), chat=True)
+    prompt = chat_prompt(body, (await registry_of(http).get(body.model)).model)
+    tools = _Tools(tool_names(body), 1 if body.parallel_tool_calls is False else None)
+    params = body.sampling_params(max_tokens)
+    return await _complete(http, body, prompt, params, chat=True, tools=tools)
 
 
 async def completions(http: HttpRequest) -> Response:
@@ -59,18 +64,20 @@ async def completions(http: HttpRequest) -> Response:
 async def _complete(
     http: HttpRequest,
     body: ChatCompletionBody | CompletionBody,
-    prompt: str | Messages,
+    prompt: str | Messages | JinjaChat,
     params: SamplingParams,
     *,
     chat: bool,
+    tools: _Tools | None = None,
 ) -> Response:
+    grammar = tool_grammar(body) if isinstance(body, ChatCompletionBody) else None
     loaded, request = await prepare(
         registry_of(http),
         body.model,
         prompt,
         params,
         body,
-        grammar=body.grammar_text(),
+        grammar=grammar or body.grammar_text(),
         num_top_logprobs=body.num_top_logprobs,
     )
     if body.n > loaded.batcher.max_batch_size:
@@ -82,7 +89,7 @@ async def _complete(
     requests = [request, *choices_of(request, body.n)]
     prefix, kind = ("chatcmpl-", "chat.completion") if chat else ("cmpl-", "text_completion")
     shapes = [
-        _Shape(prefix + request.id, kind, r, LogprobCursor(loaded.model, r), index=i)
+        _Shape(prefix + request.id, kind, r, LogprobCursor(loaded.model, r), index=i, tools=tools)
         for i, r in enumerate(requests)
     ]
     return await _respond(http, loaded, body, shapes)
@@ -113,11 +120,26 @@ def _model_card(http: HttpRequest, name: str) -> dict[str, Any]:
     }
 
 
+@dataclass(slots=True, frozen=True)
+class _Tools:
+    """Calls of which tools are parsed out of a reply, and how many are kept."""
+
+    names: set[str] | None  # None: the reply is only content
+    max_calls: int | None  # parallel_tool_calls: false keeps the first
+
+
 class _Shape:
     """OpenAI's reply objects for one request, whole or as stream chunks."""
 
     def __init__(
-        self, id: str, kind: str, request: Request, logprobs: LogprobCursor, *, index: int
+        self,
+        id: str,
+        kind: str,
+        request: Request,
+        logprobs: LogprobCursor,
+        *,
+        index: int,
+        tools: _Tools | None = None,
     ) -> None:
         self.id = id
         self.kind = kind
@@ -126,6 +148,8 @@ class _Shape:
         self.index = index
         self.request = request
         self.created = int(time.time())
+        self.tools = tools or _Tools(None, None)
+        self.held = ContentFilter(self.tools.names) if self.tools.names is not None else None
 
     def envelope(self, choices: list[dict[str, Any]], *, chunk: bool) -> dict[str, Any]:
         kind = self.kind + ".chunk" if chunk and self.chat else self.kind
@@ -137,7 +161,9 @@ class _Shape:
             "choices": choices,
         }
 
-    def choice(self, text: str | None, finish: str | None, *, chunk: bool) -> dict[str, Any]:
+    def choice(
+        self, text: str | None, finish: str | None, *, chunk: bool, calls: Sequence[ToolCall] = ()
+    ) -> dict[str, Any]:
         """A choice; with logprobs asked for, it carries those of tokens not yet sent."""
         if not self.chat:
             logprobs = self.logprobs.completion()
@@ -149,20 +175,46 @@ class _Shape:
             }
         logprobs = self.logprobs.chat()
         if not chunk:
-            message = {"role": "assistant", "content": text}
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if calls:
+                message["tool_calls"] = [call.as_openai() for call in calls]
             return {
                 "index": self.index,
                 "message": message,
                 "logprobs": logprobs,
                 "finish_reason": finish,
             }
-        delta = {} if text is None else {"content": text}
+        delta: dict[str, Any] = {} if text is None else {"content": text}
+        if calls:
+            delta["tool_calls"] = [call.as_openai(i) for i, call in enumerate(calls)]
         return {"index": self.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
-    def finish_reason(self) -> str:
+    def finish_reason(self, calls: Sequence[ToolCall] = ()) -> str:
         # "cancelled" and "error" never reach a client that is still listening
         reason = str(self.request.finish_reason)
-        return reason if reason in ("length", "timeout") else "stop"
+        if reason in ("length", "timeout"):
+            return reason
+        return "tool_calls" if calls else "stop"
+
+    def whole(self) -> dict[str, Any]:
+        """The finished choice, its tool calls parsed out of the text."""
+        text: str | None = self.request.text
+        calls: list[ToolCall] = []
+        if self.tools.names is not None:
+            text, calls = parse_tool_calls(self.request.text, self.tools.names)
+            calls = calls[: self.tools.max_calls]
+        return self.choice(text, self.finish_reason(calls), chunk=False, calls=calls)
+
+    def stream_piece(self, piece: str) -> str:
+        """What of a streamed piece may go out now (a possible tool call waits)."""
+        return piece if self.held is None else self.held.feed(piece)
+
+    def stream_end(self) -> tuple[str, list[ToolCall]]:
+        """Held text to send as content, and the calls, once the stream ends."""
+        if self.held is None:
+            return "", []
+        rest, calls = self.held.finish()
+        return rest, calls[: self.tools.max_calls]
 
 
 async def _respond(
@@ -186,9 +238,7 @@ async def _respond(
     await wait_done(requests[0], http, *requests[1:])
     for request in requests:  # a 504's partial output is the first choice's
         check_failed(request, partial=lambda: {"text": requests[0].text, "usage": usage(*requests)})
-    reply = shapes[0].envelope(
-        [s.choice(s.request.text, s.finish_reason(), chunk=False) for s in shapes], chunk=False
-    )
+    reply = shapes[0].envelope([s.whole() for s in shapes], chunk=False)
     extras = {
         "usage": usage(*requests),
         "timings": requests[0].timings(),
@@ -211,12 +261,17 @@ async def _chunks(shapes: list[_Shape], include_usage: bool) -> AsyncIterator[by
     async for index, piece in merged_streams([s.request for s in shapes]):
         shape = shapes[index]
         if piece is not None:
-            yield chunk(shape, piece, None)
+            if piece := shape.stream_piece(piece):
+                yield chunk(shape, piece, None)
         elif shape.request.status is RequestStatus.FAILED:
             yield event(failure_error(shape.request).body())
             break
         else:
-            yield chunk(shape, None if shape.chat else "", shape.finish_reason())
+            rest, calls = shape.stream_end()
+            if rest or calls:
+                choice = shape.choice(rest or None, None, chunk=True, calls=calls)
+                yield event(first.envelope([choice], chunk=True))
+            yield chunk(shape, None if shape.chat else "", shape.finish_reason(calls))
     else:
         if include_usage:
             requests = [s.request for s in shapes]

@@ -7,6 +7,7 @@ Fields OpenAI defines that this server cannot honour are refused by name
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from batching.request import MAX_TOP_LOGPROBS, SamplingParams
@@ -18,15 +19,12 @@ MAX_LOGIT_BIAS = 1024
 MAX_CHOICES = 128  # the model's max_batch_size bounds it further
 
 UNSUPPORTED = {
-    "tools": "tool calling",
-    "tool_choice": "tool calling",
     "functions": "function calling",
     "function_call": "function calling",
     "suffix": "suffix (insertion)",
     "audio": "audio output",
     "modalities": "modalities other than text",
     "prediction": "predicted outputs",
-    "parallel_tool_calls": "tool calling",
 }
 
 
@@ -54,17 +52,88 @@ class ContentPart:
 
 
 @dataclass(slots=True, frozen=True)
+class FunctionCall:
+    """A function the assistant called, with its arguments as JSON text."""
+
+    name: str = spec(doc="the function's name", min_length=1, max_length=64)
+    arguments: str = spec(doc="the arguments, a JSON object as text", max_length=1_000_000)
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCallItem:
+    """One tool call of an assistant turn."""
+
+    id: str = spec(doc="the call's id, which the tool turn answering it names")
+    function: FunctionCall = spec(doc="what was called")
+    type: str = spec("function", doc="always function", choices=("function",))
+
+
+@dataclass(slots=True, frozen=True)
 class ChatMessage:
     """One chat turn."""
 
-    role: str = spec(doc="who speaks", choices=("system", "developer", "user", "assistant"))
-    content: str | list[ContentPart] = spec(doc="the text, or a list of text parts")
+    role: str = spec(doc="who speaks", choices=("system", "developer", "user", "assistant", "tool"))
+    content: str | list[ContentPart] | None = spec(
+        None,
+        doc="the text, or a list of text parts (optional on an assistant turn that calls tools)",
+    )
     name: str | None = spec(None, doc="optional speaker name (not shown to the model)")
+    tool_calls: list[ToolCallItem] | None = spec(
+        None, doc="the tools an assistant turn called", max_length=64
+    )
+    tool_call_id: str | None = spec(None, doc="on a tool turn: the call it answers")
+
+    def __post_init__(self) -> None:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content: required, except on an assistant turn with tool_calls")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("tool_calls: only an assistant turn calls tools")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("tool_call_id: a tool turn names the call it answers")
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
+
+
+@dataclass(slots=True, frozen=True)
+class FunctionDef:
+    """A function the model may call."""
+
+    name: str = spec(doc="letters, digits, _ and -", min_length=1, max_length=64)
+    description: str | None = spec(None, doc="what it does, for the model")
+    parameters: dict[str, object] | None = spec(
+        None, doc="a JSON Schema of its arguments (an object)"
+    )
+    strict: bool | None = spec(None, doc="with tool_choice required or named: always enforced")
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
+            raise ValueError(f"function.name: letters, digits, _ and - only, got {self.name!r}")
+
+
+@dataclass(slots=True, frozen=True)
+class Tool:
+    """A tool: a function."""
+
+    function: FunctionDef = spec(doc="the function")
+    type: str = spec("function", doc="always function", choices=("function",))
+
+
+@dataclass(slots=True, frozen=True)
+class NamedFunction:
+    name: str = spec(doc="the function to call")
+
+
+@dataclass(slots=True, frozen=True)
+class NamedToolChoice:
+    """Call this function."""
+
+    function: NamedFunction = spec(doc="which function")
+    type: str = spec("function", doc="always function", choices=("function",))
 
 
 @dataclass(slots=True, frozen=True)
@@ -194,10 +263,33 @@ class ChatCompletionBody(SamplingFields):
         le=MAX_TOP_LOGPROBS,
     )
 
+    tools: list[Tool] | None = spec(None, doc="functions the model may call", max_length=128)
+    tool_choice: str | NamedToolChoice | None = spec(
+        None,
+        doc="none, auto (the default with tools), required (grammar-constrained), "
+        'or {"type": "function", "function": {"name": ...}}',
+        choices=("none", "auto", "required"),
+    )
+    parallel_tool_calls: bool | None = spec(
+        None, doc="auto: the model may call several; required/named: exactly one call"
+    )
+
     def __post_init__(self) -> None:
         SamplingFields.__post_init__(self)
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs: needs logprobs: true")
+        if self.tool_choice not in (None, "none", "auto") and not self.tools:
+            raise ValueError("tool_choice: needs tools")
+        if isinstance(self.tool_choice, NamedToolChoice):
+            names = [tool.function.name for tool in self.tools or []]
+            if self.tool_choice.function.name not in names:
+                raise ValueError(
+                    f"tool_choice.function.name: {self.tool_choice.function.name!r} is not "
+                    f"one of the tools ({', '.join(names)})"
+                )
+        format_type = self.response_format.type if self.response_format else "text"
+        if self.tools and self.tool_choice != "none" and format_type != "text":
+            raise ValueError("response_format: cannot be combined with tools; send one")
 
     @property
     def num_top_logprobs(self) -> int | None:

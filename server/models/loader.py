@@ -87,6 +87,16 @@ def estimate_footprint(config: Config, name: str) -> Footprint:
     return footprint
 
 
+def open_shared_model(name: str, settings: ModelSettings) -> LlamaModel:
+    """The model's weights where its settings put them, in the form they name; shared
+    with any other user of the same file and placement (each user closes it)."""
+    placement = placement_for(name, settings)
+    weights = weights_for(settings.path, settings.weights, placement)
+    model = LlamaModel.open_shared(weights.path, placement)
+    model.weights = weights.as_dict()
+    return model
+
+
 def load_blocking(
     config: Config, name: str
 ) -> tuple[LlamaModel, LlamaContext, Proposer | None, Footprint]:
@@ -108,13 +118,8 @@ def load_blocking(
     opened: list[LlamaModel | LlamaContext] = []
 
     def open_model(model_name: str) -> LlamaModel:
-        """The model's weights where its settings put them, in the form they name."""
-        model_settings = config.models[model_name]
-        placement = placement_for(model_name, model_settings)
-        weights = weights_for(model_settings.path, model_settings.weights, placement)
         with measure() as measured:
-            model = LlamaModel.open_shared(weights.path, placement)
-        model.weights = weights.as_dict()
+            model = open_shared_model(model_name, config.models[model_name])
         opened.append(model)
         if not model.weights_bytes:  # first opened here, else already counted then
             model.weights_bytes = measured.by_kind.get("model", 0)

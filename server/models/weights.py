@@ -55,9 +55,7 @@ class Weights:
         }
 
 
-def weights_for(
-    path: str, setting: str, placement: Placement, *, convert: bool = True
-) -> Weights:
+def weights_for(path: str, setting: str, placement: Placement, *, convert: bool = True) -> Weights:
     """The file to load for a model: its own, or its cached fastest conversion (made now
     unless ``convert`` is false: then the file itself until the conversion exists)."""
     if setting == "as-is":

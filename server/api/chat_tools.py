@@ -1,0 +1,142 @@
+"""A chat-completions body with tools made into a prompt, a grammar and a tool set.
+
+A chat without tools, tool calls or tool turns keeps the plain (role, content)
+path; one with them goes to the model's Jinja template (``JinjaChat``), with a
+fallback for templates that cannot render tools: a system turn describing them
+(``tools_system_prompt``), calls and results written out as Hermes' markers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from server.api.openai_schemas import ChatCompletionBody, ChatMessage, NamedToolChoice
+from server.errors import ApiError
+from server.tool_calls import CLOSE, OPEN, call_grammar, tools_system_prompt
+from speculative.llama import LlamaModel
+from speculative.prompt import JinjaChat, Messages
+
+
+def active_tools(body: ChatCompletionBody) -> list[dict[str, Any]] | None:
+    """The tools the model is shown (none with ``tool_choice: "none"``), as plain JSON."""
+    if not body.tools or body.tool_choice == "none":
+        return None
+    tools = []
+    for tool in body.tools:
+        function: dict[str, Any] = {"name": tool.function.name}
+        if tool.function.description is not None:
+            function["description"] = tool.function.description
+        function["parameters"] = tool.function.parameters or {"type": "object", "properties": {}}
+        tools.append({"type": "function", "function": function})
+    return tools
+
+
+def tool_names(body: ChatCompletionBody) -> set[str] | None:
+    """Names whose calls are parsed out of the reply; None: the reply is only content."""
+    tools = active_tools(body)
+    return None if tools is None else {t["function"]["name"] for t in tools}
+
+
+def chat_prompt(body: ChatCompletionBody, model: LlamaModel) -> Messages | JinjaChat:
+    turns = [(_role(m), m.text()) for m in body.messages]
+    tools = active_tools(body)
+    has_tool_turns = any(m.role == "tool" or m.tool_calls for m in body.messages)
+    if tools is None and not has_tool_turns:
+        return turns
+    check_markup(model, body, tools)
+    messages = [_jinja_message(m) for m in body.messages]
+    return JinjaChat(messages, tools, _fallback(body.messages, tools))
+
+
+def tool_grammar(body: ChatCompletionBody) -> str | None:
+    """With ``required`` or a named function: one call, arguments valid for its schema."""
+    if body.tools is None or body.tool_choice in (None, "none", "auto"):
+        return None
+    functions = [t.function for t in body.tools]
+    if isinstance(body.tool_choice, NamedToolChoice):
+        functions = [f for f in functions if f.name == body.tool_choice.function.name]
+    schemas = [{"name": f.name, "parameters": f.parameters} for f in functions]
+    try:
+        return call_grammar(schemas, "tools[].function.parameters")
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def check_markup(model: LlamaModel, body: ChatCompletionBody, tools: object) -> None:
+    """Tool definitions and earlier calls are written into the template's own text, which
+    is tokenized with control tokens parsed: they must not smuggle one in."""
+    written = [("tools", json.dumps(tools))]
+    for i, message in enumerate(body.messages):
+        for j, call in enumerate(message.tool_calls or []):
+            where = f"messages[{i}].tool_calls[{j}]"
+            written.append(
+                (where, json.dumps([call.id, call.function.name, call.function.arguments]))
+            )
+        if message.tool_call_id is not None:
+            written.append((f"messages[{i}].tool_call_id", message.tool_call_id))
+    for where, text in written:
+        if model.tokenize(text, parse_special=True, add_special=False) != model.tokenize(
+            text, add_special=False
+        ):
+            raise ApiError(400, f"{where}: must not contain control-token markup")
+
+
+def _role(message: ChatMessage) -> str:
+    return "system" if message.role == "developer" else message.role
+
+
+def _jinja_message(message: ChatMessage) -> dict[str, Any]:
+    text = message.text()
+    content = text if text or not message.tool_calls else None
+    out: dict[str, Any] = {"role": _role(message), "content": content}
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                # Hugging Face templates take the arguments as an object, not JSON text
+                "function": {
+                    "name": call.function.name,
+                    "arguments": _json(call.function.arguments),
+                },
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    if message.name is not None:
+        out["name"] = message.name
+    return out
+
+
+def _fallback(messages: list[ChatMessage], tools: list[dict[str, Any]] | None) -> Messages:
+    """The chat for the built-in renderer: calls and results as Hermes' markers in text."""
+    turns: list[tuple[str, str]] = []
+    for message in messages:
+        text = message.text()
+        if message.tool_calls:
+            calls = [
+                f'{OPEN}\n{{"name": {json.dumps(c.function.name)}, "arguments": '
+                f"{c.function.arguments}}}\n{CLOSE}"
+                for c in message.tool_calls
+            ]
+            text = "\n".join([text, *calls] if text else calls)
+        if message.role == "tool":
+            turns.append(("user", f"<tool_response>\n{text}\n</tool_response>"))
+        else:
+            turns.append((_role(message), text))
+    if tools is not None:
+        instructions = tools_system_prompt(tools)
+        if turns and turns[0][0] == "system":
+            turns[0] = ("system", f"{turns[0][1]}\n\n{instructions}")
+        else:
+            turns.insert(0, ("system", instructions))
+    return turns
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
