@@ -135,10 +135,19 @@ async def run_load(
                 body["stream_options"] = {"include_usage": True}
                 if job.model:
                     body["model"] = job.model
-            try:
-                await one_request(client, route, body, ttfts, gaps, totals, queued)
-            except (httpx.HTTPError, ValueError):
-                totals["failed"] += 1
+            for attempt in (1, 2):
+                try:
+                    await one_request(client, route, body, ttfts, gaps, totals, queued)
+                except httpx.RemoteProtocolError as exc:
+                    # A kept-alive connection the server had just closed (llama-server's
+                    # HTTP library closes idle ones): nothing was sent back, so the request
+                    # never ran; send it again once on a fresh connection.
+                    if attempt == 1 and "without sending a response" in str(exc):
+                        continue
+                    totals["failed"] += 1
+                except (httpx.HTTPError, ValueError):
+                    totals["failed"] += 1
+                break
 
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         started = time.perf_counter()

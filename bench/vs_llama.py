@@ -61,8 +61,13 @@ CASES = (
 
 
 def prompts(n: int, salt: str) -> list[Job]:
+    """Raw text to continue (no chat template: both servers then decode the same tokens;
+    a question would mostly be answered by an end-of-text right away)."""
     return [
-        Job(f"Story {salt}-{i}. Write a short story about {TOPICS[i % len(TOPICS)]}.")
+        Job(
+            f"Story {salt}-{i}: a long tale about {TOPICS[i % len(TOPICS)]}, in many "
+            "paragraphs.\n\nOnce upon a time,"
+        )
         for i in range(n)
     ]
 
@@ -93,7 +98,8 @@ def start(case: Case, folder: Path, stack: contextlib.ExitStack) -> str:
         path = folder / f"{case.label.replace(' ', '-')}.json"
         path.write_bytes(orjson.dumps(config))
         cmd = [sys.executable, "-m", "server", "serve", "--config", str(path), "--port", str(port)]
-    return stack.enter_context(running(cmd, port, log, REPO, timeout=180))
+    health = "/health" if case.kind == "llama-server" else "/health_check"
+    return stack.enter_context(running(cmd, port, log, REPO, timeout=180, health=health))
 
 
 def counters(case: Case, url: str) -> dict[str, float]:
@@ -111,7 +117,12 @@ def counters(case: Case, url: str) -> dict[str, float]:
             * float(values["n_decode_total"]),
             "generated": float(values["tokens_predicted_total"]),
         }
-    stats = httpx.get(url + "/health_check").json()["models"]["m"]["executor"]
+    stats = httpx.get(url + "/health_check").json()["models"]["m"].get("executor")
+    if stats is None:  # not loaded yet
+        return dict.fromkeys(("decodes", "busy_slot_decodes", "generated"), 0.0) | {
+            "decode_seconds": 0.0,
+            "step_seconds": 0.0,
+        }
     return {
         "decodes": stats["num_decodes"],
         "busy_slot_decodes": sum(int(k) * v for k, v in stats["decodes_by_num_seqs"].items()),

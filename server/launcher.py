@@ -36,8 +36,9 @@ def started(
     timeout: float = 60.0,
     env: dict[str, str] | None = None,
     inherit_env: bool = True,
+    health: str = "/health_check",
 ) -> Iterator[LiveServer]:
-    """Run ``cmd`` (which must serve /health_check on ``port``) until the block ends.
+    """Run ``cmd`` (which must answer 200 on ``health`` at ``port``) until the block ends.
 
     Its environment is ours plus ``env``, or ``env`` alone without ``inherit_env``.
     """
@@ -47,7 +48,7 @@ def started(
     with log_path.open("ab") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=environment)
         try:
-            wait_until_up(url, proc, timeout, log_path)
+            wait_until_up(url, proc, timeout, log_path, health)
             yield LiveServer(url, proc)
         finally:
             if proc.poll() is None:
@@ -67,19 +68,26 @@ def running(
     cwd: Path,
     timeout: float = 60.0,
     env: dict[str, str] | None = None,
+    health: str = "/health_check",
 ) -> Iterator[str]:
     """``started``, yielding only the base URL."""
-    with started(cmd, port, log_path, cwd, timeout, env) as live:
+    with started(cmd, port, log_path, cwd, timeout, env, health=health) as live:
         yield live.url
 
 
-def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+def wait_until_up(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    log: Path,
+    health: str = "/health_check",
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with {proc.returncode}; see {log}")
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url + "/health_check", timeout=1).status_code == 200:
+            if httpx.get(url + health, timeout=1).status_code == 200:
                 return
         if time.monotonic() > deadline:
             raise RuntimeError(f"the server did not answer within {timeout:.0f} s; see {log}")
