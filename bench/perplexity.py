@@ -19,7 +19,9 @@ from pathlib import Path
 import llama_cpp._logger
 import numpy as np
 
+from bench.loadgen import short_prompts
 from speculative.llama import LlamaContext, LlamaModel
+from speculative.prompt import encode_prompt
 
 TEXT = Path(__file__).resolve().parent / "data" / "perplexity.txt"
 
@@ -54,14 +56,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+")
     parser.add_argument("--ctx", type=int, default=512)
+    parser.add_argument("--agreement", type=int, default=64, help="greedy tokens compared")
     args = parser.parse_args()
     llama_cpp._logger.set_verbose(False)
     first = None
+    prompts = short_prompts()
+    reference = greedy_tokens(args.models[0], prompts, args.agreement)
     for path in args.models:
         ppl, n = perplexity(path, args.ctx)
         first = first or ppl
         change = ppl / first - 1
-        print(f"{Path(path).name:>48}  perplexity {ppl:.4f}  ({n} tokens)  {change:+.3%}")
+        mine = greedy_tokens(path, prompts, args.agreement)
+        same = sum(a == b for a, b in zip(reference, mine, strict=True))
+        print(
+            f"{Path(path).name:>48}  perplexity {ppl:.4f}  ({n} tokens)  {change:+.3%}  "
+            f"greedy text as the first on {same}/{len(prompts)} prompts"
+        )
+
+
+def greedy_tokens(
+    path: str | Path, prompts: list[str], n: int, threads: int = 1
+) -> list[list[int]]:
+    """Each prompt's first ``n`` greedy tokens as a chat's user turn, one at a time."""
+    model = LlamaModel(path)
+    ctx = n + 128
+    context = LlamaContext(model, ctx_per_seq=ctx, num_seqs=1, batch_tokens=ctx, threads=threads)
+    try:
+        out = []
+        for prompt in prompts:
+            tokens = encode_prompt(model, [("user", prompt)])  # as the server does
+            wants = [False] * (len(tokens) - 1) + [True]
+            context.drop(0)
+            context.decode(tokens, range(len(tokens)), [0] * len(tokens), wants)
+            generated: list[int] = []
+            while len(generated) < n:
+                token = int(np.argmax(context.logits(0 if generated else len(tokens) - 1)))
+                generated.append(token)
+                if model.is_end_of_generation(token):
+                    break
+                position = len(tokens) + len(generated) - 1
+                context.decode([token], [position], [0], [True])
+            out.append(generated)
+        return out
+    finally:
+        context.close()
+        model.close()
 
 
 if __name__ == "__main__":

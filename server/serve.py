@@ -43,11 +43,12 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)  # Ctrl-C, or a second signal: stop now
             return
         self.app.state.flags.is_draining = True
-        log.info("SIGTERM: draining for up to %.0f s", self.drain_timeout)
-        # a signal handler may interrupt the loop anywhere: hand over through its queue
+        # A signal handler may interrupt the loop anywhere, a log write included (logging
+        # from here raised "reentrant call" on stderr): hand over through the loop's queue.
         self._loop.call_soon_threadsafe(self._start_drain)
 
     def _start_drain(self) -> None:
+        log.info("SIGTERM: draining for up to %.0f s", self.drain_timeout)
         self._drain = asyncio.ensure_future(self._wait_then_exit())
 
     async def _wait_then_exit(self) -> None:
