@@ -68,10 +68,18 @@ def main() -> None:
         change = ppl / first - 1
         mine = greedy_tokens(path, prompts, args.agreement)
         same = sum(a == b for a, b in zip(reference, mine, strict=True))
+        prefixes = sorted(common_prefix(a, b) for a, b in zip(reference, mine, strict=True))
         print(
             f"{Path(path).name:>48}  perplexity {ppl:.4f}  ({n} tokens)  {change:+.3%}  "
-            f"greedy text as the first on {same}/{len(prompts)} prompts"
+            f"greedy text as the first's on {same}/{len(prompts)} prompts, the same first "
+            f"{prefixes[len(prefixes) // 2]} tokens at the median"
         )
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
 
 
 def greedy_tokens(
