@@ -2,7 +2,7 @@
 
 The quality check behind ``weights: "fastest"``: the served conversion must score
 within 0.5% of the file it was made from. The text is the GNU GPL v3 (about 8k tokens,
-``bench/data/perplexity.txt``; it may be copied verbatim). As llama.cpp's own
+``bench/corpus/perplexity.txt``; it may be copied verbatim). As llama.cpp's own
 ``llama-perplexity`` does, the text is cut into windows of ``--ctx`` tokens, each
 decoded from an empty cache, and only the second half of each window is scored, so
 every scored token sees at least ``ctx / 2`` tokens of context.
@@ -23,7 +23,7 @@ from bench.loadgen import short_prompts
 from speculative.llama import LlamaContext, LlamaModel
 from speculative.prompt import encode_prompt
 
-TEXT = Path(__file__).resolve().parent / "data" / "perplexity.txt"
+TEXT = Path(__file__).resolve().parent / "corpus" / "perplexity.txt"
 
 
 def perplexity(

@@ -65,6 +65,12 @@ async def generate(client: httpx.AsyncClient, model: str) -> httpx.Response:
 async def test_edit_while_streams_run(client: httpx.AsyncClient, folder: Path) -> None:
     path = folder / "config.json"
     rewrite(path, orjson.dumps(config(folder, models("q4", "q2"))))  # a known start
+    # another test of this module may have left another config: wait until this one serves
+    await wait_until(
+        lambda: health(client),
+        lambda h: set(h["models"]) == {"q4", "q2"},
+        what="the known start config served",
+    )
     for name in ("q4", "q2"):
         assert (await generate(client, name)).status_code == 200
     started = {"q4": asyncio.Event(), "q2": asyncio.Event()}

@@ -32,7 +32,9 @@ QWEN_TEMPLATE = (REPO / "tests" / "templates" / "qwen2.5-tools.jinja").read_text
 WEATHER: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "city": {"type": "string"},
+        # bounded, as the README advises: a grammar does not bound a string's length,
+        # and a sampled small model can ramble inside one until max_tokens
+        "city": {"type": "string", "maxLength": 40},
         "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
     },
     "required": ["city", "unit"],
@@ -43,7 +45,7 @@ ALARM: dict[str, Any] = {
     "properties": {
         "hour": {"type": "integer", "minimum": 0, "maximum": 23},
         "minute": {"type": "integer", "minimum": 0, "maximum": 59},
-        "label": {"type": "string"},
+        "label": {"type": "string", "maxLength": 40},
     },
     "required": ["hour", "minute"],
 }
