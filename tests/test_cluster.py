@@ -79,29 +79,30 @@ async def test_a_task_sent_through_nginx_is_readable_and_cancellable_via_each_re
 
 
 async def test_16_streams_through_nginx_arrive_token_by_token(cluster: Cluster) -> None:
-    async def stream(lb: httpx.AsyncClient, i: int) -> tuple[str, float, list[float]]:
-        body = {"prompt": f"Count from {i} to {i + 40}.", "max_tokens": 32, "stream": True}
-        started = time.monotonic()
+    async def stream(lb: httpx.AsyncClient, i: int) -> tuple[str, list[float]]:
+        prompt = f"Count from {i} to {i + 40}."  # greedy: a sampled stream may end early
+        body = {"prompt": prompt, "max_tokens": 32, "temperature": 0, "stream": True}
         arrivals = []
         async with lb.stream("POST", "/generate", json=body) as reply:
             assert reply.status_code == 200
             async for line in reply.aiter_lines():
                 if line.startswith("data: {") and '"finish_reason"' not in line:
                     arrivals.append(time.monotonic())
-        return replica_of(reply), started, arrivals
+        return replica_of(reply), arrivals
 
     async with httpx.AsyncClient(base_url=cluster.url, timeout=300) as lb:
         results = await asyncio.gather(*(stream(lb, i) for i in range(16)))
     per_replica = {r.url.removeprefix("http://"): 0 for r in cluster.replicas}
-    for replica, started, arrivals in results:
+    for replica, arrivals in results:
         per_replica[replica] += 1
-        assert len(arrivals) >= 8
-        # token by token: the events are spread over the stream's life, one per decode
-        # step (a buffering proxy delivers them together). Not "the first in the first
-        # half": with the cores shared, 16 prompts' prefill may take most of it.
-        life, spread = arrivals[-1] - started, arrivals[-1] - arrivals[0]
+        assert len(arrivals) >= 6, arrivals
+        # token by token: the events come one per decode step, apart in time (a
+        # buffering proxy delivers them together, microseconds apart). Not "spread over
+        # the stream's life": with the cores shared, 16 prompts' prefill may take most
+        # of it, and a fast decode of 32 tokens little.
+        spread = arrivals[-1] - arrivals[0]
         gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-        assert spread > life / 4 and sum(g > 0.005 for g in gaps) >= len(gaps) / 2, arrivals
+        assert spread > 0.1 and sum(g > 0.005 for g in gaps) >= len(gaps) / 2, arrivals
     assert all(per_replica.values()), per_replica  # least_conn used both replicas
     figures("streams_per_replica", per_replica)
 
