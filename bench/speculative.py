@@ -79,6 +79,7 @@ async def one(
         "temperature": 0,
         "max_tokens": max_tokens,
         "speculative": speculative,
+        "cache": False,  # the same prompt again would be a result-cache hit, not a decode
     }
     reply: dict[str, Any] = (await client.post("/generate", json=body)).raise_for_status().json()
     return reply
