@@ -53,6 +53,7 @@ from server.tasks.store import (
 )
 
 log = logging.getLogger(__name__)
+CLOSE_S = 10.0
 PREFIX = "edge-llm:"
 
 
@@ -226,6 +227,15 @@ class RedisTaskStore(TaskStore):
         }
 
     async def close(self) -> None:
+        """Write what is owed, leave the replica set, disconnect; bounded: a shutdown
+        never waits on Redis for more than CLOSE_S (a hang was seen once in a test
+        teardown, after a cancel landed inside a pipeline)."""
+        try:
+            await asyncio.wait_for(self._close(), CLOSE_S)
+        except TimeoutError:
+            log.warning("task store: closing Redis took over %.0f s; gave up", CLOSE_S)
+
+    async def _close(self) -> None:
         if self._beats is not None:
             self._beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
