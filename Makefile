@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: setup models browser cluster-deps cluster run run-app test run-tests lint bench quantize clean \
 	container-build container-run llama-server start-inference-service stop-inference-service test-inference-service \
-	binary binary-with-model
+	binary binary-with-model convert convert-deps test-convert
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 
 # llama-cpp-python compiles llama.cpp (~5-8 min on 2 cores) the first time;
@@ -147,9 +147,37 @@ test-inference-service:
 	$(PYTHON) examples/simple_tester.py --url $(SERVICE_URL) get-task-status --wait --task-id \
 	  $$($(PYTHON) examples/simple_tester.py --url $(SERVICE_URL) send-text --prompt "Hi")
 
-# The prototype's `convert`: make quantize SRC=models/x.gguf TYPE=q8_0 OUT=models/x.q8_0.gguf
+# One GGUF into another type: make quantize SRC=models/x.gguf TYPE=q8_0 OUT=models/x.q8_0.gguf
 quantize: setup
 	$(PY) -m server quantize $(SRC) --type $(TYPE) -o $(OUT)
+
+# The prototype's `convert`: a Hugging Face checkpoint to GGUF with llama.cpp's converter,
+#   make convert HF=path/to/checkpoint OUT=models/x.gguf [TYPE=f16|q8_0|q4_k_m|...] [NAME=x]
+# The convert extra (~1 GB in .venv: torch CPU, transformers) is installed on first use,
+# never by `make setup`. torch alone is looked up in PyTorch's CPU index too (where its
+# +cpu builds live); everything else comes from the usual index.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+CONVERT_STAMP := $(VENV)/.convert-stamp
+TORCH_REQ := $(shell sed -n 's/^ *"\(torch==[^"]*+cpu[^"]*\)",$$/\1/p' pyproject.toml)
+
+$(CONVERT_STAMP): $(STAMP)
+	$(PY) -m pip install --no-deps --extra-index-url $(TORCH_INDEX) "$(TORCH_REQ)"
+	$(PY) -m pip install -e '.[convert]'
+	touch $@
+
+convert-deps: $(CONVERT_STAMP)
+
+convert: convert-deps
+	@test -n "$(HF)" -a -n "$(OUT)" || { echo "usage: make convert HF=<checkpoint folder>" \
+	  "OUT=<file.gguf> [TYPE=f16|q8_0|q4_k_m|...] [NAME=<model name to add to config.json>]"; \
+	  exit 2; }
+	$(PY) -m server convert "$(HF)" -o "$(OUT)" $(if $(TYPE),--type $(TYPE)) \
+	  $(if $(NAME),--name $(NAME) --config config.json)
+
+# A checkpoint rebuilt from the shipped GGUF, converted back and served (minutes; not in
+# `make test`).
+test-convert: convert-deps models
+	EDGE_LLM_TEST_CONVERT=1 $(PY) -m pytest tests/convert -p no:randomly
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

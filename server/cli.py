@@ -1,4 +1,4 @@
-"""Command line: ``edge-llm serve|pull|quantize`` (also ``python -m server``)."""
+"""Command line: ``edge-llm serve|pull|quantize|convert`` (also ``python -m server``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from server.models.convert import TYPES as CONVERT_TYPES
 from server.models.quantize import QUANT_TYPES, quantize
 from server.settings import (
     BUILTIN_CONFIG,
@@ -52,7 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     quant.add_argument("source", help="input GGUF file")
     quant.add_argument("--type", required=True, choices=sorted(QUANT_TYPES), dest="quant_type")
     quant.add_argument("-o", "--output", required=True, help="output GGUF file")
-    for p in (serve, pull):
+    conv = sub.add_parser(
+        "convert",
+        help="convert a Hugging Face checkpoint to GGUF with llama.cpp's converter "
+        "(needs the convert extra)",
+    )
+    conv.add_argument("checkpoint", help="folder with config.json, *.safetensors, tokenizer files")
+    conv.add_argument("-o", "--output", required=True, help="output GGUF file")
+    conv.add_argument("--type", default="f16", choices=CONVERT_TYPES, dest="quant_type")
+    conv.add_argument("--name", help="also add the model to config.json under this name")
+    for p in (serve, pull, conv):
         p.add_argument("--config", help=f"config file; search order: {CONFIG_SEARCH}")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -67,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(version_text())
         return 0
     if args.command is None:
-        parser.error("choose a command: serve, pull or quantize")
+        parser.error("choose a command: serve, pull, quantize or convert")
     if args.command == "quantize":
         try:
             quantize(args.source, args.output, args.quant_type)
@@ -77,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.output}")
         return 0
 
+    if args.command == "convert":
+        return convert_command(args)
     where = find_config(args.config, os.environ)
     skip = ("command", "config", "names", "log_level", "version")
     overrides = {k: v for k, v in vars(args).items() if k not in skip}
@@ -103,3 +115,33 @@ def main(argv: list[str] | None = None) -> int:
 
     source = ConfigSource(Path(where.path), overrides, Path(where.root))
     return serve_forever(config, args.log_level, source)
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    from server.models.convert import (
+        ConvertError,
+        add_to_config,
+        checkpoint_architecture,
+        config_entry,
+        convert,
+    )
+
+    folder, target = Path(args.checkpoint), Path(args.output)
+    try:
+        if args.name:
+            where = find_config(args.config, os.environ)
+            _, hf_config = checkpoint_architecture(folder)
+            entry = config_entry(target, where.root, folder, hf_config)
+            add_to_config(where.path, where.root, args.name, entry, write=False)
+        convert(folder, target, args.quant_type, os.environ)
+        print(f"wrote {target}")
+        if args.name:
+            add_to_config(where.path, where.root, args.name, entry, write=True)
+            print(f"added model {args.name!r} to {where.path}")
+    except ConvertError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

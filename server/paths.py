@@ -34,3 +34,8 @@ def data_home(env: Mapping[str, str]) -> Path:
 
 def config_home(env: Mapping[str, str]) -> Path:
     return _base(env, "XDG_CONFIG_HOME", "~/.config") / APP
+
+
+def cache_home(env: Mapping[str, str]) -> Path:
+    """What can be fetched again: unpacked binaries, llama.cpp's converter."""
+    return _base(env, "XDG_CACHE_HOME", "~/.cache") / APP

@@ -89,7 +89,10 @@ class Derivation:
     """A model made from another configured model by llama.cpp's quantizer."""
 
     source: str = spec(doc="the configured model to quantize")
-    type: str = spec(doc="target type", choices=("q2_k", "q4_0", "q4_k_m", "q8_0", "f16"))
+    type: str = spec(
+        doc="target type",
+        choices=("q2_k", "q4_0", "q4_1", "q4_k_m", "q5_k_m", "q6_k", "q8_0", "f16"),
+    )
 
 
 @dataclass(slots=True, frozen=True)

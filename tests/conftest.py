@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -22,6 +23,9 @@ DEFAULT_MODEL = "smollm2-135m"
 SECOND_MODEL = "gemma3-270m"
 SPECULATIVE_MODELS = ("smollm2-135m-ngram", "smollm2-135m-q8")  # n-gram; Q2_K draft
 T = TypeVar("T")
+# tests/convert/ needs the convert extra (torch, transformers) and minutes of converting:
+# `make test-convert` runs it, `make test` does not.
+collect_ignore = [] if os.environ.get("EDGE_LLM_TEST_CONVERT") else ["convert"]
 # Data dirs of the servers running now: two servers sharing one SQLite task store
 # would each mark the other's in-flight tasks failed when they start and stop.
 LIVE_DATA_DIRS: set[Path] = set()

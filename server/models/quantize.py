@@ -18,7 +18,10 @@ import llama_cpp._logger
 QUANT_TYPES = {
     "q2_k": C.LLAMA_FTYPE_MOSTLY_Q2_K,
     "q4_0": C.LLAMA_FTYPE_MOSTLY_Q4_0,
+    "q4_1": C.LLAMA_FTYPE_MOSTLY_Q4_1,
     "q4_k_m": C.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+    "q5_k_m": C.LLAMA_FTYPE_MOSTLY_Q5_K_M,
+    "q6_k": C.LLAMA_FTYPE_MOSTLY_Q6_K,
     "q8_0": C.LLAMA_FTYPE_MOSTLY_Q8_0,
     "f16": C.LLAMA_FTYPE_MOSTLY_F16,
 }
