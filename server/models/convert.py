@@ -165,10 +165,18 @@ def run_converter(
     cmd = [python, str(converter / "convert_hf_to_gguf.py"), str(folder)]
     cmd += ["--outfile", str(target), "--outtype", outtype]
     print(f"converting {folder} with llama.cpp's converter (--outtype {outtype})", file=out)
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if result.returncode == 0:
+    # Its log goes on as it runs (a large model takes minutes), and is kept to explain
+    # a failure.
+    lines: list[str] = []
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(f"  {line}")
+            lines.append(line.rstrip())
+    if proc.returncode == 0:
         return
-    lines = (result.stdout + result.stderr).strip().splitlines()
     text = "\n".join(lines)
     if "BPE pre-tokenizer was not recognized" in text:
         raise ConvertError(
@@ -176,9 +184,11 @@ def run_converter(
             "pre-tokenizer's hash is not in its table); a newer llama-cpp-python may know it"
         )
     if "ModuleNotFoundError" in text:
-        raise ConvertError(f"{lines[-1]} in {python}: {INSTALL_EXTRA}")
-    tail = "\n".join(lines[-15:])
-    raise RuntimeError(f"llama.cpp's converter failed (exit {result.returncode}):\n{tail}")
+        missing = next(x for x in reversed(lines) if "ModuleNotFoundError" in x)
+        raise ConvertError(f"{missing} in {python}: {INSTALL_EXTRA}")
+    raise RuntimeError(
+        f"llama.cpp's converter failed (exit {proc.returncode}); its log above says why"
+    )
 
 
 def convert(
@@ -226,10 +236,11 @@ def config_entry(
     """The ``models`` entry for a converted file: path relative to the config when inside."""
     path = target.resolve()
     rel = path.relative_to(root.resolve()) if path.is_relative_to(root.resolve()) else path
-    tokenizer = folder / "tokenizer_config.json"
-    has_template = (folder / "chat_template.jinja").is_file() or (
-        tokenizer.is_file() and "chat_template" in orjson.loads(tokenizer.read_bytes())
-    )
+    try:
+        tokenizer = orjson.loads((folder / "tokenizer_config.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        tokenizer = {}  # the converter reports a broken one
+    has_template = (folder / "chat_template.jinja").is_file() or "chat_template" in tokenizer
     trained = hf_config.get("max_position_embeddings")
     context = min(2048, trained) if isinstance(trained, int) and trained >= 64 else 2048
     return {"path": str(rel), "context_size": context, "use_chat_template": has_template}
