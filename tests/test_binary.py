@@ -103,8 +103,20 @@ def test_version_and_help(binaries: None, tmp_path: Path) -> None:
 
     version = run("--version")
     assert "edge-llm-server 0.1.0" in version and "llama.cpp commit" in version
-    assert "{serve,pull,quantize}" in run("--help")
+    assert "{serve,pull,quantize,convert}" in run("--help")
     assert "--type" in run("quantize", "--help")
+
+
+def test_convert_in_the_binary_says_what_it_needs(binaries: None, tmp_path: Path) -> None:
+    """The binary carries no Python for llama.cpp's converter (nor torch): a clear error."""
+    checkpoint = tmp_path / "hf"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    cmd = [str(BINARY), "convert", str(checkpoint), "-o", str(tmp_path / "out.gguf")]
+    done = subprocess.run(cmd, env=bare_env(tmp_path), capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "EDGE_LLM_CONVERT_PYTHON" in done.stderr and "make convert" in done.stderr
 
 
 def test_model_binary_serves_from_an_empty_folder_and_unpacks_once(

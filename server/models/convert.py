@@ -26,10 +26,10 @@ import sys
 import tarfile
 import tempfile
 from collections.abc import Mapping
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TextIO
 
+import llama_cpp
 import orjson
 
 from server.models.quantize import QUANT_TYPES, quantize
@@ -83,16 +83,18 @@ def checkpoint_architecture(folder: Path) -> tuple[str, dict[str, Any]]:
     return archs[0], config
 
 
-def converter_source(env: Mapping[str, str], out: TextIO) -> Path:
-    """llama.cpp's converter of the engine's version, fetched once into the cache folder."""
-    engine = version("llama-cpp-python")
+def converter_source(env: Mapping[str, str], python: str, out: TextIO) -> Path:
+    """llama.cpp's converter of the engine's version, fetched once into the cache folder
+    (by this Python's pip; a binary's by ``python``'s)."""
+    engine = llama_cpp.__version__
     folder = cache_home(env) / f"llama.cpp-convert-{engine}"
     if (folder / "convert_hf_to_gguf.py").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     print(f"fetching llama.cpp's converter (llama-cpp-python {engine} sdist)", file=out)
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps"]
+        pip = python if getattr(sys, "frozen", False) else sys.executable
+        cmd = [pip, "-m", "pip", "download", "-q", "--no-deps"]
         cmd += ["--no-binary", ":all:", "-d", tmp, f"llama-cpp-python=={engine}"]
         if subprocess.run(cmd, check=False).returncode != 0:
             raise RuntimeError(
@@ -129,6 +131,20 @@ def known_architectures(converter: Path) -> set[str]:
                 assert node.value is not None
                 return set(ast.literal_eval(node.value))
     raise RuntimeError(f"{converter}: no TEXT_MODEL_MAP in conversion/__init__.py")
+
+
+def converter_python(env: Mapping[str, str]) -> str:
+    """The Python that runs the converter: ``EDGE_LLM_CONVERT_PYTHON``, else this one."""
+    python = env.get("EDGE_LLM_CONVERT_PYTHON")
+    if python:
+        return python
+    if getattr(sys, "frozen", False):  # a single binary: sys.executable is the binary
+        raise ConvertError(
+            "this binary carries no Python for llama.cpp's converter (nor torch): set "
+            "EDGE_LLM_CONVERT_PYTHON to a Python that has the convert extra (pip install "
+            "'edge-llm-server[convert]'), or convert in a source checkout with make convert"
+        )
+    return sys.executable
 
 
 def missing_modules(python: str) -> list[str]:
@@ -202,14 +218,14 @@ def convert(
     if quant_type not in TYPES:
         raise ConvertError(f"unknown type {quant_type!r}; choose one of {', '.join(TYPES)}")
     arch, hf_config = checkpoint_architecture(folder)
-    converter = converter_source(env, out)
+    python = converter_python(env)
+    converter = converter_source(env, python, out)
     if arch not in known_architectures(converter):
         raise ConvertError(
             f"{folder}: architecture {arch!r} is not one llama.cpp's converter "
-            f"(llama-cpp-python {version('llama-cpp-python')}) knows; `python "
+            f"(llama-cpp-python {llama_cpp.__version__}) knows; `python "
             f"{converter / 'convert_hf_to_gguf.py'} --print-supported-models` lists them"
         )
-    python = env.get("EDGE_LLM_CONVERT_PYTHON") or sys.executable
     missing = missing_modules(python)
     if missing:
         raise ConvertError(
