@@ -3,6 +3,7 @@ it scores like the file it was made from."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -12,7 +13,7 @@ import llama_cpp as C
 import pytest
 
 from bench.perplexity import perplexity
-from server.models.weights import file_type, sha256, weights_for
+from server.models.weights import file_type, sha256, sha256_of_version, weights_for
 from speculative.devices import Placement
 from tests.conftest import DEFAULT_MODEL, REPO, health
 
@@ -67,6 +68,20 @@ def test_q4_1_is_converted_once_and_keyed_by_its_contents(tmp_path: Path) -> Non
         f.write(b"\x01")
     assert weights_for(str(source), "fastest", Placement()).path != first.path
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_file_is_hashed_once_per_version(tmp_path: Path) -> None:
+    """Every load asks for the source's hash; only a changed file is read again."""
+    source = tmp_path / "model.gguf"
+    source.write_bytes(b"one")
+    first = sha256(source)
+    misses = sha256_of_version.cache_info().misses
+    assert sha256(source) == first and sha256_of_version.cache_info().misses == misses
+    part = tmp_path / "part"
+    part.write_bytes(b"two")
+    os.replace(part, source)  # replaced, as pull does it
+    assert sha256(source) == hashlib.sha256(b"two").hexdigest()
+    assert sha256_of_version.cache_info().misses == misses + 1
 
 
 def test_the_conversion_scores_like_its_source() -> None:

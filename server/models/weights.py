@@ -12,6 +12,7 @@ bench/results/bench.md: perplexity and tokens/s of both forms side by side.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import mmap
@@ -149,8 +150,18 @@ def _skip(mm: mmap.mmap, pos: int, kind: int) -> int:
 
 
 def sha256(path: Path) -> str:
+    """The file's SHA-256, hashed once per version of the file in this process: every
+    load of a model asks (0.4 s for a 100 MB file), and a replaced or rewritten file
+    has another inode, size or mtime."""
+    st = path.stat()
+    return sha256_of_version(str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def sha256_of_version(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    del inode, size, mtime_ns  # the cache key: which version of the file
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
