@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from server.cluster import Cluster, running_cluster
+from server.cluster.local import Cluster, running_cluster
 from server.tasks.store import RESTART_REASON
 from tests.conftest import (
     ARTIFACTS,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from batching.request import FinishReason, Request, RequestStatus, SamplingParams
+from server.cluster.redis_server import RedisProcess, running_redis
 from server.launcher import free_port
-from server.redis_server import RedisProcess, running_redis
 from server.settings import load_config
 from server.tasks.backends import open_task_store
 from server.tasks.redis_store import RedisTaskStore

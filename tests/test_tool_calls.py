@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from server.tool_calls import ContentFilter, ToolCall, call_grammar, parse_tool_calls
+from server.api.tool_calls import ContentFilter, ToolCall, call_grammar, parse_tool_calls
 
 CALL = '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>'
 

@@ -12,8 +12,8 @@ import json
 from typing import Any
 
 from server.api.openai_schemas import ChatCompletionBody, ChatMessage, NamedToolChoice
+from server.api.tool_calls import CLOSE, OPEN, call_grammar, tools_system_prompt
 from server.errors import ApiError
-from server.tool_calls import CLOSE, OPEN, call_grammar, tools_system_prompt
 from speculative.llama import LlamaModel
 from speculative.prompt import JinjaChat, Messages
 

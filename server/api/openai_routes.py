@@ -26,6 +26,7 @@ from server.api.openai_schemas import (
 )
 from server.api.routes import json_response, read_body
 from server.api.sse import DONE, event, sse_response
+from server.api.tool_calls import ContentFilter, ToolCall, parse_tool_calls
 from server.errors import ApiError
 from server.generation import (
     cancel_all,
@@ -41,7 +42,6 @@ from server.generation import (
     usage,
     wait_done,
 )
-from server.tool_calls import ContentFilter, ToolCall, parse_tool_calls
 from speculative.prompt import JinjaChat, Messages
 
 DEFAULT_CHAT_MAX_TOKENS = 512

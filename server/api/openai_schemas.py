@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from batching.request import MAX_TOP_LOGPROBS, SamplingParams
 from server.api.schemas import ServingFields, stop_strings
+from server.api.structured import json_object_gbnf, schema_to_gbnf
 from server.schema import spec
-from server.structured import json_object_gbnf, schema_to_gbnf
 
 MAX_LOGIT_BIAS = 1024
 MAX_CHOICES = 128  # the model's max_batch_size bounds it further

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from batching.request import SamplingParams
+from server.api.structured import schema_to_gbnf
 from server.duration import parse_keep_alive
 from server.schema import spec
-from server.structured import schema_to_gbnf
 
 MAX_PROMPT_CHARS = 1_000_000
 MAX_STOP_STRINGS = 8

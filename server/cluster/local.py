@@ -25,10 +25,10 @@ from pathlib import Path
 import httpx
 import orjson
 
+from server.cluster.redis_server import RedisProcess
 from server.launcher import LiveServer, free_port, started
-from server.redis_server import RedisProcess
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NGINX_CONF = REPO / "deploy" / "nginx.conf"
 
 
@@ -140,7 +140,3 @@ def main() -> int:
             pass
     print("cluster stopped", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
