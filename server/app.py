@@ -33,7 +33,6 @@ from server.api.openapi import ROUTES as DOC_ROUTES
 from server.api.openapi import build_openapi
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, RequestMetricsMiddleware
-from server.models.embeddings import Embedders
 from server.models.registry import ModelRegistry
 from server.models.reload import ConfigSource, ConfigWatcher
 from server.settings import Config
@@ -63,7 +62,6 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
     registry = ModelRegistry(config, on_request_done=lambda r: metrics_holder[0].observe_done(r))
     metrics = Metrics(registry)
     metrics_holder.append(metrics)
-    embedders = Embedders(config)
 
     settings = config.server
     tasks = open_task_store(settings)
@@ -85,7 +83,6 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
             if watching is not None:
                 watching.cancel()
             await registry.close()
-            await embedders.close()
             await tasks.close()
 
     static = Mount("/static", app=StaticFiles(directory=STATIC), name="static")
@@ -117,7 +114,6 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
     app.state.flags = flags
     app.state.registry = registry
     app.state.config_watcher = watcher
-    app.state.embedders = embedders
     app.state.tasks = tasks
     app.state.metrics = metrics
     app.state.openapi = api_description()

@@ -41,6 +41,7 @@ def memory_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
         for name, file in FILES.items()
     }
     models["gemma"] = {"path": str(REPO / "models" / "gemma-3-270m-q4_k_m.gguf")}
+    models["q4-brief"] = models["q4"] | {"keep_alive": "1s"}
     models["q8-drafted"] = models["q8"] | {"draft": "q2"}  # q2's weights, opened once
     server = {
         "threads": 1,
@@ -238,3 +239,37 @@ async def test_a_served_model_that_is_also_a_draft_is_opened_once(
     assert q2["total_bytes"] + drafted["total_bytes"] > BUDGET_MB << 20
     shared = q2["weights_bytes"]
     assert body["memory"]["used_bytes"] == q2["total_bytes"] + drafted["total_bytes"] - shared
+
+
+async def embed(client: httpx.AsyncClient, model: str) -> None:
+    body = {"model": model, "input": "The cat sat on the mat."}
+    reply = await client.post("/v1/embeddings", json=body)
+    assert reply.status_code == 200, reply.text
+
+
+async def test_an_embedding_context_counts_in_the_budget_and_expires(
+    client: httpx.AsyncClient,
+) -> None:
+    """Its context (and the weights, when no generator holds the file) count as used; the
+    file is counted once with the generator's; it closes once idle past its keep-alive."""
+    assert (await health(client))["memory"]["used_bytes"] == 0
+    await embed(client, "q4")
+    body = await health(client)
+    context = body["models"]["q4"]["embedding_context_bytes"]
+    assert context > 0 and not body["loaded_models"]
+    alone = body["memory"]["used_bytes"]
+    assert alone > context  # the weights too: no generator holds the file
+    load = await client.post("/models/q4/load")
+    assert load.status_code == 200
+    generator = load.json()["memory"]["total_bytes"]
+    assert (await health(client))["memory"]["used_bytes"] == generator + context
+    # a model whose keep-alive is 1 s: its embedding context closes on its own
+    await embed(client, "q4-brief")
+    assert "embedding_context_bytes" in (await health(client))["models"]["q4-brief"]
+    body = await wait_until(
+        lambda: health(client),
+        lambda h: "embedding_context_bytes" not in h["models"]["q4-brief"],
+        10,
+        "the idle embedding context closed",
+    )
+    assert body["memory"]["used_bytes"] == generator + context

@@ -128,3 +128,29 @@ async def test_invalid_edit_keeps_the_old_config(
     log = (REPO / "tests" / "artifacts" / "reload.log").read_text()
     assert "server.max_body_bytes changed; it takes effect after a restart" in log
     assert "config not reloaded, the old one keeps serving" in log
+
+
+async def embed(client: httpx.AsyncClient, model: str) -> httpx.Response:
+    return await client.post("/v1/embeddings", json={"model": model, "input": "A cat."})
+
+
+async def test_embeddings_follow_config_edits(client: httpx.AsyncClient, folder: Path) -> None:
+    """An added model embeds, a changed one gets a fresh context, a removed one is a 404."""
+    path = folder / "config.json"
+    rewrite(path, orjson.dumps(config(folder, models("q4", "q2"))))
+    await wait_until(
+        lambda: health(client), lambda h: set(h["models"]) == {"q4", "q2"}, what="the start"
+    )
+    for name in ("q4", "q2"):
+        assert (await embed(client, name)).status_code == 200
+    before = await reloads(client)
+    rewrite(path, orjson.dumps(config(folder, models("q8") | models("q4", context_size=1024))))
+    await wait_until(lambda: reloads(client), lambda n: n > before, 10, "the reload")
+    added = await embed(client, "q8")
+    assert added.status_code == 200, added.text
+    assert len(added.json()["data"][0]["embedding"]) == 576
+    assert (await embed(client, "q4")).status_code == 200
+    assert (await embed(client, "q2")).status_code == 404
+    log = (REPO / "tests" / "artifacts" / "reload.log").read_text()
+    for name in ("q4", "q2"):
+        assert f"model {name}: embedding context retired by the config change" in log

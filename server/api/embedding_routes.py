@@ -20,7 +20,6 @@ from server.api.routes import json_response, read_body
 from server.api.schemas import MAX_PROMPT_CHARS
 from server.errors import ApiError
 from server.generation import registry_of
-from server.models.embeddings import Embedders
 from server.schema import spec
 
 MAX_INPUTS = 2048  # OpenAI's limit per request
@@ -57,27 +56,22 @@ class EmbeddingBody:
         return [self.input] if isinstance(self.input, str) else self.input
 
 
-def embeddings_of(http: HttpRequest) -> Embedders:
-    embedders: Embedders = http.app.state.embedders
-    return embedders
-
-
 async def create_embeddings(http: HttpRequest) -> Response:
     """Embed one text or many, batched into as few decodes as fit (OpenAI's /v1/embeddings)."""
     body = await read_body(http, EmbeddingBody)
-    name = registry_of(http).resolve_name(body.model)
-    embedders = embeddings_of(http)
-    embedder = await embedders.get(name)
-    inputs = await anyio.to_thread.run_sync(lambda: [embedder.tokenize(t) for t in body.texts])
-    for i, tokens in enumerate(inputs):
-        if len(tokens) > embedder.max_tokens:
-            where = "input" if isinstance(body.input, str) else f"input[{i}]"
-            raise ApiError(
-                400,
-                f"{where}: {len(tokens)} tokens, but model {name!r} embeds at most "
-                f"{embedder.max_tokens} per input (its batch_tokens); shorten or split it",
-            )
-    vectors = await embedders.embed(name, inputs)
+    registry = registry_of(http)
+    name = registry.resolve_name(body.model)
+    async with registry.embedders.lease(name) as embedder:
+        inputs = await anyio.to_thread.run_sync(lambda: [embedder.tokenize(t) for t in body.texts])
+        for i, tokens in enumerate(inputs):
+            if len(tokens) > embedder.max_tokens:
+                where = "input" if isinstance(body.input, str) else f"input[{i}]"
+                raise ApiError(
+                    400,
+                    f"{where}: {len(tokens)} tokens, but model {name!r} embeds at most "
+                    f"{embedder.max_tokens} per input (its batch_tokens); shorten or split it",
+                )
+        vectors = await anyio.to_thread.run_sync(embedder.embed, inputs)
     data = [
         {"object": "embedding", "index": i, "embedding": encode(vector, body.encoding_format)}
         for i, vector in enumerate(vectors)

@@ -88,6 +88,8 @@ async def health_check(http: HttpRequest) -> Response:
             models[name] |= loaded.describe()
         elif (estimate := registry.estimated_bytes(name)) is not None:
             models[name]["estimated_bytes"] = estimate
+        if (embedding := registry.embedding_bytes(name)) is not None:
+            models[name]["embedding_context_bytes"] = embedding
         if (failure := registry.failures.get(name)) is not None:
             models[name]["last_error"] = failure.error.message
         models[name]["load_attempts"] = registry.num_load_attempts.get(name, 0)

@@ -30,6 +30,7 @@ import anyio.to_thread
 from batching.request import Request
 from server.duration import parse_keep_alive
 from server.errors import ApiError
+from server.models.embeddings import Embedders
 from server.models.gpu import describe_placement
 from server.models.loaded import LoadedModel
 from server.models.loader import (
@@ -88,6 +89,7 @@ class ModelRegistry:
         self._reaper: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Future[None]] = set()  # unloads after a config change
         self._wake_reaper = asyncio.Event()
+        self.embedders = Embedders(lambda: self.config, self._embedders_changed)
 
     def resolve_name(self, name: str | None) -> str:
         name = name or self.config.server.default_model
@@ -159,17 +161,23 @@ class ModelRegistry:
         pending = sum(self._loading.values()) + sum(self.unloading.values())
         return sum(exclusive.values()) + shared + pending
 
+    def _footprints(self) -> dict[str, Footprint]:
+        """What each loaded model holds, and each embedding context (``<name> embeddings``)."""
+        held = {name: loaded.footprint for name, loaded in self.loaded.items()}
+        return held | {f"{n} embeddings": h.footprint for n, h in self.embedders.held.items()}
+
     def _sharing(self) -> tuple[dict[str, int], int]:
-        """(bytes each loaded model alone holds, bytes of model files two or more share)."""
+        """(bytes each holder alone holds, bytes of model files two or more share)."""
+        footprints = self._footprints()
         holders: dict[str, int] = {}
-        for loaded in self.loaded.values():
-            for path in loaded.footprint.files:
+        for footprint in footprints.values():
+            for path in footprint.files:
                 holders[path] = holders.get(path, 0) + 1
         exclusive: dict[str, int] = {}
         shared: dict[str, int] = {}
-        for name, loaded in self.loaded.items():
-            common = {p: b for p, b in loaded.footprint.files.items() if holders[p] > 1}
-            exclusive[name] = loaded.footprint.total_bytes - sum(common.values())
+        for name, footprint in footprints.items():
+            common = {p: b for p, b in footprint.files.items() if holders[p] > 1}
+            exclusive[name] = footprint.total_bytes - sum(common.values())
             shared |= common
         return exclusive, sum(shared.values())
 
@@ -190,7 +198,7 @@ class ModelRegistry:
         except ModelLoadError as exc:
             raise self._failed(name, exc) from None
         need = expected.total_bytes
-        open_files = {p for m in self.loaded.values() for p in m.footprint.files}
+        open_files = {p for f in self._footprints().values() for p in f.files}
         already_open = sum(b for p, b in expected.files.items() if p in open_files)
         if need > self.budget_bytes:
             raise ApiError(
@@ -217,8 +225,13 @@ class ModelRegistry:
                 Resident(n, exclusive[n], m.last_used, not (m.is_busy or m.is_pinned))
                 for n, m in self.loaded.items()
             ]
-            for pending in (self._loading, self.unloading):  # counted, never chosen
+            # counted, never chosen: loads and unloads under way, embedding contexts
+            # (closed when idle past their keep-alive, see embeddings.py)
+            for pending in (self._loading, self.unloading):
                 resident += [Resident(n, b, 0.0, False) for n, b in pending.items()]
+            resident += [
+                Resident(n, b, 0.0, False) for n, b in exclusive.items() if n not in self.loaded
+            ]
             max_models = self.config.server.max_loaded_models
             victims = choose_evictions(
                 resident, need, self.budget_bytes, max_models=max_models, shared_bytes=shared
@@ -251,6 +264,10 @@ class ModelRegistry:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def _embedders_changed(self) -> None:
+        self._start_reaper()
+        self._notify()
+
     def _on_idle(self) -> None:
         self._notify()
         self._wake_reaper.set()
@@ -266,6 +283,7 @@ class ModelRegistry:
                 await asyncio.wait_for(self._wake_reaper.wait(), REAP_S)
             self._wake_reaper.clear()
             now = time.monotonic()
+            self.embedders.reap(now)
             for name, loaded in list(self.loaded.items()):
                 if loaded.is_expired(now):
                     del self.loaded[name]
@@ -333,6 +351,8 @@ class ModelRegistry:
         for name, loaded in self.loaded.items():
             if old.keep_alive_s(name) != config.keep_alive_s(name):
                 loaded.keep_alive_s = config.keep_alive_s(name)
+        self.embedders.retire(changes["removed"] + changes["changed"])
+        self.embedders.set_keep_alive(config)
         self._notify()
         return changes
 
@@ -364,6 +384,11 @@ class ModelRegistry:
             "max_loaded_models": self.config.server.max_loaded_models,
         }
 
+    def embedding_bytes(self, name: str) -> int | None:
+        """What the model's embedding context holds beyond the weights; None: none open."""
+        held = self.embedders.held.get(name)
+        return None if held is None else held.footprint.total_bytes - held.footprint.weights_bytes
+
     def estimated_bytes(self, name: str) -> int | None:
         known = self._known.get(name)
         return known[1].total_bytes if known is not None else None
@@ -380,6 +405,7 @@ class ModelRegistry:
         for loaded in self.loaded.values():
             await self._unload(loaded, "shutdown")
         self.loaded.clear()
+        await self.embedders.close()
 
     async def _unload(self, loaded: LoadedModel, why: str, *, drain: bool = False) -> None:
         """Unload (``drain``: once its requests have finished, up to ``drain_timeout_s``);
