@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from server.duration import parse_keep_alive
-from server.models.memory import Resident, choose_evictions
+from server.models.memory import Resident, choose_evictions, split_shared
+from speculative.footprint import Footprint
 
 
 def resident(name: str, mb: int, last_used: float, *, evictable: bool = True) -> Resident:
@@ -47,3 +48,13 @@ def test_keep_alive_durations(value: float | str, seconds: float | None) -> None
 def test_bad_keep_alive_names_the_field(value: str) -> None:
     with pytest.raises(ValueError, match=r"^keep_alive: "):
         parse_keep_alive(value)
+
+
+def test_a_file_two_holders_share_counts_once() -> None:
+    """A generator and an embedding context (or a model and another's draft) on one file."""
+    generator = Footprint(weights_bytes=100, kv_bytes=50, files={"a.gguf": 100})
+    embedder = Footprint(weights_bytes=100, kv_bytes=20, files={"a.gguf": 100})
+    other = Footprint(weights_bytes=70, kv_bytes=5, files={"b.gguf": 70})
+    exclusive, shared = split_shared({"gen": generator, "emb": embedder, "other": other})
+    assert exclusive == {"gen": 50, "emb": 20, "other": 75} and shared == 100
+    assert split_shared({"gen": generator}) == ({"gen": 150}, 0)

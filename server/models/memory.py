@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from speculative.footprint import Footprint
+
 DEFAULT_BUDGET_SHARE = 0.5  # of MemAvailable at start-up, when no budget is set
 
 
@@ -89,3 +91,19 @@ def choose_evictions(
         if used + need <= budget and (max_models is None or count < max_models):
             return chosen
     return None
+
+
+def split_shared(footprints: dict[str, Footprint]) -> tuple[dict[str, int], int]:
+    """(bytes each holder alone holds, bytes of model files two or more holders share):
+    a file open for two models (or a model and its embedding context) is held once."""
+    holders: dict[str, int] = {}
+    for footprint in footprints.values():
+        for path in footprint.files:
+            holders[path] = holders.get(path, 0) + 1
+    exclusive: dict[str, int] = {}
+    shared: dict[str, int] = {}
+    for name, footprint in footprints.items():
+        common = {p: b for p, b in footprint.files.items() if holders[p] > 1}
+        exclusive[name] = footprint.total_bytes - sum(common.values())
+        shared |= common
+    return exclusive, sum(shared.values())

@@ -47,6 +47,7 @@ from server.models.memory import (
     choose_evictions,
     process_rss_bytes,
     return_freed_memory,
+    split_shared,
 )
 from server.result_cache import ResultCache
 from server.settings import Config
@@ -168,18 +169,7 @@ class ModelRegistry:
 
     def _sharing(self) -> tuple[dict[str, int], int]:
         """(bytes each holder alone holds, bytes of model files two or more share)."""
-        footprints = self._footprints()
-        holders: dict[str, int] = {}
-        for footprint in footprints.values():
-            for path in footprint.files:
-                holders[path] = holders.get(path, 0) + 1
-        exclusive: dict[str, int] = {}
-        shared: dict[str, int] = {}
-        for name, footprint in footprints.items():
-            common = {p: b for p, b in footprint.files.items() if holders[p] > 1}
-            exclusive[name] = footprint.total_bytes - sum(common.values())
-            shared |= common
-        return exclusive, sum(shared.values())
+        return split_shared(self._footprints())
 
     async def expected_footprint(self, name: str) -> Footprint:
         """Measured at the last load of this very file, else estimated from its header."""
