@@ -130,8 +130,8 @@ async def test_invalid_edit_keeps_the_old_config(
     assert "config not reloaded, the old one keeps serving" in log
 
 
-async def embed(client: httpx.AsyncClient, model: str) -> httpx.Response:
-    return await client.post("/v1/embeddings", json={"model": model, "input": "A cat."})
+async def embed(client: httpx.AsyncClient, model: str, text: str = "A cat.") -> httpx.Response:
+    return await client.post("/v1/embeddings", json={"model": model, "input": text})
 
 
 async def test_embeddings_follow_config_edits(client: httpx.AsyncClient, folder: Path) -> None:
@@ -141,16 +141,40 @@ async def test_embeddings_follow_config_edits(client: httpx.AsyncClient, folder:
     await wait_until(
         lambda: health(client), lambda h: set(h["models"]) == {"q4", "q2"}, what="the start"
     )
+    long = " ".join(["word"] * 40)  # over 32 tokens, under 64
     for name in ("q4", "q2"):
-        assert (await embed(client, name)).status_code == 200
+        assert (await embed(client, name, long)).status_code == 200  # batch_tokens 64
     before = await reloads(client)
-    rewrite(path, orjson.dumps(config(folder, models("q8") | models("q4", context_size=1024))))
+    rewrite(path, orjson.dumps(config(folder, models("q8") | models("q4", batch_tokens=32))))
     await wait_until(lambda: reloads(client), lambda n: n > before, 10, "the reload")
     added = await embed(client, "q8")
     assert added.status_code == 200, added.text
     assert len(added.json()["data"][0]["embedding"]) == 576
-    assert (await embed(client, "q4")).status_code == 200
+    # a fresh context, made for the new batch_tokens
+    changed = await embed(client, "q4", long)
+    assert changed.status_code == 400 and "embeds at most 32 per input" in changed.text
     assert (await embed(client, "q2")).status_code == 404
     log = (REPO / "tests" / "artifacts" / "reload.log").read_text()
     for name in ("q4", "q2"):
         assert f"model {name}: embedding context retired by the config change" in log
+
+
+async def test_an_embedding_context_takes_no_model_slot(
+    client: httpx.AsyncClient, folder: Path
+) -> None:
+    """With max_loaded_models 1, a model's embedding context does not keep its own
+    generator (or another model) from loading."""
+    path = folder / "config.json"
+    body = config(folder, models("q4", "q2"))
+    body["server"]["max_loaded_models"] = 1
+    before = await reloads(client)
+    rewrite(path, orjson.dumps(body))
+    await wait_until(lambda: reloads(client), lambda n: n > before, 10, "the reload")
+    assert (await embed(client, "q4")).status_code == 200
+    for name in ("q4", "q2", "q4"):
+        reply = await generate(client, name)
+        assert reply.status_code == 200, reply.text
+    assert len((await health(client))["loaded_models"]) == 1
+    before = await reloads(client)  # leave no model limit behind for the other tests
+    rewrite(path, orjson.dumps(config(folder, models("q4", "q2"))))
+    await wait_until(lambda: reloads(client), lambda n: n > before, 10, "the reload")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import anyio.to_thread
 
 from server.errors import ApiError
-from server.models.loader import open_shared_model
+from server.models.loader import load_key, open_shared_model
 from server.settings import Config
 from speculative.embeddings import Embedder
 from speculative.footprint import Footprint, measure
@@ -39,6 +39,7 @@ class Held:
     embedder: Embedder
     footprint: Footprint  # files: the weights, shared with a generator of the same file
     keep_alive_s: float | None
+    key: tuple[object, ...] = ()  # the model's load_key when it was made
     users: int = 0
     last_used: float = field(default_factory=time.monotonic)
     retired: bool = False
@@ -53,8 +54,9 @@ class Embedders:
         self._config = config  # the registry's current config
         self._on_change = on_change  # room may have changed
         self.held: dict[str, Held] = {}
+        self.closing: list[Held] = []  # retired or expired, still allocated
         self._locks: dict[str, asyncio.Lock] = {}
-        self._closing: set[asyncio.Future[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
 
     @contextlib.asynccontextmanager
     async def lease(self, name: str) -> AsyncIterator[Embedder]:
@@ -63,10 +65,7 @@ class Embedders:
         held = self.held.get(name)
         if held is None:
             async with self._locks.setdefault(name, asyncio.Lock()):
-                if name not in self.held:
-                    self.held[name] = await anyio.to_thread.run_sync(self._load, name)
-                    self._on_change()
-            held = self.held[name]
+                held = self.held.get(name) or await self._open(name)
         held.users += 1
         try:
             yield held.embedder
@@ -76,8 +75,23 @@ class Embedders:
             if held.retired and held.users == 0:
                 self._close_later(held)
 
-    def _load(self, name: str) -> Held:
-        config = self._config()
+    async def _open(self, name: str) -> Held:
+        config = self._config()  # the config this context is made for
+        if name not in config.models:
+            raise ApiError(404, f"model {name!r} was just removed from the config")
+        key = load_key(config, name)
+        held = await anyio.to_thread.run_sync(self._load, config, name)
+        held.key = key
+        current = self._config()
+        if name in current.models and load_key(current, name) == key:
+            self.held[name] = held
+        else:  # a reload changed or removed the model meanwhile: serve this request only
+            held.retired = True
+            self.closing.append(held)
+        self._on_change()
+        return held
+
+    def _load(self, config: Config, name: str) -> Held:
         settings = config.models[name]
         try:
             with measure() as measured:
@@ -113,12 +127,14 @@ class Embedders:
             if (held := self.held.pop(name, None)) is not None:
                 log.info("model %s: embedding context retired by the config change", name)
                 held.retired = True
+                self.closing.append(held)
                 if held.users == 0:
                     self._close_later(held)
 
     def set_keep_alive(self, config: Config) -> None:
         for name, held in self.held.items():
-            held.keep_alive_s = config.keep_alive_s(name)
+            if name in config.models:
+                held.keep_alive_s = config.keep_alive_s(name)
 
     def reap(self, now: float) -> None:
         """Close contexts idle past their model's keep-alive."""
@@ -126,19 +142,24 @@ class Embedders:
             if held.is_expired(now):
                 log.info("model %s: embedding context idle past its keep-alive; closing", name)
                 del self.held[name]
+                self.closing.append(held)
                 self._close_later(held)
 
     def _close_later(self, held: Held) -> None:
         task = asyncio.ensure_future(self._close(held))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _close(self, held: Held) -> None:
-        await anyio.to_thread.run_sync(held.embedder.close)
-        self._on_change()
+        try:
+            await anyio.to_thread.run_sync(held.embedder.close)
+        finally:
+            self.closing.remove(held)  # its bytes count as used until here
+            self._on_change()
 
     async def close(self) -> None:
-        await asyncio.gather(*self._closing)
-        for held in self.held.values():
+        await asyncio.gather(*self._tasks)
+        for held in [*self.held.values(), *self.closing]:
             await anyio.to_thread.run_sync(held.embedder.close)
         self.held.clear()
+        self.closing.clear()

@@ -165,7 +165,9 @@ class ModelRegistry:
     def _footprints(self) -> dict[str, Footprint]:
         """What each loaded model holds, and each embedding context (``<name> embeddings``)."""
         held = {name: loaded.footprint for name, loaded in self.loaded.items()}
-        return held | {f"{n} embeddings": h.footprint for n, h in self.embedders.held.items()}
+        held |= {f"{n} embeddings": h.footprint for n, h in self.embedders.held.items()}
+        closing = enumerate(self.embedders.closing)
+        return held | {f"{h.name} embeddings, closing {i}": h.footprint for i, h in closing}
 
     def _sharing(self) -> tuple[dict[str, int], int]:
         """(bytes each holder alone holds, bytes of model files two or more share)."""
@@ -215,16 +217,18 @@ class ModelRegistry:
                 Resident(n, exclusive[n], m.last_used, not (m.is_busy or m.is_pinned))
                 for n, m in self.loaded.items()
             ]
-            # counted, never chosen: loads and unloads under way, embedding contexts
-            # (closed when idle past their keep-alive, see embeddings.py)
-            for pending in (self._loading, self.unloading):
+            for pending in (self._loading, self.unloading):  # counted, never chosen
                 resident += [Resident(n, b, 0.0, False) for n, b in pending.items()]
-            resident += [
-                Resident(n, b, 0.0, False) for n, b in exclusive.items() if n not in self.loaded
-            ]
+            # embedding contexts: bytes in use, but no model slot, and never chosen (they
+            # close when idle past their keep-alive, see embeddings.py)
+            others = sum(b for n, b in exclusive.items() if n not in self.loaded)
             max_models = self.config.server.max_loaded_models
             victims = choose_evictions(
-                resident, need, self.budget_bytes, max_models=max_models, shared_bytes=shared
+                resident,
+                need,
+                self.budget_bytes,
+                max_models=max_models,
+                shared_bytes=shared + others,
             )
             if victims is not None:
                 self._loading[name] = need  # before any await: others see it taken
@@ -236,7 +240,12 @@ class ModelRegistry:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 busy = [n for n, m in self.loaded.items() if m.is_busy or m.is_pinned]
-                raise self._no_room(name, f"busy or pinned models hold it ({', '.join(busy)})")
+                holders = busy + [f"{n} embeddings" for n in self.embedders.held]
+                raise self._no_room(
+                    name,
+                    f"busy or pinned models and embedding contexts hold it "
+                    f"({', '.join(holders) or 'loads and unloads under way'})",
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), remaining)
 
