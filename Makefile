@@ -149,14 +149,16 @@ test-inference-service:
 
 # One GGUF into another type: make quantize SRC=models/x.gguf TYPE=q8_0 OUT=models/x.q8_0.gguf
 quantize: setup
-	$(PY) -m server quantize $(SRC) --type $(TYPE) -o $(OUT)
+	$(PY) -m server quantize "$(SRC)" --type $(TYPE) -o "$(OUT)"
 
 # The prototype's `convert`: a Hugging Face checkpoint to GGUF with llama.cpp's converter,
 #   make convert HF=path/to/checkpoint OUT=models/x.gguf [TYPE=f16|q8_0|q4_k_m|...] [NAME=x]
+# (NAME adds the model to CONFIG: EDGE_LLM_CONFIG, else ./config.json)
 # The convert extra (~1 GB in .venv: torch CPU, transformers) is installed on first use,
 # never by `make setup`. torch alone is looked up in PyTorch's CPU index too (where its
 # +cpu builds live); everything else comes from the usual index.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+CONFIG ?= $(or $(EDGE_LLM_CONFIG),config.json)
 CONVERT_STAMP := $(VENV)/.convert-stamp
 TORCH_REQ := $(shell sed -n 's/^ *"\(torch==[^"]*+cpu[^"]*\)",$$/\1/p' pyproject.toml)
 
@@ -172,7 +174,7 @@ convert: convert-deps
 	  "OUT=<file.gguf> [TYPE=f16|q8_0|q4_k_m|...] [NAME=<model name to add to config.json>]"; \
 	  exit 2; }
 	$(PY) -m server convert "$(HF)" -o "$(OUT)" $(if $(TYPE),--type $(TYPE)) \
-	  $(if $(NAME),--name $(NAME) --config config.json)
+	  $(if $(NAME),--name $(NAME) --config "$(CONFIG)")
 
 # A checkpoint rebuilt from the shipped GGUF, converted back and served (minutes; not in
 # `make test`).

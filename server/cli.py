@@ -141,7 +141,7 @@ def convert_command(args: argparse.Namespace) -> int:
     except ConvertError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from server.cli import main
+from server.models.convert import architectures
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -96,3 +97,11 @@ def test_a_name_that_makes_the_config_invalid_is_refused(
     assert code == 2
     assert f"--name b: config file {config}: models.a.context_size: must be at least 64" in err
     assert not list(tmp_path.glob(".config-*"))  # the trial file is gone
+
+
+def test_the_architecture_is_read_as_the_converter_reads_it() -> None:
+    text = {"architectures": ["LlavaForConditionalGeneration"],
+            "text_config": {"architectures": ["LlamaForCausalLM"]}}  # fmt: skip
+    assert architectures(text) == ["LlavaForConditionalGeneration", "LlamaForCausalLM"]
+    assert architectures({"ssm_cfg": {"layer": "Mamba2"}}) == ["Mamba2ForCausalLM"]
+    assert architectures({"architectures": []}) == []

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import stat
 import subprocess
 import sys
 import tarfile
@@ -42,7 +43,8 @@ TYPES = sorted(set(CONVERTER_TYPES) | set(QUANT_TYPES))
 EXTRA_MODULES = ("torch", "transformers", "safetensors", "sentencepiece", "google.protobuf")
 INSTALL_EXTRA = (
     "install the convert extra (about 1 GB: torch CPU, transformers): `make convert` does it, "
-    "or pip install -e '.[convert]'"
+    "or pip install -e '.[convert]' --extra-index-url https://download.pytorch.org/whl/cpu "
+    "(where torch's CPU build lives)"
 )
 # Parts of the sdist's vendor/llama.cpp the converter reads.
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "models/templates/")
@@ -74,13 +76,27 @@ def checkpoint_architecture(folder: Path) -> tuple[str, dict[str, Any]]:
             f"{folder} is not a Hugging Face checkpoint: no weights (*.safetensors or "
             "pytorch_model.bin) beside its config.json"
         )
-    archs = config.get("architectures") if isinstance(config, dict) else None
-    if not archs or not isinstance(archs, list) or not isinstance(archs[0], str):
+    archs = architectures(config) if isinstance(config, dict) else []
+    if not archs:
         raise ConvertError(
             f'{config_file}: no "architectures" list, so the converter cannot tell which '
             'model this is (e.g. "architectures": ["LlamaForCausalLM"])'
         )
     return archs[0], config
+
+
+def architectures(config: dict[str, Any]) -> list[str]:
+    """The names the converter may go by (its ``get_model_architecture``): the top-level
+    one, a ``text_config``'s, or Mamba's ``ssm_cfg``; the first is the one to report."""
+    found = []
+    for where in (config, config.get("text_config")):
+        archs = where.get("architectures") if isinstance(where, dict) else None
+        if isinstance(archs, list) and archs and isinstance(archs[0], str):
+            found.append(archs[0])
+    ssm = config.get("ssm_cfg")
+    if not found and isinstance(ssm, dict):
+        found.append(f"{ssm.get('layer', 'Mamba')}ForCausalLM")
+    return found
 
 
 def converter_source(env: Mapping[str, str], python: str, out: TextIO) -> Path:
@@ -95,7 +111,7 @@ def converter_source(env: Mapping[str, str], python: str, out: TextIO) -> Path:
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         pip = python if getattr(sys, "frozen", False) else sys.executable
         cmd = [pip, "-m", "pip", "download", "-q", "--no-deps"]
-        cmd += ["--no-binary", ":all:", "-d", tmp, f"llama-cpp-python=={engine}"]
+        cmd += ["--no-binary", "llama-cpp-python", "-d", tmp, f"llama-cpp-python=={engine}"]
         if subprocess.run(cmd, check=False).returncode != 0:
             raise RuntimeError(
                 f"pip could not download the llama-cpp-python {engine} sdist, which holds "
@@ -112,7 +128,10 @@ def converter_source(env: Mapping[str, str], python: str, out: TextIO) -> Path:
             ]
             for member in members:
                 member.name = member.name[len(prefix) :]
-            tar.extractall(unpacked, members=members, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
+                tar.extractall(unpacked, members=members, filter="data")
+            else:  # members are already limited to the converter's own folders
+                tar.extractall(unpacked, members=members)
         try:
             os.rename(unpacked, folder)
         except OSError:  # another process put it there first
@@ -142,7 +161,8 @@ def converter_python(env: Mapping[str, str]) -> str:
         raise ConvertError(
             "this binary carries no Python for llama.cpp's converter (nor torch): set "
             "EDGE_LLM_CONVERT_PYTHON to a Python that has the convert extra (pip install "
-            "'edge-llm-server[convert]'), or convert in a source checkout with make convert"
+            "'edge-llm-server[convert]' --extra-index-url https://download.pytorch.org/whl/cpu), "
+            "or convert in a source checkout with make convert"
         )
     return sys.executable
 
@@ -220,7 +240,7 @@ def convert(
     arch, hf_config = checkpoint_architecture(folder)
     python = converter_python(env)
     converter = converter_source(env, python, out)
-    if arch not in known_architectures(converter):
+    if not set(architectures(hf_config)) & known_architectures(converter):
         raise ConvertError(
             f"{folder}: architecture {arch!r} is not one llama.cpp's converter "
             f"(llama-cpp-python {llama_cpp.__version__}) knows; `python "
@@ -234,16 +254,16 @@ def convert(
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     outtype = intermediate_type(quant_type, hf_config)
-    partial = target.with_name(f"{target.name}.{os.getpid()}.{outtype}.partial")
-    try:
+    # beside the target (same file system), under a plain name: the converter fills
+    # {placeholders} in the name it is given
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".convert-") as tmp:
+        partial = Path(tmp) / f"converted.{outtype}.gguf"
         run_converter(python, converter, folder, partial, outtype, out)
         if quant_type in CONVERTER_TYPES:
             os.replace(partial, target)
         else:
             print(f"quantizing to {quant_type} with llama.cpp's quantizer", file=out)
             quantize(partial, target, quant_type)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def config_entry(
@@ -294,7 +314,9 @@ def add_to_config(
             f"config {config_path} already has a model named {name!r}; choose another --name"
         )
     models[name] = entry
+    config_path = config_path.resolve()  # a symlinked config: edit the file it names
     fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json", dir=config_path.parent)
+    os.chmod(tmp, stat.S_IMODE(config_path.stat().st_mode))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(orjson.dumps(raw, option=orjson.OPT_INDENT_2) + b"\n")

@@ -35,14 +35,18 @@ def quantize(source: str | Path, target: str | Path, quant_type: str) -> None:
     if not source.is_file():
         raise ValueError(f"source model {source} does not exist")
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")  # one per process
     llama_cpp._logger.set_verbose(False)  # a line per tensor otherwise
     params = C.llama_model_quantize_default_params()
     params.ftype = QUANT_TYPES[quant_type]
     params.allow_requantize = True
     params.nthread = os.cpu_count() or 1
-    rc = C.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
-    if rc != 0:
+    try:
+        rc = C.llama_model_quantize(
+            str(source).encode(), str(partial).encode(), ctypes.byref(params)
+        )
+        if rc != 0:
+            raise RuntimeError(f"llama.cpp could not quantize {source} to {quant_type} (code {rc})")
+        os.replace(partial, target)
+    finally:
         partial.unlink(missing_ok=True)
-        raise RuntimeError(f"llama.cpp could not quantize {source} to {quant_type} (code {rc})")
-    os.replace(partial, target)

@@ -120,12 +120,13 @@ async def test_round_trip_serves_the_same_greedy_text(
 
 
 def test_q8_0_is_written_by_the_converter_itself(folder: Path, checkpoint: Path) -> None:
-    out = folder / "direct.q8_0.gguf"
+    out = folder / "direct.{ftype}.gguf"  # the converter's own placeholder, kept as named
     done = convert(str(checkpoint), "-o", str(out), "--type", "q8_0")
     assert done.returncode == 0, done.stderr
     assert "--outtype q8_0" in done.stderr and "quantizing" not in done.stderr
     # gguf-py's Q8_0 of the dequantized values equals llama.cpp's Q8_0 of the file
     assert differing_tensors(PULLED_Q8, out) == []
+    assert sorted(p.name for p in folder.glob("direct*")) == [out.name]  # nothing else left
 
 
 def test_the_default_f16_keeps_perplexity(folder: Path, checkpoint: Path) -> None:
