@@ -16,6 +16,7 @@ Names (where they fire):
     step_delay       each step sleeps this many seconds (an executor that is wedged)
     prepare_delay    a request sleeps this long between getting its model and submitting
     store_delay      every task-store operation sleeps this long (a slow SD card)
+    embedder_delay   making an embedding context sleeps this long first (a slow load)
 
 Syntax of EDGE_LLM_FAULTS: ``name[=times][@seconds],...``; times defaults to 1,
 ``*`` means until disarmed.
@@ -38,6 +39,7 @@ NAMES = (
     "step_delay",
     "prepare_delay",
     "store_delay",
+    "embedder_delay",
 )
 
 

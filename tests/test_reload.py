@@ -42,7 +42,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reload_server(folder: Path) -> Iterator[LiveServer]:
     path = write_config(folder, config(folder, models("q4", "q2")))
-    with live_server(path, name="reload") as live:
+    # faults enabled (none armed): one test slows the making of an embedding context
+    with live_server(path, name="reload", env={"EDGE_LLM_FAULTS": ""}) as live:
         yield live
 
 
@@ -178,3 +179,28 @@ async def test_an_embedding_context_takes_no_model_slot(
     before = await reloads(client)  # leave no model limit behind for the other tests
     rewrite(path, orjson.dumps(config(folder, models("q4", "q2"))))
     await wait_until(lambda: reloads(client), lambda n: n > before, 10, "the reload")
+
+
+async def test_a_reload_while_an_embedding_context_is_made(
+    client: httpx.AsyncClient, folder: Path
+) -> None:
+    """The context made for the old config serves the request that asked for it, and is
+    not kept: the next request gets one made for the new config."""
+    path = folder / "config.json"
+    fresh_name = {"q4b": models("q4")["q4"]}  # a model no earlier test made a context for
+    rewrite(path, orjson.dumps(config(folder, models("q4", "q2") | fresh_name)))
+    await wait_until(lambda: health(client), lambda h: "q4b" in h["models"], 10, "q4b added")
+    fault = {"name": "embedder_delay", "times": 1, "seconds": 2.0}
+    assert (await client.post("/debug/faults", json=fault)).status_code == 200
+    long = " ".join(["word"] * 40)  # over 32 tokens, under 64
+    asking = asyncio.ensure_future(embed(client, "q4b", long))
+    await asyncio.sleep(0.5)  # the context is being made (2 s)
+    before = await reloads(client)
+    changed = {"q4b": fresh_name["q4b"] | {"batch_tokens": 32}}
+    rewrite(path, orjson.dumps(config(folder, models("q4", "q2") | changed)))
+    await wait_until(lambda: reloads(client), lambda n: n > before, 10, "the reload")
+    assert (await asking).status_code == 200  # made for batch_tokens 64
+    fresh = await embed(client, "q4b", long)
+    assert fresh.status_code == 400 and "embeds at most 32 per input" in fresh.text
+    log = (REPO / "tests" / "artifacts" / "reload.log").read_text()
+    assert "model q4b: config changed while its embedding context was made" in log

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import anyio.to_thread
 
+from batching.faults import FAULTS
 from server.errors import ApiError
 from server.models.loader import load_key, open_shared_model
 from server.settings import Config
@@ -86,12 +87,15 @@ class Embedders:
         if name in current.models and load_key(current, name) == key:
             self.held[name] = held
         else:  # a reload changed or removed the model meanwhile: serve this request only
+            log.info("model %s: config changed while its embedding context was made; it serves "
+                     "the waiting request only", name)  # fmt: skip
             held.retired = True
             self.closing.append(held)
         self._on_change()
         return held
 
     def _load(self, config: Config, name: str) -> Held:
+        FAULTS.delay("embedder_delay")
         settings = config.models[name]
         try:
             with measure() as measured:
