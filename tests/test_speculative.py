@@ -61,11 +61,19 @@ async def test_greedy_output_is_identical_alone_and_batched(
 async def test_unseeded_sampling_accepts_drafts_in_that_request(
     client: httpx.AsyncClient, model: str
 ) -> None:
-    # no seed: rejection sampling (accept with min(1, p/q), else resample the residual)
-    reply = await generate(client, model, PROMPTS[0], True, temperature=0.7, seed=None)
-    counts = reply["speculative"]
-    assert counts["drafted_tokens"] > 0
-    assert 0 < counts["accepted_tokens"] <= counts["drafted_tokens"], counts
+    # no seed: rejection sampling (accept with min(1, p/q), else resample the residual).
+    # One sampled request may reject every draft (seen once in CI: n-gram, 0 of 14), so
+    # up to five are sent; all five rejecting everything would mean acceptance is broken.
+    seen = []
+    for _ in range(5):
+        reply = await generate(client, model, PROMPTS[0], True, temperature=0.7, seed=None)
+        counts = reply["speculative"]
+        assert 0 <= counts["accepted_tokens"] <= counts["drafted_tokens"], counts
+        seen.append(counts)
+        if counts["accepted_tokens"] > 0:
+            break
+    assert any(c["drafted_tokens"] > 0 for c in seen), seen
+    assert seen[-1]["accepted_tokens"] > 0, f"no request accepted a draft: {seen}"
 
 
 async def test_draft_with_another_vocabulary_is_refused(client: httpx.AsyncClient) -> None:
