@@ -78,6 +78,7 @@ async def test_edit_while_streams_run(client: httpx.AsyncClient, folder: Path) -
     streams = [asyncio.ensure_future(stream(client, m, e)) for m, e in started.items()]
     await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started.values())), 60)
     before = await reloads(client)
+    unloaded = await unload_counts(client)  # other tests of this module unload too
     # q8 added, q2 removed, q4 changed (larger context): all while both streams run
     edited = models("q8") | models("q4", context_size=1024)
     rewrite(path, orjson.dumps(config(folder, edited)))
@@ -96,9 +97,21 @@ async def test_edit_while_streams_run(client: httpx.AsyncClient, folder: Path) -
         30,
         "the old copies unloaded",
     )
-    metrics = (await client.get("/metrics")).text
-    assert 'edge_llm_model_unloads_total{model="q2",reason="removed"} 1.0' in metrics
-    assert 'edge_llm_model_unloads_total{model="q4",reason="changed"} 1.0' in metrics
+    after = await unload_counts(client)
+    assert after.get(("q2", "removed"), 0) == unloaded.get(("q2", "removed"), 0) + 1
+    assert after.get(("q4", "changed"), 0) == unloaded.get(("q4", "changed"), 0) + 1
+
+
+async def unload_counts(client: httpx.AsyncClient) -> dict[tuple[str, str], float]:
+    """edge_llm_model_unloads_total by (model, reason), from /metrics."""
+    counts = {}
+    for line in (await client.get("/metrics")).text.splitlines():
+        if line.startswith("edge_llm_model_unloads_total{"):
+            labels, value = line.removeprefix("edge_llm_model_unloads_total").split(" ")
+            model = labels.split('model="')[1].split('"')[0]
+            reason = labels.split('reason="')[1].split('"')[0]
+            counts[model, reason] = float(value)
+    return counts
 
 
 async def test_invalid_edit_keeps_the_old_config(
