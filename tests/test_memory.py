@@ -64,9 +64,15 @@ async def client(memory_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def unload_all(client: httpx.AsyncClient) -> None:
-    for name in (await health(client))["loaded_models"]:
+    """Generators and embedding contexts: each test starts with nothing in memory."""
+    body = await health(client)
+    embedding = [n for n, m in body["models"].items() if "embedding_context_bytes" in m]
+    for name in set(body["loaded_models"]) | set(embedding):
         reply = await client.post(f"/models/{name}/unload")
-        assert reply.status_code == 200, reply.text
+        assert reply.status_code == 200 and reply.json()["was_loaded"], reply.text
+    await wait_until(
+        lambda: health(client), lambda h: h["memory"]["used_bytes"] == 0, 30, "all unloaded"
+    )
 
 
 async def generate(client: httpx.AsyncClient, model: str, **extra: Any) -> httpx.Response:
@@ -273,3 +279,9 @@ async def test_an_embedding_context_counts_in_the_budget_and_expires(
         "the idle embedding context closed",
     )
     assert body["memory"]["used_bytes"] == generator + context
+    # an unload closes the model's embedding context too
+    assert (await client.post("/models/q4/unload")).json()["was_loaded"]
+    await wait_until(
+        lambda: health(client), lambda h: h["memory"]["used_bytes"] == 0, 30, "all unloaded"
+    )
+    assert "embedding_context_bytes" not in (await health(client))["models"]["q4"]

@@ -124,16 +124,19 @@ class Embedders:
         )
         return Held(name, embedder, footprint, config.keep_alive_s(name))
 
-    def retire(self, names: list[str]) -> None:
-        """Models changed or removed by a config reload: new requests get a fresh context
-        (or a 404); the old one closes once its requests are done."""
+    def retire(self, names: list[str], why: str = "by the config change") -> bool:
+        """Models changed or removed by a config reload (or unloaded): new requests get a
+        fresh context (or a 404); the old one closes once its requests are done. True when
+        one of them had a context."""
+        found = False
         for name in names:
             if (held := self.held.pop(name, None)) is not None:
-                log.info("model %s: embedding context retired by the config change", name)
-                held.retired = True
+                log.info("model %s: embedding context retired %s", name, why)
+                found = held.retired = True
                 self.closing.append(held)
                 if held.users == 0:
                     self._close_later(held)
+        return found
 
     def set_keep_alive(self, config: Config) -> None:
         for name, held in self.held.items():

@@ -364,13 +364,15 @@ class ModelRegistry:
         return loaded
 
     async def unload(self, name: str) -> bool:
-        """Drain ``name`` (its requests finish, new ones wait), then unload it; False when
-        it was not loaded. Requests still running after ``drain_timeout_s`` fail."""
+        """Drain ``name`` (its requests finish, new ones wait), then unload it, and close its
+        embedding context; False when neither was open. Requests still running after
+        ``drain_timeout_s`` fail."""
         name = self.resolve_name(name)
+        had_embeddings = self.embedders.retire([name], "by an unload")
         async with self._locks.setdefault(name, asyncio.Lock()):
             loaded = self.loaded.get(name)
             if loaded is None:
-                return False
+                return had_embeddings
             del self.loaded[name]  # new requests wait for the lock, then load it again
             await self._unload(loaded, "requested", drain=True)
             return True
