@@ -17,6 +17,7 @@ Names (where they fire):
     prepare_delay    a request sleeps this long between getting its model and submitting
     store_delay      every task-store operation sleeps this long (a slow SD card)
     embedder_delay   making an embedding context sleeps this long first (a slow load)
+    sample_error     sampling one sequence's next token raises (that request fails alone)
 
 Syntax of EDGE_LLM_FAULTS: ``name[=times][@seconds],...``; times defaults to 1,
 ``*`` means until disarmed.
@@ -40,6 +41,7 @@ NAMES = (
     "prepare_delay",
     "store_delay",
     "embedder_delay",
+    "sample_error",
 )
 
 

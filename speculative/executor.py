@@ -321,6 +321,7 @@ class Executor:
                 seq.num_cached += c.count
                 continue
             try:
+                FAULTS.check("sample_error")
                 update = self._verify(c) if c.draft else self._plain(c)
             except Exception as exc:  # sampling or detokenizing broke: this request only
                 log.exception("postprocess failed for request %s", seq.request.id)
