@@ -10,11 +10,23 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 	binary binary-with-model convert convert-deps test-convert
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 
-# llama-cpp-python compiles llama.cpp (~5-8 min on 2 cores) the first time;
-# pip caches the wheel, so later set-ups take seconds.
+# llama-cpp-python compiles llama.cpp (~5-8 min on 2 cores) the first time, for this host's
+# CPU (packaging/llama_cpu_flags.sh: native, less AMX where AMX faults). The wheel is kept in
+# ~/.cache/edge-llm/wheels/, a folder per (version, flags, CPU), so later set-ups take seconds:
+# pip's own wheel cache knows neither CMAKE_ARGS nor the CPU, and a machine may come back
+# with another CPU than the one that built it.
+LLAMA_CPP := $(shell sed -n 's/.*"\(llama-cpp-python==[0-9.]*\)".*/\1/p' pyproject.toml)
+LLAMA_CPU_CMAKE := $(shell sh packaging/llama_cpu_flags.sh)
+LLAMA_WHEELS := $(HOME)/.cache/edge-llm/wheels/$(shell { echo '$(LLAMA_CPP) $(LLAMA_CPU_CMAKE)'; \
+	grep -m1 '^flags' /proc/cpuinfo; } | sha1sum | cut -c1-16)
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -e '.[test]'
+	@ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CPU_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip wheel \
+	  --no-deps --no-cache-dir --no-binary llama-cpp-python -w $(LLAMA_WHEELS) '$(LLAMA_CPP)'
+	$(PY) -m pip install --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-*.whl
+	$(PY) -m pip install -e '.[test]'
 	touch $(STAMP)
 
 # make setup GPU=cuda|vulkan|metal: the same .venv with llama.cpp built for that GPU
@@ -25,17 +37,15 @@ GPU_CMAKE_cuda := -DGGML_CUDA=on
 GPU_CMAKE_vulkan := -DGGML_VULKAN=on
 GPU_CMAKE_metal := -DGGML_METAL=on
 GPU_STAMP := $(VENV)/.llama-$(GPU)
-LLAMA_CPP := $(shell sed -n 's/.*"\(llama-cpp-python==[0-9.]*\)".*/\1/p' pyproject.toml)
-
 $(GPU_STAMP): $(STAMP)
 	@case "$(GPU)" in cpu|cuda|vulkan|metal) ;; \
 	  *) echo "error: GPU=$(GPU): use cuda, vulkan or metal (or leave it out for the CPU)"; exit 2;; esac
 	@if [ "$(GPU)" != cpu ]; then \
-	  CMAKE_ARGS="$(GPU_CMAKE_$(GPU)) $(CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  CMAKE_ARGS="$(LLAMA_CPU_CMAKE) $(GPU_CMAKE_$(GPU)) $(CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 	    $(PY) -m pip install --force-reinstall --no-deps --no-cache-dir \
 	    --no-binary llama-cpp-python '$(LLAMA_CPP)'; \
 	elif ls $(VENV)/.llama-cuda $(VENV)/.llama-vulkan $(VENV)/.llama-metal 2>/dev/null | grep -q .; then \
-	  $(PY) -m pip install --force-reinstall --no-deps '$(LLAMA_CPP)'; \
+	  $(PY) -m pip install --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-*.whl; \
 	fi
 	rm -f $(VENV)/.llama-*
 	touch $@
@@ -80,7 +90,7 @@ $(LLAMA_SERVER): pyproject.toml | setup
 	tar xzf build/llama-server/llama_cpp_python-*.tar.gz -C build/llama-server
 	cmake -S build/llama-server/llama_cpp_python-*/vendor/llama.cpp -B build/llama-server/cmake \
 	  -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF \
-	  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+	  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF $(LLAMA_CPU_CMAKE)
 	cmake --build build/llama-server/cmake -j $$(nproc) --target llama-server
 	cp build/llama-server/cmake/bin/llama-server $@
 
