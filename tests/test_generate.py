@@ -71,17 +71,29 @@ async def test_sampling_parameters_reach_the_sampler(client: httpx.AsyncClient) 
 
 async def test_sixteen_concurrent_requests_share_decode_steps(client: httpx.AsyncClient) -> None:
     before = (await executor_counters(client, DEFAULT_MODEL)).get("decodes_by_num_seqs", {})
-    # each runs 48 steps (counting does not stop early): they overlap however slowly they
-    # arrive on a loaded machine
+    # each runs 48 steps, its end-of-generation tokens banned (a count may stop early: on
+    # one CPU "801 to 900" did): they overlap however slowly they arrive on a loaded machine
     prompts = [
         f"List the numbers from {a} to {a + 99}, separated by commas." for a in range(1, 1601, 100)
     ]
+    no_end = {"0": -100, "2": -100, "4": -100}  # SmolLM2's end-of-generation tokens
     replies = await asyncio.gather(
-        *(generate(client, p, temperature=0, max_tokens=48) for p in prompts)
+        *(
+            client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": DEFAULT_MODEL,
+                    "messages": [{"role": "user", "content": p}],
+                    "temperature": 0,
+                    "max_tokens": 48,
+                    "logit_bias": no_end,
+                },
+            )
+            for p in prompts
+        )
     )
-    assert all(r["usage"]["completion_tokens"] == 48 for r in replies), [
-        r["finish_reason"] for r in replies
-    ]
+    counts = [r.json()["usage"]["completion_tokens"] for r in replies]
+    assert counts == [48] * len(prompts), counts
     after = (await executor_counters(client, DEFAULT_MODEL))["decodes_by_num_seqs"]
     wide = {int(n): count - before.get(n, 0) for n, count in after.items() if int(n) >= 8}
     assert sum(wide.values()) > 0, f"no decode carried 8+ sequences: {after}"
