@@ -54,11 +54,21 @@ class TextAssembler:
             self.is_stopped = True
 
     def _held_back(self) -> int:
-        """Length of the longest text suffix that is a proper prefix of a stop string."""
+        """Length of the longest text suffix that is a proper prefix of a stop string.
+
+        Only suffixes starting where a stop string's first character stands can be
+        one: each stop is checked at those places only, longest first (linear in the
+        stop's length, where trying every length was quadratic).
+        """
         longest = 0
+        text = self._text
         for stop in self._stop:
-            for n in range(min(len(stop) - 1, len(self._text)), longest, -1):
-                if self._text.endswith(stop[:n]):
-                    longest = n
+            # proper prefixes only, and only ones longer than the longest found so far
+            end = len(text) - longest
+            at = text.find(stop[0], max(len(text) - len(stop) + 1, 0), end)
+            while at >= 0:
+                if stop.startswith(text[at:]):
+                    longest = len(text) - at
                     break
+                at = text.find(stop[0], at + 1, end)
         return longest
