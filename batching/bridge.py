@@ -3,16 +3,33 @@
 The executor collects every update of a decode step and hands them over in a
 single ``call_soon_threadsafe``, so the loop wakes once per step, not once per
 token. Everything that touches asyncio objects runs in ``_apply`` on the loop.
+
+Nothing waits here unbounded:
+
+* at most ``MAX_PENDING_STEPS`` steps' updates wait for the loop; past that the
+  executor waits for it (a loop that falls behind slows the steps, rather than
+  queueing their text without limit);
+* a stream whose reader stopped reading (``STALLED_READER_S`` without taking a
+  piece while pieces wait) is cut: its request is cancelled, which frees its
+  sequence, and what it had waits for the reader with a ``cancelled`` ending.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from batching.request import Request
+
+log = logging.getLogger(__name__)
+MAX_PENDING_STEPS = 8
+STALLED_READER_S = 30.0
+BACKLOG_CHECKED = 64  # pieces waiting before a stream's reader is checked for a stall
 
 
 @dataclass(slots=True)
@@ -26,23 +43,46 @@ class LoopBridge:
     def __init__(self, loop: asyncio.AbstractEventLoop, on_done: Callable[[Request], None]) -> None:
         self._loop = loop
         self._on_done = on_done
+        self._pending = threading.BoundedSemaphore(MAX_PENDING_STEPS)
 
     def publish(self, updates: list[Update]) -> None:
         """Executor thread: deliver one step's updates to the event loop."""
         if not updates:
             return
+        # A loop that stopped (shutdown) never frees a slot: wait a bounded time only.
+        if not self._pending.acquire(timeout=1.0):
+            log.warning("the event loop is %d steps behind", MAX_PENDING_STEPS)
         # A closed loop means the process is shutting down: nobody is listening.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._apply, updates)
 
     def _apply(self, updates: list[Update]) -> None:
+        with contextlib.suppress(ValueError):  # a slot taken after the timeout above
+            self._pending.release()
         for update in updates:
             request = update.request
             if request.stream is not None and update.text:
                 request.stream.put_nowait(update.text)
+                if request.stream.qsize() >= BACKLOG_CHECKED:
+                    _cut_if_stalled(request)
             if update.is_done:
                 if request.stream is not None:
                     request.stream.put_nowait(None)
                 if not request.done.done():
                     request.done.set_result(request)
                 self._on_done(request)
+
+
+def _cut_if_stalled(request: Request) -> None:
+    """Cancel a streamed request whose reader has taken nothing for STALLED_READER_S."""
+    if request.is_cancel_requested or request.status.is_done:
+        return
+    stalled = time.monotonic() - request.stream_read_at
+    if stalled > STALLED_READER_S:
+        log.warning(
+            "request %s: its client read nothing for %.0f s (%d pieces waiting); cancelled",
+            request.id,
+            stalled,
+            request.stream.qsize() if request.stream is not None else 0,
+        )
+        request.cancel()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -160,6 +161,11 @@ def choices_of(request: Request, n: int) -> list[Request]:
 async def merged_streams(requests: list[Request]) -> AsyncIterator[tuple[int, str | None]]:
     """(index, piece) from several streamed requests as they come; (index, None) when
     request ``index`` is done. Leaving early cancels every request still running."""
+    if len(requests) == 1:  # the usual case: no pump task or second queue
+        async for piece in stream_text(requests[0]):
+            yield 0, piece
+        yield 0, None
+        return
     merged: asyncio.Queue[tuple[int, str | None]] = asyncio.Queue()
 
     async def pump(index: int, request: Request) -> None:
@@ -271,11 +277,27 @@ async def _disconnected(http: HttpRequest) -> None:
 
 
 async def stream_text(request: Request) -> AsyncIterator[str]:
-    """Pieces of text as they are decoded; leaving early cancels the sequence."""
-    assert request.stream is not None
+    """Pieces of text as they are decoded; leaving early cancels the sequence.
+
+    Pieces that queued while the client lagged go out joined, as one frame.
+    """
+    queue = request.stream
+    assert queue is not None
     try:
-        while (piece := await request.stream.get()) is not None:
+        while (piece := await queue.get()) is not None:
+            is_done = False
+            if not queue.empty():
+                parts = [piece]
+                while not queue.empty():
+                    if (more := queue.get_nowait()) is None:
+                        is_done = True
+                        break
+                    parts.append(more)
+                piece = "".join(parts)
+            request.stream_read_at = time.monotonic()
             yield piece
+            if is_done:
+                return
     finally:
         if not request.status.is_done:
             request.cancel()
