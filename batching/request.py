@@ -111,6 +111,7 @@ class Request:
     is_speculative: bool = True  # may the model's proposer draft for this request
     cache_prompt: bool = True  # may the prompt start from another request's cached KV
     num_cached_tokens: int = 0  # prompt tokens whose KV was reused, not computed
+    num_prefill_steps: int = 0  # decode steps its prompt was fed over
     priority: int = 0  # higher is admitted first (see batching.batcher)
     # GBNF text (llama.cpp's grammar format, root rule ``root``) the output must
     # match; a constrained request does not speculate.
@@ -135,6 +136,7 @@ class Request:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     stream: asyncio.Queue[str | None] | None = None
+    stream_read_at: float = field(default_factory=time.monotonic)  # its reader's last take
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -180,6 +182,7 @@ class Request:
             "total_ms": ms(self.created_at, self.finished_at),
             "cached_prompt_tokens": self.num_cached_tokens,
             "computed_prompt_tokens": self.num_prompt_tokens - self.num_cached_tokens,
+            "prompt_steps": self.num_prefill_steps,
             "tokens_per_second": (
                 round((self.num_output_tokens - 1) / decode_s, 2) if decode_s else None
             ),

@@ -108,6 +108,13 @@ class ModelSettings:
     batch_tokens: int = spec(
         512, doc="most tokens in one decode step; longer prompts are fed in chunks", ge=16
     )
+    max_step_ms: float | None = spec(
+        None,
+        doc="while sequences decode, a step carries only as many prompt tokens as keep it "
+        "near this time (null: twice a decode-only step, measured as it runs), so streams "
+        "keep their pace while a long prompt is read",
+        ge=1,
+    )
     use_chat_template: bool = spec(
         True, doc="wrap /generate prompts in the model's own chat template as a user turn"
     )

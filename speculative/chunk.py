@@ -16,7 +16,7 @@ class Chunk:
     start: int  # index into seq.tokens, == the KV position of the first token
     count: int  # tokens of seq.tokens in this step
     draft: Draft | None = None  # drafted tokens that follow them, to verify
-    offset: int = 0  # batch index of the first token
+    out_row: int = 0  # logits row of its first token that asked for logits
 
     @property
     def completes(self) -> bool:

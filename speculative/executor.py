@@ -30,14 +30,17 @@ from batching.faults import FAULTS
 from batching.request import Failure, FinishReason, Request, RequestStatus
 from speculative.acceptance import verify
 from speculative.adaptive import SpeculationPolicy, draft_lengths
+from speculative.budget import StepBudget, fair_shares
 from speculative.chunk import Chunk, by_seq_id
 from speculative.grammar import Grammar, GrammarError
 from speculative.llama import DecodeError, LlamaContext
+from speculative.picker import Pick, pick_tokens
 from speculative.prefix_cache import PrefixCache, PrefixStats
 from speculative.proposers import Draft, Proposer
-from speculative.sampling import Logits, sample, token_logprob
+from speculative.sampling import token_logprob
 from speculative.sequence import Sequence
 from speculative.stats import ExecutorStats
+from speculative.topk import Matrix as Logits2D
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class Executor:
         *,
         prefix_cache: bool = True,
         prefix_cache_bytes: int = 0,
+        max_step_ms: float | None = None,
     ) -> None:
         assert context.batch_tokens >= num_seqs, "every running sequence needs a slot per step"
         self.name = name
@@ -75,6 +79,8 @@ class Executor:
         self._has_exited = False
         self._close_on_exit = False
         self.stats = ExecutorStats()
+        self.budget = StepBudget(max_step_ms)
+        self._pick_error = ""  # why the last row-by-row pick failed
         self._thread = threading.Thread(target=self._loop, name=f"executor-{name}", daemon=True)
 
     def start(self) -> None:
@@ -184,7 +190,7 @@ class Executor:
             self._running.append(seq)
 
     def step(self) -> None:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         now = time.monotonic()
         FAULTS.delay("step_delay")
         cancelled = [s for s in self._running if s.request.is_cancel_requested]
@@ -212,11 +218,15 @@ class Executor:
             speculated = any(c.draft for c in chunks)
             emitted = self.stats.num_generated_tokens - num_generated
             self._policy.gate.record(speculated, step_s, emitted)
+        if chunks and decode_s:
+            prompt = [c for c in chunks if c.start < c.seq.num_prompt]
+            self.budget.record(len(chunks) - len(prompt), sum(c.count for c in prompt), decode_s)
         self.stats.record_step(
             num_seqs=len(chunks),
             num_tokens=sum(c.num_tokens for c in chunks),
             step_s=step_s,
             decode_s=decode_s,
+            cpu_s=time.thread_time() - cpu_started,
         )
 
     def _share_prompts(self) -> None:
@@ -247,17 +257,15 @@ class Executor:
         drafts = self._propose(decoding, budget)
         chunks = [Chunk(s, s.num_cached, 1, drafts.get(s.seq_id)) for s in decoding]
         budget -= sum(len(d.tokens) for d in drafts.values())
-        for seq in self._running:
-            if budget <= 0:
-                break
-            if seq.is_prefilling and seq.prompt_source is None:
-                count = min(seq.num_pending, budget)
-                chunks.append(Chunk(seq, seq.num_cached, count))
-                budget -= count
-        offset = 0
-        for chunk in chunks:
-            chunk.offset = offset
-            offset += chunk.num_tokens
+        prefilling = [s for s in self._running if s.is_prefilling and s.prompt_source is None]
+        if prefilling and budget > 0:
+            budget = self.budget.prompt_tokens(len(decoding), budget)
+            needs = [s.num_pending for s in prefilling]
+            priorities = [s.request.priority for s in prefilling]
+            for seq, count in zip(prefilling, fair_shares(needs, priorities, budget), strict=True):
+                if count:
+                    chunks.append(Chunk(seq, seq.num_cached, count))
+                    seq.request.num_prefill_steps += 1
         return chunks
 
     def _propose(self, decoding: list[Sequence], budget: int) -> dict[int, Draft]:
@@ -299,53 +307,93 @@ class Executor:
         positions: list[int] = []
         seq_ids: list[int] = []
         wants_logits: list[bool] = []
+        num_outputs = 0  # logits rows come back in batch order, one per flagged token
         for c in chunks:
+            c.out_row = num_outputs
+            if c.draft is None and c.count == 1:  # a decoding sequence: the common case
+                tokens.append(c.seq.tokens[c.start])
+                positions.append(c.start)
+                seq_ids.append(c.seq.seq_id)
+                wants_logits.append(c.completes)
+                num_outputs += c.completes
+                continue
             n = c.num_tokens
             tokens += c.token_ids()
             positions += range(c.start, c.start + n)
             seq_ids += [c.seq.seq_id] * n
             # a speculating sequence needs logits at every position it verifies
-            wants_logits += [True] * n if c.draft else [False] * (n - 1) + [c.completes]
-        started = time.perf_counter()
+            flags = [True] * n if c.draft else [False] * (n - 1) + [c.completes]
+            wants_logits += flags
+            num_outputs += sum(flags)
+            if not c.draft:
+                c.out_row = num_outputs - 1  # its one row, if it completes
+        started, cpu_started = time.perf_counter(), time.thread_time()
         if FAULTS.fire("decode_error"):
             raise DecodeError(-3)
         self._ctx.decode(tokens, positions, seq_ids, wants_logits)
         self._prefix.after_decode()
+        self.stats.decode_cpu_seconds += time.thread_time() - cpu_started
         return time.perf_counter() - started
 
     def _postprocess(self, chunks: list[Chunk]) -> list[Update]:
-        updates = []
+        """Sample every completed sequence's next token(s) and append them."""
+        if not any(c.completes for c in chunks):
+            for c in chunks:
+                c.seq.num_cached += c.count
+            return []
+        matrix = self._ctx.logits_matrix()
+        updates: list[Update | None] = []
+        picks: list[Pick] = []
         for c in chunks:
             seq = c.seq
-            if not c.completes:
-                seq.num_cached += c.count
+            if c.draft is not None:
+                updates.append(self._guarded(seq, self._verify, c, matrix))
                 continue
+            seq.num_cached += c.count
+            if c.completes:
+                picks.append(Pick(seq, c.out_row, len(seq.tokens)))
+        for p, token in zip(picks, self._pick(matrix, picks), strict=True):
+            if token is None:
+                updates.append(self._finish(p.seq, FinishReason.ERROR, self._pick_error))
+            else:
+                updates.append(self._guarded(p.seq, self._advance, p.seq, [token], matrix, p.row))
+        return [u for u in updates if u is not None]
+
+    def _pick(self, matrix: Logits2D, picks: list[Pick]) -> list[int | None]:
+        """Every pick's token in one batched pass; if that raises, each on its own, so a
+        broken one fails its request only (None)."""
+        try:
+            return list(pick_tokens(matrix, picks))
+        except Exception:
+            log.exception("batched sampling failed on %s; sampling row by row", self.name)
+        out: list[int | None] = []
+        for p in picks:
             try:
-                FAULTS.check("sample_error")
-                update = self._verify(c) if c.draft else self._plain(c)
-            except Exception as exc:  # sampling or detokenizing broke: this request only
-                log.exception("postprocess failed for request %s", seq.request.id)
-                update = self._finish(seq, FinishReason.ERROR, f"internal error: {exc}")
-            if update is not None:
-                updates.append(update)
-        return updates
+                out.append(pick_tokens(matrix, [p])[0])
+            except Exception as exc:
+                log.exception("sampling failed for request %s", p.seq.request.id)
+                self._pick_error = f"internal error: {exc}"
+                out.append(None)
+        return out
 
-    def _plain(self, c: Chunk) -> Update | None:
-        seq = c.seq
-        seq.num_cached += c.count
-        row = self._ctx.logits(c.offset + c.count - 1)
-        position = len(seq.tokens)
-        params = seq.request.params
-        token = sample(row, params, seq.rng, seq.recent_tokens, position, seq.grammar)
-        return self._advance(seq, [token], lambda _: row)
+    def _guarded(
+        self, seq: Sequence, stage: Callable[..., Update | None], *args: object
+    ) -> Update | None:
+        """Run one sequence's sampling or detokenizing; if it breaks, only its request fails."""
+        try:
+            FAULTS.check("sample_error")
+            return stage(*args)
+        except Exception as exc:
+            log.exception("postprocess failed for request %s", seq.request.id)
+            return self._finish(seq, FinishReason.ERROR, f"internal error: {exc}")
 
-    def _verify(self, c: Chunk) -> Update | None:
+    def _verify(self, c: Chunk, matrix: Logits2D) -> Update | None:
         """Keep the drafts the target agrees with, plus its own next token."""
         assert c.draft is not None
         seq, draft = c.seq, c.draft
         params = seq.request.params
         emitted = verify(
-            lambda i: self._ctx.logits(c.offset + i),
+            lambda i: matrix[c.out_row + i],
             draft.tokens,
             draft.dists,
             params,
@@ -363,30 +411,32 @@ class Executor:
         seq.num_cached = c.start + 1 + accepted
         if accepted < len(draft.tokens):
             self._ctx.drop(seq.seq_id, seq.num_cached)
-        update = self._advance(seq, emitted, lambda i: self._ctx.logits(c.offset + i))
+        update = self._advance(seq, emitted, matrix, c.out_row)
         if not seq.request.status.is_done:  # still running: resync the proposer
             self._proposer.rollback(seq)
         return update
 
     def _advance(
-        self, seq: Sequence, tokens: list[int], row: Callable[[int], Logits]
+        self, seq: Sequence, tokens: list[int], matrix: Logits2D, first_row: int
     ) -> Update | None:
         """Append sampled ``tokens`` to ``seq`` until one ends it; return what changed.
 
-        ``row(i)`` is the raw logits ``tokens[i]`` was sampled from.
+        ``matrix[first_row + i]`` is the raw logits ``tokens[i]`` was sampled from.
         """
         request = seq.request
         params = request.params
         if request.first_token_at is None:
             request.first_token_at = time.monotonic()
+        end_of_generation = self._model.end_of_generation
         text = ""
         for i, token in enumerate(tokens):
-            if self._model.is_end_of_generation(token):
+            if end_of_generation[token]:
                 return self._finish(seq, FinishReason.STOP, text=text)
             if seq.grammar is not None:
                 seq.grammar.accept(token)
             if request.num_top_logprobs is not None:
-                request.logprobs.append(token_logprob(row(i), token, request.num_top_logprobs))
+                row = matrix[first_row + i]
+                request.logprobs.append(token_logprob(row, token, request.num_top_logprobs))
             seq.tokens.append(token)
             request.output_tokens.append(token)
             self.stats.num_generated_tokens += 1

@@ -88,6 +88,7 @@ class LlamaModel:
         self.num_ctx_train = int(C.llama_model_n_ctx_train(self._ptr))
         self.chat_template: bytes | None = C.llama_model_chat_template(self._ptr, None)
         self._pieces: dict[int, bytes] = {}
+        self._eog: npt.NDArray[np.bool_] | None = None
         self._refs = 1  # users of a shared model; freed when the last one closes
         self.weights_bytes = 0  # as llama.cpp reported its buffers at load (see footprint)
         # tokenize() may run on any thread while close() runs on another: a
@@ -159,7 +160,15 @@ class LlamaModel:
         return tuple(int(get(v)) for get in getters)
 
     def is_end_of_generation(self, token: int) -> bool:
-        return bool(C.llama_vocab_is_eog(self.vocab, token))
+        return bool(self.end_of_generation[token])
+
+    @property
+    def end_of_generation(self) -> npt.NDArray[np.bool_]:
+        """Which token ids end a generation, as a table (one ctypes call per id, once)."""
+        if self._eog is None:
+            is_eog = C.llama_vocab_is_eog
+            self._eog = np.array([is_eog(self.vocab, t) for t in range(self.num_vocab)], bool)
+        return self._eog
 
     def apply_chat_template(self, messages: Sequence[tuple[str, str]]) -> str | None:
         """Render (role, content) messages plus the assistant's cue; None without a template."""
@@ -237,6 +246,7 @@ class LlamaContext:
         self.ctx_per_seq = int(C.llama_n_ctx_seq(self._ptr))
         self.batch_tokens = batch_tokens
         self._memory = C.llama_get_memory(self._ptr)
+        self._num_outputs = 0
         n = batch_tokens
         self._tokens = np.zeros(n, np.int32)
         self._pos = np.zeros(n, np.int32)
@@ -268,7 +278,12 @@ class LlamaContext:
         seq_ids: Sequence[int],
         wants_logits: Sequence[bool],
     ) -> None:
-        """One ``llama_decode`` over tokens of any number of sequences."""
+        """One ``llama_decode`` over tokens of any number of sequences, waited for.
+
+        On a GPU ``llama_decode`` only enqueues the work (the first read of logits
+        would wait for it); synchronizing here makes a timer around this call hold
+        the device's time, not blame the Python after it. On the CPU it is a no-op.
+        """
         n = len(tokens)
         assert 0 < n <= self.batch_tokens
         self._tokens[:n] = tokens
@@ -279,11 +294,19 @@ class LlamaContext:
         rc = C.llama_decode(self._ptr, self._batch)
         if rc != 0:
             raise DecodeError(rc)
+        C.llama_synchronize(self._ptr)
+        self._num_outputs = int(np.count_nonzero(self._wants_logits[:n]))
 
     def logits(self, index: int) -> npt.NDArray[np.float32]:
         """Logits of the ``index``-th batch token (a view, valid until the next decode)."""
         ptr = C.llama_get_logits_ith(self._ptr, index)
         return np.ctypeslib.as_array(ptr, shape=(self.model.num_vocab,))
+
+    def logits_matrix(self) -> npt.NDArray[np.float32]:
+        """The last decode's logits, one row per token that asked for them, in batch
+        order: (outputs, vocabulary), a view valid until the next decode."""
+        ptr = C.llama_get_logits(self._ptr)
+        return np.ctypeslib.as_array(ptr, shape=(self._num_outputs, self.model.num_vocab))
 
     def embedding(self, seq_id: int) -> npt.NDArray[np.float32]:
         """A sequence's pooled embedding from the last decode (a copy); embeddings contexts."""

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from batching.request import SamplingParams, TokenLogprob
+from speculative.topk import top_k_of_row
 
 Logits = npt.NDArray[np.float32]
 LOGIT_LIMIT = 1e4  # far beyond any real logit, far below overflow in exp
@@ -66,23 +67,27 @@ def apply_penalties(logits: Logits, recent: list[int], params: SamplingParams) -
 def distribution(
     logits: Logits, params: SamplingParams
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """Candidate token ids (most likely first) and their probabilities, summing to 1."""
+    """Candidate token ids and their probabilities, summing to 1 (most likely first, except
+    for the whole vocabulary, which keeps id order: a draw does not need it sorted)."""
     vocab = logits.shape[0]
     k = params.top_k if 0 < params.top_k < vocab else vocab
-    if k < vocab:
-        ids = np.argpartition(logits, vocab - k)[vocab - k :].astype(np.int64)
-        vals = logits[ids].astype(np.float64)
+    if k == vocab and params.top_p >= 1.0 and params.min_p <= 0.0:
+        return _whole_vocabulary(logits, params)
+    if k == vocab:
+        ids = _nucleus_candidates(logits, params)
     else:
-        ids = np.arange(vocab, dtype=np.int64)
-        vals = logits.astype(np.float64)
-    order = np.argsort(-vals, kind="stable")
-    ids, vals = ids[order], vals[order]
-    probs = np.exp(vals - vals[0])
-    probs /= probs.sum()
-    keep = len(ids)
+        ids = np.argpartition(logits, vocab - k)[vocab - k :].astype(np.int64)
+    ids, vals, probs = _ranked(logits, ids, whole=k == vocab)
     if params.top_p < 1.0:
         # the smallest prefix whose mass reaches top_p (at least one token)
-        keep = min(keep, int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1)
+        cumulative = np.cumsum(probs)
+        is_short = k == vocab and len(ids) < vocab and cumulative[-1] < params.top_p
+        if is_short and params.min_p <= 0.0:  # the nucleus is wider than the guess: rank all
+            ids, vals, probs = _ranked(logits, np.arange(vocab, dtype=np.int64), whole=True)
+            cumulative = np.cumsum(probs)
+        keep = min(len(ids), int(np.searchsorted(cumulative, params.top_p)) + 1)
+    else:
+        keep = len(ids)
     if params.min_p > 0.0:
         keep = min(keep, int(np.count_nonzero(probs >= params.min_p * probs[0])))
     # tokens a grammar masked (-inf) are no candidates, whatever the filters keep
@@ -91,6 +96,50 @@ def distribution(
     ids, vals = ids[:keep], vals[:keep]
     scaled = np.exp((vals - vals[0]) / max(params.temperature, 1e-6))
     return ids, scaled / scaled.sum()
+
+
+def _ranked(
+    logits: Logits, ids: npt.NDArray[np.int64], *, whole: bool
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``ids`` sorted by logit, descending; their logits (float64) and probabilities, over
+    the ``whole`` vocabulary's mass (no top-k) or over theirs (after top-k)."""
+    vals = logits[ids].astype(np.float64)
+    order = np.argsort(-vals, kind="stable")
+    ids, vals = ids[order], vals[order]
+    probs = np.exp(vals - vals[0])
+    if whole and len(ids) < logits.shape[0]:
+        probs /= np.exp(logits.astype(np.float64) - vals[0]).sum()
+    else:
+        probs /= probs.sum()
+    return ids, vals, probs
+
+
+NUCLEUS_GUESS = 1024  # top_k 0 and top_p < 1 without min_p: sort this many first
+
+
+def _nucleus_candidates(logits: Logits, params: SamplingParams) -> npt.NDArray[np.int64]:
+    """With no top-k, the only tokens min-p or top-p can keep, found without sorting the
+    row: min-p keeps logits within log(min_p) of the largest (a margin for float32);
+    top-p alone, a guess of the likeliest ``NUCLEUS_GUESS`` (``distribution`` widens it
+    when their mass falls short)."""
+    if params.min_p > 0.0:
+        bound = float(logits.max()) + float(np.log(params.min_p)) - 1e-3
+        return np.flatnonzero(logits >= bound).astype(np.int64)
+    vocab = logits.shape[0]
+    if vocab <= NUCLEUS_GUESS:
+        return np.arange(vocab, dtype=np.int64)
+    return np.argpartition(logits, vocab - NUCLEUS_GUESS)[vocab - NUCLEUS_GUESS :].astype(np.int64)
+
+
+def _whole_vocabulary(
+    logits: Logits, params: SamplingParams
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """No filter at all: every token (but grammar-masked ones) at temperature, id order."""
+    x = logits.astype(np.float64)
+    scaled = np.exp((x - x.max()) / max(params.temperature, 1e-6))
+    ids = np.flatnonzero(x > -np.inf).astype(np.int64)
+    kept = scaled[ids]
+    return ids, kept / kept.sum()
 
 
 def sample(
@@ -124,14 +173,18 @@ def log_softmax(logits: Logits) -> npt.NDArray[np.float64]:
 
 
 def token_logprob(logits: Logits, token: int, num_top: int) -> TokenLogprob:
-    """``token``'s logprob under the raw row and the ``num_top`` likeliest tokens'."""
-    logp = log_softmax(logits)
+    """``token``'s logprob under the raw row and the ``num_top`` likeliest tokens'.
+
+    One float32 pass for log Z (summed in float64) and a top-k by group maxima: no
+    float64 copy or partition of the row.
+    """
+    top_value = float(logits.max())
+    log_z = top_value + float(np.log(np.exp(logits - top_value).sum(dtype=np.float64)))
     top: tuple[tuple[int, float], ...] = ()
     if num_top > 0:
-        ids = np.argpartition(-logp, num_top - 1)[:num_top]
-        ids = ids[np.argsort(-logp[ids], kind="stable")]
-        top = tuple((int(i), float(logp[i])) for i in ids)
-    return TokenLogprob(token, float(logp[token]), top)
+        ids, vals = top_k_of_row(logits, num_top)
+        top = tuple((int(i), float(v) - log_z) for i, v in zip(ids, vals, strict=True))
+    return TokenLogprob(token, float(logits[token]) - log_z, top)
 
 
 def pick(logits: Logits, params: SamplingParams, rng: np.random.Generator, position: int) -> int:
@@ -163,10 +216,19 @@ def gumbel_noise(seed: int, position: int, ids: npt.NDArray[np.int64]) -> npt.ND
     A counter-based generator: splitmix64's finalizer over a key mixed from
     the three integers, applied twice, gives 53 uniform bits per id.
     """
-    base = np.array(
-        [_mix((seed * 0x9E3779B97F4A7C15 + position * 0xD1B54A32D192ED03) & _MASK)], dtype=np.uint64
-    )
-    z = _mix_array(base ^ (ids.astype(np.uint64) * _GOLDEN))
+    return keyed_gumbel_noise(np.array([gumbel_key(seed, position)], dtype=np.uint64), ids)
+
+
+def gumbel_key(seed: int, position: int) -> int:
+    """The per-(seed, position) half of the key ``gumbel_noise`` mixes with each id."""
+    return _mix((seed * 0x9E3779B97F4A7C15 + position * 0xD1B54A32D192ED03) & _MASK)
+
+
+def keyed_gumbel_noise(
+    keys: npt.NDArray[np.uint64], ids: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float64]:
+    """``gumbel_noise`` from precomputed keys, broadcast against ``ids`` (rows: keys (m, 1))."""
+    z = _mix_array(keys ^ (ids.astype(np.uint64) * _GOLDEN))
     u = ((z >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)  # in (0, 1)
     noise: npt.NDArray[np.float64] = -np.log(-np.log(u))
     return noise

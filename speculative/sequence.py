@@ -18,13 +18,13 @@ class Sequence:
     # Prompt then generated tokens. The KV cache holds the first ``num_cached``;
     # the rest are pending: the prompt not yet fed, or the last sampled token.
     tokens: list[int]
-    rng: np.random.Generator
     text: TextAssembler
     num_cached: int = 0
     num_prompt: int = field(init=False)
     grammar: Grammar | None = None  # the request's grammar state, when it has one
     # the sequence whose prompt KV this one waits to copy (see Request.prompt_source)
     prompt_source: Sequence | None = None
+    _rng: np.random.Generator | None = None  # made on first use: greedy ones never need it
 
     def __post_init__(self) -> None:
         self.num_prompt = len(self.tokens)
@@ -35,9 +35,15 @@ class Sequence:
             request=request,
             seq_id=seq_id,
             tokens=list(request.prompt_tokens),
-            rng=np.random.default_rng(request.params.seed),
             text=TextAssembler(request.params.stop),
         )
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The request's generator (seeded by its seed); unseeded ones draw OS entropy."""
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.request.params.seed)
+        return self._rng
 
     @property
     def num_pending(self) -> int:

@@ -51,8 +51,12 @@ class ExecutorStats:
     last_seqs_per_decode: int = 0
     # how many decodes carried n sequences: the batch-size histogram
     decodes_by_num_seqs: dict[int, int] = field(default_factory=dict)
-    decode_seconds: float = 0.0
+    decode_seconds: float = 0.0  # inside llama_decode, up to the device's synchronize
     step_seconds: float = 0.0
+    # The executor thread's CPU time (time.thread_time) in steps, and in llama_decode:
+    # unlike wall time, their difference holds when other processes share the cores.
+    cpu_seconds: float = 0.0
+    decode_cpu_seconds: float = 0.0
     num_drafted_tokens: int = 0
     num_accepted_tokens: int = 0
     # drafts verified, one per speculating sequence and step: with one sequence running,
@@ -62,10 +66,11 @@ class ExecutorStats:
     batch_size: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BOUNDS))
 
     def record_step(
-        self, *, num_seqs: int, num_tokens: int, step_s: float, decode_s: float
+        self, *, num_seqs: int, num_tokens: int, step_s: float, decode_s: float, cpu_s: float
     ) -> None:
         self.num_steps += 1
         self.step_seconds += step_s
+        self.cpu_seconds += cpu_s
         if num_seqs:
             self.num_decodes += 1
             self.num_decoded_tokens += num_tokens

@@ -59,7 +59,7 @@ def test_low_temperature_sharpens() -> None:
     raw = logits(1.0, 2.0)
     _, warm = distribution(raw, SamplingParams(top_k=0, top_p=1, min_p=0, temperature=1.0))
     _, cold = distribution(raw, SamplingParams(top_k=0, top_p=1, min_p=0, temperature=0.25))
-    assert cold[0] > warm[0]
+    assert cold.max() > warm.max()  # the whole vocabulary comes in id order
 
 
 def test_same_seed_same_draws() -> None:

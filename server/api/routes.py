@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -102,6 +103,8 @@ async def health_check(http: HttpRequest) -> Response:
         "tasks": await _task_count(tasks_of(http)),
         "task_store": tasks_of(http).describe(),
         "hardware": host_report(),
+        # this (event-loop) thread's CPU time: what HTTP, SSE and queues cost it
+        "process": {"loop_cpu_seconds": round(time.thread_time(), 4)},
         "memory": registry.memory(),
         "config": watcher.describe() if watcher is not None else None,
         "models": models,

@@ -110,5 +110,6 @@ class LoadedModel:
             "expires_at": self.expires_at(),
             "memory": self.footprint.as_dict(),
             "executor": self.executor.stats.as_dict(),
+            "step_budget": self.executor.budget.as_dict(),
             "prefix_cache": dataclasses.asdict(self.executor.prefix_stats),
         }

@@ -184,6 +184,7 @@ def start_serving(
         policy,
         prefix_cache=settings.prefix_cache,
         prefix_cache_bytes=server.prefix_cache_mb << 20,
+        max_step_ms=settings.max_step_ms,
     )
     batcher = Batcher(
         executor,

@@ -1,0 +1,163 @@
+"""Do streams stall while a long prompt is read? Gaps between tokens under arrivals.
+
+Eight greedy streams of ``--tokens`` tokens run while a ~1,000-token prompt arrives
+every 2 s (each asks for 16 tokens). Reported: the running streams' gaps between
+token deliveries (p50, p99, max) and the arrivals' time to first token, for this
+server and for llama-server on the same file in the same run (when built: ``make
+llama-server``), both over ``/v1/completions`` with the same prompts. A plot of every
+gap over time goes to ``bench/results/itl.png``.
+
+    .venv/bin/python -m bench.itl [--tokens 160] [--arrivals 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.loadgen import TOPICS, long_prompt, percentile
+from bench.report import write_table
+from server.launcher import free_port, running
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+LLAMA_SERVER = REPO / "build" / "llama-server" / "llama-server"
+MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+NUM_STREAMS = 8
+
+
+def start(kind: str, folder: Path, stack: contextlib.ExitStack) -> str:
+    port = free_port()
+    threads = str(os.cpu_count() or 1)
+    log = RESULTS / "logs" / f"itl-{kind}.log"
+    if kind == "llama-server":
+        cmd = [str(LLAMA_SERVER), "-m", str(MODEL), "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["-np", "16", "-c", str(16 * 2048), "-t", threads, "--no-webui"]
+        return str(stack.enter_context(running(cmd, port, log, REPO, 180, health="/health")))
+    config = {
+        "server": {"default_model": "m", "data_dir": str(folder / "data")},
+        "models": {"m": {"path": str(MODEL), "context_size": 2048}},
+    }
+    path = folder / "itl.json"
+    path.write_bytes(orjson.dumps(config))
+    cmd = [sys.executable, "-m", "server", "serve", "--config", str(path), "--port", str(port)]
+    return str(stack.enter_context(running(cmd, port, log, REPO, timeout=180)))
+
+
+async def stream(
+    client: httpx.AsyncClient, prompt: str, max_tokens: int, started: float
+) -> list[float]:
+    """Arrival times (s since ``started``) of each piece of text of one greedy stream."""
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True}
+    body["cache_prompt"] = False  # both servers: no prefix reuse between rounds
+    times = []
+    async with client.stream("POST", "/v1/completions", json=body) as reply:
+        reply.raise_for_status()
+        async for line in reply.aiter_lines():
+            if line.startswith("data: {"):
+                event = orjson.loads(line[6:])
+                if (event.get("choices") or [{}])[0].get("text"):
+                    times.append(time.perf_counter() - started)
+    return times
+
+
+def story(salt: str, i: int) -> str:
+    return f"{salt} {i}: a long tale about {TOPICS[i]}, in many paragraphs.\n\nOnce upon a time,"
+
+
+async def scenario(url: str, salt: str, tokens: int, arrivals: int) -> dict[str, Any]:
+    headers = {"Cache-Control": "no-store"}
+    async with httpx.AsyncClient(base_url=url, timeout=600, headers=headers) as client:
+        started = time.perf_counter()
+        streams = [
+            asyncio.ensure_future(stream(client, story(salt, i), tokens, started))
+            for i in range(NUM_STREAMS)
+        ]
+        await asyncio.sleep(1.0)  # the streams are decoding
+        sent, firsts = [], []
+        for k in range(arrivals):
+            prompt = f"{salt} arrival {k}. " + long_prompt(1000)
+            sent.append(time.perf_counter() - started)
+            firsts.append(asyncio.ensure_future(stream(client, prompt, 16, started)))
+            await asyncio.sleep(2.0)
+        runs = await asyncio.gather(*streams)
+        arrived = await asyncio.gather(*firsts)
+    gaps = [(b, (b - a) * 1000) for run in runs for a, b in itertools.pairwise(run)]
+    ttfts = [(times[0] - t0) * 1000 for t0, times in zip(sent, arrived, strict=True) if times]
+    values = [g for _, g in gaps]
+    return {
+        "gap_p50_ms": percentile(values, 0.5),
+        "gap_p99_ms": percentile(values, 0.99),
+        "gap_max_ms": round(max(values), 1),
+        "arrival_ttft_p50_ms": percentile(ttfts, 0.5),
+        "tokens_per_s": round(sum(len(r) for r in runs) / max(r[-1] for r in runs), 1),
+        "gaps": gaps,
+    }
+
+
+def plot(results: dict[str, dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    for name, result in results.items():
+        xs, ys = zip(*result["gaps"], strict=True)
+        ax.scatter(xs, ys, s=4, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("seconds into the run (a ~1,000-token prompt arrives every 2 s)")
+    ax.set_ylabel("gap between tokens (ms)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "itl.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, default=160)
+    parser.add_argument("--arrivals", type=int, default=6)
+    args = parser.parse_args()
+    kinds = ["this server"] + (["llama-server"] if LLAMA_SERVER.exists() else [])
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in kinds:  # one at a time: each has the cores to itself
+            with contextlib.ExitStack() as stack:
+                url = start(kind, Path(tmp), stack)
+                asyncio.run(scenario(url, "warm", 8, 0))
+                results[kind] = asyncio.run(scenario(url, kind, args.tokens, args.arrivals))
+                shown = {k: v for k, v in results[kind].items() if k != "gaps"}
+                print(kind, shown, flush=True)
+    plot(results)
+    rows = [
+        f"Streams under long-prompt arrivals ({time.strftime('%Y-%m-%d')}, `python -m bench.itl`, "
+        f"{os.cpu_count()} cores, {MODEL.name}, {NUM_STREAMS} greedy streams of {args.tokens} "
+        f"tokens, a ~1,000-token prompt every 2 s):",
+        "",
+        "| server | gap p50 ms | gap p99 ms | gap max ms | p99/p50 | arrival TTFT p50 ms | tok/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, r in results.items():
+        ratio = (r["gap_p99_ms"] or 0) / max(r["gap_p50_ms"] or 1e-9, 1e-9)
+        rows.append(
+            f"| {kind} | {r['gap_p50_ms']} | {r['gap_p99_ms']} | {r['gap_max_ms']} | "
+            f"{ratio:.1f} | {r['arrival_ttft_p50_ms']} | {r['tokens_per_s']} |"
+        )
+    if "llama-server" not in results:
+        rows += ["", "llama-server is not built (`make llama-server`): no baseline column."]
+    write_table("itl", rows)
+
+
+if __name__ == "__main__":
+    main()

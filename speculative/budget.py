@@ -1,0 +1,87 @@
+"""How many prompt tokens a step may carry beside the sequences that are decoding.
+
+Every running sequence shares each step, so a step that feeds 512 prompt tokens
+stalls every stream for as long as those take (on 2 cores: ~2 s between two tokens
+of every stream whenever a ~1,000-token prompt arrived). Here a step with
+decoding sequences carries only as many prompt tokens as keep it near a target
+time; a long prompt is then fed over several steps while the others keep their
+pace (vLLM and SGLang call this chunked prefill with a token budget).
+
+The costs are measured as the executor runs, not assumed: an exponential average
+of a decode-only step's time, and of the marginal time of one prompt token
+(``record``). The target is ``max_step_ms`` when set, else ``AUTO_FACTOR`` x the
+decode-only step: a step with prompt tokens takes at most about twice an
+ordinary one, so a stream's gaps stay within ~2x their median while a prompt is
+read. With nothing decoding, a prompt gets the whole step.
+
+Several prompts share the budget by ``fair_shares``: higher priorities first, and
+within a priority equal shares (a short prompt is not starved behind a long one:
+it finishes in a few steps while the long one keeps going).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+AUTO_FACTOR = 2.0
+MIN_PROMPT_TOKENS = 16  # per step: a prompt always moves, however slow the host
+SMOOTHING = 0.2  # weight of the newest step in the averages
+
+
+@dataclass(slots=True)
+class StepBudget:
+    max_step_ms: float | None = None  # None: AUTO_FACTOR x the decode-only step
+    decode_step_s: float | None = None  # average step with no prompt tokens
+    prompt_token_s: float | None = None  # average marginal cost of one prompt token
+
+    def record(self, num_decoding: int, num_prompt: int, decode_s: float) -> None:
+        """One step's cost: ``num_prompt`` prompt tokens beside ``num_decoding`` sequences."""
+        if num_prompt == 0:
+            if num_decoding:
+                self.decode_step_s = _average(self.decode_step_s, decode_s)
+            return
+        base = (self.decode_step_s or 0.0) if num_decoding else 0.0
+        per_token = max(decode_s - base, 0.0) / num_prompt
+        self.prompt_token_s = _average(self.prompt_token_s, per_token)
+
+    def prompt_tokens(self, num_decoding: int, capacity: int) -> int:
+        """Prompt tokens the next step may carry, of ``capacity`` left in the batch."""
+        if num_decoding == 0 or self.decode_step_s is None or not self.prompt_token_s:
+            return capacity  # nobody to stall, or nothing measured yet
+        if self.max_step_ms is not None:
+            target = self.max_step_ms / 1000
+        else:
+            target = AUTO_FACTOR * self.decode_step_s
+        spare = target - self.decode_step_s
+        return max(min(int(spare / self.prompt_token_s), capacity), MIN_PROMPT_TOKENS)
+
+    def as_dict(self) -> dict[str, float | None]:
+        def ms(s: float | None) -> float | None:
+            return None if s is None else round(s * 1000, 3)
+
+        return {
+            "max_step_ms": self.max_step_ms,
+            "decode_step_ms": ms(self.decode_step_s),
+            "prompt_token_ms": ms(self.prompt_token_s),
+        }
+
+
+def fair_shares(needs: list[int], priorities: list[int], budget: int) -> list[int]:
+    """Split ``budget`` tokens among prompts needing ``needs``: priorities in descending
+    order, and within one priority equal shares, a prompt needing less than its share
+    taking only what it needs and leaving the rest to the others (water-filling)."""
+    shares = [0] * len(needs)
+    for priority in sorted(set(priorities), reverse=True):
+        members = [i for i, p in enumerate(priorities) if p == priority]
+        members.sort(key=needs.__getitem__)
+        for rank, i in enumerate(members):
+            if budget <= 0:
+                return shares
+            share = budget // (len(members) - rank) or 1
+            shares[i] = min(needs[i], share, budget)
+            budget -= shares[i]
+    return shares
+
+
+def _average(old: float | None, new: float) -> float:
+    return new if old is None else (1 - SMOOTHING) * old + SMOOTHING * new

@@ -1,0 +1,146 @@
+"""The batched sample stage against the per-row reference it replaced.
+
+``reference_distribution`` is ``sampling.distribution`` as it was before the hot path
+was rewritten (sort the top-k, or the whole row): the batched top-k, the batched
+chain and the cheaper no-top-k paths must give the same candidates, probabilities
+and seeded tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from batching.request import Request, SamplingParams
+from speculative.picker import Pick, pick_tokens
+from speculative.sampling import distribution, gumbel_argmax, token_logprob
+from speculative.sequence import Sequence
+from speculative.topk import group_maxima, group_size, top_k_of_row, top_k_rows
+
+VOCAB = 4096  # 1024 groups of 4
+
+
+def reference_distribution(
+    logits: npt.NDArray[np.float32], params: SamplingParams
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    vocab = logits.shape[0]
+    k = params.top_k if 0 < params.top_k < vocab else vocab
+    if k < vocab:
+        ids = np.argpartition(logits, vocab - k)[vocab - k :].astype(np.int64)
+        vals = logits[ids].astype(np.float64)
+    else:
+        ids = np.arange(vocab, dtype=np.int64)
+        vals = logits.astype(np.float64)
+    order = np.argsort(-vals, kind="stable")
+    ids, vals = ids[order], vals[order]
+    probs = np.exp(vals - vals[0])
+    probs /= probs.sum()
+    keep = len(ids)
+    if params.top_p < 1.0:
+        keep = min(keep, int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1)
+    if params.min_p > 0.0:
+        keep = min(keep, int(np.count_nonzero(probs >= params.min_p * probs[0])))
+    keep = max(min(keep, int(np.count_nonzero(probs > 0.0))), 1)
+    ids, vals = ids[:keep], vals[:keep]
+    scaled = np.exp((vals - vals[0]) / max(params.temperature, 1e-6))
+    return ids, scaled / scaled.sum()
+
+
+def rows(n: int, seed: int = 0, scale: float = 3.0) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, VOCAB)) * scale).astype(np.float32)
+
+
+def test_group_size_divides_the_vocabulary() -> None:
+    assert group_size(49152) == 2048 and group_size(262144) == 2048
+    assert group_size(32064) == 64 and group_size(50257) is None
+
+
+@pytest.mark.parametrize("k", [1, 5, 32])
+def test_top_k_rows_are_the_k_largest_in_order(k: int) -> None:
+    m = rows(16, seed=k)
+    m[0, :300] = 7.0  # ties across groups
+    m[3, 5::128] = 9.0  # one group holds the top 32
+    picked = np.array([0, 3, 5, 15])
+    ids, vals = top_k_rows(m, group_maxima(m, 128), picked, k, 128)  # groups of 32
+    for r, row in enumerate(picked):
+        expected = np.lexsort((np.arange(VOCAB), -m[row]))[:k]  # by value, then lower id
+        assert ids[r].tolist() == expected.tolist()
+        assert vals[r].tolist() == m[row, expected].tolist()
+
+
+def test_top_k_of_row_any_vocabulary() -> None:
+    row = np.random.default_rng(3).standard_normal(50257).astype(np.float32)
+    ids, _ = top_k_of_row(row, 10)
+    assert ids.tolist() == np.argsort(-row, kind="stable")[:10].tolist()
+
+
+CHAINS = [
+    SamplingParams(temperature=0.8),
+    SamplingParams(temperature=1.5, top_k=40, top_p=0.95, min_p=0.05),
+    SamplingParams(temperature=1.0, top_k=10, top_p=1.0, min_p=0.0),
+    SamplingParams(temperature=0.5, top_k=64, top_p=0.5, min_p=0.0),
+    SamplingParams(temperature=1.0, top_k=0, top_p=0.9, min_p=0.0),
+    SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.1),
+    SamplingParams(temperature=0.7, top_k=0, top_p=1.0, min_p=0.0),
+    SamplingParams(temperature=1.0, top_k=0, top_p=0.999, min_p=0.0),  # wider than the guess
+]
+
+
+@pytest.mark.parametrize("params", CHAINS, ids=range(len(CHAINS)))
+def test_distribution_equals_the_reference(params: SamplingParams) -> None:
+    for scale in (1.0, 2.5, 6.0):
+        for row in rows(3, seed=int(scale * 10), scale=scale):
+            check_distribution(row, params)
+
+
+def check_distribution(row: npt.NDArray[np.float32], params: SamplingParams) -> None:
+    ids, probs = distribution(row, params)
+    want_ids, want_probs = reference_distribution(row, params)
+    order = np.argsort(ids)
+    want_order = np.argsort(want_ids)
+    assert ids[order].tolist() == want_ids[want_order].tolist()
+    np.testing.assert_allclose(probs[order], want_probs[want_order], rtol=1e-9, atol=1e-15)
+
+
+async def test_batched_seeded_tokens_equal_the_per_row_reference() -> None:
+    m = rows(48, seed=7, scale=2.5)
+    picks = []
+    for i in range(48):
+        params = CHAINS[i % len(CHAINS)]
+        params = dataclasses.replace(params, seed=1000 + i)
+        request = Request(model="m", prompt_tokens=[1], params=params)
+        picks.append(Pick(Sequence.start(request, i), row=i, position=10 + i))
+    got = pick_tokens(m, picks)
+    for i, p in enumerate(picks):
+        ids, probs = reference_distribution(m[i], p.params)
+        assert p.params.seed is not None
+        assert got[i] == gumbel_argmax(ids, probs, p.params.seed, p.position), i
+
+
+async def test_batched_greedy_and_unseeded_tokens() -> None:
+    m = rows(20, seed=9)
+    picks = []
+    for i in range(20):
+        params = SamplingParams(temperature=0.0 if i % 2 else 0.9, top_k=20)
+        request = Request(model="m", prompt_tokens=[1], params=params)
+        picks.append(Pick(Sequence.start(request, i), row=i, position=0))
+    got = pick_tokens(m, picks)
+    for i, p in enumerate(picks):
+        if p.params.is_greedy:
+            assert got[i] == int(m[i].argmax())
+        else:  # a draw among its 20 candidates
+            assert got[i] in reference_distribution(m[i], p.params)[0].tolist()
+
+
+def test_token_logprob_matches_float64_log_softmax() -> None:
+    row = rows(1, seed=4)[0]
+    x = row.astype(np.float64)
+    logp = x - x.max() - np.log(np.exp(x - x.max()).sum())
+    got = token_logprob(row, 17, 5)
+    assert abs(got.logprob - logp[17]) < 1e-5
+    assert [i for i, _ in got.top] == np.argsort(-logp, kind="stable")[:5].tolist()
+    assert all(abs(v - logp[i]) < 1e-5 for i, v in got.top)
