@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 
 from batching.request import MAX_TOP_LOGPROBS, SamplingParams
-from server.api.schemas import ServingFields, stop_strings
+from server.api.llama_fields import LlamaFields
+from server.api.schemas import stop_strings
 from server.api.structured import json_object_gbnf, schema_to_gbnf
 from server.schema import spec
 
@@ -174,7 +175,7 @@ class ResponseFormat:
 
 
 @dataclass(slots=True, frozen=True)
-class SamplingFields(ServingFields):
+class SamplingFields(LlamaFields):
     """Sampling fields shared by chat and text completions."""
 
     model: str | None = spec(None, doc="a configured model name; the default when omitted")
@@ -204,13 +205,18 @@ class SamplingFields(ServingFields):
     )
 
     def __post_init__(self) -> None:
-        ServingFields.__post_init__(self)
+        LlamaFields.__post_init__(self)
         stop_strings(self.stop)
         self.grammar_text()
         self.bias()
 
     def grammar_text(self) -> str | None:
-        return None if self.response_format is None else self.response_format.grammar_text()
+        llama = self.llama_grammar()
+        if self.response_format is None or self.response_format.type == "text":
+            return llama
+        if llama is not None:
+            raise ValueError("response_format, grammar/json_schema: send one of them")
+        return self.response_format.grammar_text()
 
     def bias(self) -> tuple[tuple[int, float], ...]:
         """``logit_bias`` as (token id, bias) pairs; the route checks ids against the vocab."""
@@ -227,6 +233,9 @@ class SamplingFields(ServingFields):
         return tuple(pairs)
 
     def sampling_params(self, max_tokens: int) -> SamplingParams:
+        return self.llama_params(self._sampling_params(max_tokens))
+
+    def _sampling_params(self, max_tokens: int) -> SamplingParams:
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=self.temperature,
@@ -274,8 +283,30 @@ class ChatCompletionBody(SamplingFields):
         None, doc="auto: the model may call several; required/named: exactly one call"
     )
 
+    truncate: bool = spec(
+        False,
+        doc="drop the oldest turns (a user turn and its replies) until the prompt leaves "
+        "room for max_tokens; system turns and the newest turn stay",
+    )
+    chat_template_kwargs: dict[str, object] | None = spec(
+        None, doc="not supported: the chat template takes no variables here; send {} or none"
+    )
+    reasoning_format: str | None = spec(
+        None, doc="none only: replies are never split into reasoning and content"
+    )
+
     def __post_init__(self) -> None:
         SamplingFields.__post_init__(self)
+        if self.chat_template_kwargs:
+            raise ValueError(
+                "chat_template_kwargs: this server renders chat templates without extra "
+                "variables; remove the field"
+            )
+        if self.reasoning_format not in (None, "none"):
+            raise ValueError(
+                "reasoning_format: this server does not split reasoning out of replies; "
+                'send "none" or remove the field'
+            )
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs: needs logprobs: true")
         if self.tool_choice not in (None, "none", "auto") and not self.tools:
@@ -293,7 +324,9 @@ class ChatCompletionBody(SamplingFields):
 
     @property
     def num_top_logprobs(self) -> int | None:
-        return (self.top_logprobs or 0) if self.logprobs else None
+        if self.logprobs:
+            return self.top_logprobs or 0
+        return self.n_probs or None  # llama.cpp's name for top_logprobs
 
 
 @dataclass(slots=True, frozen=True)
@@ -323,7 +356,7 @@ class CompletionBody(SamplingFields):
 
     @property
     def num_top_logprobs(self) -> int | None:
-        return self.logprobs
+        return self.logprobs if self.logprobs is not None else self.n_probs or None
 
     @property
     def text(self) -> str:
