@@ -125,3 +125,18 @@ async def test_fields_at_their_off_values_and_placement_hints_pass(
     reply = await chat(client, max_tokens=4, repeat_last_n=-1, **neutral, **hints)
     assert reply.status_code == 200, reply.text
     assert reply.json()["choices"][0]["message"]["content"] == plain
+
+
+@pytest.mark.parametrize(
+    ("fields", "phrase"),
+    [
+        ({"n_cmpl": 2}, "send n to /v1/completions"),
+        ({"logit_bias": [[1, 1000]]}, "within -100..100"),
+        ({"prompt": {"prompt_string": "Hi", "multimodal_data": ["AAAA"]}}, "multimodal_data"),
+    ],
+)
+async def test_native_fields_without_a_feature_are_refused(
+    client: httpx.AsyncClient, fields: dict[str, Any], phrase: str
+) -> None:
+    reply = await client.post("/completion", json={"prompt": "Hi", "n_predict": 1, **fields})
+    assert reply.status_code == 400 and phrase in reply.json()["error"]["message"]

@@ -43,7 +43,7 @@ class NativeCompletionBody(LlamaFields):
         None,
         doc='[[token id or text, bias or false], ...] or {"id": bias}; false bans the token',
     )
-    n_cmpl: int = spec(1, doc="completions per prompt; only 1 here", ge=1, le=1)
+    n_cmpl: int = spec(1, doc="completions per prompt; 1 here (n on /v1/completions)", ge=1)
     return_tokens: bool = spec(False, doc="the output's token ids in `tokens`")
     response_fields: list[str] | None = spec(
         None, doc='only these fields of the result; "a/b" takes b out of a, named a/b'
@@ -53,6 +53,11 @@ class NativeCompletionBody(LlamaFields):
         LlamaFields.__post_init__(self)
         stop_strings(self.stop)
         self.raw_prompt()
+        if self.n_cmpl != 1:
+            raise ValueError(
+                "n_cmpl: one completion per request on /completion; send n to "
+                "/v1/completions for several choices of one prompt"
+            )
 
     def raw_prompt(self) -> RawPrompt:
         """The one prompt, in llama-server's shapes; several prompts are refused."""
@@ -114,6 +119,8 @@ class NativeCompletionBody(LlamaFields):
                 bias = float(value)
             else:
                 raise ValueError(f"logit_bias[{i}]: the bias is a number or false")
+            if not -100 <= bias <= 100 and value is not False:  # as OpenAI bounds it
+                raise ValueError(f"logit_bias[{i}]: a bias within -100..100 (false bans)")
             if isinstance(key, str) and key.isdigit() and isinstance(raw, dict):
                 tokens = [int(key)]  # OpenAI's object: keys are ids written as text
             elif isinstance(key, str):
