@@ -8,7 +8,7 @@ context (``truncate: true``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from server.errors import ApiError
@@ -76,19 +76,34 @@ def num_chars(prompt: Prompt) -> int | None:
 
 
 def _encode_raw(model: LlamaModel, prompt: RawPrompt) -> list[int]:
+    parts = list(prompt.parts)
+    check_ids(parts, model, "prompt")
+    return encode_mixed(model, parts, add_special=True, parse_special=True)
+
+
+def encode_mixed(
+    model: LlamaModel, parts: list[str | int], add_special: bool, parse_special: bool
+) -> list[int]:
+    """Strings tokenized, ids kept; only a leading string gets BOS (as llama-server)."""
     tokens: list[int] = []
-    for i, part in enumerate(prompt.parts):
+    for i, part in enumerate(parts):
         if isinstance(part, int):
-            if not 0 <= part < model.num_vocab:
-                raise ApiError(
-                    400,
-                    f"prompt[{i}]: token id {part} is not in the model's vocabulary "
-                    f"(0 to {model.num_vocab - 1})",
-                )
             tokens.append(part)
         else:
-            tokens += model.tokenize(part, parse_special=True, add_special=i == 0)
+            special = add_special and i == 0
+            tokens += model.tokenize(part, parse_special=parse_special, add_special=special)
     return tokens
+
+
+def check_ids(tokens: Sequence[str | int], model: LlamaModel, field: str) -> None:
+    """Each id (strings are skipped) must be in the vocabulary."""
+    for i, token in enumerate(tokens):
+        if isinstance(token, int) and not 0 <= token < model.num_vocab:
+            raise ApiError(
+                400,
+                f"{field}[{i}]: token id {token} is outside the vocabulary of "
+                f"{model.path.name} (0..{model.num_vocab - 1})",
+            )
 
 
 def _fit(model: LlamaModel, chat: Trimmable, budget: int) -> list[int]:

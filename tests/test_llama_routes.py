@@ -124,3 +124,22 @@ async def test_stop_type_says_why_generation_ended(client: httpx.AsyncClient) ->
     eos = await native(client, prompt=chat, n_predict=64)
     assert eos["stop_type"] == "eos" and eos["tokens_predicted"] < 64
     assert "<|im_start|>" not in eos["content"]
+
+
+async def test_apply_template_then_completion_is_the_chat(client: httpx.AsyncClient) -> None:
+    """llama-server's README: render with /apply-template, edit, send to /completion."""
+    messages = [
+        {"role": "system", "content": "Answer in one word."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    rendered = (await client.post("/apply-template", json={"messages": messages})).json()
+    assert rendered["prompt"].endswith("<|im_start|>assistant\n")
+    chat = await client.post(
+        "/v1/chat/completions", json={"messages": messages, "max_tokens": 8, "temperature": 0}
+    )
+    completed = await native(client, prompt=rendered["prompt"], n_predict=8)
+    assert completed["content"] == chat.json()["choices"][0]["message"]["content"]
+    assert completed["tokens_evaluated"] == chat.json()["usage"]["prompt_tokens"]
+    begun = [*messages, {"role": "assistant", "content": "It is"}]  # prefill, as in chat
+    continued = (await client.post("/apply-template", json={"messages": begun})).json()
+    assert continued["prompt"] == rendered["prompt"] + "It is"
