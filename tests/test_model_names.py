@@ -16,7 +16,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from server.settings import load_config
-from tests.conftest import DEFAULT_MODEL, running_server, write_config
+from tests.conftest import DEFAULT_MODEL, running_server, wait_until, write_config
 
 ALIAS = "gpt-3.5-turbo"  # many client libraries' default model name
 KEY = "compat-key"
@@ -75,6 +75,21 @@ async def test_the_fallback_serves_any_name_with_the_default(fallback: str) -> N
             reply = await client.post("/v1/chat/completions", json={**CHAT, "model": name})
             assert reply.status_code == 200, reply.text
             assert reply.json()["model"] == DEFAULT_MODEL
+
+
+async def test_a_chat_leaves_its_model_free_to_unload(fallback: str) -> None:
+    """The chat route reads the model's template before queueing; that look must end its
+    lease, or the model stays busy for ever and keep_alive never unloads it."""
+    async with httpx.AsyncClient(base_url=fallback, timeout=120) as client:
+        assert (await client.post("/tokenize", json={"content": "Hi"})).status_code == 200
+        reply = await client.post("/v1/chat/completions", json={**CHAT, "keep_alive": 0})
+        assert reply.status_code == 200, reply.text
+
+        async def loaded() -> bool:
+            cards = (await client.get("/v1/models")).json()["data"]
+            return bool({m["id"]: m["loaded"] for m in cards}[DEFAULT_MODEL])
+
+        await wait_until(loaded, lambda is_loaded: not is_loaded, 30, "the model unloaded")
 
 
 async def test_a_preflight_needs_no_key_and_a_refused_origin_no_error(aliased: str) -> None:
