@@ -88,6 +88,10 @@ async def test_completion_takes_token_ids_and_mixed_prompts(client: httpx.AsyncC
     by_mix = await native(client, prompt=mixed, n_predict=8)
     assert by_text["content"] == by_ids["content"] == by_mix["content"]
     assert by_text["tokens_evaluated"] == by_ids["tokens_evaluated"] == by_mix["tokens_evaluated"]
+    for ids in (await tokens(PROMPT, True), [await tokens(PROMPT, True)]):  # OpenAI's forms
+        body = {"prompt": ids, "max_tokens": 8, "temperature": 0}
+        oai = (await client.post("/v1/completions", json=body)).json()
+        assert oai["choices"][0]["text"] == by_text["content"]
     bad = await client.post("/completion", json={"prompt": [1, 10**7], "n_predict": 1})
     assert bad.status_code == 400 and "prompt[1]" in bad.json()["error"]["message"]
     several = await client.post("/completion", json={"prompt": ["a", "b"], "n_predict": 1})

@@ -65,7 +65,8 @@ async def completions(http: HttpRequest) -> Response:
     body = await read_body(http, CompletionBody, precheck=unsupported_message)
     unlimited = registry_of(http).config.server.max_tokens_limit
     max_tokens = body.max_tokens_or(body.max_tokens, unlimited)
-    return await _complete(http, body, body.text, body.sampling_params(max_tokens), chat=False)
+    prompt = body.prompt_value()
+    return await _complete(http, body, prompt, body.sampling_params(max_tokens), chat=False)
 
 
 async def _complete(

@@ -14,6 +14,7 @@ from batching.request import MAX_TOP_LOGPROBS, SamplingParams
 from server.api.llama_fields import LlamaFields
 from server.api.schemas import stop_strings
 from server.api.structured import json_object_gbnf, schema_to_gbnf
+from server.prompts import RawPrompt
 from server.schema import spec
 
 MAX_LOGIT_BIAS = 1024
@@ -333,8 +334,10 @@ class ChatCompletionBody(SamplingFields):
 class CompletionBody(SamplingFields):
     """POST /v1/completions"""
 
-    prompt: str | list[str] = spec(
-        "", doc="the text to continue (one prompt per request)", required=True
+    prompt: str | list[str | int | list[int]] = spec(
+        "",
+        doc="the text to continue, or its token ids (one prompt per request)",
+        required=True,
     )
     max_tokens: int = spec(16, doc="most tokens to generate", ge=1, le=32768)
     echo: bool = spec(False, doc="not supported; must be false")
@@ -348,16 +351,21 @@ class CompletionBody(SamplingFields):
 
     def __post_init__(self) -> None:
         SamplingFields.__post_init__(self)
-        prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
-        if len(prompts) != 1:
-            raise ValueError("prompt: send exactly one prompt per request")
-        if not prompts[0]:
-            raise ValueError("prompt: must not be empty")
+        self.prompt_value()
 
     @property
     def num_top_logprobs(self) -> int | None:
         return self.logprobs if self.logprobs is not None else self.n_probs or None
 
-    @property
-    def text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    def prompt_value(self) -> str | RawPrompt:
+        """The one prompt: text, or token ids (OpenAI's array forms, as llama-server)."""
+        prompt = self.prompt
+        if isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
+            return RawPrompt(tuple(p for p in prompt if isinstance(p, int)))
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if len(prompts) != 1:
+            raise ValueError("prompt: send exactly one prompt per request")
+        (only,) = prompts
+        if not only:
+            raise ValueError("prompt: must not be empty")
+        return RawPrompt(tuple(only)) if isinstance(only, list) else str(only)
