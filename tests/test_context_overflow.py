@@ -61,6 +61,8 @@ async def test_openai_client_sees_context_length_exceeded(server: str) -> None:
         ("/generate", {"prompt": LONG}, 2048, "prompt"),
         ("/chat/completions", {"messages": [{"role": "user", "content": LONG}]}, 2048, "messages"),
         ("/v1/embeddings", {"input": LONG}, 512, "input"),  # one batch (batch_tokens) a text
+        ("/embedding", {"content": LONG}, 512, "content"),
+        ("/send_text", {"prompt": LONG}, 2048, "prompt"),
     ],
 )
 async def test_every_route_answers_an_overflow_alike(

@@ -69,7 +69,7 @@ async def create_embeddings(http: HttpRequest) -> Response:
 
 
 async def embed_texts(
-    http: HttpRequest, model: str | None, texts: list[str]
+    http: HttpRequest, model: str | None, texts: list[str], field: str = "input"
 ) -> tuple[str, np.ndarray[Any, np.dtype[np.float32]], int]:
     """The model's name, a unit vector per text (rows), and the tokens they took."""
     registry = registry_of(http)
@@ -78,7 +78,7 @@ async def embed_texts(
         inputs = await anyio.to_thread.run_sync(lambda: [embedder.tokenize(t) for t in texts])
         for i, tokens in enumerate(inputs):
             if len(tokens) > embedder.max_tokens:  # at most one batch (batch_tokens) per text
-                where = "input" if len(texts) == 1 else f"input[{i}]"
+                where = field if len(texts) == 1 else f"{field}[{i}]"
                 overflow = context_overflow(len(tokens), embedder.max_tokens, name, where)
                 message = (
                     f"{where}: {len(tokens)} tokens, but model {name!r} embeds at most "
