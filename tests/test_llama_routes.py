@@ -94,8 +94,21 @@ async def test_completion_takes_token_ids_and_mixed_prompts(client: httpx.AsyncC
         assert oai["choices"][0]["text"] == by_text["content"]
     bad = await client.post("/completion", json={"prompt": [1, 10**7], "n_predict": 1})
     assert bad.status_code == 400 and "prompt[1]" in bad.json()["error"]["message"]
-    several = await client.post("/completion", json={"prompt": ["a", "b"], "n_predict": 1})
-    assert several.status_code == 400 and "one prompt" in several.json()["error"]["message"]
+    # several prompts (a list of id lists and texts): a list of results, in order
+    several = await client.post(
+        "/completion",
+        json={
+            "prompt": [await tokens(PROMPT, True), PROMPT, "Hi"],
+            "n_predict": 8,
+            "temperature": 0,
+        },
+    )
+    results = several.json()
+    assert [r["index"] for r in results] == [0, 1, 2]
+    assert results[0]["content"] == results[1]["content"] == by_text["content"]
+    streamed = {"prompt": [PROMPT, PROMPT], "n_predict": 1, "stream": True}
+    refused = await client.post("/completion", json=streamed)
+    assert refused.status_code == 400 and "one prompt" in refused.json()["error"]["message"]
 
 
 async def test_completions_path_is_the_native_completion(client: httpx.AsyncClient) -> None:

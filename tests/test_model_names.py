@@ -78,10 +78,14 @@ async def test_the_fallback_serves_any_name_with_the_default(fallback: str) -> N
 
 
 async def test_a_chat_leaves_its_model_free_to_unload(fallback: str) -> None:
-    """The chat route reads the model's template before queueing; that look must end its
-    lease, or the model stays busy for ever and keep_alive never unloads it."""
+    """Routes that read the model before queueing (a chat its template) must end their
+    lease, and requests prepared but never queued must be let go, or the model stays
+    busy for ever and keep_alive never unloads it."""
     async with httpx.AsyncClient(base_url=fallback, timeout=120) as client:
         assert (await client.post("/tokenize", json={"content": "Hi"})).status_code == 200
+        # the first of two prompts is prepared when the second overflows: it is let go
+        two = {"prompt": ["Hi", "word " * 2100], "n_predict": 1}
+        assert (await client.post("/completion", json=two)).status_code == 400
         reply = await client.post("/v1/chat/completions", json={**CHAT, "keep_alive": 0})
         assert reply.status_code == 200, reply.text
 

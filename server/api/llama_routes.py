@@ -12,6 +12,7 @@ OpenAI's; ``/health`` and ``/props`` answer for the default model, or for
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from starlette.routing import Route
 from batching.request import FinishReason, Request, RequestStatus
 from server.api import embedding_routes, openai_routes
 from server.api.llama_fields import DEFAULT_SAMPLERS
-from server.api.llama_schemas import NativeCompletionBody
+from server.api.llama_schemas import NativeCompletionBody, NativeEmbeddingBody
 from server.api.logprobs import LogprobCursor
 from server.api.routes import json_response, read_body
 from server.api.sse import event, sse_response
@@ -41,7 +42,6 @@ from server.generation import (
     wait_done,
 )
 from server.models.loaded import LoadedModel
-from server.schema import spec
 
 DEFAULTS = (  # the fields /props shows, with the native body's defaults
     *("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n"),
@@ -50,7 +50,11 @@ DEFAULTS = (  # the fields /props shows, with the native body's defaults
 
 
 async def completion(http: HttpRequest) -> Response:
+    """llama-server's native completion: one result, or a list of them for several prompts."""
     body = await read_body(http, NativeCompletionBody)
+    prompts = body.raw_prompts()
+    if body.stream and len(prompts) > 1:
+        raise ApiError(400, "stream: one prompt per streamed request; send several unstreamed")
     registry = registry_of(http)
     unlimited = registry.config.server.max_tokens_limit  # n_predict -1, llama's default
     max_tokens = body.max_tokens_or(body.max_tokens or unlimited, unlimited)
@@ -59,24 +63,38 @@ async def completion(http: HttpRequest) -> Response:
             params = body.sampling_params(max_tokens, model)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-    loaded, request = await prepare(
-        registry,
-        body.model,
-        body.raw_prompt(),
-        params,
-        body,
-        grammar=body.llama_grammar(),
-        num_top_logprobs=body.n_probs or None,
-    )
-    http.state.log["generation"] = request
-    verdict = submit(loaded, request, stream=body.stream, cache=result_cache_for(http, body))
-    headers = {"X-Cache": verdict}
-    result = _Result(loaded, body, request, LogprobCursor(loaded.model, request))
+    results: list[_Result] = []
+    try:
+        for prompt in prompts:
+            loaded, request = await prepare(
+                registry,
+                body.model,
+                prompt,
+                params,
+                body,
+                grammar=body.llama_grammar(),
+                num_top_logprobs=body.n_probs or None,
+            )
+            results.append(_Result(loaded, body, request, LogprobCursor(loaded.model, request)))
+    except BaseException:  # prepared, never queued: their model must not wait for them
+        for result in results:
+            result.loaded.drop(result.request)
+        raise
+    http.state.log["generation"] = results[0].request
+    cache = result_cache_for(http, body) if len(results) == 1 else None
+    verdicts = [submit(r.loaded, r.request, stream=body.stream, cache=cache) for r in results]
+    headers = {"X-Cache": verdicts[0]}
     if body.stream:
-        return sse_response(result.events(), headers)
-    await wait_done(request, http)
-    check_failed(request, partial=lambda: {"content": request.text})
-    return json_response(result.whole(), headers=headers)
+        return sse_response(results[0].events(), headers)
+    requests = [r.request for r in results]
+    await wait_done(requests[0], http, *requests[1:])
+    for request in requests:
+        check_failed(request, partial=functools.partial(dict, content=request.text))
+    if len(results) == 1:
+        return json_response(results[0].whole(), headers=headers)
+    return json_response(
+        [{**r.whole(), "index": i} for i, r in enumerate(results)], headers=headers
+    )
 
 
 @dataclass(slots=True)
@@ -246,15 +264,6 @@ async def props(http: HttpRequest) -> Response:
             "is_sleeping": False,
         }
     )
-
-
-@dataclass(slots=True, frozen=True)
-class NativeEmbeddingBody:
-    """POST /embedding with ``content`` (llama-server's shape; ``input`` answers OpenAI's)"""
-
-    content: str | list[str] = spec(doc="a text, or a list of texts")
-    model: str | None = spec(None, doc="a configured model name or alias")
-    embd_normalize: int = spec(2, doc="2 only: unit vectors (Euclidean)", ge=2, le=2)
 
 
 async def embedding(http: HttpRequest) -> Response:

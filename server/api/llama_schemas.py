@@ -16,6 +16,7 @@ from server.schema import spec
 from speculative.llama import LlamaModel
 
 MAX_LOGIT_BIAS = 1024
+MAX_PROMPTS = 64  # prompts of one /completion request, decoded together
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,38 +53,28 @@ class NativeCompletionBody(LlamaFields):
     def __post_init__(self) -> None:
         LlamaFields.__post_init__(self)
         stop_strings(self.stop)
-        self.raw_prompt()
+        self.raw_prompts()
         if self.n_cmpl != 1:
             raise ValueError(
                 "n_cmpl: one completion per request on /completion; send n to "
                 "/v1/completions for several choices of one prompt"
             )
 
-    def raw_prompt(self) -> RawPrompt:
-        """The one prompt, in llama-server's shapes; several prompts are refused."""
-        prompt: object = self.prompt
-        if isinstance(prompt, dict):
-            if set(prompt) - {"prompt_string"} or not isinstance(prompt.get("prompt_string"), str):
-                raise ValueError(
-                    'prompt: only {"prompt_string": text} here (these models read no images '
-                    "or audio: multimodal_data is not supported)"
-                )
-            prompt = prompt["prompt_string"]
-        if isinstance(prompt, list) and prompt and all(isinstance(p, str | list) for p in prompt):
-            if len(prompt) != 1:  # a list of strings or of lists: several prompts
-                raise ValueError(f"prompt: {len(prompt)} prompts; send one prompt per request")
-            prompt = prompt[0]
-        parts = [prompt] if isinstance(prompt, str) else prompt
-        if not isinstance(parts, list) or not parts:
-            raise ValueError("prompt: send text, token ids, or both mixed in one list")
-        for i, part in enumerate(parts):
-            if isinstance(part, bool) or not isinstance(part, int | str):
-                raise ValueError(f"prompt[{i}]: expected a token id or text")
-        if not any(parts):
-            raise ValueError("prompt: must not be empty")
-        if sum(len(p) for p in parts if isinstance(p, str)) > MAX_PROMPT_CHARS:
-            raise ValueError(f"prompt: at most {MAX_PROMPT_CHARS} characters")
-        return RawPrompt(tuple(parts))
+    def raw_prompts(self) -> list[RawPrompt]:
+        """The prompts, in llama-server's shapes: a list of texts, of id lists or of
+        objects is several prompts (one result each); ids mixed with texts are one."""
+        prompt = self.prompt
+        several = isinstance(prompt, list) and all(isinstance(p, str | list | dict) for p in prompt)
+        items = prompt if several and isinstance(prompt, list) else [prompt]
+        if not 1 <= len(items) <= MAX_PROMPTS:
+            raise ValueError(f"prompt: send 1 to {MAX_PROMPTS} prompts, got {len(items)}")
+        prompts = [
+            _raw_prompt(item, f"prompt[{i}]" if several else "prompt")
+            for i, item in enumerate(items)
+        ]
+        if sum(len(p) for r in prompts for p in r.parts if isinstance(p, str)) > MAX_PROMPT_CHARS:
+            raise ValueError(f"prompt: at most {MAX_PROMPT_CHARS} characters in all")
+        return prompts
 
     def sampling_params(self, max_tokens: int, model: LlamaModel) -> SamplingParams:
         params = SamplingParams(
@@ -131,3 +122,32 @@ class NativeCompletionBody(LlamaFields):
                 raise ValueError(f"logit_bias[{i}]: the token is an id or a text")
             out += [(token, bias) for token in tokens]
         return tuple(out)
+
+
+@dataclass(slots=True, frozen=True)
+class NativeEmbeddingBody:
+    """POST /embedding with ``content`` (llama-server's shape; ``input`` answers OpenAI's)"""
+
+    content: str | list[str] = spec(doc="a text, or a list of texts")
+    model: str | None = spec(None, doc="a configured model name or alias")
+    embd_normalize: int = spec(2, doc="2 only: unit vectors (Euclidean)", ge=2, le=2)
+
+
+def _raw_prompt(prompt: object, where: str) -> RawPrompt:
+    """One prompt: text, token ids, both mixed, or {"prompt_string": text}."""
+    if isinstance(prompt, dict):
+        if set(prompt) - {"prompt_string"} or not isinstance(prompt.get("prompt_string"), str):
+            raise ValueError(
+                f'{where}: only {{"prompt_string": text}} here (these models read no images '
+                "or audio: multimodal_data is not supported)"
+            )
+        prompt = prompt["prompt_string"]
+    parts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(parts, list) or not parts:
+        raise ValueError(f"{where}: send text, token ids, or both mixed in one list")
+    for i, part in enumerate(parts):
+        if isinstance(part, bool) or not isinstance(part, int | str):
+            raise ValueError(f"{where}[{i}]: expected a token id or text")
+    if not any(parts):
+        raise ValueError(f"{where}: must not be empty")
+    return RawPrompt(tuple(parts))
