@@ -13,7 +13,6 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
@@ -22,13 +21,19 @@ from server import metrics as metrics_routes
 from server.api import (
     debug_routes,
     embedding_routes,
+    llama_routes,
     model_routes,
     openai_routes,
     routes,
     task_routes,
     token_routes,
 )
-from server.api.middleware import ApiKeyMiddleware, RequestContextMiddleware, load_api_keys
+from server.api.middleware import (
+    ApiKeyMiddleware,
+    CorsMiddleware,
+    RequestContextMiddleware,
+    load_api_keys,
+)
 from server.api.openapi import ROUTES as DOC_ROUTES
 from server.api.openapi import build_openapi
 from server.errors import EXCEPTION_HANDLERS
@@ -46,6 +51,7 @@ API_ROUTES = [
     *embedding_routes.ROUTES,
     *token_routes.ROUTES,
     *model_routes.ROUTES,
+    *llama_routes.ROUTES,  # llama-server's paths: after the routes they alias
 ]
 
 
@@ -53,6 +59,7 @@ def api_description() -> dict[str, Any]:
     """The OpenAPI document of the API routes (served at /openapi.json)."""
     bodies = routes.BODIES | task_routes.BODIES | openai_routes.BODIES
     bodies |= embedding_routes.BODIES | token_routes.BODIES | model_routes.BODIES
+    bodies |= llama_routes.BODIES
     return build_openapi(API_ROUTES, bodies)
 
 
@@ -91,16 +98,16 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
         Middleware(RequestMetricsMiddleware, metrics=metrics),
         Middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, state=flags),
     ]
-    if settings.cors_origins:  # CORS stays off unless origins are listed
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST", "DELETE"],
-                allow_headers=["*"],
-                expose_headers=["X-Request-ID"],
-            )
+    # No origin is allowed unless listed; preflights are answered either way (see CorsMiddleware)
+    middleware.append(
+        Middleware(
+            CorsMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
         )
+    )
     keys = load_api_keys(settings.api_keys_file)
     if keys:
         middleware.append(Middleware(ApiKeyMiddleware, keys=keys))

@@ -67,6 +67,28 @@ def error_response(
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
+def context_overflow(num_prompt_tokens: int, n_ctx: int, model: str, param: str) -> ApiError:
+    """A prompt too long for the model, in the shape both kinds of clients act on: OpenAI's
+    ``code: context_length_exceeded`` (agents compact their history on it) and
+    llama-server's ``type: exceed_context_size_error`` with ``n_prompt_tokens`` and
+    ``n_ctx``; the message carries both servers' wording, which other clients match."""
+    message = (
+        f"request ({num_prompt_tokens} tokens) exceeds the available context size ({n_ctx} "
+        f"tokens), the maximum context length of model {model!r} per request; shorten "
+        f"the {param}"
+    )
+    if param == "messages":
+        message += " (truncate: true on /v1/chat/completions drops the oldest turns)"
+    extra = {
+        "type": "exceed_context_size_error",
+        "code": "context_length_exceeded",
+        "param": param,
+        "n_prompt_tokens": num_prompt_tokens,
+        "n_ctx": n_ctx,
+    }
+    return ApiError(400, message, extra=extra)
+
+
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc.status, exc.message, exc.headers, exc.extra)

@@ -167,6 +167,11 @@ class ModelSettings:
         doc='how long the model stays loaded once idle: seconds or "5m"; 0 unloads after '
         "each request, -1 keeps it loaded (pinned); null: the server's keep_alive",
     )
+    aliases: list[str] = spec(
+        default_factory=list,
+        doc="other names requests may use for this model (llama-server's --alias), e.g. "
+        "gpt-3.5-turbo for clients that send a fixed name",
+    )
     max_speculative_batch: int = spec(
         2,
         doc="speculate only while at most this many sequences run (CPU steps are "
@@ -251,6 +256,11 @@ class ServerSettings:
     cors_origins: list[str] = spec(
         default_factory=list, doc="origins allowed by CORS; empty: CORS off"
     )
+    unknown_model_fallback: bool = spec(
+        False,
+        doc="serve a request naming an unknown model with default_model, as a single-model "
+        "llama-server does (off: a typo gets a 404 listing the models)",
+    )
     log_format: str = spec("text", doc="request log lines", choices=("text", "json"))
 
 
@@ -260,6 +270,18 @@ class Config:
 
     models: dict[str, ModelSettings] = spec(doc="model name -> settings")
     server: ServerSettings = spec(default_factory=ServerSettings, doc="server settings")
+
+    def model_named(self, name: str | None) -> str | None:
+        """The configured model a request's name means: the default for none, a model
+        by its name or an alias; None for an unknown name without the fallback."""
+        if name is None:
+            return self.server.default_model
+        if name in self.models:
+            return name
+        for model, settings in self.models.items():
+            if name in settings.aliases:
+                return model
+        return self.server.default_model if self.server.unknown_model_fallback else None
 
     def batch_size(self, name: str) -> int:
         return self.models[name].max_batch_size or self.server.max_batch_size
@@ -317,6 +339,15 @@ def load_config(
                     f"config file {path}: models.{name}.{field}: {ref!r} must name another "
                     f"configured model; known models are {', '.join(config.models)}"
                 )
+    named = {name: name for name in config.models}
+    for name, model in config.models.items():
+        for alias in model.aliases:
+            if alias in named:
+                raise ValueError(
+                    f"config file {path}: models.{name}.aliases: {alias!r} already names "
+                    f"model {named[alias]!r}; give each alias to one model"
+                )
+            named[alias] = name
     for name, model in config.models.items():
         split = model.tensor_split or [1.0]
         if any(x < 0 for x in split) or sum(split) <= 0:

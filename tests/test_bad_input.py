@@ -69,6 +69,8 @@ async def test_bad_request_gets_a_clear_error_then_service_continues(
 async def test_prompt_longer_than_the_context_is_400_with_counts(client: httpx.AsyncClient) -> None:
     reply = await client.post("/generate", json={"prompt": "lorem ipsum " * 3000})
     assert reply.status_code == 400
-    assert reply.json()["error"]["type"] == "invalid_request_error"
+    # llama-server's type (and counts) with OpenAI's code: see test_context_overflow.py
+    assert reply.json()["error"]["type"] == "exceed_context_size_error"
+    assert reply.json()["error"]["code"] == "context_length_exceeded"
     message = reply.json()["error"]["message"]
     assert "tokens" in message and "2048" in message and "shorten the prompt" in message

@@ -8,12 +8,14 @@ fallback for templates that cannot render tools: a system turn describing them
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 from server.api.openai_schemas import ChatCompletionBody, ChatMessage, NamedToolChoice
 from server.api.tool_calls import CLOSE, OPEN, call_grammar, tools_system_prompt
 from server.errors import ApiError
+from server.prompts import Prefill, Trimmable
 from speculative.llama import LlamaModel
 from speculative.prompt import JinjaChat, Messages
 
@@ -38,15 +40,52 @@ def tool_names(body: ChatCompletionBody) -> set[str] | None:
     return None if tools is None else {t["function"]["name"] for t in tools}
 
 
-def chat_prompt(body: ChatCompletionBody, model: LlamaModel) -> Messages | JinjaChat:
-    turns = [(_role(m), m.text()) for m in body.messages]
+def chat_prompt(body: ChatCompletionBody, model: LlamaModel) -> Messages | JinjaChat | Prefill:
+    """The chat for the model's template; a last assistant turn is continued (prefill)."""
+    messages, prefill = body.messages, None
+    if messages[-1].role == "assistant" and not messages[-1].tool_calls:
+        if len(messages) > 1 and messages[-2].role == "assistant":
+            raise ApiError(
+                400,
+                "messages: the last assistant turn is continued (prefill), so it cannot "
+                "follow another assistant turn; merge them",
+            )
+        messages, prefill = messages[:-1], messages[-1].text()
+    chat = _chat(body, messages, model)
+    return chat if prefill is None else Prefill(chat, prefill)
+
+
+def trimmable_chat(body: ChatCompletionBody, model: LlamaModel) -> Trimmable:
+    """The chat, losing whole turns from the oldest (``truncate: true``): a turn is a user
+    message and what follows it up to the next one, so no reply loses its question; the
+    leading system turns and the newest turn are always kept (as llama-server's
+    --chat-truncate does)."""
+    messages = body.messages
+    head = 0
+    while head < len(messages) and messages[head].role in ("system", "developer"):
+        head += 1
+    cuts = [i for i in range(head + 1, len(messages)) if messages[i].role == "user"]
+
+    def build(num_dropped: int) -> Messages | JinjaChat | Prefill:
+        if num_dropped == 0:
+            return chat_prompt(body, model)
+        kept = messages[:head] + messages[cuts[num_dropped - 1] :]
+        return chat_prompt(dataclasses.replace(body, messages=kept), model)
+
+    return Trimmable(build, len(cuts))
+
+
+def _chat(
+    body: ChatCompletionBody, messages: list[ChatMessage], model: LlamaModel
+) -> Messages | JinjaChat:
+    turns = [(_role(m), m.text()) for m in messages]
     tools = active_tools(body)
-    has_tool_turns = any(m.role == "tool" or m.tool_calls for m in body.messages)
+    has_tool_turns = any(m.role == "tool" or m.tool_calls for m in messages)
     if tools is None and not has_tool_turns:
         return turns
     check_markup(model, body, tools)
-    messages = [_jinja_message(m) for m in body.messages]
-    return JinjaChat(messages, tools, _fallback(body.messages, tools))
+    jinja = [_jinja_message(m) for m in messages]
+    return JinjaChat(jinja, tools, _fallback(messages, tools))
 
 
 def tool_grammar(body: ChatCompletionBody) -> str | None:

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from server.api.routes import json_response, read_body
 from server.api.schemas import MAX_PROMPT_CHARS
-from server.errors import ApiError
+from server.errors import ApiError, context_overflow
 from server.generation import registry_of
 from server.schema import spec
 
@@ -59,26 +59,36 @@ class EmbeddingBody:
 async def create_embeddings(http: HttpRequest) -> Response:
     """Embed one text or many, batched into as few decodes as fit (OpenAI's /v1/embeddings)."""
     body = await read_body(http, EmbeddingBody)
-    registry = registry_of(http)
-    name = registry.resolve_name(body.model)
-    async with registry.embedders.lease(name) as embedder:
-        inputs = await anyio.to_thread.run_sync(lambda: [embedder.tokenize(t) for t in body.texts])
-        for i, tokens in enumerate(inputs):
-            if len(tokens) > embedder.max_tokens:
-                where = "input" if isinstance(body.input, str) else f"input[{i}]"
-                raise ApiError(
-                    400,
-                    f"{where}: {len(tokens)} tokens, but model {name!r} embeds at most "
-                    f"{embedder.max_tokens} per input (its batch_tokens); shorten or split it",
-                )
-        vectors = await anyio.to_thread.run_sync(embedder.embed, inputs)
+    name, vectors, num_tokens = await embed_texts(http, body.model, body.texts)
     data = [
         {"object": "embedding", "index": i, "embedding": encode(vector, body.encoding_format)}
         for i, vector in enumerate(vectors)
     ]
-    num_tokens = sum(len(tokens) for tokens in inputs)
     usage = {"prompt_tokens": num_tokens, "total_tokens": num_tokens}
     return json_response({"object": "list", "data": data, "model": name, "usage": usage})
+
+
+async def embed_texts(
+    http: HttpRequest, model: str | None, texts: list[str], field: str = "input"
+) -> tuple[str, np.ndarray[Any, np.dtype[np.float32]], int]:
+    """The model's name, a unit vector per text (rows), and the tokens they took."""
+    registry = registry_of(http)
+    name = registry.resolve_name(model)
+    async with registry.embedders.lease(name) as embedder:
+        inputs = await anyio.to_thread.run_sync(lambda: [embedder.tokenize(t) for t in texts])
+        for i, tokens in enumerate(inputs):
+            if len(tokens) > embedder.max_tokens:  # at most one batch (batch_tokens) per text
+                where = field if len(texts) == 1 else f"{field}[{i}]"
+                overflow = context_overflow(len(tokens), embedder.max_tokens, name, where)
+                message = (
+                    f"{where}: {len(tokens)} tokens, but model {name!r} embeds at most "
+                    f"{embedder.max_tokens} per input (its batch_tokens, the maximum context "
+                    "length of an input), so it exceeds the available context size; shorten "
+                    "or split it"
+                )
+                raise ApiError(400, message, extra=overflow.extra)
+        vectors = await anyio.to_thread.run_sync(embedder.embed, inputs)
+    return name, vectors, sum(len(tokens) for tokens in inputs)
 
 
 def encode(vector: np.ndarray[Any, np.dtype[np.float32]], encoding_format: str) -> Any:

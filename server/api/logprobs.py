@@ -62,6 +62,14 @@ class LogprobCursor:
             "text_offset": offsets,
         }
 
+    def llama(self) -> list[dict[str, Any]]:
+        """llama-server's ``completion_probabilities`` of the tokens not yet handed out."""
+        return [
+            {"id": e.token, **self._entry(e.token, e.logprob)}
+            | {"top_logprobs": [{"id": t, **self._entry(t, lp)} for t, lp in e.top]}
+            for e in self._take()
+        ]
+
     def _text(self, token: int) -> str:
         return self._model.piece(token).decode("utf-8", errors="replace")
 

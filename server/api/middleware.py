@@ -15,8 +15,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import error_response
@@ -24,7 +26,8 @@ from server.errors import error_response
 access_log = logging.getLogger("server.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 ALWAYS_OPEN = ("/health_check",)  # answered while draining, and without a key
-PUBLIC_PAGES = ("/", "/docs", "/redoc", "/openapi.json")  # no data in them: no key needed
+# no data in them: no key needed (llama-server's /health is public too)
+PUBLIC_PAGES = ("/", "/docs", "/redoc", "/openapi.json", "/health", "/v1/health")
 
 
 class RequestContextMiddleware:
@@ -108,6 +111,29 @@ class RequestContextMiddleware:
             return message
 
         return counted
+
+
+class CorsMiddleware(CORSMiddleware):
+    """Starlette's CORS, answering an origin it does not allow as llama-server does: a
+    preflight gets a plain 200 and no CORS headers (the browser then blocks the call
+    itself), a request its reply without them. Installed even with no origins listed,
+    outside the key check: a browser's preflight carries no key, so it never gets a 401."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        if not self.is_allowed_origin(request_headers["origin"]):
+            return Response(status_code=200, headers={"Vary": "Origin"})
+        return super().preflight_response(request_headers)
+
+    async def send(self, message: Message, send: Send, request_headers: Headers) -> None:
+        origin = request_headers.get("origin")
+        if message["type"] != "http.response.start" or origin is None:
+            await send(message)
+        elif self.is_allowed_origin(origin):
+            await super().send(message, send, request_headers)
+        else:
+            headers = MutableHeaders(scope=message)
+            headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])
+            await send(message)
 
 
 class ApiKeyMiddleware:

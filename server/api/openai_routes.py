@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batching.request import Request, RequestStatus, SamplingParams
-from server.api.chat_tools import chat_prompt, tool_grammar, tool_names
+from server.api.chat_tools import chat_prompt, tool_grammar, tool_names, trimmable_chat
 from server.api.logprobs import LogprobCursor
 from server.api.openai_schemas import (
     ChatCompletionBody,
@@ -33,6 +33,7 @@ from server.generation import (
     check_failed,
     choices_of,
     failure_error,
+    leased_model,
     merged_streams,
     prepare,
     registry_of,
@@ -42,15 +43,19 @@ from server.generation import (
     usage,
     wait_done,
 )
-from speculative.prompt import JinjaChat, Messages
+from server.prompts import Prompt
 
 DEFAULT_CHAT_MAX_TOKENS = 512
 
 
 async def chat_completions(http: HttpRequest) -> Response:
     body = await read_body(http, ChatCompletionBody, precheck=unsupported_message)
-    max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
-    prompt = chat_prompt(body, (await registry_of(http).get(body.model)).model)
+    registry = registry_of(http)
+    unlimited = registry.config.server.max_tokens_limit
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    max_tokens = max_tokens or body.max_tokens_or(DEFAULT_CHAT_MAX_TOKENS, unlimited)
+    async with leased_model(registry, body.model) as model:
+        prompt = trimmable_chat(body, model) if body.truncate else chat_prompt(body, model)
     tools = _Tools(tool_names(body), 1 if body.parallel_tool_calls is False else None)
     params = body.sampling_params(max_tokens)
     return await _complete(http, body, prompt, params, chat=True, tools=tools)
@@ -58,13 +63,16 @@ async def chat_completions(http: HttpRequest) -> Response:
 
 async def completions(http: HttpRequest) -> Response:
     body = await read_body(http, CompletionBody, precheck=unsupported_message)
-    return await _complete(http, body, body.text, body.sampling_params(body.max_tokens), chat=False)
+    unlimited = registry_of(http).config.server.max_tokens_limit
+    max_tokens = body.max_tokens_or(body.max_tokens, unlimited)
+    prompt = body.prompt_value()
+    return await _complete(http, body, prompt, body.sampling_params(max_tokens), chat=False)
 
 
 async def _complete(
     http: HttpRequest,
     body: ChatCompletionBody | CompletionBody,
-    prompt: str | Messages | JinjaChat,
+    prompt: Prompt,
     params: SamplingParams,
     *,
     chat: bool,
@@ -114,6 +122,7 @@ def _model_card(http: HttpRequest, name: str) -> dict[str, Any]:
         "object": "model",
         "created": 0,
         "owned_by": "local",
+        "aliases": registry_of(http).config.models[name].aliases,
         "loaded": loaded is not None,
         "expires_at": loaded.expires_at() if loaded is not None else None,
         "memory_bytes": loaded.footprint.total_bytes if loaded is not None else None,
@@ -234,7 +243,7 @@ async def _respond(
         raise
     headers = {"X-Cache": verdicts[0]}
     if body.stream:
-        return sse_response(_chunks(shapes, body.include_usage), headers)
+        return sse_response(_chunks(shapes, body.include_usage, body.timings_per_token), headers)
     await wait_done(requests[0], http, *requests[1:])
     for request in requests:  # a 504's partial output is the first choice's
         check_failed(request, partial=lambda: {"text": requests[0].text, "usage": usage(*requests)})
@@ -247,11 +256,16 @@ async def _respond(
     return json_response(reply | extras, headers=headers)
 
 
-async def _chunks(shapes: list[_Shape], include_usage: bool) -> AsyncIterator[bytes]:
+async def _chunks(
+    shapes: list[_Shape], include_usage: bool, timings_per_token: bool
+) -> AsyncIterator[bytes]:
     first = shapes[0]
 
     def chunk(shape: _Shape, text: str | None, finish: str | None) -> bytes:
-        return event(first.envelope([shape.choice(text, finish, chunk=True)], chunk=True))
+        body = first.envelope([shape.choice(text, finish, chunk=True)], chunk=True)
+        if timings_per_token:  # llama.cpp's extension: the timings so far, every chunk
+            body["timings"] = shape.request.timings()
+        return event(body)
 
     if first.chat:  # the first chat chunk of each choice announces the role
         for shape in shapes:

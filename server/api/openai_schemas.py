@@ -11,8 +11,10 @@ import re
 from dataclasses import dataclass
 
 from batching.request import MAX_TOP_LOGPROBS, SamplingParams
-from server.api.schemas import ServingFields, stop_strings
+from server.api.llama_fields import LlamaFields
+from server.api.schemas import stop_strings
 from server.api.structured import json_object_gbnf, schema_to_gbnf
+from server.prompts import RawPrompt
 from server.schema import spec
 
 MAX_LOGIT_BIAS = 1024
@@ -174,7 +176,7 @@ class ResponseFormat:
 
 
 @dataclass(slots=True, frozen=True)
-class SamplingFields(ServingFields):
+class SamplingFields(LlamaFields):
     """Sampling fields shared by chat and text completions."""
 
     model: str | None = spec(None, doc="a configured model name; the default when omitted")
@@ -204,13 +206,18 @@ class SamplingFields(ServingFields):
     )
 
     def __post_init__(self) -> None:
-        ServingFields.__post_init__(self)
+        LlamaFields.__post_init__(self)
         stop_strings(self.stop)
         self.grammar_text()
         self.bias()
 
     def grammar_text(self) -> str | None:
-        return None if self.response_format is None else self.response_format.grammar_text()
+        llama = self.llama_grammar()
+        if self.response_format is None or self.response_format.type == "text":
+            return llama
+        if llama is not None:
+            raise ValueError("response_format, grammar/json_schema: send one of them")
+        return self.response_format.grammar_text()
 
     def bias(self) -> tuple[tuple[int, float], ...]:
         """``logit_bias`` as (token id, bias) pairs; the route checks ids against the vocab."""
@@ -227,6 +234,9 @@ class SamplingFields(ServingFields):
         return tuple(pairs)
 
     def sampling_params(self, max_tokens: int) -> SamplingParams:
+        return self.llama_params(self._sampling_params(max_tokens))
+
+    def _sampling_params(self, max_tokens: int) -> SamplingParams:
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=self.temperature,
@@ -274,8 +284,30 @@ class ChatCompletionBody(SamplingFields):
         None, doc="auto: the model may call several; required/named: exactly one call"
     )
 
+    truncate: bool = spec(
+        False,
+        doc="drop the oldest turns (a user turn and its replies) until the prompt leaves "
+        "room for max_tokens; system turns and the newest turn stay",
+    )
+    chat_template_kwargs: dict[str, object] | None = spec(
+        None, doc="not supported: the chat template takes no variables here; send {} or none"
+    )
+    reasoning_format: str | None = spec(
+        None, doc="none only: replies are never split into reasoning and content"
+    )
+
     def __post_init__(self) -> None:
         SamplingFields.__post_init__(self)
+        if self.chat_template_kwargs:
+            raise ValueError(
+                "chat_template_kwargs: this server renders chat templates without extra "
+                "variables; remove the field"
+            )
+        if self.reasoning_format not in (None, "none"):
+            raise ValueError(
+                "reasoning_format: this server does not split reasoning out of replies; "
+                'send "none" or remove the field'
+            )
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs: needs logprobs: true")
         if self.tool_choice not in (None, "none", "auto") and not self.tools:
@@ -293,15 +325,19 @@ class ChatCompletionBody(SamplingFields):
 
     @property
     def num_top_logprobs(self) -> int | None:
-        return (self.top_logprobs or 0) if self.logprobs else None
+        if self.logprobs:
+            return self.top_logprobs or 0
+        return self.n_probs or None  # llama.cpp's name for top_logprobs
 
 
 @dataclass(slots=True, frozen=True)
 class CompletionBody(SamplingFields):
     """POST /v1/completions"""
 
-    prompt: str | list[str] = spec(
-        "", doc="the text to continue (one prompt per request)", required=True
+    prompt: str | list[str | int | list[int]] = spec(
+        "",
+        doc="the text to continue, or its token ids (one prompt per request)",
+        required=True,
     )
     max_tokens: int = spec(16, doc="most tokens to generate", ge=1, le=32768)
     echo: bool = spec(False, doc="not supported; must be false")
@@ -315,16 +351,21 @@ class CompletionBody(SamplingFields):
 
     def __post_init__(self) -> None:
         SamplingFields.__post_init__(self)
-        prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
-        if len(prompts) != 1:
-            raise ValueError("prompt: send exactly one prompt per request")
-        if not prompts[0]:
-            raise ValueError("prompt: must not be empty")
+        self.prompt_value()
 
     @property
     def num_top_logprobs(self) -> int | None:
-        return self.logprobs
+        return self.logprobs if self.logprobs is not None else self.n_probs or None
 
-    @property
-    def text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    def prompt_value(self) -> str | RawPrompt:
+        """The one prompt: text, or token ids (OpenAI's array forms, as llama-server)."""
+        prompt = self.prompt
+        if isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
+            return RawPrompt(tuple(p for p in prompt if isinstance(p, int)))
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if len(prompts) != 1:
+            raise ValueError("prompt: send exactly one prompt per request")
+        (only,) = prompts
+        if not only:
+            raise ValueError("prompt: must not be empty")
+        return RawPrompt(tuple(only)) if isinstance(only, list) else str(only)

@@ -29,7 +29,10 @@ ERROR_SCHEMA = {
             "properties": {
                 "message": {"type": "string", "description": "what went wrong and how to fix it"},
                 "type": {"type": "string"},
-                "code": {"type": "integer"},
+                "code": {
+                    "type": ["integer", "string"],
+                    "description": "the HTTP status, or OpenAI's code (context_length_exceeded)",
+                },
             },
         }
     },

@@ -12,7 +12,6 @@ joins the pieces of ``tokens``, control tokens included, as llama-server does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +20,13 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
+from server.api.chat_tools import chat_prompt
+from server.api.openai_schemas import ChatCompletionBody, unsupported_message
 from server.api.routes import json_response, read_body
 from server.api.schemas import MAX_PROMPT_CHARS
 from server.errors import ApiError
-from server.generation import INLINE_TOKENIZE_CHARS, registry_of
+from server.generation import INLINE_TOKENIZE_CHARS, leased_model, registry_of
+from server.prompts import check_ids, encode, encode_mixed
 from server.schema import spec
 from speculative.llama import LlamaModel, ModelClosedError
 
@@ -55,7 +57,11 @@ class DetokenizeBody:
 async def tokenize(http: HttpRequest) -> Response:
     """Text to token ids with the model's tokenizer (llama-server's /tokenize)."""
     body = await read_body(http, TokenizeBody)
-    model = (await registry_of(http).get(body.model)).model
+    async with leased_model(registry_of(http), body.model) as model:
+        return await _tokenize(body, model)
+
+
+async def _tokenize(body: TokenizeBody, model: LlamaModel) -> Response:
     parts: list[str | int] = [body.content] if isinstance(body.content, str) else body.content
     check_ids(parts, model, "content")
 
@@ -75,7 +81,11 @@ async def tokenize(http: HttpRequest) -> Response:
 async def detokenize(http: HttpRequest) -> Response:
     """Token ids to text, control tokens included (llama-server's /detokenize)."""
     body = await read_body(http, DetokenizeBody)
-    model = (await registry_of(http).get(body.model)).model
+    async with leased_model(registry_of(http), body.model) as model:
+        return await _detokenize(body, model)
+
+
+async def _detokenize(body: DetokenizeBody, model: LlamaModel) -> Response:
     check_ids(body.tokens, model, "tokens")
 
     def work() -> bytes:
@@ -89,20 +99,6 @@ async def detokenize(http: HttpRequest) -> Response:
     return json_response({"content": text.decode(errors="replace")})
 
 
-def encode_mixed(
-    model: LlamaModel, parts: list[str | int], add_special: bool, parse_special: bool
-) -> list[int]:
-    """Strings tokenized, ids kept; only a leading string gets BOS (as llama-server)."""
-    tokens: list[int] = []
-    for i, part in enumerate(parts):
-        if isinstance(part, int):
-            tokens.append(part)
-        else:
-            special = add_special and i == 0
-            tokens += model.tokenize(part, parse_special=parse_special, add_special=special)
-    return tokens
-
-
 def piece_entry(model: LlamaModel, token: int) -> dict[str, Any]:
     piece = model.piece(token, special=True)
     try:
@@ -111,19 +107,24 @@ def piece_entry(model: LlamaModel, token: int) -> dict[str, Any]:
         return {"id": token, "piece": list(piece)}
 
 
-def check_ids(tokens: Sequence[str | int], model: LlamaModel, field: str) -> None:
-    """Each id (strings are skipped) must be in the vocabulary."""
-    for i, token in enumerate(tokens):
-        if isinstance(token, int) and not 0 <= token < model.num_vocab:
-            raise ApiError(
-                400,
-                f"{field}[{i}]: token id {token} is outside the vocabulary of "
-                f"{model.path.name} (0..{model.num_vocab - 1})",
-            )
+async def apply_template(http: HttpRequest) -> Response:
+    """A chat as the prompt text this server would run (llama-server's /apply-template):
+    the model's template, a last assistant turn continued; the text can go to /completion."""
+    body = await read_body(http, ChatCompletionBody, precheck=unsupported_message)
+    async with leased_model(registry_of(http), body.model) as model:
+        prompt = chat_prompt(body, model)
+        tokens = await anyio.to_thread.run_sync(lambda: encode(model, prompt, model.num_vocab))
+        text = b"".join(model.piece(t, special=True) for t in tokens)
+    return json_response({"prompt": text.decode(errors="replace")})
 
 
-BODIES = {"/tokenize": TokenizeBody, "/detokenize": DetokenizeBody}
+BODIES = {
+    "/tokenize": TokenizeBody,
+    "/detokenize": DetokenizeBody,
+    "/apply-template": ChatCompletionBody,
+}
 ROUTES = [
     Route("/tokenize", tokenize, methods=["POST"]),
     Route("/detokenize", detokenize, methods=["POST"]),
+    Route("/apply-template", apply_template, methods=["POST"]),
 ]

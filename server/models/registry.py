@@ -93,11 +93,15 @@ class ModelRegistry:
         self.embedders = Embedders(lambda: self.config, self._embedders_changed)
 
     def resolve_name(self, name: str | None) -> str:
-        name = name or self.config.server.default_model
-        if name not in self.config.models:
+        model = self.config.model_named(name or None)  # aliases and the opt-in fallback
+        if model is None:
             known = ", ".join(self.config.models)
-            raise ApiError(404, f"model {name!r} is not configured; known models are {known}")
-        return name
+            message = (
+                f"model {name!r} is not configured; known models are {known} (aliases can be "
+                "configured, and server.unknown_model_fallback serves any name with the default)"
+            )
+            raise ApiError(404, message)
+        return model
 
     async def get(self, name: str | None, wait_s: float | None = None) -> LoadedModel:
         """The loaded model, leased to the caller (``hold`` or ``release`` it).

@@ -1,0 +1,301 @@
+"""llama-server's own routes and paths, so clients written for it work unchanged.
+
+``/completion`` (and ``/completions``, as llama-server routes it) is the
+native completion: llama-server's fields and result shape (``content``,
+``stop_type``, ``timings``, ``completion_probabilities``); its stream is
+``data:`` events without ``[DONE]``. ``/chat/completions`` and ``/models``
+are the OpenAI routes under llama-server's un-prefixed paths;
+``/embedding(s)`` answer ``content`` in the native shape and ``input`` in
+OpenAI's; ``/health`` and ``/props`` answer for the default model, or for
+``?model=`` on ``/props``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response
+from starlette.routing import Route
+
+from batching.request import FinishReason, Request, RequestStatus
+from server.api import embedding_routes, openai_routes
+from server.api.llama_fields import DEFAULT_SAMPLERS
+from server.api.llama_schemas import NativeCompletionBody, NativeEmbeddingBody
+from server.api.logprobs import LogprobCursor
+from server.api.routes import json_response, read_body
+from server.api.sse import event, sse_response
+from server.errors import ApiError
+from server.generation import (
+    check_failed,
+    failure_error,
+    leased_model,
+    prepare,
+    registry_of,
+    result_cache_for,
+    stream_text,
+    submit,
+    wait_done,
+)
+from server.models.loaded import LoadedModel
+
+DEFAULTS = (  # the fields /props shows, with the native body's defaults
+    *("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n"),
+    *("presence_penalty", "frequency_penalty", "seed", "n_probs", "ignore_eos"),
+)
+
+
+async def completion(http: HttpRequest) -> Response:
+    """llama-server's native completion: one result, or a list of them for several prompts."""
+    body = await read_body(http, NativeCompletionBody)
+    prompts = body.raw_prompts()
+    if body.stream and len(prompts) > 1:
+        raise ApiError(400, "stream: one prompt per streamed request; send several unstreamed")
+    registry = registry_of(http)
+    unlimited = registry.config.server.max_tokens_limit  # n_predict -1, llama's default
+    max_tokens = body.max_tokens_or(body.max_tokens or unlimited, unlimited)
+    async with leased_model(registry, body.model) as model:
+        try:
+            params = body.sampling_params(max_tokens, model)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+    results: list[_Result] = []
+    try:
+        for prompt in prompts:
+            loaded, request = await prepare(
+                registry,
+                body.model,
+                prompt,
+                params,
+                body,
+                grammar=body.llama_grammar(),
+                num_top_logprobs=body.n_probs or None,
+            )
+            results.append(_Result(loaded, body, request, LogprobCursor(loaded.model, request)))
+    except BaseException:  # prepared, never queued: their model must not wait for them
+        for result in results:
+            result.loaded.drop(result.request)
+        raise
+    http.state.log["generation"] = results[0].request
+    cache = result_cache_for(http, body) if len(results) == 1 else None
+    verdicts = [submit(r.loaded, r.request, stream=body.stream, cache=cache) for r in results]
+    headers = {"X-Cache": verdicts[0]}
+    if body.stream:
+        return sse_response(results[0].events(), headers)
+    requests = [r.request for r in results]
+    await wait_done(requests[0], http, *requests[1:])
+    for request in requests:
+        check_failed(request, partial=functools.partial(dict, content=request.text))
+    if len(results) == 1:
+        return json_response(results[0].whole(), headers=headers)
+    return json_response(
+        [{**r.whole(), "index": i} for i, r in enumerate(results)], headers=headers
+    )
+
+
+@dataclass(slots=True)
+class _Result:
+    """llama-server's result objects for one request, whole or as stream events."""
+
+    loaded: LoadedModel
+    body: NativeCompletionBody
+    request: Request
+    logprobs: LogprobCursor
+    num_sent_tokens: int = 0
+
+    async def events(self) -> AsyncIterator[bytes]:
+        request = self.request
+        async for piece in stream_text(request):
+            end = len(request.output_tokens)  # the executor appends; read up to now
+            chunk: dict[str, Any] = {
+                "index": 0,
+                "content": piece,
+                "tokens": request.output_tokens[self.num_sent_tokens : end],
+                "stop": False,
+                "id_slot": self.body.id_slot,
+                "tokens_predicted": end,
+                "tokens_evaluated": request.num_prompt_tokens,
+            }
+            self.num_sent_tokens = end
+            if self.body.n_probs:
+                chunk["completion_probabilities"] = self.logprobs.llama()
+            if self.body.timings_per_token:
+                chunk["timings"] = timings(request)
+            yield event(chunk)
+        if request.status is RequestStatus.FAILED:
+            yield event(failure_error(request).body())
+        else:  # the last event is the whole result, its content already sent
+            yield event({**self.whole(), "content": "", "tokens": []})
+
+    def whole(self) -> dict[str, Any]:
+        request, model = self.request, self.loaded.model
+        stop_type, word = self._stop()
+        context_full = request.num_prompt_tokens + request.num_output_tokens
+        result: dict[str, Any] = {
+            "index": 0,
+            "content": request.text,
+            "tokens": request.output_tokens if self.body.return_tokens else [],
+            "id_slot": self.body.id_slot,
+            "stop": True,
+            "model": request.model,
+            "tokens_predicted": request.num_output_tokens,
+            "tokens_evaluated": request.num_prompt_tokens,
+            "generation_settings": self._settings(),
+            "prompt": b"".join(model.piece(t, special=True) for t in request.prompt_tokens).decode(
+                errors="replace"
+            ),
+            "has_new_line": "\n" in request.text,
+            "truncated": stop_type == "limit" and context_full >= self.loaded.ctx_per_seq,
+            "stop_type": stop_type,
+            "stopping_word": word,
+            "tokens_cached": request.num_cached_tokens,
+            "timings": timings(request),
+        }
+        if self.body.n_probs:
+            result["completion_probabilities"] = self.logprobs.llama()
+        if self.body.response_fields is not None:
+            return pick(result, self.body.response_fields)
+        return result
+
+    def _stop(self) -> tuple[str, str]:
+        """llama-server's ``stop_type`` (eos, word, limit) and the stop string met."""
+        request = self.request
+        if request.finish_reason is not FinishReason.STOP:
+            return "limit", ""
+        pieces = b"".join(self.loaded.model.piece(t) for t in request.output_tokens)
+        rest = pieces.decode(errors="replace")[len(request.text) :]  # what the stop cut off
+        word = next((s for s in request.params.stop if s in rest), None)
+        return ("eos", "") if word is None else ("word", word)
+
+    def _settings(self) -> dict[str, Any]:
+        params, body = self.request.params, self.body
+        return {
+            "n_ctx": self.loaded.ctx_per_seq,
+            "n_predict": params.max_tokens,
+            "model": self.request.model,
+            "temperature": params.temperature,
+            "top_k": params.top_k,
+            "top_p": params.top_p,
+            "min_p": params.min_p,
+            "repeat_last_n": params.repeat_last_n,
+            "repeat_penalty": params.repeat_penalty,
+            "presence_penalty": params.presence_penalty,
+            "frequency_penalty": params.frequency_penalty,
+            "seed": -1 if params.seed is None else params.seed,
+            "stop": list(params.stop),
+            "ignore_eos": body.ignore_eos,
+            "stream": body.stream,
+            "n_probs": body.n_probs,
+            "grammar": self.request.grammar or "",
+            "samplers": list(body.sampler_names() or DEFAULT_SAMPLERS),
+            "speculative": self.request.is_speculative,
+            "cache_prompt": body.cache_prompt,
+        }
+
+
+def timings(request: Request) -> dict[str, Any]:
+    """llama-server's ``timings``: prompt (computed, not cached) and generation speed."""
+    started, first, finished = request.started_at, request.first_token_at, request.finished_at
+    prompt_n = request.num_prompt_tokens - request.num_cached_tokens
+    prompt_ms = (first - started) * 1000 if first and started else 0.0
+    predicted_n = request.num_output_tokens
+    predicted_ms = (finished - first) * 1000 if finished and first else 0.0
+    return {
+        "cache_n": request.num_cached_tokens,
+        "prompt_n": prompt_n,
+        "prompt_ms": round(prompt_ms, 3),
+        "prompt_per_token_ms": round(prompt_ms / prompt_n, 3) if prompt_n else 0.0,
+        "prompt_per_second": round(prompt_n * 1000 / prompt_ms, 2) if prompt_ms else 0.0,
+        "predicted_n": predicted_n,
+        "predicted_ms": round(predicted_ms, 3),
+        "predicted_per_token_ms": round(predicted_ms / predicted_n, 3) if predicted_n else 0.0,
+        "predicted_per_second": round(predicted_n * 1000 / predicted_ms, 2)
+        if predicted_ms
+        else 0.0,
+    }
+
+
+def pick(result: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    """llama-server's ``response_fields``: only those; "a/b" is b of a, named "a/b"."""
+    picked: dict[str, Any] = {}
+    for path in fields:
+        value: Any = result
+        for key in path.split("/"):
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            picked[path] = value
+    return picked
+
+
+async def health(http: HttpRequest) -> Response:
+    """llama-server's liveness answer; models load on first use, so it is always ok."""
+    return json_response({"status": "ok"})
+
+
+async def props(http: HttpRequest) -> Response:
+    """llama-server's ``/props`` for one model (``?model=``, else the default), loaded."""
+    registry = registry_of(http)
+    name = registry.resolve_name(http.query_params.get("model"))
+    loaded = await registry.get(name)
+    loaded.release()  # only its settings are read
+    template = loaded.model.chat_template
+    defaults = {n: NativeCompletionBody.__dataclass_fields__[n].default for n in DEFAULTS}
+    settings = {
+        "id": 0,
+        "id_task": -1,
+        "n_ctx": loaded.ctx_per_seq,
+        "speculative": registry.config.models[name].draft is not None,
+        "is_processing": loaded.is_busy,
+        "params": {**defaults, "n_predict": -1, "stop": [], "stream": False},
+    }
+    return json_response(
+        {
+            "default_generation_settings": settings,
+            "total_slots": loaded.batcher.max_batch_size,
+            "model_path": registry.config.models[name].path,
+            "model_alias": name,
+            "chat_template": template.decode(errors="replace") if template else "",
+            "modalities": {"vision": False, "audio": False},
+            "build_info": "edge-llm-server",
+            "is_sleeping": False,
+        }
+    )
+
+
+async def embedding(http: HttpRequest) -> Response:
+    """``content`` -> ``[{"index", "embedding": [vector]}]``; ``input`` -> OpenAI's shape."""
+    try:
+        data = orjson.loads(await http.body())
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict) or "content" not in data:
+        return await embedding_routes.create_embeddings(http)
+    body = await read_body(http, NativeEmbeddingBody)
+    texts = [body.content] if isinstance(body.content, str) else body.content
+    if not texts or not all(texts):
+        raise ApiError(400, "content: send one or more texts, none empty")
+    _, vectors, _ = await embedding_routes.embed_texts(http, body.model, texts, "content")
+    return json_response([{"index": i, "embedding": [v.tolist()]} for i, v in enumerate(vectors)])
+
+
+BODIES = {"/completion": NativeCompletionBody, "/embedding": NativeEmbeddingBody}
+ROUTES = [
+    Route("/completion", completion, methods=["POST"]),
+    Route("/completions", completion, methods=["POST"], include_in_schema=False),
+    Route(
+        "/chat/completions",
+        openai_routes.chat_completions,
+        methods=["POST"],
+        include_in_schema=False,
+    ),
+    Route("/models", openai_routes.list_models, methods=["GET"], include_in_schema=False),
+    Route("/embedding", embedding, methods=["POST"]),
+    Route("/embeddings", embedding, methods=["POST"], include_in_schema=False),
+    Route("/health", health, methods=["GET"]),
+    Route("/v1/health", health, methods=["GET"], include_in_schema=False),
+    Route("/props", props, methods=["GET"]),
+]
