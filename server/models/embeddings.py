@@ -99,7 +99,8 @@ class Embedders:
         settings = config.models[name]
         try:
             with measure() as measured:
-                model = open_shared_model(name, settings)  # the generator's placement, weights
+                # the generator's placement and weights
+                model = open_shared_model(name, settings, config.threads(name))
                 embedder = Embedder(
                     model,
                     max_tokens=settings.batch_tokens,

@@ -87,11 +87,12 @@ def estimate_footprint(config: Config, name: str) -> Footprint:
     return footprint
 
 
-def open_shared_model(name: str, settings: ModelSettings) -> LlamaModel:
-    """The model's weights where its settings put them, in the form they name; shared
-    with any other user of the same file and placement (each user closes it)."""
+def open_shared_model(name: str, settings: ModelSettings, threads: int) -> LlamaModel:
+    """The model's weights where its settings put them, in the form they name (the
+    fastest measured with ``threads``); shared with any other user of the same file and
+    placement (each user closes it)."""
     placement = placement_for(name, settings)
-    weights = weights_for(settings.path, settings.weights, placement)
+    weights = weights_for(settings.path, settings.weights, placement, threads=threads)
     model = LlamaModel.open_shared(weights.path, placement)
     model.weights = weights.as_dict()
     return model
@@ -119,7 +120,9 @@ def load_blocking(
 
     def open_model(model_name: str) -> LlamaModel:
         with measure() as measured:
-            model = open_shared_model(model_name, config.models[model_name])
+            model = open_shared_model(
+                model_name, config.models[model_name], config.threads(model_name)
+            )
         opened.append(model)
         if not model.weights_bytes:  # first opened here, else already counted then
             model.weights_bytes = measured.by_kind.get("model", 0)

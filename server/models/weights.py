@@ -6,8 +6,9 @@ served as Q8_0 made from it by llama.cpp's own quantizer: Q8_0 keeps every value
 the source to within a small fraction of the source's own quantization step (a 4- or
 5-bit value re-rounded to 8 bits), at about 1.5x (Q4_1) the memory. The conversion is
 made once, on first load, and kept beside the file, named by the source's SHA-256, so
-a replaced source gets a fresh one. Measured on the 2-core AVX-512 host in
-bench/results/bench.md: perplexity and tokens/s of both forms side by side.
+a replaced source gets a fresh one. Whether it is faster is measured on the host,
+once (``server.models.speed``): where it is not at least 5% faster, the file itself
+is served (less memory, and greedy output identical to the file's).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import hashlib
 import logging
 import mmap
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import llama_cpp as C
 
 from server.models.quantize import quantize
+from server.models.speed import measured
 from speculative.devices import Placement
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class Weights:
     converted_from: str | None = None  # the source's type, when a conversion is served
     served_type: str | None = None
     note: str = "as-is"
+    speeds: dict[str, Any] | None = None  # both files' decode rates on this host
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -53,12 +56,22 @@ class Weights:
             "converted_from": self.converted_from,
             "served_type": self.served_type,
             "note": self.note,
+            "measured": self.speeds,
         }
 
 
-def weights_for(path: str, setting: str, placement: Placement, *, convert: bool = True) -> Weights:
+def weights_for(
+    path: str,
+    setting: str,
+    placement: Placement,
+    *,
+    convert: bool = True,
+    threads: int | None = None,
+) -> Weights:
     """The file to load for a model: its own, or its cached fastest conversion (made now
-    unless ``convert`` is false: then the file itself until the conversion exists)."""
+    unless ``convert`` is false: then the file itself until the conversion exists).
+    With ``threads``, the conversion is served only where it measured faster on this
+    host with that many threads; without, by the rule alone."""
     if setting == "as-is":
         return Weights(path, setting)
     if placement.gpu_layers != 0:
@@ -84,12 +97,29 @@ def weights_for(path: str, setting: str, placement: Placement, *, convert: bool 
             partial.unlink(missing_ok=True)
             log.warning("could not convert %s (%s); serving it as-is", source, exc)
             return Weights(path, setting, note=f"as-is: the conversion failed ({exc})")
+    speeds = None
+    if threads is not None:
+        try:
+            speeds = measured(source, cached, threads)
+        except (OSError, RuntimeError) as exc:  # a file llama.cpp cannot load, a full disk
+            log.warning("could not measure %s against %s (%s)", source, cached, exc)
+    if speeds is not None and not speeds.is_converted_faster:
+        return Weights(
+            path,
+            setting,
+            note=f"as-is: {target.upper()} made from it decoded only {speeds.ratio:.2f}x as "
+            f"fast on this CPU",
+            speeds=asdict(speeds),
+        )
+    measured_note = f", {speeds.ratio:.2f}x as fast on this CPU" if speeds is not None else ""
     return Weights(
         str(cached),
         setting,
         converted_from=source_type,
         served_type=target.upper(),
-        note=f"{source_type} has no fast CPU kernel; serving {target.upper()} made from it",
+        note=f"{source_type} has no fast CPU kernel; serving {target.upper()} made from it"
+        + measured_note,
+        speeds=asdict(speeds) if speeds is not None else None,
     )
 
 
