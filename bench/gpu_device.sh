@@ -61,3 +61,10 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 \
 cp tests/artifacts/gpu-server.log "$out/" 2>/dev/null || true
 python3 -m bench.gpu --model "$work/model.gguf" --out "$out" \
     --levels "${LEVELS:-1,16,64}" --max-tokens "${MAX_TOKENS:-128}"
+# The step's breakdown with every layer on the GPU, and llama.cpp's thread count for
+# such a model (issue 23: 1/2/4/all), from the server's own counters.
+for t in ${STEP_THREADS:-1 2 4 $(nproc)}; do
+    timeout 150 python3 -m bench.step --model "$work/model.gguf" --gpu-layers all \
+        --threads "$t" --rounds 1 --label "gpu-t$t" 2>&1 | tail -20 || true
+    cp "bench/results/step-gpu-t$t.md" "$out/" 2>/dev/null || true
+done
