@@ -37,6 +37,7 @@ class Update:
     request: Request
     text: str  # new text for the stream (may be empty)
     is_done: bool
+    progress: int | None = None  # prompt tokens read so far, for a request that asked
 
 
 class LoopBridge:
@@ -61,6 +62,8 @@ class LoopBridge:
             self._pending.release()
         for update in updates:
             request = update.request
+            if request.stream is not None and update.progress is not None:
+                request.stream.put_nowait(update.progress)
             if request.stream is not None and update.text:
                 request.stream.put_nowait(update.text)
                 if request.stream.qsize() >= BACKLOG_CHECKED:

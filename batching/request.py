@@ -135,7 +135,9 @@ class Request:
     done: asyncio.Future[Request] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-    stream: asyncio.Queue[str | None] | None = None
+    # text, or (an int) how many prompt tokens were read, when ``wants_progress``
+    stream: asyncio.Queue[str | int | None] | None = None
+    wants_progress: bool = False  # stream prompt progress while the prompt is read
     stream_read_at: float = field(default_factory=time.monotonic)  # its reader's last take
 
     @property

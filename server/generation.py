@@ -19,6 +19,7 @@ from starlette.requests import Request as HttpRequest
 from batching.batcher import BatcherStoppedError, QueueFullError
 from batching.faults import FAULTS
 from batching.request import Failure, FinishReason, Request, RequestStatus, SamplingParams
+from server.api import sse
 from server.api.llama_fields import ignore_eos_bias
 from server.api.schemas import ServingFields
 from server.duration import parse_keep_alive
@@ -103,6 +104,7 @@ async def _build(
     request.is_speculative = options.speculative and grammar is None
     request.cache_prompt = options.cache_prompt
     request.priority = options.priority
+    request.wants_progress = options.return_progress
     request.deadline = request.created_at + (options.timeout or server.request_timeout_s)
     return request
 
@@ -169,11 +171,14 @@ def choices_of(request: Request, n: int) -> list[Request]:
     return others
 
 
-async def merged_streams(requests: list[Request]) -> AsyncIterator[tuple[int, str | None]]:
+async def merged_streams(
+    requests: list[Request], keepalive_s: float | None = None
+) -> AsyncIterator[tuple[int, str | Progress | None]]:
     """(index, piece) from several streamed requests as they come; (index, None) when
-    request ``index`` is done. Leaving early cancels every request still running."""
+    request ``index`` is done. Leaving early cancels every request still running. One
+    request also gives its progress and keep-alives (``stream_events``)."""
     if len(requests) == 1:  # the usual case: no pump task or second queue
-        async for piece in stream_text(requests[0]):
+        async for piece in stream_events(requests[0], keepalive_s):
             yield 0, piece
         yield 0, None
         return
@@ -287,31 +292,85 @@ async def _disconnected(http: HttpRequest) -> None:
         pass
 
 
-async def stream_text(request: Request) -> AsyncIterator[str]:
-    """Pieces of text as they are decoded; leaving early cancels the sequence.
+@dataclasses.dataclass(slots=True, frozen=True)
+class Progress:
+    """No new text yet: how many prompt tokens are read (None: only a keep-alive)."""
+
+    processed: int | None
+
+    def fields(self, request: Request) -> dict[str, Any]:
+        """llama-server's ``prompt_progress`` object."""
+        started = request.started_at or request.created_at
+        return {
+            "total": request.num_prompt_tokens,
+            "cache": request.num_cached_tokens,
+            "processed": self.processed,
+            "time_ms": round((time.monotonic() - started) * 1000, 1),
+        }
+
+
+KEEPALIVE = Progress(None)
+
+
+def progress_frame(request: Request, progress: Progress, envelope: dict[str, Any]) -> bytes:
+    """An SSE comment for a keep-alive, else ``envelope`` with ``prompt_progress``."""
+    if progress.processed is None:
+        return sse.KEEPALIVE
+    return sse.event({**envelope, "prompt_progress": progress.fields(request)})
+
+
+async def stream_events(
+    request: Request, keepalive_s: float | None = None
+) -> AsyncIterator[str | Progress]:
+    """Pieces of text as they are decoded, prompt progress when the request asked for it,
+    and before the first text a keep-alive every ``keepalive_s`` (a proxy then does not
+    time out a long prefill or wait in the queue); leaving early cancels the sequence.
 
     Pieces that queued while the client lagged go out joined, as one frame.
     """
     queue = request.stream
     assert queue is not None
+    has_text = False
     try:
-        while (piece := await queue.get()) is not None:
+        while True:
+            if has_text or keepalive_s is None:
+                item = await queue.get()
+            else:
+                try:
+                    item = await asyncio.wait_for(queue.get(), keepalive_s)
+                except TimeoutError:
+                    yield KEEPALIVE
+                    continue
+            if item is None:
+                return
+            request.stream_read_at = time.monotonic()
+            if isinstance(item, int):
+                yield Progress(item)
+                continue
             is_done = False
             if not queue.empty():
-                parts = [piece]
+                parts = [item]
                 while not queue.empty():
                     if (more := queue.get_nowait()) is None:
                         is_done = True
                         break
-                    parts.append(more)
-                piece = "".join(parts)
-            request.stream_read_at = time.monotonic()
-            yield piece
+                    if isinstance(more, str):
+                        parts.append(more)
+                item = "".join(parts)
+            has_text = True
+            yield item
             if is_done:
                 return
     finally:
         if not request.status.is_done:
             request.cancel()
+
+
+async def stream_text(request: Request) -> AsyncIterator[str]:
+    """``stream_events``' text only."""
+    async for item in stream_events(request):
+        if isinstance(item, str):
+            yield item
 
 
 def failure_error(request: Request) -> ApiError:

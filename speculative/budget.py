@@ -46,13 +46,14 @@ class StepBudget:
 
     def prompt_tokens(self, num_decoding: int, capacity: int) -> int:
         """Prompt tokens the next step may carry, of ``capacity`` left in the batch."""
-        if num_decoding == 0 or self.decode_step_s is None or not self.prompt_token_s:
+        if num_decoding == 0 or not self.prompt_token_s:
             return capacity  # nobody to stall, or nothing measured yet
+        # until a decode-only step is measured, a decoding token counts as a prompt token
+        decode_s = self.decode_step_s or num_decoding * self.prompt_token_s
+        target = AUTO_FACTOR * decode_s
         if self.max_step_ms is not None:
             target = self.max_step_ms / 1000
-        else:
-            target = AUTO_FACTOR * self.decode_step_s
-        spare = target - self.decode_step_s
+        spare = target - decode_s
         return max(min(int(spare / self.prompt_token_s), capacity), MIN_PROMPT_TOKENS)
 
     def as_dict(self) -> dict[str, float | None]:

@@ -337,12 +337,13 @@ class Executor:
 
     def _postprocess(self, chunks: list[Chunk]) -> list[Update]:
         """Sample every completed sequence's next token(s) and append them."""
+        updates: list[Update | None] = []
         if not any(c.completes for c in chunks):
             for c in chunks:
                 c.seq.num_cached += c.count
-            return []
+                updates.append(_progress(c.seq))
+            return [u for u in updates if u is not None]
         matrix = self._ctx.logits_matrix()
-        updates: list[Update | None] = []
         picks: list[Pick] = []
         for c in chunks:
             seq = c.seq
@@ -352,6 +353,8 @@ class Executor:
             seq.num_cached += c.count
             if c.completes:
                 picks.append(Pick(seq, c.out_row, len(seq.tokens)))
+            else:
+                updates.append(_progress(seq))
         for p, token in zip(picks, self._pick(matrix, picks), strict=True):
             if token is None:
                 updates.append(self._finish(p.seq, FinishReason.ERROR, self._pick_error))
@@ -475,6 +478,12 @@ class Executor:
         request.text = seq.text.text
         request.mark_done(reason, error, failure)
         return Update(request, text, is_done=True)
+
+
+def _progress(seq: Sequence) -> Update | None:
+    """How much of a prompt being read is in the KV cache, for a request that asked."""
+    request = seq.request
+    return Update(request, "", False, seq.num_cached) if request.wants_progress else None
 
 
 SHUTDOWN = "the model is being unloaded (server shutting down or reloading); retry"

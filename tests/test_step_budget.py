@@ -20,9 +20,10 @@ def test_higher_priority_is_fed_first() -> None:
 def test_nothing_decoding_or_nothing_measured_gives_the_whole_step() -> None:
     budget = StepBudget()
     assert budget.prompt_tokens(num_decoding=8, capacity=504) == 504  # not measured yet
-    budget.record(num_decoding=8, num_prompt=0, decode_s=0.060)
     budget.record(num_decoding=0, num_prompt=500, decode_s=1.0)  # 2 ms a prompt token
     assert budget.prompt_tokens(num_decoding=0, capacity=512) == 512
+    # no decode-only step measured yet: 40 decoding tokens count as 40 prompt tokens
+    assert budget.prompt_tokens(num_decoding=40, capacity=472) == 40
 
 
 def test_auto_target_is_twice_a_decode_step() -> None:

@@ -57,7 +57,6 @@ NEUTRAL: dict[str, tuple[float | bool, str]] = {
     "t_max_predict_ms": (0, "a prediction time limit (send timeout, in seconds, for a deadline)"),
     "n_indent": (0, "a minimum line indentation"),
     "post_sampling_probs": (False, "post-sampling probabilities (n_probs gives the model's own)"),
-    "return_progress": (False, "prompt progress events"),
 }
 BAN = -1e4  # a logit bias far beyond any real logit gap, finite so sampling stays finite
 
@@ -113,7 +112,6 @@ class LlamaFields(ServingFields):
     t_max_predict_ms: int = spec(0, doc="not supported; must be 0 (see timeout)")
     n_indent: int = spec(0, doc="not supported; must be 0")
     post_sampling_probs: bool = spec(False, doc="not supported; must be false")
-    return_progress: bool = spec(False, doc="not supported; must be false")
 
     def __post_init__(self) -> None:
         ServingFields.__post_init__(self)

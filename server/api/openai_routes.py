@@ -29,6 +29,7 @@ from server.api.sse import DONE, event, sse_response
 from server.api.tool_calls import ContentFilter, ToolCall, parse_tool_calls
 from server.errors import ApiError
 from server.generation import (
+    Progress,
     cancel_all,
     check_failed,
     choices_of,
@@ -36,6 +37,7 @@ from server.generation import (
     leased_model,
     merged_streams,
     prepare,
+    progress_frame,
     registry_of,
     result_cache_for,
     speculation_counts,
@@ -243,7 +245,9 @@ async def _respond(
         raise
     headers = {"X-Cache": verdicts[0]}
     if body.stream:
-        return sse_response(_chunks(shapes, body.include_usage, body.timings_per_token), headers)
+        keepalive_s = registry_of(http).config.server.stream_keepalive_s
+        frames = _chunks(shapes, body.include_usage, body.timings_per_token, keepalive_s)
+        return sse_response(frames, headers)
     await wait_done(requests[0], http, *requests[1:])
     for request in requests:  # a 504's partial output is the first choice's
         check_failed(request, partial=lambda: {"text": requests[0].text, "usage": usage(*requests)})
@@ -257,7 +261,7 @@ async def _respond(
 
 
 async def _chunks(
-    shapes: list[_Shape], include_usage: bool, timings_per_token: bool
+    shapes: list[_Shape], include_usage: bool, timings_per_token: bool, keepalive_s: float
 ) -> AsyncIterator[bytes]:
     first = shapes[0]
 
@@ -272,9 +276,11 @@ async def _chunks(
             announce = shape.choice(None, None, chunk=True)
             announce["delta"] = {"role": "assistant", "content": ""}
             yield event(first.envelope([announce], chunk=True))
-    async for index, piece in merged_streams([s.request for s in shapes]):
+    async for index, piece in merged_streams([s.request for s in shapes], keepalive_s):
         shape = shapes[index]
-        if piece is not None:
+        if isinstance(piece, Progress):
+            yield progress_frame(shape.request, piece, first.envelope([], chunk=True))
+        elif piece is not None:
             if piece := shape.stream_piece(piece):
                 yield chunk(shape, piece, None)
         elif shape.request.status is RequestStatus.FAILED:

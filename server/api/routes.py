@@ -17,13 +17,15 @@ from server.api.schemas import GenerateBody
 from server.api.sse import DONE, event, sse_response
 from server.errors import ApiError
 from server.generation import (
+    Progress,
     check_failed,
     failure_error,
     prepare,
+    progress_frame,
     registry_of,
     result_cache_for,
     speculation_counts,
-    stream_text,
+    stream_events,
     submit,
     usage,
     wait_done,
@@ -126,7 +128,8 @@ async def generate_route(http: HttpRequest) -> Response:
     verdict = submit(loaded, request, stream=body.stream, cache=result_cache_for(http, body))
     headers = {"X-Cache": verdict}
     if body.stream:
-        return sse_response(_generate_events(request), headers)
+        keepalive_s = registry_of(http).config.server.stream_keepalive_s
+        return sse_response(_generate_events(request, keepalive_s), headers)
     await wait_done(request, http)
     return json_response(result_body(request), headers=headers)
 
@@ -148,8 +151,11 @@ async def prepare_body(http: HttpRequest, body: GenerateBody) -> tuple[LoadedMod
     return loaded, request
 
 
-async def _generate_events(request: Request) -> AsyncIterator[bytes]:
-    async for piece in stream_text(request):
+async def _generate_events(request: Request, keepalive_s: float) -> AsyncIterator[bytes]:
+    async for piece in stream_events(request, keepalive_s):
+        if isinstance(piece, Progress):
+            yield progress_frame(request, piece, {"id": request.id, "model": request.model})
+            continue
         yield event({"id": request.id, "model": request.model, "text": piece})
     if request.status is RequestStatus.FAILED:
         yield event(failure_error(request).body())

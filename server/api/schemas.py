@@ -60,6 +60,11 @@ class ServingFields(KeepAliveFields):
         ge=-100,
         le=100,
     )
+    return_progress: bool = spec(
+        False,
+        doc="streams: events with prompt_progress (total, cache, processed, time_ms) while "
+        "the prompt is read, as llama-server sends them",
+    )
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

@@ -9,6 +9,7 @@ import orjson
 from starlette.responses import StreamingResponse
 
 DONE = b"data: [DONE]\n\n"
+KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic
 
 
 def event(data: Any) -> bytes:

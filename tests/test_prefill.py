@@ -1,0 +1,90 @@
+"""Reading a long prompt beside running streams: the step's prompt budget, progress events
+and keep-alives, on the live server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from bench.loadgen import long_prompt
+from tests.conftest import DEFAULT_MODEL, config_variant, health, running_server, wait_until
+
+
+@pytest.fixture(scope="module")
+def prefill_server(test_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("prefill")
+    config = orjson.loads(config_variant(test_config, folder, stream_keepalive_s=0.2).read_bytes())
+    # the smallest step target: beside decoding streams, 16 prompt tokens a step
+    config["models"][DEFAULT_MODEL]["max_step_ms"] = 1
+    path = folder / "prefill.json"
+    path.write_bytes(orjson.dumps(config))
+    with running_server(path, name="prefill-server", env={"EDGE_LLM_FAULTS": ""}) as url:
+        yield url
+
+
+@pytest.fixture
+async def client(prefill_server: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=prefill_server, timeout=300) as c:
+        yield c
+
+
+def body(prompt: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
+    fields = {"model": DEFAULT_MODEL, "prompt": prompt, "max_tokens": max_tokens}
+    return {**fields, "temperature": 0, "cache": False, "cache_prompt": False, **extra}
+
+
+async def frames(client: httpx.AsyncClient, request: dict[str, Any]) -> list[str]:
+    async with client.stream("POST", "/v1/completions", json={**request, "stream": True}) as r:
+        assert r.status_code == 200
+        return [line async for line in r.aiter_lines() if line]
+
+
+async def test_a_prompt_beside_decoding_streams_is_fed_over_many_steps(
+    client: httpx.AsyncClient,
+) -> None:
+    prompt = long_prompt(400)
+    alone = (await client.post("/v1/completions", json=body(prompt, 1))).json()
+    assert alone["timings"]["prompt_steps"] == 1  # nothing decoding: the whole step
+    no_end = {"logit_bias": {"0": -100, "2": -100, "4": -100}}  # they run all 300 steps
+    streams = [
+        asyncio.ensure_future(
+            client.post("/v1/completions", json=body(f"Count to {i}0.", 300, **no_end))
+        )
+        for i in range(4)
+    ]
+    await wait_until(lambda: health(client), lambda h: h["running"] >= 4, what="4 running")
+    beside = (await client.post("/v1/completions", json=body(prompt + " ", 1))).json()
+    replies = await asyncio.gather(*streams)
+    steps = beside["timings"]["prompt_steps"]
+    assert steps >= beside["usage"]["prompt_tokens"] // 32, beside["timings"]
+    assert all(r.json()["usage"]["completion_tokens"] == 300 for r in replies)
+    budget = (await health(client))["models"][DEFAULT_MODEL]["step_budget"]
+    assert budget["max_step_ms"] == 1 and budget["prompt_token_ms"] > 0
+
+
+async def test_progress_events_then_text(client: httpx.AsyncClient) -> None:
+    prompt = long_prompt(1400)  # three steps of 512 tokens
+    lines = await frames(client, body(prompt, 4, return_progress=True))
+    events = [orjson.loads(x[6:]) for x in lines if x.startswith("data: {")]
+    progress = [e["prompt_progress"] for e in events if "prompt_progress" in e]
+    assert len(progress) >= 2, lines[:5]
+    assert [p["processed"] for p in progress] == sorted(p["processed"] for p in progress)
+    assert all(p["total"] > p["processed"] > 0 and p["cache"] == 0 for p in progress)
+    first_text = next(i for i, e in enumerate(events) if e.get("choices"))
+    assert first_text > events.index(next(e for e in events if "prompt_progress" in e))
+    plain = await frames(client, body(prompt + " ", 4))  # not asked: no progress
+    assert not any("prompt_progress" in x for x in plain)
+
+
+async def test_keep_alive_comments_while_nothing_is_decoded(client: httpx.AsyncClient) -> None:
+    await client.post("/debug/faults", json={"name": "step_delay", "times": 4, "seconds": 0.5})
+    lines = await frames(client, body("Say hello.", 4))
+    first_data = next(i for i, x in enumerate(lines) if x.startswith("data: {"))
+    assert any(x.startswith(": keep-alive") for x in lines[:first_data]), lines[:6]
+    assert lines[-1] == "data: [DONE]"
