@@ -70,7 +70,8 @@ async def verdict(client: httpx.AsyncClient, body: dict[str, Any]) -> str:
 def entry_bytes(reply: httpx.Response) -> int:
     """What the cache counts for this result (see server.result_cache)."""
     body = reply.json()
-    return len(body["text"].encode()) + 8 * body["usage"]["completion_tokens"] + 128
+    size: int = len(body["text"].encode()) + 8 * body["usage"]["completion_tokens"] + 128
+    return size
 
 
 async def test_an_entry_expires_after_its_ttl(client: httpx.AsyncClient) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -185,7 +185,11 @@ async def test_a_failing_redis_is_tried_once_per_operation() -> None:
     store = RedisTaskStore(f"redis://127.0.0.1:{port}/0", max_tasks=10, max_age_s=60, beat_s=600)
     try:
         await store.start()
-        for operation in (lambda: store.add(new_task(time.time())), lambda: store.get("x")):
+        operations: list[Callable[[], Awaitable[object]]] = [
+            lambda: store.add(new_task(time.time())),
+            lambda: store.get("x"),
+        ]
+        for operation in operations:
             before = connections
             with pytest.raises(TaskStoreUnavailable) as caught:
                 await operation()
