@@ -67,11 +67,9 @@ async def verdict(client: httpx.AsyncClient, body: dict[str, Any]) -> str:
     return cache
 
 
-def entry_bytes(reply: httpx.Response) -> int:
-    """What the cache counts for this result (see server.result_cache)."""
-    body = reply.json()
-    size: int = len(body["text"].encode()) + 8 * body["usage"]["completion_tokens"] + 128
-    return size
+def entry_bytes(text: str, num_tokens: int) -> int:
+    """What the cache counts for a result (see server.result_cache)."""
+    return len(text.encode()) + 8 * num_tokens + 128
 
 
 async def test_an_entry_expires_after_its_ttl(client: httpx.AsyncClient) -> None:
@@ -89,13 +87,18 @@ async def test_the_least_recently_used_entry_goes_first(client: httpx.AsyncClien
 
 
 async def test_a_result_over_the_byte_budget_is_not_kept(client: httpx.AsyncClient) -> None:
-    large = greedy(max_tokens=64)
-    first = await post(client, large)
-    assert first.headers["x-cache"] == "MISS" and entry_bytes(first) > MAX_MB * (1 << 20)
-    assert await verdict(client, large) == "MISS"
+    # 64 tokens whatever the model would say: its end-of-turn tokens are banned
+    large = greedy(max_tokens=64, logit_bias={"0": -100, "2": -100})
+    for expected in ("MISS", "MISS"):
+        reply = await client.post("/v1/completions", json=large)
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["x-cache"] == expected
+        assert reply.json()["usage"]["completion_tokens"] == 64
+        assert entry_bytes(reply.json()["choices"][0]["text"], 64) > MAX_MB * (1 << 20)
     small = greedy()
     first = await post(client, small)
-    assert first.headers["x-cache"] == "MISS" and entry_bytes(first) < MAX_MB * (1 << 20) / 2
+    size = entry_bytes(first.json()["text"], first.json()["usage"]["completion_tokens"])
+    assert first.headers["x-cache"] == "MISS" and size < MAX_MB * (1 << 20) / 2
     assert await verdict(client, small) == "HIT"
 
 
