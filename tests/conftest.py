@@ -95,17 +95,56 @@ async def executor_counters(client: httpx.AsyncClient, model: str) -> dict[str, 
     return counters
 
 
-def background_requests(
+async def arm_fault(
+    client: httpx.AsyncClient, name: str, times: int | None = 1, seconds: float = 0.0
+) -> None:
+    """Arm a fault on a server started with EDGE_LLM_FAULTS set (see batching.faults)."""
+    body = {"name": name, "times": times, "seconds": seconds}
+    reply = await client.post("/debug/faults", json=body)
+    assert reply.status_code == 200, reply.text
+
+
+async def armed_faults(client: httpx.AsyncClient) -> list[str]:
+    """The faults still armed: one armed for one shot is gone once it has fired."""
+    names: list[str] = (await client.get("/debug/faults")).json()["armed"]
+    return names
+
+
+@contextlib.asynccontextmanager
+async def slow_steps(client: httpx.AsyncClient, seconds: float = 0.05) -> AsyncIterator[None]:
+    """Every decode step sleeps ``seconds`` until the block ends, so a stream outlasts
+    what the test does beside it on a fast machine too, not only on a slow one."""
+    await arm_fault(client, "step_delay", None, seconds)
+    try:
+        yield
+    finally:
+        reply = await client.post("/debug/faults", json={"disarm": "step_delay"})
+        assert reply.status_code == 200, reply.text
+
+
+async def background_requests(
     client: httpx.AsyncClient, model: str = DEFAULT_MODEL, max_tokens: int = 64, count: int = 8
-) -> list[Awaitable[httpx.Response]]:
-    """Unconstrained /generate requests to decode alongside the requests under test."""
-    return [
-        client.post(
-            "/generate",
-            json={"prompt": f"Count to {i + 20}.", "model_name": model, "max_tokens": max_tokens},
+) -> list[asyncio.Task[httpx.Response]]:
+    """Unconstrained /generate requests to decode alongside the requests under test,
+    returned once the server runs all of them (not guessed from a sleep)."""
+    await wait_until_idle(client)  # so that the count below is of these requests
+    requests = [
+        asyncio.ensure_future(
+            client.post(
+                "/generate",
+                json={
+                    "prompt": f"Count to {i + 20}.",
+                    "model_name": model,
+                    "max_tokens": max_tokens,
+                },
+            )
         )
         for i in range(count)
     ]
+    await wait_until(
+        lambda: health(client), lambda h: h["running"] >= count, 60, f"{count} requests decoding"
+    )
+    return requests
 
 
 async def task_record(client: httpx.AsyncClient, task_id: str) -> dict[str, Any]:

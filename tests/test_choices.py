@@ -55,7 +55,7 @@ async def test_choices_copy_the_prompt_and_equal_separate_seeded_requests(
 async def test_streamed_choices_while_others_decode(
     oai: AsyncOpenAI, client: httpx.AsyncClient
 ) -> None:
-    free = background_requests(client)
+    free = await background_requests(client)
     fields: dict[str, Any] = {"model": DEFAULT_MODEL, "temperature": 0.8, "max_tokens": 20}
 
     async def streamed() -> tuple[dict[int, str], dict[int, str | None], Any]:

@@ -5,6 +5,7 @@ token, a replica killed mid-load, Redis killed and brought back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from server.tasks.store import RESTART_REASON
 from tests.conftest import (
     ARTIFACTS,
     shipped_config,
+    slow_steps,
     task_record,
     wait_for_status,
     wait_until,
@@ -29,9 +31,11 @@ from tests.conftest import (
 LONG = {"prompt": "Write a long story about a lighthouse.", "max_tokens": 400, "temperature": 0}
 
 
-def start_cluster(folder: Path) -> Iterator[Cluster]:
+def start_cluster(folder: Path, faults: str = "") -> Iterator[Cluster]:
+    """Faults enabled on every replica (``faults`` armed from the start, see batching.faults)."""
     config = write_config(folder, shipped_config(folder, result_cache={"enabled": False}))
-    with running_cluster(config, folder / "cluster") as cluster:
+    env = {"EDGE_LLM_FAULTS": faults}
+    with running_cluster(config, folder / "cluster", env=env) as cluster:
         yield cluster
 
 
@@ -90,7 +94,13 @@ async def test_16_streams_through_nginx_arrive_token_by_token(cluster: Cluster) 
                     arrivals.append(time.monotonic())
         return replica_of(reply), arrivals
 
-    async with httpx.AsyncClient(base_url=cluster.url, timeout=300) as lb:
+    lb = httpx.AsyncClient(base_url=cluster.url, timeout=300)
+    async with lb, contextlib.AsyncExitStack() as slowed:
+        # every step takes 20 ms or more: events apart in time on a fast machine too
+        for live in cluster.replicas:
+            direct = httpx.AsyncClient(base_url=live.url, timeout=60)
+            await slowed.enter_async_context(direct)
+            await slowed.enter_async_context(slow_steps(direct, 0.02))
         results = await asyncio.gather(*(stream(lb, i) for i in range(16)))
     per_replica = {r.url.removeprefix("http://"): 0 for r in cluster.replicas}
     for replica, arrivals in results:
@@ -155,7 +165,9 @@ def figures(name: str, value: Any) -> None:
 async def test_kill_9_of_a_replica_mid_load(tmp_path: Path) -> None:
     """Every request is answered by the survivor or fails with a clear 502; the dead
     replica's tasks are failed exactly once; new requests keep flowing."""
-    for cluster in start_cluster(tmp_path):
+    # every step takes 50 ms or more: a task of 120 tokens outlives the kill, 4 s into the
+    # load, on a fast machine too
+    for cluster in start_cluster(tmp_path, faults="step_delay=*@0.05"):
         await kill_mid_load(cluster)
 
 

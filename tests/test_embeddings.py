@@ -12,7 +12,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from speculative.embeddings import pack
-from tests.conftest import DEFAULT_MODEL, SECOND_MODEL
+from tests.conftest import DEFAULT_MODEL, SECOND_MODEL, background_requests
 
 TEXTS = [
     "The cat sat on the mat.",
@@ -68,9 +68,7 @@ async def test_embeddings_while_eight_requests_decode(
     oai: AsyncOpenAI, client: httpx.AsyncClient
 ) -> None:
     alone = await embed(oai, TEXTS)
-    body = {"prompt": "Count from one to fifty.", "max_tokens": 64, "temperature": 0}
-    load = [asyncio.create_task(client.post("/generate", json=body)) for _ in range(8)]
-    await asyncio.sleep(0.5)
+    load = await background_requests(client)  # eight decoding now, as health says
     busy = await embed(oai, TEXTS)
     replies = await asyncio.gather(*load)
     assert np.abs(busy - alone).max() < 1e-3

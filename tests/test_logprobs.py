@@ -93,7 +93,7 @@ async def test_chat_logprobs_whole_and_streamed(oai: AsyncOpenAI, model: str) ->
 async def test_completion_logprobs_while_others_decode(
     oai: AsyncOpenAI, client: httpx.AsyncClient
 ) -> None:
-    free = background_requests(client)
+    free = await background_requests(client)
 
     async def completion(stream: bool) -> tuple[str, Any]:
         if not stream:
@@ -164,7 +164,7 @@ async def test_logit_bias_bans_and_forces_tokens(
         "temperature": 0,
         "logprobs": 0,
     }
-    free = background_requests(client)
+    free = await background_requests(client)
     plain, *rest = await asyncio.gather(oai.completions.create(**fields), *free)
     assert all(r.status_code == 200 for r in rest)
     assert plain.choices[0].logprobs is not None

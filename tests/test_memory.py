@@ -17,7 +17,15 @@ import orjson
 import pytest
 
 from server.launcher import LiveServer
-from tests.conftest import REPO, health, live_server, wait_until, write_config
+from tests.conftest import (
+    REPO,
+    health,
+    live_server,
+    slow_steps,
+    wait_for_status,
+    wait_until,
+    write_config,
+)
 from tests.test_cli_client import run_tester
 
 KEY = "memory-test-key"
@@ -52,7 +60,9 @@ def memory_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
         "drain_timeout_s": 60,
     }
     config = write_config(folder, {"server": server, "models": models})
-    with live_server(config, name="memory", env={"EDGE_LLM_API_KEYS": KEY}) as live:
+    # faults enabled (none armed): tests slow the steps so that streams outlast loads
+    env = {"EDGE_LLM_API_KEYS": KEY, "EDGE_LLM_FAULTS": ""}
+    with live_server(config, name="memory", env=env) as live:
         yield live
 
 
@@ -127,27 +137,29 @@ async def test_third_model_evicts_the_least_recently_used_idle_one(
 async def test_a_busy_model_is_never_evicted(client: httpx.AsyncClient) -> None:
     assert (await generate(client, "q2")).status_code == 200  # q2 is now least recent
     started = asyncio.Event()
-    streaming = asyncio.ensure_future(stream(client, "q4", started))
-    await asyncio.wait_for(started.wait(), 60)
-    for name in ("q8", "q2", "q8"):  # each needs room: the idle other one goes
-        assert (await generate(client, name)).status_code == 200
-        assert not streaming.done(), "the stream ended too soon to prove anything"
-        assert await loaded(client) == {"q4", name}
+    async with slow_steps(client, 0.1):  # the stream takes 30 s or more, on any machine
+        streaming = asyncio.ensure_future(stream(client, "q4", started))
+        await asyncio.wait_for(started.wait(), 60)
+        for name in ("q8", "q2", "q8"):  # each needs room: the idle other one goes
+            assert (await generate(client, name)).status_code == 200
+            assert not streaming.done(), "the stream ended too soon to prove anything"
+            assert await loaded(client) == {"q4", name}
     await streaming
 
 
 async def test_requests_wait_for_room_until_their_deadline(client: httpx.AsyncClient) -> None:
     started = {"q4": asyncio.Event(), "q2": asyncio.Event()}
-    streams = [asyncio.ensure_future(stream(client, m, e)) for m, e in started.items()]
-    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started.values())), 60)
-    t0 = time.monotonic()
-    refused = await generate(client, "q8", timeout=1.5)
-    waited = time.monotonic() - t0
-    assert refused.status_code == 503, refused.text
-    assert "Retry-After" in refused.headers
-    assert "memory budget" in refused.json()["error"]["message"]
-    assert 1.4 <= waited < 30
-    assert not any(s.done() for s in streams), "the streams ended before the deadline"
+    async with slow_steps(client, 0.1):  # the streams take 30 s or more, on any machine
+        streams = [asyncio.ensure_future(stream(client, m, e)) for m, e in started.items()]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started.values())), 60)
+        t0 = time.monotonic()
+        refused = await generate(client, "q8", timeout=1.5)
+        waited = time.monotonic() - t0
+        assert refused.status_code == 503, refused.text
+        assert "Retry-After" in refused.headers
+        assert "memory budget" in refused.json()["error"]["message"]
+        assert 1.4 <= waited < 15  # its deadline, not the end of a stream (30 s)
+        assert not any(s.done() for s in streams), "the streams ended before the deadline"
     # without a short deadline the request waits for a stream to end, then loads
     assert (await generate(client, "q8")).status_code == 200
     await asyncio.gather(*streams)
@@ -195,6 +207,30 @@ async def test_keep_alive_durations_from_requests(client: httpx.AsyncClient) -> 
         assert await loaded(client) == {"q2", name}
 
 
+async def test_keep_alive_from_send_text_and_the_v1_routes(client: httpx.AsyncClient) -> None:
+    """The README: per request on /generate, /send_text and the /v1 routes."""
+    hi = {"max_tokens": 4, "temperature": 0}
+    task = await client.post(
+        "/send_text", json={"prompt": "Say hi.", "model_name": "q4", "keep_alive": "2s"} | hi
+    )
+    assert task.status_code == 202, task.text
+    await wait_for_status(client, task.json()["task_id"], "done")
+    assert 0 < (await cards(client))["q4"]["expires_at"] - time.time() <= 2.5
+    await wait_until(lambda: loaded(client), lambda names: "q4" not in names, 10, "q4 expired")
+    chat = {"model": "q2", "messages": [{"role": "user", "content": "hi"}], "keep_alive": -1}
+    reply = await client.post("/v1/chat/completions", json=chat | hi)
+    assert reply.status_code == 200, reply.text
+    assert (await cards(client))["q2"]["expires_at"] is None  # pinned
+    text = {"model": "q8", "prompt": "Say hi.", "keep_alive": 0}
+    reply = await client.post("/v1/completions", json=text | hi)
+    assert reply.status_code == 200, reply.text
+    await wait_until(lambda: loaded(client), lambda names: names == {"q2"}, 10, "q8 unloaded")
+
+
+async def cards(client: httpx.AsyncClient) -> dict[str, Any]:
+    return {c["id"]: c for c in (await client.get("/v1/models")).json()["data"]}
+
+
 async def test_bad_keep_alive_is_a_400_naming_the_field(client: httpx.AsyncClient) -> None:
     reply = await generate(client, "q4", keep_alive="5 minutes")
     assert reply.status_code == 400 and "keep_alive" in reply.json()["error"]["message"]
@@ -205,12 +241,14 @@ async def test_bad_keep_alive_is_a_400_naming_the_field(client: httpx.AsyncClien
 
 async def test_unload_drains_a_busy_model_first(client: httpx.AsyncClient) -> None:
     started = asyncio.Event()
-    streaming = asyncio.ensure_future(stream(client, "q4", started))
-    await asyncio.wait_for(started.wait(), 60)
-    reply = await client.post("/models/q4/unload")
-    assert reply.status_code == 200 and reply.json()["was_loaded"]
-    assert streaming.done()  # it finished before the unload answered
-    await streaming
+    async with slow_steps(client):  # 300 steps: the stream has 15 s or more to go
+        streaming = asyncio.ensure_future(stream(client, "q4", started))
+        await asyncio.wait_for(started.wait(), 60)
+        reply = await client.post("/models/q4/unload")
+        assert reply.status_code == 200 and reply.json()["was_loaded"]
+    # it had finished when the unload answered: its last frames (on another connection)
+    # arrive at once, not after the many steps it had left
+    assert await asyncio.wait_for(streaming, 5) in ("stop", "length")
     assert "q4" not in await loaded(client)
 
 

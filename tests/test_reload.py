@@ -14,8 +14,17 @@ import orjson
 import pytest
 
 from server.launcher import LiveServer
-from tests.conftest import REPO, health, live_server, wait_until, write_config
-from tests.test_memory import FILES, SMALL, stream
+from tests.conftest import (
+    REPO,
+    arm_fault,
+    armed_faults,
+    health,
+    live_server,
+    slow_steps,
+    wait_until,
+    write_config,
+)
+from tests.test_memory import FILES, SMALL, stream, unload_all
 
 
 def models(*names: str, **changes: Any) -> dict[str, Any]:
@@ -75,18 +84,20 @@ async def test_edit_while_streams_run(client: httpx.AsyncClient, folder: Path) -
     for name in ("q4", "q2"):
         assert (await generate(client, name)).status_code == 200
     started = {"q4": asyncio.Event(), "q2": asyncio.Event()}
-    streams = [asyncio.ensure_future(stream(client, m, e)) for m, e in started.items()]
-    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started.values())), 60)
-    before = await reloads(client)
-    unloaded = await unload_counts(client)  # other tests of this module unload too
-    # q8 added, q2 removed, q4 changed (larger context): all while both streams run
-    edited = models("q8") | models("q4", context_size=1024)
-    rewrite(path, orjson.dumps(config(folder, edited)))
-    await wait_until(lambda: reloads(client), lambda n: n > before, 10, "the reload")
-    assert not any(s.done() for s in streams), "the streams ended before the reload"
-    assert (await generate(client, "q2")).status_code == 404  # removed: no new requests
-    assert (await generate(client, "q8")).status_code == 200  # added
-    assert (await generate(client, "q4")).status_code == 200  # changed: a fresh copy
+    async with slow_steps(client, 0.1):  # 300 steps: 30 s or more, on any machine
+        streams = [asyncio.ensure_future(stream(client, m, e)) for m, e in started.items()]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started.values())), 60)
+        before = await reloads(client)
+        unloaded = await unload_counts(client)  # other tests of this module unload too
+        # q8 added, q2 removed, q4 changed (larger context): all while both streams run
+        edited = models("q8") | models("q4", context_size=1024)
+        rewrite(path, orjson.dumps(config(folder, edited)))
+        await wait_until(lambda: reloads(client), lambda n: n > before, 10, "the reload")
+        assert not any(s.done() for s in streams), "the streams ended before the reload"
+        assert (await generate(client, "q2")).status_code == 404  # removed: no new requests
+        assert (await generate(client, "q8")).status_code == 200  # added
+        assert (await generate(client, "q4")).status_code == 200  # changed: a fresh copy
+        assert not any(s.done() for s in streams), "the streams ended before the new copies"
     # every stream finishes on the copy it started on (stream() checks every frame)
     await asyncio.gather(*streams)
     body = await health(client)
@@ -131,9 +142,15 @@ async def test_invalid_edit_keeps_the_old_config(
     assert (await generate(client, "q2")).status_code == 404  # not applied
     assert (await generate(client, "q8")).status_code == 200  # still serving
     # SIGHUP re-reads even an unchanged file: the error stays until the file is fixed
+    seen = (await health(client))["config"]
     reload_server.process.send_signal(signal.SIGHUP)
-    await asyncio.sleep(1.5)
-    assert "config_error" in await health(client)
+    body = await wait_until(
+        lambda: health(client),
+        lambda h: h["config"]["attempts"] > seen["attempts"],
+        10,
+        "the re-read",
+    )
+    assert "config_error" in body and body["config"]["reloads"] == seen["reloads"]
     rewrite(path, orjson.dumps(good | {"server": good["server"] | {"max_body_bytes": 4096}}))
     body = await wait_until(
         lambda: health(client), lambda h: "config_error" not in h, 10, "the error cleared"
@@ -142,6 +159,32 @@ async def test_invalid_edit_keeps_the_old_config(
     log = (REPO / "tests" / "artifacts" / "reload.log").read_text()
     assert "server.max_body_bytes changed; it takes effect after a restart" in log
     assert "config not reloaded, the old one keeps serving" in log
+
+
+async def test_budget_default_model_and_limits_apply_at_once(
+    client: httpx.AsyncClient, folder: Path
+) -> None:
+    """The README: memory_budget_mb, default_model and request limits need no restart."""
+    path = folder / "config.json"
+    start = config(folder, models("q4", "q2"))
+    rewrite(path, orjson.dumps(start))
+    await wait_until(lambda: health(client), lambda h: set(h["models"]) == {"q4", "q2"})
+    first = await client.post("/generate", json={"prompt": "Hi.", "max_tokens": 9})
+    assert first.status_code == 200 and first.json()["model"] == "q4", first.text
+    before = await reloads(client)
+    limits = {"memory_budget_mb": 2000, "default_model": "q2", "max_tokens_limit": 8}
+    rewrite(path, orjson.dumps(start | {"server": start["server"] | limits}))
+    body = await wait_until(lambda: health(client), lambda h: h["config"]["reloads"] > before)
+    try:
+        assert body["memory"]["budget_bytes"] == 2000 << 20 and body["default_model"] == "q2"
+        unnamed = await client.post("/generate", json={"prompt": "Hi.", "max_tokens": 8})
+        assert unnamed.status_code == 200 and unnamed.json()["model"] == "q2", unnamed.text
+        over = await client.post("/generate", json={"prompt": "Hi.", "max_tokens": 9})
+        assert over.status_code == 400 and "max_tokens: at most 8" in over.text, over.text
+    finally:  # the other tests of this module start from the plain config
+        before = await reloads(client)
+        rewrite(path, orjson.dumps(start))
+        await wait_until(lambda: reloads(client), lambda n: n > before, 10, "the reload")
 
 
 async def embed(client: httpx.AsyncClient, model: str, text: str = "A cat.") -> httpx.Response:
@@ -184,6 +227,8 @@ async def test_an_embedding_context_takes_no_model_slot(
     before = await reloads(client)
     rewrite(path, orjson.dumps(body))
     await wait_until(lambda: reloads(client), lambda n: n > before, 10, "the reload")
+    # a lower limit binds the next load (models an earlier test left loaded stay)
+    await unload_all(client)
     assert (await embed(client, "q4")).status_code == 200
     for name in ("q4", "q2", "q4"):
         reply = await generate(client, name)
@@ -203,15 +248,19 @@ async def test_a_reload_while_an_embedding_context_is_made(
     fresh_name = {"q4b": models("q4")["q4"]}  # a model no earlier test made a context for
     rewrite(path, orjson.dumps(config(folder, models("q4", "q2") | fresh_name)))
     await wait_until(lambda: health(client), lambda h: "q4b" in h["models"], 10, "q4b added")
-    fault = {"name": "embedder_delay", "times": 1, "seconds": 2.0}
-    assert (await client.post("/debug/faults", json=fault)).status_code == 200
+    # 5 s: the reload (polled each second) must land while the context is being made
+    await arm_fault(client, "embedder_delay", seconds=5.0)
     long = " ".join(["word"] * 40)  # over 32 tokens, under 64
     asking = asyncio.ensure_future(embed(client, "q4b", long))
-    await asyncio.sleep(0.5)  # the context is being made (2 s)
+    # the fault has fired (used up as it starts its sleep): the context is being made
+    await wait_until(
+        lambda: armed_faults(client), lambda names: "embedder_delay" not in names, 10, "the delay"
+    )
     before = await reloads(client)
     changed = {"q4b": fresh_name["q4b"] | {"batch_tokens": 32}}
     rewrite(path, orjson.dumps(config(folder, models("q4", "q2") | changed)))
     await wait_until(lambda: reloads(client), lambda n: n > before, 10, "the reload")
+    assert not asking.done(), "the context was made before the reload: nothing was tested"
     assert (await asking).status_code == 200  # made for batch_tokens 64
     fresh = await embed(client, "q4b", long)
     assert fresh.status_code == 400 and "embeds at most 32 per input" in fresh.text

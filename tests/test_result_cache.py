@@ -8,6 +8,7 @@ sequence slot so that requests queue.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,24 +51,51 @@ async def test_a_repeated_greedy_request_is_a_hit(client: httpx.AsyncClient) -> 
     assert second.json()["usage"]["completion_tokens"] == first.json()["usage"]["completion_tokens"]
 
 
+SAMPLED = {"temperature": 0.8, "seed": 3}
+
+
 @pytest.mark.parametrize(
-    "change",
+    ("base", "change"),
     [
-        {"max_tokens": 9},
-        {"temperature": 0.5, "seed": 3},
-        {"stop": ["\n"]},
-        {"prompt": "Name a fruit."},
+        ({}, {"max_tokens": 9}),
+        ({}, {"stop": None}),  # a stop string taken from the cached text (see below)
+        ({}, {"temperature": 0.5, "seed": 3}),
+        (SAMPLED, {"seed": 4}),
+        (SAMPLED, {"temperature": 0.5}),
+        (SAMPLED, {"top_k": 5}),
+        (SAMPLED, {"top_p": 0.5}),
+        ({}, {"prompt": "Name a fruit."}),
     ],
 )
 async def test_any_output_changing_parameter_misses(
-    client: httpx.AsyncClient, change: dict[str, Any]
+    client: httpx.AsyncClient, base: dict[str, Any], change: dict[str, Any]
 ) -> None:
-    await post(client, GREEDY)
-    reply = await post(client, {**GREEDY, **change})
-    assert reply.headers["x-cache"] in ("MISS", "HIT")
-    again = await post(client, {**GREEDY, **change})
+    # a prompt no other request of this run sent: a HIT can only come from this test
+    counting = {**GREEDY, "prompt": f"Count from one to fifty. ({uuid.uuid4().hex[:8]})"}
+    body = counting | base
+    cached = await post(client, body)
+    assert cached.headers["x-cache"] == "MISS"
+    assert (await post(client, body)).headers["x-cache"] == "HIT"
+    text = cached.json()["text"]
+    if "stop" in change:  # a string the cached reply holds: the changed one ends before it
+        stop = text[len(text) // 2 :][:2]
+        assert stop.strip(), text
+        change = {"stop": [stop]}
+    reply = await post(client, body | change)
+    assert reply.headers["x-cache"] == "MISS", (body, change)
+    # where the change must show in the output, it does (not a replay under another name)
+    if "max_tokens" in change:
+        assert cached.json()["finish_reason"] == "length", cached.json()
+        assert reply.json()["usage"]["completion_tokens"] == change["max_tokens"]
+    if "stop" in change:
+        assert reply.json()["text"] == text[: text.index(change["stop"][0])]
+    if "prompt" in change:
+        assert reply.json()["usage"]["prompt_tokens"] != cached.json()["usage"]["prompt_tokens"]
+    again = await post(client, body | change)
     assert again.headers["x-cache"] == "HIT"  # and the changed request caches under its own key
-    assert (await post(client, GREEDY)).headers["x-cache"] == "HIT"
+    assert stable(again) == stable(reply) | {"usage": again.json()["usage"]}
+    first = await post(client, body)
+    assert first.headers["x-cache"] == "HIT" and first.json()["text"] == text
 
 
 async def test_unseeded_sampling_is_never_cached(client: httpx.AsyncClient) -> None:

@@ -58,7 +58,7 @@ async def test_greedy_output_is_identical_alone_and_batched(
 
 
 @pytest.mark.parametrize("model", SPECULATIVE_MODELS)
-async def test_unseeded_sampling_accepts_drafts_in_that_request(
+async def test_unseeded_sampling_accepts_drafts_in_one_of_five_requests(
     client: httpx.AsyncClient, model: str
 ) -> None:
     # no seed: rejection sampling (accept with min(1, p/q), else resample the residual).

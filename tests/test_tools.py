@@ -19,12 +19,20 @@ import jsonschema
 import openai
 import pytest
 from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 from speculative.llama import LlamaModel
 from speculative.prompt import JinjaChat, encode_prompt
-from tests.conftest import DEFAULT_MODEL, REPO, running_server, shipped_config, write_config
+from tests.conftest import (
+    DEFAULT_MODEL,
+    REPO,
+    background_requests,
+    running_server,
+    shipped_config,
+    write_config,
+)
 
 TOOLS_MODEL = "smollm2-tools"
 # Qwen 2.5's template (Hermes-style <tool_call> JSON), its default system line shortened
@@ -245,7 +253,9 @@ async def test_a_reply_without_calls_is_content(oai: AsyncOpenAI) -> None:
     assert content == reply.choices[0].message.content
 
 
-async def test_tool_results_go_back_into_the_template(oai: AsyncOpenAI, tools_gguf: Path) -> None:
+async def test_tool_results_go_back_into_the_template(
+    oai: AsyncOpenAI, client: httpx.AsyncClient, tools_gguf: Path
+) -> None:
     messages: list[ChatCompletionMessageParam] = [
         *ASK,
         {
@@ -267,39 +277,47 @@ async def test_tool_results_go_back_into_the_template(oai: AsyncOpenAI, tools_gg
     reply = await oai.chat.completions.create(
         model=TOOLS_MODEL, messages=messages, tools=TOOLS, temperature=0, max_tokens=40
     )
-    # the server's prompt is the template's rendering of exactly this chat
-    model = LlamaModel(tools_gguf)
-    try:
-        jinja = [dict(m) for m in messages]
-        jinja[1]["tool_calls"] = [
-            {
-                "id": "call_1",
-                "type": "function",
-                "function": {
-                    "name": "get_weather",
-                    "arguments": {"city": "Paris", "unit": "celsius"},
-                },
-            }
-        ]
-        tools = [dict(t) for t in TOOLS]
-        expected = encode_prompt(model, JinjaChat(jinja, tools, []))
-        text = b"".join(model.piece(t, special=True) for t in expected).decode()
-    finally:
-        model.close()
+    # the server's prompt is the template's rendering of exactly this chat, rendered here
+    # by plain jinja2 from the template file (as Transformers does: trimmed blocks, tojson
+    # without sorting), arguments as an object, then tokenized by the server
+    jinja = [dict(m) for m in messages]
+    jinja[1]["tool_calls"] = [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}},
+        }
+    ]
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    environment.filters["tojson"] = lambda x, indent=None: json.dumps(
+        x, ensure_ascii=False, indent=indent
+    )
+    text = environment.from_string(QWEN_TEMPLATE).render(
+        messages=jinja, tools=[dict(t) for t in TOOLS], add_generation_prompt=True
+    )
     qwen_tools = "<|im_start|>system\nYou are a helpful assistant.\n\n# Tools\n"
-    assert text.startswith(qwen_tools)
+    assert text.startswith(qwen_tools) and text.endswith("<|im_start|>assistant\n")
     assert "<tool_response>\n18 degrees, sunny\n</tool_response>" in text
     assert '"arguments": {"city": "Paris", "unit": "celsius"}' in text
+    tokenized = await client.post(
+        "/tokenize", json={"content": text, "model": TOOLS_MODEL, "add_special": True}
+    )
+    expected = tokenized.json()["tokens"]
     assert reply.usage is not None and reply.usage.prompt_tokens == len(expected)
+    # and the ids the server decodes are those ids (the prompt is encoded in parts, the
+    # messages' text apart from the markup: the same ids for this chat)
+    model = LlamaModel(tools_gguf)
+    try:
+        assert encode_prompt(model, JinjaChat(jinja, [dict(t) for t in TOOLS], [])) == expected
+    finally:
+        model.close()
     assert reply.choices[0].finish_reason in ("stop", "tool_calls", "length")
 
 
 async def test_required_calls_while_eight_requests_decode(
     oai: AsyncOpenAI, client: httpx.AsyncClient
 ) -> None:
-    body = {"prompt": "Count from one to fifty.", "max_tokens": 48, "temperature": 0}
-    load = [asyncio.create_task(client.post("/generate", json=body)) for _ in range(8)]
-    await asyncio.sleep(0.3)
+    load = await background_requests(client, max_tokens=48)  # eight decoding now
     calls = [
         oai.chat.completions.create(
             model=TOOLS_MODEL, messages=ASK, tools=TOOLS, tool_choice="required", seed=seed
@@ -329,6 +347,8 @@ async def test_tool_choice_none_answers_in_text(oai: AsyncOpenAI) -> None:
     )
     assert reply.choices[0].message.tool_calls is None
     assert reply.choices[0].finish_reason in ("stop", "length")
+    content = reply.choices[0].message.content
+    assert content and content.strip() and "<tool_call>" not in content, content
 
 
 BAD: list[tuple[dict[str, Any], str]] = [

@@ -64,6 +64,7 @@ class ConfigWatcher:
         self._stamp = source.stamp()
         self._requested = asyncio.Event()
         self.num_reloads = 0
+        self.num_attempts = 0  # reads of the file, failed ones included (a SIGHUP is one)
         self.last_reload_s: float | None = None
         self.error: str | None = None
 
@@ -83,6 +84,7 @@ class ConfigWatcher:
 
     async def reload(self) -> None:
         started = time.perf_counter()
+        self.num_attempts += 1
         try:
             config = self.source.load()
         except ValueError as exc:
@@ -104,6 +106,7 @@ class ConfigWatcher:
         return {
             "path": str(self.source.path),
             "reloads": self.num_reloads,
+            "attempts": self.num_attempts,
             "last_reload_s": self.last_reload_s,
             "error": self.error,
         }
