@@ -1,19 +1,18 @@
 """The llama.cpp executor: one thread, one context, many sequences per decode.
 
-Each step is ``schedule -> run -> postprocess``:
+The thread admits requests between steps and runs ``step``, whose stages live in
+their own modules:
 
-* schedule: every decoding sequence contributes its one pending token; the
-  remaining token budget (``batch_tokens``) goes to prompt chunks of newly
-  admitted sequences, oldest first, so a long prompt is fed over several steps
-  while everyone else keeps decoding;
-* with a proposer (draft model or n-gram), a decoding sequence may carry k
-  drafted tokens after its pending one, and its k+1 positions are all scored;
-* run: ONE ``llama_decode`` for all of it;
-* postprocess: sample the next token of every sequence whose pending tokens
-  are now all cached (for a speculating one: accept a prefix of its drafts
-  and roll its KV cache back past the first rejection), detokenize, check
-  stop conditions, free finished sequences' KV cells at once, and hand the
-  step's updates to the event loop.
+* schedule (``speculative.scheduler``): which tokens of which sequences go in:
+  every decoding sequence's pending token (plus drafts, when a proposer drafts),
+  then prompt tokens within the step's budget;
+* decode (``speculative.decoder``): ONE ``llama_decode`` for all of it; when the
+  KV cache has no room, half the step is deferred;
+* sample and advance (``speculative.postprocess``): the next token of every
+  sequence whose pending tokens are all cached, drafts verified, text assembled,
+  stop conditions checked;
+* publish (``batching.bridge``): the step's updates handed to the event loop in
+  one call; finished sequences' KV cells are free for the next step.
 """
 
 from __future__ import annotations
@@ -28,19 +27,18 @@ from collections.abc import Callable
 from batching.bridge import Update
 from batching.faults import FAULTS
 from batching.request import Failure, FinishReason, Request, RequestStatus
-from speculative.acceptance import verify
-from speculative.adaptive import SpeculationPolicy, draft_lengths
-from speculative.budget import StepBudget, fair_shares
-from speculative.chunk import Chunk, by_seq_id
+from speculative.adaptive import SpeculationPolicy
+from speculative.budget import StepBudget
+from speculative.chunk import Chunk
+from speculative.decoder import Decoder
 from speculative.grammar import Grammar, GrammarError
-from speculative.llama import DecodeError, LlamaContext
-from speculative.picker import Pick, pick_tokens
+from speculative.llama import LlamaContext
+from speculative.postprocess import Postprocessor
 from speculative.prefix_cache import PrefixCache, PrefixStats
-from speculative.proposers import Draft, Proposer
-from speculative.sampling import token_logprob
+from speculative.proposers import Proposer
+from speculative.scheduler import Scheduler
 from speculative.sequence import Sequence
 from speculative.stats import ExecutorStats
-from speculative.topk import Matrix as Logits2D
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +78,18 @@ class Executor:
         self._close_on_exit = False
         self.stats = ExecutorStats()
         self.budget = StepBudget(max_step_ms)
-        self._pick_error = ""  # why the last row-by-row pick failed
+        self._scheduler = Scheduler(
+            name,
+            context.batch_tokens,
+            self.ctx_per_seq,
+            self._prefix,
+            self.stats,
+            self.budget,
+            proposer,
+            policy,
+        )
+        self._decoder = Decoder(name, context, self._prefix, self.stats, proposer)
+        self._postprocess = Postprocessor(name, context, self.stats, self._finish, proposer, policy)
         self._thread = threading.Thread(target=self._loop, name=f"executor-{name}", daemon=True)
 
     def start(self) -> None:
@@ -190,29 +199,53 @@ class Executor:
             self._running.append(seq)
 
     def step(self) -> None:
+        """schedule -> decode -> sample and advance -> publish, for every running sequence."""
         started, cpu_started = time.perf_counter(), time.thread_time()
-        now = time.monotonic()
+        num_generated = self.stats.num_generated_tokens
         FAULTS.delay("step_delay")
-        cancelled = [s for s in self._running if s.request.is_cancel_requested]
-        updates = [self._finish(s, FinishReason.CANCELLED) for s in cancelled]
-        # whatever raises below, what already finished is published
-        try:
-            expired = [s for s in self._running if s.request.is_past_deadline(now)]
-            updates += [self._finish(s, FinishReason.TIMEOUT) for s in expired]
-            chunks = self._schedule()
-            decode_s = 0.0
-            num_generated = self.stats.num_generated_tokens
-            if chunks:
-                try:
-                    decode_s, chunks = self._run_fitting(chunks)
-                except Exception as exc:  # a failed decode fails its sequences, not the server
-                    log.exception("decode failed on %s", self.name)
-                    updates += [self._finish(c.seq, FinishReason.ERROR, str(exc)) for c in chunks]
-                    chunks = []
-                updates += self._postprocess(chunks)
+        updates = self._retire(FinishReason.CANCELLED)
+        chunks: list[Chunk] = []
+        decode_s = 0.0
+        try:  # whatever raises below, what already finished is published
+            updates += self._retire(FinishReason.TIMEOUT)
+            chunks = self._scheduler.schedule(self._running)
+            decode_s, chunks = self._decode(chunks, updates)
+            updates += self._postprocess.run(chunks)
             FAULTS.check("step_crash")
         finally:
             self._publish(updates)
+        self._record(chunks, decode_s, started, cpu_started, num_generated)
+
+    def _retire(self, reason: FinishReason) -> list[Update]:
+        """Finish the sequences whose requests were cancelled, or are past their deadline."""
+        if reason is FinishReason.CANCELLED:
+            stopped = [s for s in self._running if s.request.is_cancel_requested]
+        else:
+            now = time.monotonic()
+            stopped = [s for s in self._running if s.request.is_past_deadline(now)]
+        return [self._finish(s, reason) for s in stopped]
+
+    def _decode(self, chunks: list[Chunk], updates: list[Update]) -> tuple[float, list[Chunk]]:
+        """The step's one decode; the chunks decoded (what did not fit waits). A failed
+        decode fails its sequences (into ``updates``), not the server."""
+        if not chunks:
+            return 0.0, []
+        try:
+            return self._decoder.run(chunks)
+        except Exception as exc:
+            log.exception("decode failed on %s", self.name)
+            updates += [self._finish(c.seq, FinishReason.ERROR, str(exc)) for c in chunks]
+            return 0.0, []
+
+    def _record(
+        self,
+        chunks: list[Chunk],
+        decode_s: float,
+        started: float,
+        cpu_started: float,
+        num_generated: int,
+    ) -> None:
+        """What the step cost, for the counters, the speculation gate and the budget."""
         step_s = time.perf_counter() - started
         if self._policy is not None and chunks and not any(c.count > 1 for c in chunks):
             speculated = any(c.draft for c in chunks)
@@ -228,228 +261,6 @@ class Executor:
             decode_s=decode_s,
             cpu_s=time.thread_time() - cpu_started,
         )
-
-    def _share_prompts(self) -> None:
-        """Sequences waiting for another's prompt KV copy it once it is all computed
-        (keeping one token to evaluate, for logits); if that one ended first, they
-        compute their prompts themselves."""
-        for seq in self._running:
-            source = seq.prompt_source
-            if source is None:
-                continue
-            if source in self._running and source.is_prefilling:
-                continue  # not yet
-            seq.prompt_source = None
-            if source in self._running:
-                keep = seq.num_prompt - 1
-                self._prefix.share(source.seq_id, seq.seq_id, keep)
-                seq.num_cached = seq.request.num_cached_tokens = keep
-                self.stats.num_prompt_tokens_reused += keep
-
-    def _schedule(self) -> list[Chunk]:
-        self._share_prompts()
-        budget = self._ctx.batch_tokens
-        # Tokens go in seq_id order, and new sequences take the lowest free id:
-        # with one KV stream per sequence, llama.cpp runs an out-of-order or
-        # sparse batch about twice as slowly (measured: 68 vs 136 ms at B=16).
-        decoding = sorted((s for s in self._running if not s.is_prefilling), key=by_seq_id)
-        budget -= len(decoding)
-        drafts = self._propose(decoding, budget)
-        chunks = [Chunk(s, s.num_cached, 1, drafts.get(s.seq_id)) for s in decoding]
-        budget -= sum(len(d.tokens) for d in drafts.values())
-        prefilling = [s for s in self._running if s.is_prefilling and s.prompt_source is None]
-        if prefilling and budget > 0:
-            budget = self.budget.prompt_tokens(len(decoding), budget)
-            needs = [s.num_pending for s in prefilling]
-            priorities = [s.request.priority for s in prefilling]
-            for seq, count in zip(prefilling, fair_shares(needs, priorities, budget), strict=True):
-                if count:
-                    chunks.append(Chunk(seq, seq.num_cached, count))
-                    seq.request.num_prefill_steps += 1
-        return chunks
-
-    def _propose(self, decoding: list[Sequence], budget: int) -> dict[int, Draft]:
-        if self._proposer is None or self._policy is None:
-            return {}
-        wanted = draft_lengths(self._policy, decoding, budget, self.ctx_per_seq)
-        if not wanted:
-            return {}
-        try:
-            drafts = self._proposer.propose(wanted)
-        except Exception:  # a broken draft costs speed, never the request
-            log.exception("draft proposal failed on %s; decoding plainly", self.name)
-            for seq, _ in wanted:  # its cache may hold half a round: rebuild it next time
-                self._proposer.trim(seq.seq_id, 0)
-            return {}
-        return {seq_id: d for seq_id, d in drafts.items() if d.tokens}
-
-    def _run_fitting(self, chunks: list[Chunk]) -> tuple[float, list[Chunk]]:
-        """Decode; when the KV cache has no room for the whole step, decode the first
-        half and defer the rest to later steps (their state is untouched)."""
-        while True:
-            try:
-                if len(chunks) > 1 and FAULTS.fire("kv_full"):
-                    raise DecodeError(1)
-                return self._run(chunks), chunks
-            except DecodeError as exc:
-                if exc.code != 1 or len(chunks) == 1:
-                    raise
-                log.warning(
-                    "no KV room for %d sequences on %s; deferring half", len(chunks), self.name
-                )
-                chunks, deferred = chunks[: len(chunks) // 2], chunks[len(chunks) // 2 :]
-                for chunk in deferred:
-                    if chunk.draft is not None and self._proposer is not None:
-                        self._proposer.rollback(chunk.seq)
-
-    def _run(self, chunks: list[Chunk]) -> float:
-        tokens: list[int] = []
-        positions: list[int] = []
-        seq_ids: list[int] = []
-        wants_logits: list[bool] = []
-        num_outputs = 0  # logits rows come back in batch order, one per flagged token
-        for c in chunks:
-            c.out_row = num_outputs
-            if c.draft is None and c.count == 1:  # a decoding sequence: the common case
-                tokens.append(c.seq.tokens[c.start])
-                positions.append(c.start)
-                seq_ids.append(c.seq.seq_id)
-                wants_logits.append(c.completes)
-                num_outputs += c.completes
-                continue
-            n = c.num_tokens
-            tokens += c.token_ids()
-            positions += range(c.start, c.start + n)
-            seq_ids += [c.seq.seq_id] * n
-            # a speculating sequence needs logits at every position it verifies
-            flags = [True] * n if c.draft else [False] * (n - 1) + [c.completes]
-            wants_logits += flags
-            num_outputs += sum(flags)
-            if not c.draft:
-                c.out_row = num_outputs - 1  # its one row, if it completes
-        started, cpu_started = time.perf_counter(), time.thread_time()
-        if FAULTS.fire("decode_error"):
-            raise DecodeError(-3)
-        self._ctx.decode(tokens, positions, seq_ids, wants_logits)
-        self._prefix.after_decode()
-        self.stats.decode_cpu_seconds += time.thread_time() - cpu_started
-        return time.perf_counter() - started
-
-    def _postprocess(self, chunks: list[Chunk]) -> list[Update]:
-        """Sample every completed sequence's next token(s) and append them."""
-        updates: list[Update | None] = []
-        if not any(c.completes for c in chunks):
-            for c in chunks:
-                c.seq.num_cached += c.count
-                updates.append(_progress(c.seq))
-            return [u for u in updates if u is not None]
-        matrix = self._ctx.logits_matrix()
-        picks: list[Pick] = []
-        for c in chunks:
-            seq = c.seq
-            if c.draft is not None:
-                updates.append(self._guarded(seq, self._verify, c, matrix))
-                continue
-            seq.num_cached += c.count
-            if c.completes:
-                picks.append(Pick(seq, c.out_row, len(seq.tokens)))
-            else:
-                updates.append(_progress(seq))
-        for p, token in zip(picks, self._pick(matrix, picks), strict=True):
-            if token is None:
-                updates.append(self._finish(p.seq, FinishReason.ERROR, self._pick_error))
-            else:
-                updates.append(self._guarded(p.seq, self._advance, p.seq, [token], matrix, p.row))
-        return [u for u in updates if u is not None]
-
-    def _pick(self, matrix: Logits2D, picks: list[Pick]) -> list[int | None]:
-        """Every pick's token in one batched pass; if that raises, each on its own, so a
-        broken one fails its request only (None)."""
-        try:
-            return list(pick_tokens(matrix, picks))
-        except Exception:
-            log.exception("batched sampling failed on %s; sampling row by row", self.name)
-        out: list[int | None] = []
-        for p in picks:
-            try:
-                out.append(pick_tokens(matrix, [p])[0])
-            except Exception as exc:
-                log.exception("sampling failed for request %s", p.seq.request.id)
-                self._pick_error = f"internal error: {exc}"
-                out.append(None)
-        return out
-
-    def _guarded(
-        self, seq: Sequence, stage: Callable[..., Update | None], *args: object
-    ) -> Update | None:
-        """Run one sequence's sampling or detokenizing; if it breaks, only its request fails."""
-        try:
-            FAULTS.check("sample_error")
-            return stage(*args)
-        except Exception as exc:
-            log.exception("postprocess failed for request %s", seq.request.id)
-            return self._finish(seq, FinishReason.ERROR, f"internal error: {exc}")
-
-    def _verify(self, c: Chunk, matrix: Logits2D) -> Update | None:
-        """Keep the drafts the target agrees with, plus its own next token."""
-        assert c.draft is not None
-        seq, draft = c.seq, c.draft
-        params = seq.request.params
-        emitted = verify(
-            lambda i: matrix[c.out_row + i],
-            draft.tokens,
-            draft.dists,
-            params,
-            seq.recent_tokens,
-            seq.rng,
-            len(seq.tokens),
-        )
-        accepted = len(emitted) - 1
-        self.stats.record_drafts(len(draft.tokens), accepted)
-        seq.request.num_drafted_tokens += len(draft.tokens)
-        seq.request.num_accepted_tokens += accepted
-        assert self._policy is not None and self._proposer is not None
-        self._policy.record(seq.seq_id, len(draft.tokens), accepted)
-        # KV now holds pending + all drafts; keep pending + the accepted ones
-        seq.num_cached = c.start + 1 + accepted
-        if accepted < len(draft.tokens):
-            self._ctx.drop(seq.seq_id, seq.num_cached)
-        update = self._advance(seq, emitted, matrix, c.out_row)
-        if not seq.request.status.is_done:  # still running: resync the proposer
-            self._proposer.rollback(seq)
-        return update
-
-    def _advance(
-        self, seq: Sequence, tokens: list[int], matrix: Logits2D, first_row: int
-    ) -> Update | None:
-        """Append sampled ``tokens`` to ``seq`` until one ends it; return what changed.
-
-        ``matrix[first_row + i]`` is the raw logits ``tokens[i]`` was sampled from.
-        """
-        request = seq.request
-        params = request.params
-        if request.first_token_at is None:
-            request.first_token_at = time.monotonic()
-        end_of_generation = self._model.end_of_generation
-        text = ""
-        for i, token in enumerate(tokens):
-            if end_of_generation[token]:
-                return self._finish(seq, FinishReason.STOP, text=text)
-            if seq.grammar is not None:
-                seq.grammar.accept(token)
-            if request.num_top_logprobs is not None:
-                row = matrix[first_row + i]
-                request.logprobs.append(token_logprob(row, token, request.num_top_logprobs))
-            seq.tokens.append(token)
-            request.output_tokens.append(token)
-            self.stats.num_generated_tokens += 1
-            text += seq.text.feed(self._model.piece(token))
-            if seq.text.is_stopped:
-                return self._finish(seq, FinishReason.STOP, text=text)
-            out_of_room = len(seq.tokens) >= self.ctx_per_seq
-            if request.num_output_tokens >= params.max_tokens or out_of_room:
-                return self._finish(seq, FinishReason.LENGTH, text=text)
-        return Update(request, text, is_done=False) if text else None
 
     def _finish(
         self,
@@ -478,12 +289,6 @@ class Executor:
         request.text = seq.text.text
         request.mark_done(reason, error, failure)
         return Update(request, text, is_done=True)
-
-
-def _progress(seq: Sequence) -> Update | None:
-    """How much of a prompt being read is in the KV cache, for a request that asked."""
-    request = seq.request
-    return Update(request, "", False, seq.num_cached) if request.wants_progress else None
 
 
 SHUTDOWN = "the model is being unloaded (server shutting down or reloading); retry"

@@ -1,0 +1,104 @@
+"""The schedule stage of a step: which tokens of which sequences go into one decode.
+
+Every decoding sequence contributes its one pending token, in sequence-id order
+(with one KV stream per sequence, llama.cpp runs an out-of-order or sparse batch
+about twice as slowly); with a proposer (draft model or n-gram) a decoding
+sequence may carry k drafted tokens after it, its k+1 positions all scored.
+Prompt tokens of newly admitted sequences fill what is left of the batch, within
+the step's budget (``speculative.budget``: near a target time while others
+decode), shared by priority and then equally, so a long prompt is fed over
+several steps while everyone else keeps decoding. A choice of an n > 1 request
+copies its sibling's prompt KV once that is computed instead of computing it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from speculative.adaptive import SpeculationPolicy, draft_lengths
+from speculative.budget import StepBudget, fair_shares
+from speculative.chunk import Chunk, by_seq_id
+from speculative.prefix_cache import PrefixCache
+from speculative.proposers import Draft, Proposer
+from speculative.sequence import Sequence
+from speculative.stats import ExecutorStats
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        name: str,
+        batch_tokens: int,
+        ctx_per_seq: int,
+        prefix: PrefixCache,
+        stats: ExecutorStats,
+        budget: StepBudget,
+        proposer: Proposer | None,
+        policy: SpeculationPolicy | None,
+    ) -> None:
+        self.name = name
+        self._batch_tokens = batch_tokens
+        self._ctx_per_seq = ctx_per_seq
+        self._prefix = prefix
+        self.stats = stats
+        self.budget = budget
+        self._proposer = proposer
+        self._policy = policy
+
+    def schedule(self, running: list[Sequence]) -> list[Chunk]:
+        """The next step's chunks: every decoding sequence's pending token (and drafts),
+        then prompt tokens within the step's budget, shared fairly."""
+        self._share_prompts(running)
+        budget = self._batch_tokens
+        # Tokens go in seq_id order, and new sequences take the lowest free id:
+        # with one KV stream per sequence, llama.cpp runs an out-of-order or
+        # sparse batch about twice as slowly (measured: 68 vs 136 ms at B=16).
+        decoding = sorted((s for s in running if not s.is_prefilling), key=by_seq_id)
+        budget -= len(decoding)
+        drafts = self._propose(decoding, budget)
+        chunks = [Chunk(s, s.num_cached, 1, drafts.get(s.seq_id)) for s in decoding]
+        budget -= sum(len(d.tokens) for d in drafts.values())
+        prefilling = [s for s in running if s.is_prefilling and s.prompt_source is None]
+        if prefilling and budget > 0:
+            budget = self.budget.prompt_tokens(len(decoding), budget)
+            needs = [s.num_pending for s in prefilling]
+            priorities = [s.request.priority for s in prefilling]
+            for seq, count in zip(prefilling, fair_shares(needs, priorities, budget), strict=True):
+                if count:
+                    chunks.append(Chunk(seq, seq.num_cached, count))
+                    seq.request.num_prefill_steps += 1
+        return chunks
+
+    def _share_prompts(self, running: list[Sequence]) -> None:
+        """Sequences waiting for another's prompt KV copy it once it is all computed
+        (keeping one token to evaluate, for logits); if that one ended first, they
+        compute their prompts themselves."""
+        for seq in running:
+            source = seq.prompt_source
+            if source is None:
+                continue
+            if source in running and source.is_prefilling:
+                continue  # not yet
+            seq.prompt_source = None
+            if source in running:
+                keep = seq.num_prompt - 1
+                self._prefix.share(source.seq_id, seq.seq_id, keep)
+                seq.num_cached = seq.request.num_cached_tokens = keep
+                self.stats.num_prompt_tokens_reused += keep
+
+    def _propose(self, decoding: list[Sequence], budget: int) -> dict[int, Draft]:
+        if self._proposer is None or self._policy is None:
+            return {}
+        wanted = draft_lengths(self._policy, decoding, budget, self._ctx_per_seq)
+        if not wanted:
+            return {}
+        try:
+            drafts = self._proposer.propose(wanted)
+        except Exception:  # a broken draft costs speed, never the request
+            log.exception("draft proposal failed on %s; decoding plainly", self.name)
+            for seq, _ in wanted:  # its cache may hold half a round: rebuild it next time
+                self._proposer.trim(seq.seq_id, 0)
+            return {}
+        return {seq_id: d for seq_id, d in drafts.items() if d.tokens}
