@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from batching.faults import FAULTS
 from server import metrics as metrics_routes
 from server.api import (
+    anthropic_routes,
     debug_routes,
     embedding_routes,
     model_routes,
@@ -46,6 +47,7 @@ API_ROUTES = [
     *embedding_routes.ROUTES,
     *token_routes.ROUTES,
     *model_routes.ROUTES,
+    *anthropic_routes.ROUTES,
 ]
 
 
@@ -53,6 +55,7 @@ def api_description() -> dict[str, Any]:
     """The OpenAPI document of the API routes (served at /openapi.json)."""
     bodies = routes.BODIES | task_routes.BODIES | openai_routes.BODIES
     bodies |= embedding_routes.BODIES | token_routes.BODIES | model_routes.BODIES
+    bodies |= anthropic_routes.BODIES
     return build_openapi(API_ROUTES, bodies)
 
 
