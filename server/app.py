@@ -24,6 +24,8 @@ from server.api import (
     debug_routes,
     embedding_routes,
     model_routes,
+    ollama_models,
+    ollama_routes,
     openai_routes,
     routes,
     task_routes,
@@ -48,6 +50,8 @@ API_ROUTES = [
     *token_routes.ROUTES,
     *model_routes.ROUTES,
     *anthropic_routes.ROUTES,
+    *ollama_routes.ROUTES,
+    *ollama_models.ROUTES,
 ]
 
 
@@ -55,7 +59,7 @@ def api_description() -> dict[str, Any]:
     """The OpenAPI document of the API routes (served at /openapi.json)."""
     bodies = routes.BODIES | task_routes.BODIES | openai_routes.BODIES
     bodies |= embedding_routes.BODIES | token_routes.BODIES | model_routes.BODIES
-    bodies |= anthropic_routes.BODIES
+    bodies |= anthropic_routes.BODIES | ollama_routes.BODIES | ollama_models.BODIES
     return build_openapi(API_ROUTES, bodies)
 
 

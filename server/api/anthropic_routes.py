@@ -11,10 +11,8 @@ Anthropic's shape, ``{"type": "error", "error": {"type", "message"}}``.
 
 from __future__ import annotations
 
-import functools
-import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -28,12 +26,14 @@ from server.api.chat_run import (
     ChatReply,
     ChatRun,
     build_body,
+    call_arguments,
     finish_chat,
     start_chat,
     stream_chat,
     usage_counts,
 )
 from server.api.chat_tools import chat_prompt
+from server.api.error_shapes import anthropic_error, shaped_errors
 from server.api.routes import json_response, read_body
 from server.api.sse import named_event, sse_response
 from server.api.tool_calls import ToolCall
@@ -41,40 +41,10 @@ from server.errors import ApiError
 from server.generation import registry_of
 from speculative.prompt import encode_prompt
 
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-}
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
-Handler = Callable[[HttpRequest], Awaitable[Response]]
 
-
-def anthropic_error(error: ApiError) -> dict[str, Any]:
-    kind = ERROR_TYPES.get(error.status, "api_error")
-    return {"type": "error", "error": {"type": kind, "message": error.message}}
-
-
-def anthropic_errors(handler: Handler) -> Handler:
-    """The route's errors in Anthropic's shape (the status and headers stay)."""
-
-    @functools.wraps(handler)
-    async def wrapped(http: HttpRequest) -> Response:
-        try:
-            return await handler(http)
-        except ApiError as exc:
-            return json_response(anthropic_error(exc), exc.status, exc.headers)
-
-    return wrapped
-
-
-@anthropic_errors
+@shaped_errors(anthropic_error)
 async def create_message(http: HttpRequest) -> Response:
     """Anthropic's Messages API (streamed with Anthropic's events when stream is true)."""
     body = await read_body(http, MessagesBody)
@@ -88,7 +58,7 @@ async def create_message(http: HttpRequest) -> Response:
     return json_response(message | _stop(reply) | {"usage": usage(run.request)}, headers=headers)
 
 
-@anthropic_errors
+@shaped_errors(anthropic_error)
 async def count_tokens(http: HttpRequest) -> Response:
     """Tokens the prompt of this Messages request takes (system, messages and tools)."""
     body = await read_body(http, CountTokensBody)
@@ -116,17 +86,8 @@ def _text_blocks(text: str | None, calls: list[ToolCall]) -> list[dict[str, Any]
 
 def tool_use(call: ToolCall) -> dict[str, Any]:
     return {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": call.name} | {
-        "input": _input(call.arguments)
+        "input": call_arguments(call)
     }
-
-
-def _input(arguments: str) -> dict[str, Any]:
-    """A call's arguments as the object Anthropic sends (a model may write other JSON)."""
-    try:
-        value = json.loads(arguments)
-    except ValueError:
-        value = arguments
-    return value if isinstance(value, dict) else {"arguments": value}
 
 
 def _stop(reply: ChatReply) -> dict[str, Any]:

@@ -211,12 +211,7 @@ class PromptFields(ServingFields):
             model=self.model,
             messages=messages,
             tools=tools or None,
-            timeout=self.timeout,
-            speculative=self.speculative,
-            cache_prompt=self.cache_prompt,
-            cache=self.cache,
-            priority=self.priority,
-            keep_alive=self.keep_alive,
+            **self.serving(),  # type: ignore[arg-type]
             **extra,  # type: ignore[arg-type]
             **{k: v for k, v in sampling.items() if v is not None},  # type: ignore[arg-type]
         )

@@ -10,8 +10,10 @@ only shapes what comes out: a whole ``ChatReply``, or text pieces then one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request as HttpRequest
 
@@ -31,6 +33,7 @@ from server.generation import (
     wait_done,
 )
 from server.models.loaded import LoadedModel
+from speculative.prompt import JinjaChat, Messages
 
 DEFAULT_CHAT_MAX_TOKENS = 512  # as /v1/chat/completions
 
@@ -65,10 +68,21 @@ class ChatReply:
     stop_sequence: str | None  # the stop string that ended it, if one did
 
 
-async def start_chat(http: HttpRequest, body: ChatCompletionBody, *, stream: bool) -> ChatRun:
-    """Prepare and queue ``body`` as /v1/chat/completions would (one choice)."""
+async def start_chat(
+    http: HttpRequest, body: ChatCompletionBody, *, stream: bool, raw_prompt: str | None = None
+) -> ChatRun:
+    """Prepare and queue ``body`` as /v1/chat/completions would (one choice); with
+    ``raw_prompt``, that text is the prompt as it is (no chat template)."""
     registry = registry_of(http)
-    prompt = chat_prompt(body, (await registry.get(body.model)).model)
+    prompt: str | Messages | JinjaChat
+    if raw_prompt is not None:
+        prompt = raw_prompt
+    else:
+        loaded = await registry.get(body.model)
+        try:
+            prompt = chat_prompt(body, loaded.model)
+        finally:
+            loaded.release()
     max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
     grammar = tool_grammar(body) or body.grammar_text()
     loaded, request = await prepare(
@@ -127,6 +141,16 @@ def matched_stop(loaded: LoadedModel, request: Request) -> str | None:
     decoded = b"".join(loaded.model.piece(t) for t in request.output_tokens)
     tail = decoded.decode(errors="replace")[len(request.text) :]
     return next((s for s in stops if tail.startswith(s)), None)
+
+
+def call_arguments(call: ToolCall) -> dict[str, Any]:
+    """A call's arguments as the object Anthropic and Ollama send (the JSON text a model
+    wrote may be another JSON value)."""
+    try:
+        value = json.loads(call.arguments)
+    except ValueError:
+        value = call.arguments
+    return value if isinstance(value, dict) else {"arguments": value}
 
 
 def usage_counts(request: Request) -> tuple[int, int, int]:

@@ -7,6 +7,7 @@ sends each vector as the base64 of its little-endian float32 bytes.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from server.generation import registry_of
 from server.schema import spec
 
 MAX_INPUTS = 2048  # OpenAI's limit per request
+Vectors = np.ndarray[Any, np.dtype[np.float32]]  # one row per input, or one vector
 
 
 @dataclass(slots=True, frozen=True)
@@ -59,29 +61,45 @@ class EmbeddingBody:
 async def create_embeddings(http: HttpRequest) -> Response:
     """Embed one text or many, batched into as few decodes as fit (OpenAI's /v1/embeddings)."""
     body = await read_body(http, EmbeddingBody)
-    registry = registry_of(http)
-    name = registry.resolve_name(body.model)
-    async with registry.embedders.lease(name) as embedder:
-        inputs = await anyio.to_thread.run_sync(lambda: [embedder.tokenize(t) for t in body.texts])
-        for i, tokens in enumerate(inputs):
-            if len(tokens) > embedder.max_tokens:
-                where = "input" if isinstance(body.input, str) else f"input[{i}]"
-                raise ApiError(
-                    400,
-                    f"{where}: {len(tokens)} tokens, but model {name!r} embeds at most "
-                    f"{embedder.max_tokens} per input (its batch_tokens); shorten or split it",
-                )
-        vectors = await anyio.to_thread.run_sync(embedder.embed, inputs)
+    name = registry_of(http).resolve_name(body.model)
+    single = isinstance(body.input, str)
+    vectors, num_tokens = await embed_texts(
+        http, name, body.texts, lambda i: "input" if single else f"input[{i}]"
+    )
     data = [
         {"object": "embedding", "index": i, "embedding": encode(vector, body.encoding_format)}
         for i, vector in enumerate(vectors)
     ]
-    num_tokens = sum(len(tokens) for tokens in inputs)
     usage = {"prompt_tokens": num_tokens, "total_tokens": num_tokens}
     return json_response({"object": "list", "data": data, "model": name, "usage": usage})
 
 
-def encode(vector: np.ndarray[Any, np.dtype[np.float32]], encoding_format: str) -> Any:
+async def embed_texts(
+    http: HttpRequest,
+    name: str,
+    texts: list[str],
+    where: Callable[[int], str],
+    *,
+    truncate: bool = False,
+) -> tuple[Vectors, int]:
+    """Unit vectors of ``texts`` and the tokens they took; an input longer than the
+    model embeds is cut (``truncate``) or a 400 naming it (``where(i)``)."""
+    async with registry_of(http).embedders.lease(name) as embedder:
+        inputs = await anyio.to_thread.run_sync(lambda: [embedder.tokenize(t) for t in texts])
+        for i, tokens in enumerate(inputs):
+            if len(tokens) > embedder.max_tokens and truncate:
+                inputs[i] = tokens[: embedder.max_tokens]
+            elif len(tokens) > embedder.max_tokens:
+                raise ApiError(
+                    400,
+                    f"{where(i)}: {len(tokens)} tokens, but model {name!r} embeds at most "
+                    f"{embedder.max_tokens} per input (its batch_tokens); shorten or split it",
+                )
+        vectors = await anyio.to_thread.run_sync(embedder.embed, inputs)
+    return vectors, sum(len(tokens) for tokens in inputs)
+
+
+def encode(vector: Vectors, encoding_format: str) -> Any:
     if encoding_format == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode()
     return vector.tolist()
