@@ -207,11 +207,21 @@ async def test_refusals_name_what_to_change(
 
 
 def test_langchain_chat_ollama(server: str) -> None:
-    chat = ChatOllama(model=DEFAULT_MODEL, base_url=server, temperature=0, num_predict=24)
-    whole = chat.invoke("What is the capital of France?")
-    assert isinstance(whole.content, str) and "Paris" in whole.content
-    streamed = "".join(
-        str(chunk.content) for chunk in chat.stream("What is the capital of France?")
+    # ChatOllama (1.1) never closes its client: with a transport of our own, this test
+    # closes the connection instead of whichever later test the collector runs in
+    transport = httpx.HTTPTransport()
+    chat = ChatOllama(
+        model=DEFAULT_MODEL,
+        base_url=server,
+        temperature=0,
+        num_predict=24,
+        sync_client_kwargs={"transport": transport},
     )
+    try:
+        whole = chat.invoke("What is the capital of France?")
+        streamed = "".join(str(c.content) for c in chat.stream("What is the capital of France?"))
+    finally:
+        transport.close()
+    assert isinstance(whole.content, str) and "Paris" in whole.content
     assert streamed == whole.content
     assert whole.usage_metadata is not None and whole.usage_metadata["output_tokens"] > 0
