@@ -27,6 +27,7 @@ from server.api import (
     ollama_models,
     ollama_routes,
     openai_routes,
+    responses_routes,
     routes,
     task_routes,
     token_routes,
@@ -52,6 +53,7 @@ API_ROUTES = [
     *anthropic_routes.ROUTES,
     *ollama_routes.ROUTES,
     *ollama_models.ROUTES,
+    *responses_routes.ROUTES,
 ]
 
 
@@ -60,6 +62,7 @@ def api_description() -> dict[str, Any]:
     bodies = routes.BODIES | task_routes.BODIES | openai_routes.BODIES
     bodies |= embedding_routes.BODIES | token_routes.BODIES | model_routes.BODIES
     bodies |= anthropic_routes.BODIES | ollama_routes.BODIES | ollama_models.BODIES
+    bodies |= responses_routes.BODIES
     return build_openapi(API_ROUTES, bodies)
 
 

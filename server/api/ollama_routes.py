@@ -30,7 +30,7 @@ from server.api.chat_run import (
     stream_chat,
 )
 from server.api.error_shapes import ollama_error, shaped_errors
-from server.api.ollama_schemas import ChatBody, GenerateBody, GenerationFields
+from server.api.ollama_schemas import GenerationFields, OllamaChatBody, OllamaGenerateBody
 from server.api.routes import json_response, read_body
 from server.api.tool_calls import ToolCall
 from server.duration import parse_keep_alive
@@ -55,7 +55,7 @@ def ndjson_response(lines: AsyncIterator[dict[str, Any]], headers: dict[str, str
 @shaped_errors(ollama_error)
 async def chat(http: HttpRequest) -> Response:
     """Ollama's chat (NDJSON lines unless stream is false)."""
-    body = await read_body(http, ChatBody)
+    body = await read_body(http, OllamaChatBody)
     if not body.messages:
         return await _load_or_unload(http, body, {"message": {"role": "assistant", "content": ""}})
     return await _run(http, body, None, _chat_fields)
@@ -64,7 +64,7 @@ async def chat(http: HttpRequest) -> Response:
 @shaped_errors(ollama_error)
 async def generate(http: HttpRequest) -> Response:
     """Ollama's completion of a prompt (NDJSON lines unless stream is false)."""
-    body = await read_body(http, GenerateBody)
+    body = await read_body(http, OllamaGenerateBody)
     if not body.prompt:
         return await _load_or_unload(http, body, {"response": ""})
     registry = registry_of(http)
@@ -92,7 +92,10 @@ def _generate_fields(text: str | None, calls: list[ToolCall]) -> dict[str, Any]:
 
 
 async def _run(
-    http: HttpRequest, body: ChatBody | GenerateBody, raw_prompt: str | None, fields: Fields
+    http: HttpRequest,
+    body: OllamaChatBody | OllamaGenerateBody,
+    raw_prompt: str | None,
+    fields: Fields,
 ) -> Response:
     run = await start_chat(http, build_body(body.chat), stream=body.stream, raw_prompt=raw_prompt)
     headers = {"X-Cache": run.verdict}
@@ -155,7 +158,7 @@ async def _load_or_unload(
     return json_response(line | {"done": True, "done_reason": reason, "load_duration": took})
 
 
-BODIES = {"/api/chat": ChatBody, "/api/generate": GenerateBody}
+BODIES = {"/api/chat": OllamaChatBody, "/api/generate": OllamaGenerateBody}
 ROUTES = [
     Route("/api/chat", chat, methods=["POST"]),
     Route("/api/generate", generate, methods=["POST"]),

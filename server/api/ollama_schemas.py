@@ -160,7 +160,7 @@ class GenerationFields(ServingFields):
 
 
 @dataclass(slots=True, frozen=True)
-class ChatBody(GenerationFields):
+class OllamaChatBody(GenerationFields):
     """POST /api/chat"""
 
     messages: list[OllamaMessage] | None = spec(None, doc="the conversation; none: load the model")
@@ -199,7 +199,7 @@ def chat_messages(messages: list[OllamaMessage]) -> list[ChatMessage]:
 
 
 @dataclass(slots=True, frozen=True)
-class GenerateBody(GenerationFields):
+class OllamaGenerateBody(GenerationFields):
     """POST /api/generate"""
 
     prompt: str = spec("", doc="the text; empty: load the model (keep_alive 0: unload it)")
