@@ -271,6 +271,12 @@ async def test_errors_are_anthropics_shape(claude: AsyncAnthropic, server: str) 
             tools=[WEATHER],
         )
     assert "nowhere" in unknown_tool.value.message
+    search: Any = {"type": "web_search_20250305", "name": "web_search"}
+    with pytest.raises(anthropic.BadRequestError) as server_side:
+        await claude.messages.create(
+            model=DEFAULT_MODEL, messages=TURNS, max_tokens=8, tools=[search]
+        )
+    assert "tools[0]: 'web_search_20250305'" in server_side.value.message
     async with AsyncAnthropic(base_url=server, api_key="wrong", max_retries=0) as stranger:
         with pytest.raises(anthropic.AuthenticationError):
             await stranger.messages.create(model=DEFAULT_MODEL, messages=TURNS, max_tokens=8)

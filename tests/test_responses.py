@@ -229,4 +229,4 @@ async def test_stateful_and_unknown_features_are_refused(oai: AsyncOpenAI) -> No
     assert "conversation" in conversation.value.message
     with pytest.raises(openai.BadRequestError) as builtin:
         await oai.responses.create(model=DEFAULT_MODEL, input="Hi", tools=[{"type": "web_search"}])
-    assert "tools[0]" in builtin.value.message
+    assert "tools[0]: 'web_search'" in builtin.value.message

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batching.request import Request
-from server.api.anthropic_schemas import CountTokensBody, MessagesBody
+from server.api.anthropic_schemas import CountTokensBody, MessagesBody, server_tool
 from server.api.chat_run import (
     ChatReply,
     ChatRun,
@@ -47,7 +47,7 @@ STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_
 @shaped_errors(anthropic_error)
 async def create_message(http: HttpRequest) -> Response:
     """Anthropic's Messages API (streamed with Anthropic's events when stream is true)."""
-    body = await read_body(http, MessagesBody)
+    body = await read_body(http, MessagesBody, precheck=server_tool)
     run = await start_chat(http, build_body(body.chat), stream=body.stream)
     headers = {"X-Cache": run.verdict}
     if body.stream:
@@ -61,7 +61,7 @@ async def create_message(http: HttpRequest) -> Response:
 @shaped_errors(anthropic_error)
 async def count_tokens(http: HttpRequest) -> Response:
     """Tokens the prompt of this Messages request takes (system, messages and tools)."""
-    body = await read_body(http, CountTokensBody)
+    body = await read_body(http, CountTokensBody, precheck=server_tool)
     chat = build_body(body.chat_body)
     loaded = await registry_of(http).get(chat.model)
     try:

@@ -110,15 +110,24 @@ class ToolDef:
         None, doc="a JSON Schema of the input (an object)", required=True
     )
     description: str | None = spec(None, doc="what it does, for the model")
-    type: str | None = spec(None, doc='"custom" or absent; server tools are refused')
+    type: str | None = spec(
+        None, doc='"custom" or absent; server tools are refused', choices=("custom",)
+    )
     cache_control: CacheControl | None = spec(None, doc="accepted; the prefix cache is automatic")
 
-    def __post_init__(self) -> None:
-        if self.type not in (None, "custom"):
-            raise ValueError(
-                f"tools: {self.type} is a tool Anthropic runs on its servers; this server runs "
-                "none: describe the tool with name and input_schema"
+
+def server_tool(data: object) -> str | None:
+    """A message naming the first of Anthropic's server tools (web search, code execution,
+    ...) in the body: this server runs none, and they have no input_schema to parse."""
+    tools = data.get("tools") if isinstance(data, dict) else None
+    for i, tool in enumerate(tools if isinstance(tools, list) else []):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind not in (None, "custom"):
+            return (
+                f"tools[{i}]: {kind!r} is a tool Anthropic runs on its servers; this server "
+                "runs none: describe the tool with name and input_schema"
             )
+    return None
 
 
 @dataclass(slots=True, frozen=True)

@@ -46,6 +46,14 @@ def refused_field(data: object) -> str | None:
     for name, why in REFUSED.items():
         if data.get(name) not in (None, False):
             return f"{name}: {why}; remove the field"
+    tools = data.get("tools")
+    for i, tool in enumerate(tools if isinstance(tools, list) else []):
+        kind = tool.get("type", "function") if isinstance(tool, dict) else "function"
+        if kind != "function":
+            return (
+                f"tools[{i}]: {kind!r} is a tool OpenAI runs itself; this server runs none: "
+                "send function tools"
+            )
     return None
 
 
