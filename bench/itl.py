@@ -7,7 +7,9 @@ server and for llama-server on the same file in the same run (when built: ``make
 llama-server``), both over ``/v1/completions`` with the same prompts. A plot of every
 gap over time goes to ``bench/results/itl.png``.
 
-    .venv/bin/python -m bench.itl [--tokens 160] [--arrivals 6]
+    .venv/bin/python -m bench.itl [--tokens 160] [--arrivals 6] [--before DIR]
+
+``--before DIR`` also runs the server from another checkout (``git worktree add``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 NUM_STREAMS = 8
 
 
-def start(kind: str, folder: Path, stack: contextlib.ExitStack) -> str:
+def start(kind: str, folder: Path, stack: contextlib.ExitStack, tree: Path = REPO) -> str:
     port = free_port()
     threads = str(os.cpu_count() or 1)
     log = RESULTS / "logs" / f"itl-{kind}.log"
@@ -52,7 +54,7 @@ def start(kind: str, folder: Path, stack: contextlib.ExitStack) -> str:
     path = folder / "itl.json"
     path.write_bytes(orjson.dumps(config))
     cmd = [sys.executable, "-m", "server", "serve", "--config", str(path), "--port", str(port)]
-    return str(stack.enter_context(running(cmd, port, log, REPO, timeout=180)))
+    return str(stack.enter_context(running(cmd, port, log, tree, timeout=180)))
 
 
 async def stream(
@@ -128,13 +130,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=160)
     parser.add_argument("--arrivals", type=int, default=6)
+    parser.add_argument("--before", type=Path, help="a checkout to measure beside this one")
     args = parser.parse_args()
-    kinds = ["this server"] + (["llama-server"] if LLAMA_SERVER.exists() else [])
+    trees = {"this server": REPO} | ({"before": args.before.resolve()} if args.before else {})
+    kinds = [*trees] + (["llama-server"] if LLAMA_SERVER.exists() else [])
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:  # one at a time: each has the cores to itself
             with contextlib.ExitStack() as stack:
-                url = start(kind, Path(tmp), stack)
+                folder = Path(tmp) / kind.replace(" ", "-")
+                folder.mkdir()
+                url = start(kind, folder, stack, trees.get(kind, REPO))
                 asyncio.run(scenario(url, "warm", 8, 0))
                 results[kind] = asyncio.run(scenario(url, kind, args.tokens, args.arrivals))
                 shown = {k: v for k, v in results[kind].items() if k != "gaps"}

@@ -19,11 +19,15 @@ from starlette.staticfiles import StaticFiles
 from batching.faults import FAULTS
 from server import metrics as metrics_routes
 from server.api import (
+    anthropic_routes,
     debug_routes,
     embedding_routes,
     llama_routes,
     model_routes,
+    ollama_models,
+    ollama_routes,
     openai_routes,
+    responses_routes,
     routes,
     task_routes,
     token_routes,
@@ -51,6 +55,10 @@ API_ROUTES = [
     *embedding_routes.ROUTES,
     *token_routes.ROUTES,
     *model_routes.ROUTES,
+    *anthropic_routes.ROUTES,
+    *ollama_routes.ROUTES,
+    *ollama_models.ROUTES,
+    *responses_routes.ROUTES,
     *llama_routes.ROUTES,  # llama-server's paths: after the routes they alias
 ]
 
@@ -60,6 +68,8 @@ def api_description() -> dict[str, Any]:
     bodies = routes.BODIES | task_routes.BODIES | openai_routes.BODIES
     bodies |= embedding_routes.BODIES | token_routes.BODIES | model_routes.BODIES
     bodies |= llama_routes.BODIES
+    bodies |= anthropic_routes.BODIES | ollama_routes.BODIES | ollama_models.BODIES
+    bodies |= responses_routes.BODIES
     return build_openapi(API_ROUTES, bodies)
 
 

@@ -22,6 +22,15 @@ async def test_openapi_lists_the_routes_with_their_schemas(client: httpx.AsyncCl
         "/v1/chat/completions",
         "/v1/completions",
         "/v1/models",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/responses",
+        "/api/chat",
+        "/api/generate",
+        "/api/tags",
+        "/api/show",
+        "/api/embed",
+        "/api/pull",
     ):
         assert path in paths, path
     ref = paths["/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
@@ -31,3 +40,8 @@ async def test_openapi_lists_the_routes_with_their_schemas(client: httpx.AsyncCl
     components: dict[str, object] = {}
     assert schemas["ChatCompletionBody"] == json_schema(ChatCompletionBody, components)
     assert "ChatMessage" in schemas and "messages" in schemas["ChatCompletionBody"]["required"]
+    # each API family's bodies under names of their own: none replaces another's
+    for body in ("MessagesBody", "ResponsesBody", "OllamaChatBody", "OllamaGenerateBody"):
+        assert body in schemas, body
+    assert paths["/v1/messages"]["post"]["tags"] == ["Anthropic-compatible"]
+    assert paths["/api/chat"]["post"]["tags"] == ["Ollama-compatible"]

@@ -23,6 +23,7 @@ from server.generation import registry_of
 from server.schema import spec
 
 MAX_INPUTS = 2048  # OpenAI's limit per request
+Vectors = np.ndarray[Any, np.dtype[np.float32]]  # one row per input, or one vector
 
 
 @dataclass(slots=True, frozen=True)
@@ -69,15 +70,23 @@ async def create_embeddings(http: HttpRequest) -> Response:
 
 
 async def embed_texts(
-    http: HttpRequest, model: str | None, texts: list[str], field: str = "input"
-) -> tuple[str, np.ndarray[Any, np.dtype[np.float32]], int]:
-    """The model's name, a unit vector per text (rows), and the tokens they took."""
+    http: HttpRequest,
+    model: str | None,
+    texts: list[str],
+    field: str = "input",
+    *,
+    truncate: bool = False,
+) -> tuple[str, Vectors, int]:
+    """The model's name, a unit vector per text (rows), and the tokens they took; an
+    input longer than the model embeds is cut (``truncate``) or a 400 naming it."""
     registry = registry_of(http)
     name = registry.resolve_name(model)
     async with registry.embedders.lease(name) as embedder:
         inputs = await anyio.to_thread.run_sync(lambda: [embedder.tokenize(t) for t in texts])
         for i, tokens in enumerate(inputs):
-            if len(tokens) > embedder.max_tokens:  # at most one batch (batch_tokens) per text
+            if len(tokens) > embedder.max_tokens and truncate:
+                inputs[i] = tokens[: embedder.max_tokens]
+            elif len(tokens) > embedder.max_tokens:  # at most one batch (batch_tokens) a text
                 where = field if len(texts) == 1 else f"{field}[{i}]"
                 overflow = context_overflow(len(tokens), embedder.max_tokens, name, where)
                 message = (
@@ -91,7 +100,7 @@ async def embed_texts(
     return name, vectors, sum(len(tokens) for tokens in inputs)
 
 
-def encode(vector: np.ndarray[Any, np.dtype[np.float32]], encoding_format: str) -> Any:
+def encode(vector: Vectors, encoding_format: str) -> Any:
     if encoding_format == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode()
     return vector.tolist()

@@ -90,8 +90,16 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+# the first prefix that matches names the API family of a route
+TAGS = (
+    ("/v1/messages", "Anthropic-compatible"),
+    ("/v1/", "OpenAI-compatible"),
+    ("/api/", "Ollama-compatible"),
+)
+
+
 def _tag(path: str) -> str:
-    return "OpenAI-compatible" if path.startswith("/v1/") else "Prototype API"
+    return next((tag for prefix, tag in TAGS if path.startswith(prefix)), "Prototype API")
 
 
 async def openapi_json(request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from batching.request import SamplingParams
@@ -65,6 +66,10 @@ class ServingFields(KeepAliveFields):
         doc="streams: events with prompt_progress (total, cache, processed, time_ms) while "
         "the prompt is read, as llama-server sends them",
     )
+
+    def serving(self) -> dict[str, object]:
+        """These fields by name: a body of another API passes them on to a chat body."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(ServingFields)}
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

@@ -16,6 +16,11 @@ def event(data: Any) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
 
 
+def named_event(name: str, data: Any) -> bytes:
+    """An event with its type on an ``event:`` line (Anthropic's and Responses' streams)."""
+    return b"event: " + name.encode() + b"\n" + event(data)
+
+
 def sse_response(
     frames: AsyncIterator[bytes], headers: dict[str, str] | None = None
 ) -> StreamingResponse:

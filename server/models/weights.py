@@ -129,6 +129,13 @@ def file_type(path: str) -> int | None:
     Loading even the vocabulary through llama.cpp takes seconds for a 262k-token
     vocabulary; walking the header over a memory map takes milliseconds.
     """
+    value = header_values(path, frozenset({"general.file_type"})).get("general.file_type")
+    return value if isinstance(value, int) else None
+
+
+def header_values(path: str, keys: frozenset[str]) -> dict[str, int | str]:
+    """Integer and string values of ``keys`` in the GGUF's header (absent keys left out)."""
+    found: dict[str, int | str] = {}
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             if mm[:4] != b"GGUF":
@@ -136,24 +143,28 @@ def file_type(path: str) -> int | None:
             num_kv = _u64(mm, 16)
             pos = 24
             for _ in range(num_kv):
-                if pos >= len(mm):
-                    raise ValueError("the header runs past the end of the file")
+                if pos >= len(mm) or len(found) == len(keys):
+                    break
                 key_len = _u64(mm, pos)
-                key = mm[pos + 8 : pos + 8 + key_len]
+                key = mm[pos + 8 : pos + 8 + key_len].decode(errors="replace")
                 pos += 8 + key_len
                 kind = int.from_bytes(mm[pos : pos + 4], "little")
                 pos += 4
-                if key == b"general.file_type" and kind in _SIZES:
-                    return int.from_bytes(mm[pos : pos + _SIZES[kind]], "little")
+                if key in keys and kind in _INTEGERS:
+                    size, signed = _SIZES[kind], kind in (1, 3, 5, 11)
+                    found[key] = int.from_bytes(mm[pos : pos + size], "little", signed=signed)
+                elif key in keys and kind == 8:
+                    found[key] = mm[pos + 8 : pos + 8 + _u64(mm, pos)].decode(errors="replace")
                 pos = _skip(mm, pos, kind)
     except (OSError, ValueError) as exc:
         # served as-is: llama.cpp's own load then says what is wrong with the file
         log.warning("cannot read the GGUF header of %s: %s", path, exc)
-    return None
+    return found
 
 
 # GGUF value types: fixed-size scalars by size; 8 is a string, 9 an array
 _SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_INTEGERS = {0, 1, 2, 3, 4, 5, 10, 11}  # 6 and 12 are floats, 7 a bool
 
 
 def _u64(mm: mmap.mmap, pos: int) -> int:

@@ -1,0 +1,168 @@
+"""Anthropic's Messages API: ``POST /v1/messages`` and ``/v1/messages/count_tokens``.
+
+Works with the official ``anthropic`` client (and so Claude Code, given a
+model name this server knows). The body is translated to a chat-completions
+body (``anthropic_schemas``) and run as one (``chat_run``). A stream is
+Anthropic's event sequence: ``message_start``, ``ping``, per block
+``content_block_start`` / ``_delta`` / ``_stop``, ``message_delta``,
+``message_stop``; a failure mid-stream is an ``error`` event. Errors are
+Anthropic's shape, ``{"type": "error", "error": {"type", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response
+from starlette.routing import Route
+
+from batching.request import Request
+from server.api.anthropic_schemas import CountTokensBody, MessagesBody, server_tool
+from server.api.chat_run import (
+    ChatReply,
+    ChatRun,
+    build_body,
+    call_arguments,
+    finish_chat,
+    start_chat,
+    stream_chat,
+    usage_counts,
+)
+from server.api.chat_tools import chat_prompt
+from server.api.error_shapes import anthropic_error, shaped_errors
+from server.api.routes import json_response, read_body
+from server.api.sse import named_event, sse_response
+from server.api.tool_calls import ToolCall
+from server.errors import ApiError
+from server.generation import registry_of
+from server.prompts import encode
+
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+
+
+@shaped_errors(anthropic_error)
+async def create_message(http: HttpRequest) -> Response:
+    """Anthropic's Messages API (streamed with Anthropic's events when stream is true)."""
+    body = await read_body(http, MessagesBody, precheck=server_tool)
+    run = await start_chat(http, build_body(body.chat), stream=body.stream)
+    headers = {"X-Cache": run.verdict}
+    if body.stream:
+        return sse_response(_events(run), headers)
+    reply = await finish_chat(http, run)
+    message = _message(run.request, message_id(run.request))
+    message["content"] = [*_text_blocks(reply.text, reply.calls), *map(tool_use, reply.calls)]
+    return json_response(message | _stop(reply) | {"usage": usage(run.request)}, headers=headers)
+
+
+@shaped_errors(anthropic_error)
+async def count_tokens(http: HttpRequest) -> Response:
+    """Tokens the prompt of this Messages request takes (system, messages and tools)."""
+    body = await read_body(http, CountTokensBody, precheck=server_tool)
+    chat = build_body(body.chat_body)
+    loaded = await registry_of(http).get(chat.model)
+    try:
+        # the prompt as a chat would run it (a last assistant turn continued), untrimmed
+        tokens = encode(loaded.model, chat_prompt(chat, loaded.model), sys.maxsize)
+    finally:
+        loaded.release()
+    return json_response({"input_tokens": len(tokens)})
+
+
+def message_id(request: Request) -> str:
+    return "msg_" + request.id
+
+
+def _message(request: Request, id: str) -> dict[str, Any]:
+    return {"id": id, "type": "message", "role": "assistant", "model": request.model}
+
+
+def _text_blocks(text: str | None, calls: list[ToolCall]) -> list[dict[str, Any]]:
+    # a reply of calls only has no text block; an empty reply has an empty one
+    return [{"type": "text", "text": text or ""}] if text or not calls else []
+
+
+def tool_use(call: ToolCall) -> dict[str, Any]:
+    return {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": call.name} | {
+        "input": call_arguments(call)
+    }
+
+
+def _stop(reply: ChatReply) -> dict[str, Any]:
+    if reply.stop_sequence is not None:
+        return {"stop_reason": "stop_sequence", "stop_sequence": reply.stop_sequence}
+    return {"stop_reason": STOP_REASONS[reply.finish], "stop_sequence": None}
+
+
+def usage(request: Request) -> dict[str, int]:
+    """Anthropic's counts: input_tokens are those computed, the rest came from the cache."""
+    computed, cached, output = usage_counts(request)
+    return {
+        "input_tokens": computed,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+        "output_tokens": output,
+    }
+
+
+def _event(data: dict[str, Any]) -> bytes:
+    return named_event(data["type"], data)
+
+
+def _start(index: int, block: dict[str, Any]) -> bytes:
+    return _event({"type": "content_block_start", "index": index, "content_block": block})
+
+
+async def _events(run: ChatRun) -> AsyncIterator[bytes]:
+    request = run.request
+    started = False
+    index = 0  # of the content block being sent
+    is_text_open = False
+    async for item in stream_chat(run):
+        if not started:  # after the first piece: the prompt's cached tokens are known
+            started = True
+            message = _message(request, message_id(request)) | {"content": []}
+            message |= {"stop_reason": None, "stop_sequence": None, "usage": usage(request)}
+            yield _event({"type": "message_start", "message": message})
+            yield _event({"type": "ping"})
+        if isinstance(item, str):
+            if not is_text_open:
+                is_text_open = True
+                yield _start(index, {"type": "text", "text": ""})
+            delta = {"type": "text_delta", "text": item}
+            yield _event({"type": "content_block_delta", "index": index, "delta": delta})
+            continue
+        if isinstance(item, ApiError):
+            yield _event(anthropic_error(item))
+            return
+        if item.finish == "timeout":
+            error = ApiError(504, "the request passed its deadline (see `timeout`)")
+            yield _event(anthropic_error(error))
+            return
+        if is_text_open:
+            yield _event({"type": "content_block_stop", "index": index})
+            index += 1
+        elif not item.calls:  # an empty reply still has its (empty) text block
+            yield _start(index, {"type": "text", "text": ""})
+            yield _event({"type": "content_block_stop", "index": index})
+        for call in item.calls:
+            block = tool_use(call)
+            arguments = orjson.dumps(block["input"]).decode()
+            yield _start(index, block | {"input": {}})
+            delta = {"type": "input_json_delta", "partial_json": arguments}
+            yield _event({"type": "content_block_delta", "index": index, "delta": delta})
+            yield _event({"type": "content_block_stop", "index": index})
+            index += 1
+        yield _event({"type": "message_delta", "delta": _stop(item), "usage": usage(request)})
+        yield _event({"type": "message_stop"})
+
+
+BODIES = {"/v1/messages": MessagesBody, "/v1/messages/count_tokens": CountTokensBody}
+ROUTES = [
+    Route("/v1/messages", create_message, methods=["POST"]),
+    Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+]

@@ -1,0 +1,159 @@
+"""A chat request of any API family, run the chat-completions way.
+
+Anthropic's Messages, OpenAI's Responses and Ollama's ``/api/chat`` each turn
+their body into a ``ChatCompletionBody``; from there the prompt
+(``chat_tools.chat_prompt``), the grammar (tools, ``response_format``), the
+sampling parameters and the tool-call parsing are the chat-completions route's
+own, so a greedy reply is the same whichever API asked for it. Each family
+only shapes what comes out: a whole ``ChatReply``, or text pieces then one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request as HttpRequest
+
+from batching.request import FinishReason, Request, RequestStatus
+from server.api.chat_tools import chat_prompt, tool_grammar, tool_names
+from server.api.openai_schemas import ChatCompletionBody
+from server.api.tool_calls import ContentFilter, ToolCall, parse_tool_calls
+from server.errors import ApiError
+from server.generation import (
+    check_failed,
+    failure_error,
+    prepare,
+    registry_of,
+    result_cache_for,
+    stream_text,
+    submit,
+    wait_done,
+)
+from server.models.loaded import LoadedModel
+from server.prompts import Prompt
+
+DEFAULT_CHAT_MAX_TOKENS = 512  # as /v1/chat/completions
+
+
+def build_body(make: Callable[[], ChatCompletionBody]) -> ChatCompletionBody:
+    """A translated body; its checks (tool_choice without tools, ...) are the client's 400."""
+    try:
+        return make()
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+@dataclass(slots=True)
+class ChatRun:
+    """A submitted chat request and what its reply is parsed for."""
+
+    loaded: LoadedModel
+    request: Request
+    tool_names: set[str] | None  # None: the reply is only content
+    max_calls: int | None  # parallel_tool_calls: false keeps the first
+    verdict: str  # X-Cache
+    held: ContentFilter | None = field(default=None)
+
+
+@dataclass(slots=True, frozen=True)
+class ChatReply:
+    """The end of a reply: content not yet sent (all of it when not streamed), the calls."""
+
+    text: str | None
+    calls: list[ToolCall]
+    finish: str  # stop, length, timeout or tool_calls (OpenAI's names)
+    stop_sequence: str | None  # the stop string that ended it, if one did
+
+
+async def start_chat(
+    http: HttpRequest, body: ChatCompletionBody, *, stream: bool, raw_prompt: str | None = None
+) -> ChatRun:
+    """Prepare and queue ``body`` as /v1/chat/completions would (one choice); with
+    ``raw_prompt``, that text is the prompt as it is (no chat template)."""
+    registry = registry_of(http)
+    prompt: Prompt
+    if raw_prompt is not None:
+        prompt = raw_prompt
+    else:
+        loaded = await registry.get(body.model)
+        try:
+            prompt = chat_prompt(body, loaded.model)
+        finally:
+            loaded.release()
+    max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
+    grammar = tool_grammar(body) or body.grammar_text()
+    loaded, request = await prepare(
+        registry, body.model, prompt, body.sampling_params(max_tokens), body, grammar=grammar
+    )
+    http.state.log["generation"] = request
+    verdict = submit(loaded, request, stream=stream, cache=result_cache_for(http, body))
+    names = tool_names(body)
+    max_calls = 1 if body.parallel_tool_calls is False else None
+    held = ContentFilter(names) if stream and names is not None else None
+    return ChatRun(loaded, request, names, max_calls, verdict, held)
+
+
+async def finish_chat(http: HttpRequest, run: ChatRun) -> ChatReply:
+    """Wait for the whole reply; a failure is raised as the ApiError it answers with."""
+    request = run.request
+    await wait_done(request, http)
+    check_failed(request, partial=lambda: {"text": request.text})
+    text: str | None = request.text
+    calls: list[ToolCall] = []
+    if run.tool_names is not None:
+        text, calls = parse_tool_calls(request.text, run.tool_names)
+    return _reply(run, text, calls[: run.max_calls])
+
+
+async def stream_chat(run: ChatRun) -> AsyncIterator[str | ChatReply | ApiError]:
+    """Content pieces as they may go out (a possible tool call is held back), then the
+    ``ChatReply`` with the calls, or the ``ApiError`` of a request that failed."""
+    async for piece in stream_text(run.request):
+        if run.held is not None:
+            piece = run.held.feed(piece)
+        if piece:
+            yield piece
+    if run.request.status is RequestStatus.FAILED:
+        yield failure_error(run.request)
+        return
+    rest, calls = run.held.finish() if run.held is not None else ("", [])
+    yield _reply(run, rest or None, calls[: run.max_calls])
+
+
+def _reply(run: ChatRun, text: str | None, calls: list[ToolCall]) -> ChatReply:
+    reason = run.request.finish_reason
+    if reason in (FinishReason.LENGTH, FinishReason.TIMEOUT):
+        finish = str(reason)
+    else:  # "cancelled" and "error" never reach a client that is still listening
+        finish = "tool_calls" if calls else "stop"
+    return ChatReply(text, calls, finish, matched_stop(run.loaded, run.request))
+
+
+def matched_stop(loaded: LoadedModel, request: Request) -> str | None:
+    """Which stop string ended the request: the text stops before it, the tokens
+    decoded went on into it (None for an end-of-generation token)."""
+    stops = request.params.stop
+    if request.finish_reason is not FinishReason.STOP or not stops:
+        return None
+    decoded = b"".join(loaded.model.piece(t) for t in request.output_tokens)
+    tail = decoded.decode(errors="replace")[len(request.text) :]
+    return next((s for s in stops if tail.startswith(s)), None)
+
+
+def call_arguments(call: ToolCall) -> dict[str, Any]:
+    """A call's arguments as the object Anthropic and Ollama send (the JSON text a model
+    wrote may be another JSON value)."""
+    try:
+        value = json.loads(call.arguments)
+    except ValueError:
+        value = call.arguments
+    return value if isinstance(value, dict) else {"arguments": value}
+
+
+def usage_counts(request: Request) -> tuple[int, int, int]:
+    """(prompt tokens computed, prompt tokens from the prefix cache, output tokens)."""
+    cached = request.num_cached_tokens
+    return request.num_prompt_tokens - cached, cached, request.num_output_tokens

@@ -1,0 +1,165 @@
+"""Ollama's generation routes: ``POST /api/chat`` and ``POST /api/generate``.
+
+Works with the official ``ollama`` client and LangChain's ``ChatOllama``.
+Each body becomes a chat-completions body (``ollama_schemas``) run through
+``chat_run``; a stream (Ollama's default) is NDJSON, one object a line, the
+last one ``done: true`` with the counts and durations (nanoseconds). A request
+without messages (or with an empty prompt) loads the model, and with
+``keep_alive: 0`` unloads it, as Ollama does. Errors are ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from batching.request import Request
+from server.api.chat_run import (
+    ChatReply,
+    build_body,
+    call_arguments,
+    finish_chat,
+    start_chat,
+    stream_chat,
+)
+from server.api.error_shapes import ollama_error, shaped_errors
+from server.api.ollama_schemas import GenerationFields, OllamaChatBody, OllamaGenerateBody
+from server.api.routes import json_response, read_body
+from server.api.tool_calls import ToolCall
+from server.duration import parse_keep_alive
+from server.errors import ApiError
+from server.generation import registry_of
+
+NDJSON = "application/x-ndjson"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def ndjson_response(lines: AsyncIterator[dict[str, Any]], headers: dict[str, str]) -> Response:
+    async def encoded() -> AsyncIterator[bytes]:
+        async for line in lines:
+            yield orjson.dumps(line) + b"\n"
+
+    return StreamingResponse(encoded(), media_type=NDJSON, headers=headers)
+
+
+@shaped_errors(ollama_error)
+async def chat(http: HttpRequest) -> Response:
+    """Ollama's chat (NDJSON lines unless stream is false)."""
+    body = await read_body(http, OllamaChatBody)
+    if not body.messages:
+        return await _load_or_unload(http, body, {"message": {"role": "assistant", "content": ""}})
+    return await _run(http, body, None, _chat_fields)
+
+
+@shaped_errors(ollama_error)
+async def generate(http: HttpRequest) -> Response:
+    """Ollama's completion of a prompt (NDJSON lines unless stream is false)."""
+    body = await read_body(http, OllamaGenerateBody)
+    if not body.prompt:
+        return await _load_or_unload(http, body, {"response": ""})
+    registry = registry_of(http)
+    settings = registry.config.models[registry.resolve_name(body.model)]
+    raw = body.raw or not settings.use_chat_template
+    if raw and body.system is not None:
+        raise ApiError(400, "system: a raw prompt (or a model without a chat template) has none")
+    return await _run(http, body, body.prompt if raw else None, _generate_fields)
+
+
+Fields = Callable[[str | None, list[ToolCall]], dict[str, Any]]
+
+
+def _chat_fields(text: str | None, calls: list[ToolCall]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text or ""}
+    if calls:
+        message["tool_calls"] = [
+            {"function": {"name": c.name, "arguments": call_arguments(c)}} for c in calls
+        ]
+    return {"message": message}
+
+
+def _generate_fields(text: str | None, calls: list[ToolCall]) -> dict[str, Any]:
+    return {"response": text or ""}
+
+
+async def _run(
+    http: HttpRequest,
+    body: OllamaChatBody | OllamaGenerateBody,
+    raw_prompt: str | None,
+    fields: Fields,
+) -> Response:
+    run = await start_chat(http, build_body(body.chat), stream=body.stream, raw_prompt=raw_prompt)
+    headers = {"X-Cache": run.verdict}
+    head = {"model": run.request.model}
+    if not body.stream:
+        reply = await finish_chat(http, run)
+        line = head | {"created_at": now_rfc3339()} | fields(reply.text, reply.calls)
+        return json_response(line | _done(run.request, reply), headers=headers)
+
+    async def lines() -> AsyncIterator[dict[str, Any]]:
+        async for item in stream_chat(run):
+            if isinstance(item, ApiError):
+                yield ollama_error(item)
+                return
+            created = {"created_at": now_rfc3339()}
+            if isinstance(item, str):
+                yield head | created | fields(item, []) | {"done": False}
+                continue
+            if item.text or item.calls:  # held back while it might have been a call
+                yield head | created | fields(item.text, item.calls) | {"done": False}
+            yield head | created | fields(None, []) | _done(run.request, item)
+
+    return ndjson_response(lines(), headers)
+
+
+def _done(request: Request, reply: ChatReply) -> dict[str, Any]:
+    """The last line's fields: why it ended, token counts, durations in nanoseconds."""
+
+    def ns(start: float | None, end: float | None) -> int:
+        return 0 if start is None or end is None else round((end - start) * 1e9)
+
+    ended = request.finished_at or time.monotonic()
+    return {
+        "done": True,
+        "done_reason": "length" if reply.finish == "length" else "stop",
+        "total_duration": ns(request.created_at, ended),
+        "load_duration": 0,
+        "prompt_eval_count": request.num_prompt_tokens,
+        "prompt_eval_duration": ns(request.started_at, request.first_token_at),
+        "eval_count": request.num_output_tokens,
+        "eval_duration": ns(request.first_token_at, ended),
+    }
+
+
+async def _load_or_unload(
+    http: HttpRequest, body: GenerationFields, fields: dict[str, Any]
+) -> Response:
+    registry = registry_of(http)
+    name = registry.resolve_name(body.model)
+    started = time.monotonic()
+    keep_alive = body.keep_alive
+    if keep_alive is not None and parse_keep_alive(keep_alive) == 0:
+        await registry.unload(name)
+        reason = "unload"
+    else:
+        await registry.load(name, keep_alive)
+        reason = "load"
+    took = round((time.monotonic() - started) * 1e9)
+    line = {"model": name, "created_at": now_rfc3339()} | fields
+    return json_response(line | {"done": True, "done_reason": reason, "load_duration": took})
+
+
+BODIES = {"/api/chat": OllamaChatBody, "/api/generate": OllamaGenerateBody}
+ROUTES = [
+    Route("/api/chat", chat, methods=["POST"]),
+    Route("/api/generate", generate, methods=["POST"]),
+]

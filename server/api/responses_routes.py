@@ -1,0 +1,202 @@
+"""OpenAI's Responses API: ``POST /v1/responses``, stateless.
+
+Works with the official ``openai`` client's ``client.responses.create``
+(Codex CLI speaks only this API). The body becomes a chat-completions body
+(``responses_schemas``) run through ``chat_run``. A stream is the Responses
+event sequence: ``response.created``, ``response.in_progress``, per output
+item ``response.output_item.added`` ... (text: ``content_part.added``,
+``output_text.delta``, ``output_text.done``, ``content_part.done``; a call:
+``function_call_arguments.delta`` / ``.done``) ``response.output_item.done``,
+then ``response.completed`` (``response.incomplete`` at max_output_tokens).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response
+from starlette.routing import Route
+
+from batching.request import Request
+from server.api.chat_run import ChatReply, ChatRun, build_body, finish_chat, start_chat, stream_chat
+from server.api.responses_schemas import ResponsesBody, refused_field
+from server.api.routes import json_response, read_body
+from server.api.sse import named_event, sse_response
+from server.api.tool_calls import ToolCall
+from server.errors import ApiError
+
+TIMED_OUT = "the request passed its deadline (see `timeout`)"
+
+
+async def create_response(http: HttpRequest) -> Response:
+    """OpenAI's Responses API, stateless (streamed as Responses events when stream is true)."""
+    body = await read_body(http, ResponsesBody, precheck=refused_field)
+    run = await start_chat(http, build_body(body.chat), stream=body.stream)
+    shape = _Shape(body, run)
+    headers = {"X-Cache": run.verdict}
+    if body.stream:
+        return sse_response(shape.events(), headers)
+    reply = await finish_chat(http, run)
+    has_text = reply.text or not reply.calls
+    items = [_message(shape.message_id, reply.text or "", "completed")] if has_text else []
+    items += [_call(call) for call in reply.calls]
+    return json_response(shape.response(reply, items), headers=headers)
+
+
+def _message(id: str, text: str | None, status: str) -> dict[str, Any]:
+    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": []}]
+    return {"type": "message", "id": id, "status": status, "role": "assistant", "content": content}
+
+
+def _call(call: ToolCall, arguments: str | None = None) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": "fc_" + uuid.uuid4().hex[:24],
+        "call_id": call.as_openai()["id"],
+        "name": call.name,
+        "arguments": call.arguments if arguments is None else arguments,
+        "status": "completed" if arguments is None else "in_progress",
+    }
+
+
+def usage(request: Request) -> dict[str, Any]:
+    cached = request.num_cached_tokens
+    return {
+        "input_tokens": request.num_prompt_tokens,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": request.num_output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": request.num_prompt_tokens + request.num_output_tokens,
+    }
+
+
+class _Shape:
+    """The Response object of one request, and its stream of events."""
+
+    def __init__(self, body: ResponsesBody, run: ChatRun) -> None:
+        self.body = body
+        self.run = run
+        self.id = "resp_" + run.request.id
+        self.message_id = "msg_" + run.request.id
+        self.created_at = int(time.time())
+        self.num_events = 0
+
+    def response(self, reply: ChatReply | None, output: list[dict[str, Any]]) -> dict[str, Any]:
+        body = self.body
+        status = (
+            "in_progress"
+            if reply is None
+            else "incomplete"
+            if reply.finish == "length"
+            else "completed"
+        )
+        incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
+        form = body.text.format if body.text is not None and body.text.format else None
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "model": self.run.request.model,
+            "output": output,
+            "usage": usage(self.run.request) if reply is not None else None,
+            "error": None,
+            "incomplete_details": incomplete,
+            "instructions": body.instructions,
+            "max_output_tokens": body.max_output_tokens,
+            "parallel_tool_calls": body.parallel_tool_calls is not False,
+            "previous_response_id": None,
+            "temperature": body.temperature if body.temperature is not None else 1.0,
+            "top_p": body.top_p if body.top_p is not None else 1.0,
+            "tool_choice": body.tool_choice or "auto",
+            "tools": [
+                {"type": "function", "name": t.name, "parameters": t.parameters}
+                for t in body.tools or []
+            ],
+            "text": {"format": {"type": form.type} if form else {"type": "text"}},
+            "reasoning": {"effort": None, "summary": None},
+            "store": False,
+            "truncation": "disabled",
+            "metadata": body.metadata or {},
+        }
+
+    def event(self, kind: str, **fields: Any) -> bytes:
+        self.num_events += 1
+        return named_event(kind, {"type": kind, "sequence_number": self.num_events - 1, **fields})
+
+    def open_message(self) -> list[bytes]:
+        item = _message(self.message_id, None, "in_progress")
+        part = {"type": "output_text", "text": "", "annotations": []}
+        return [
+            self.event("response.output_item.added", output_index=0, item=item),
+            self.event("response.content_part.added", **self.at, content_index=0, part=part),
+        ]
+
+    @property
+    def at(self) -> dict[str, Any]:
+        return {"item_id": self.message_id, "output_index": 0}
+
+    def delta(self, piece: str) -> bytes:
+        at = self.at
+        return self.event(
+            "response.output_text.delta", **at, content_index=0, delta=piece, logprobs=[]
+        )
+
+    async def events(self) -> AsyncIterator[bytes]:
+        yield self.event("response.created", response=self.response(None, []))
+        yield self.event("response.in_progress", response=self.response(None, []))
+        text: str | None = None  # None until the message item is open
+        async for piece in stream_chat(self.run):
+            if isinstance(piece, str):
+                if text is None:
+                    for frame in self.open_message():
+                        yield frame
+                text = (text or "") + piece
+                yield self.delta(piece)
+                continue
+            if isinstance(piece, ApiError) or piece.finish == "timeout":
+                error = piece if isinstance(piece, ApiError) else ApiError(504, TIMED_OUT)
+                yield self.event("error", code=str(error.status), message=error.message, param=None)
+                return
+            output: list[dict[str, Any]] = []
+            if text is not None or piece.text or not piece.calls:  # an empty reply has one
+                if text is None:
+                    for frame in self.open_message():
+                        yield frame
+                if piece.text:  # held back while it might have been a call
+                    yield self.delta(piece.text)
+                text = (text or "") + (piece.text or "")
+                done = {"type": "output_text", "text": text, "annotations": []}
+                at = self.at
+                yield self.event(
+                    "response.output_text.done", **at, content_index=0, text=text, logprobs=[]
+                )
+                yield self.event("response.content_part.done", **at, content_index=0, part=done)
+                output.append(_message(self.message_id, text, "completed"))
+                yield self.event("response.output_item.done", output_index=0, item=output[-1])
+            for call in piece.calls:
+                index = len(output)
+                added = _call(call, arguments="")
+                yield self.event("response.output_item.added", output_index=index, item=added)
+                ids = {"item_id": added["id"], "output_index": index}
+                yield self.event(
+                    "response.function_call_arguments.delta", **ids, delta=call.arguments
+                )
+                yield self.event(
+                    "response.function_call_arguments.done", **ids, arguments=call.arguments
+                )
+                output.append(added | {"arguments": call.arguments, "status": "completed"})
+                yield self.event("response.output_item.done", output_index=index, item=output[-1])
+            final = self.response(piece, output)
+            kind = (
+                "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+            )
+            yield self.event(kind, response=final)
+
+
+BODIES = {"/v1/responses": ResponsesBody}
+ROUTES = [Route("/v1/responses", create_response, methods=["POST"])]

@@ -1,0 +1,252 @@
+"""The request body of OpenAI's Responses API, and its translation to a chat body.
+
+Stateless, as llama-server and Ollama serve it: nothing is stored, so
+``previous_response_id`` and ``conversation`` are refused (send the whole
+conversation as ``input`` items). Items become chat turns: ``message`` items
+turns, ``function_call`` items an assistant turn's ``tool_calls`` (a run of
+them one turn), ``function_call_output`` items ``tool`` turns, ``reasoning``
+items dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.api.openai_schemas import (
+    ChatCompletionBody,
+    ChatMessage,
+    FunctionCall,
+    FunctionDef,
+    JsonSchemaFormat,
+    NamedFunction,
+    NamedToolChoice,
+    ResponseFormat,
+    Tool,
+    ToolCallItem,
+)
+from server.api.schemas import ServingFields
+from server.schema import spec
+
+REFUSED = {
+    "previous_response_id": "this server keeps no responses; send the whole conversation "
+    "as input items",
+    "conversation": "this server keeps no conversations; send the whole conversation as input",
+    "background": "background responses are not supported",
+    "prompt": "stored prompts are not supported; send instructions and input",
+    "context_management": "context management is not supported",
+    "moderation": "moderation is not supported",
+    "image": "image generation is not supported",
+}
+
+
+def refused_field(data: object) -> str | None:
+    """A message naming the first field set that a stateless server cannot honour."""
+    if not isinstance(data, dict):
+        return None
+    for name, why in REFUSED.items():
+        if data.get(name) not in (None, False):
+            return f"{name}: {why}; remove the field"
+    tools = data.get("tools")
+    for i, tool in enumerate(tools if isinstance(tools, list) else []):
+        kind = tool.get("type", "function") if isinstance(tool, dict) else "function"
+        if kind != "function":
+            return (
+                f"tools[{i}]: {kind!r} is a tool OpenAI runs itself; this server runs none: "
+                "send function tools"
+            )
+    return None
+
+
+@dataclass(slots=True, frozen=True)
+class InputContentPart:
+    """Text of a message item (input_text, output_text); other kinds are refused."""
+
+    type: str = spec(doc="input_text or output_text", choices=("input_text", "output_text"))
+    text: str = spec(doc="the text")
+    annotations: list[object] | None = spec(None, doc="accepted and not used")
+    logprobs: list[object] | None = spec(None, doc="accepted and not used")
+
+
+@dataclass(slots=True, frozen=True)
+class InputItem:
+    """A message, a function call, its output, or a reasoning item (dropped)."""
+
+    type: str = spec(
+        "message",
+        doc="message (the default), function_call, function_call_output or reasoning",
+        choices=("message", "function_call", "function_call_output", "reasoning"),
+    )
+    role: str | None = spec(
+        None, doc="message: who speaks", choices=("user", "assistant", "system", "developer")
+    )
+    content: str | list[InputContentPart] | None = spec(None, doc="message: the text or its parts")
+    call_id: str | None = spec(None, doc="function_call(_output): the call")
+    name: str | None = spec(None, doc="function_call: the function")
+    arguments: str | None = spec(None, doc="function_call: the arguments as JSON text")
+    output: str | list[InputContentPart] | None = spec(None, doc="function_call_output: the result")
+    id: str | None = spec(None, doc="the item's id (accepted)")
+    status: str | None = spec(None, doc="accepted")
+    summary: list[object] | None = spec(None, doc="reasoning: accepted and dropped")
+    encrypted_content: str | None = spec(None, doc="reasoning: accepted and dropped")
+
+    def __post_init__(self) -> None:
+        needs = {"message": ("role", "content"), "function_call": ("call_id", "name", "arguments")}
+        needs |= {"function_call_output": ("call_id", "output")}
+        for name in needs.get(self.type, ()):
+            if getattr(self, name) is None:
+                raise ValueError(f"input: a {self.type} item needs {name!r}")
+
+    def text(self) -> str:
+        value = self.content if self.type == "message" else self.output
+        return value if isinstance(value, str) else "".join(p.text for p in value or [])
+
+
+@dataclass(slots=True, frozen=True)
+class FunctionTool:
+    """A function the model may call (the only kind of tool served here)."""
+
+    name: str = spec(doc="letters, digits, _ and -", min_length=1, max_length=64)
+    type: str = spec(
+        "function", doc="function; built-in tools are not served", choices=("function",)
+    )
+    description: str | None = spec(None, doc="what it does, for the model")
+    parameters: dict[str, object] | None = spec(None, doc="a JSON Schema of its arguments")
+    strict: bool | None = spec(None, doc="with tool_choice required or named: enforced")
+
+
+@dataclass(slots=True, frozen=True)
+class ToolChoiceFunction:
+    name: str = spec(doc="the function to call")
+    type: str = spec("function", doc="function", choices=("function",))
+
+
+@dataclass(slots=True, frozen=True)
+class TextFormat:
+    type: str = spec(
+        doc="text, json_object or json_schema", choices=("text", "json_object", "json_schema")
+    )
+    name: str | None = spec(None, doc="json_schema: the schema's name")
+    schema: dict[str, object] | None = spec(None, doc="json_schema: the JSON Schema")
+    description: str | None = spec(None, doc="json_schema: what it is for")
+    strict: bool | None = spec(None, doc="always enforced: the output follows a grammar")
+
+
+@dataclass(slots=True, frozen=True)
+class TextConfig:
+    format: TextFormat | None = spec(None, doc="the reply's format")
+    verbosity: str | None = spec(None, doc="accepted and not used")
+
+
+@dataclass(slots=True, frozen=True)
+class Reasoning:
+    effort: str | None = spec(None, doc="accepted; the served models do not think")
+    summary: str | None = spec(None, doc="accepted; no reasoning to summarise")
+    generate_summary: str | None = spec(None, doc="accepted; no reasoning to summarise")
+
+
+@dataclass(slots=True, frozen=True)
+class ResponsesBody(ServingFields):
+    """POST /v1/responses"""
+
+    input: str | list[InputItem] = spec(
+        "", doc="the text, or the conversation as items", required=True
+    )
+    model: str | None = spec(None, doc="a configured model name; the default when omitted")
+    instructions: str | None = spec(None, doc="a system turn before the input")
+    max_output_tokens: int | None = spec(None, doc="most tokens to generate", ge=1, le=32768)
+    temperature: float | None = spec(None, doc="0 is greedy; default 1", ge=0.0, le=2.0)
+    top_p: float | None = spec(None, doc="nucleus mass", gt=0.0, le=1.0)
+    tools: list[FunctionTool] | None = spec(
+        None, doc="functions the model may call", max_length=128
+    )
+    tool_choice: str | ToolChoiceFunction | None = spec(
+        None, doc="none, auto, required, or a function", choices=("none", "auto", "required")
+    )
+    parallel_tool_calls: bool | None = spec(None, doc="false keeps the first call")
+    text: TextConfig | None = spec(None, doc="the reply's format")
+    reasoning: Reasoning | None = spec(None, doc="accepted; the served models do not think")
+    stream: bool = spec(False, doc="send the Responses API's server-sent events")
+    store: bool | None = spec(None, doc="accepted; nothing is ever stored")
+    metadata: dict[str, str] | None = spec(None, doc="echoed in the response")
+    include: list[str] | None = spec(None, doc="accepted; nothing more to include")
+    user: str | None = spec(None, doc="end-user id (recorded nowhere)")
+    safety_identifier: str | None = spec(None, doc="recorded nowhere")
+    prompt_cache_key: str | None = spec(None, doc="accepted; the prefix cache is automatic")
+    prompt_cache_retention: str | None = spec(None, doc="accepted; the prefix cache is automatic")
+    service_tier: str | None = spec(None, doc="accepted; there is one tier")
+    truncation: str | None = spec(None, doc="accepted: input is never truncated")
+    max_tool_calls: int | None = spec(None, doc="accepted", ge=1)
+    top_logprobs: int | None = spec(
+        None, doc="only 0 (/v1/chat/completions has logprobs)", ge=0, le=0
+    )
+    stream_options: dict[str, object] | None = spec(None, doc="accepted")
+    previous_response_id: str | None = spec(None, doc="refused: nothing is stored")
+    conversation: object = spec(None, doc="refused: nothing is stored")
+    background: bool | None = spec(None, doc="refused unless false")
+
+    def chat(self) -> ChatCompletionBody:
+        """The same request as /v1/chat/completions takes it (a ValueError is the client's)."""
+        messages = [] if self.instructions is None else [ChatMessage("system", self.instructions)]
+        if isinstance(self.input, str):
+            messages.append(ChatMessage("user", self.input))
+        else:
+            messages += chat_messages(self.input)
+        tools = [
+            Tool(function=FunctionDef(t.name, t.description, t.parameters, t.strict))
+            for t in self.tools or []
+        ]
+        choice: str | NamedToolChoice | None = (
+            NamedToolChoice(function=NamedFunction(name=self.tool_choice.name))
+            if isinstance(self.tool_choice, ToolChoiceFunction)
+            else self.tool_choice
+        )
+        sampling = {"temperature": self.temperature, "top_p": self.top_p}
+        return ChatCompletionBody(
+            model=self.model,
+            messages=messages,
+            max_tokens=self.max_output_tokens,
+            tools=tools or None,
+            tool_choice=choice,
+            parallel_tool_calls=self.parallel_tool_calls,
+            response_format=self.response_format(),
+            **self.serving(),  # type: ignore[arg-type]
+            **{k: v for k, v in sampling.items() if v is not None},  # type: ignore[arg-type]
+        )
+
+    def response_format(self) -> ResponseFormat | None:
+        form = self.text.format if self.text is not None else None
+        if form is None or form.type != "json_schema":
+            return None if form is None else ResponseFormat(type=form.type)
+        schema = JsonSchemaFormat(form.name or "output", form.schema, form.description, form.strict)
+        return ResponseFormat(type="json_schema", json_schema=schema)
+
+
+def chat_messages(items: list[InputItem]) -> list[ChatMessage]:
+    out: list[ChatMessage] = []
+    calls: list[ToolCallItem] = []  # a run of function_call items: one assistant turn
+    text = ""  # an assistant message just before them, which made those calls
+
+    def flush() -> None:
+        nonlocal text
+        if calls:
+            out.append(ChatMessage("assistant", text or None, tool_calls=list(calls)))
+            calls.clear()
+            text = ""
+
+    for item in items:
+        if item.type == "function_call":
+            if not calls and out and out[-1].role == "assistant" and not out[-1].tool_calls:
+                text = out.pop().text()
+            calls.append(
+                ToolCallItem(
+                    item.call_id or "", FunctionCall(item.name or "", item.arguments or "")
+                )
+            )
+            continue
+        flush()
+        if item.type == "function_call_output":
+            out.append(ChatMessage("tool", item.text(), tool_call_id=item.call_id))
+        elif item.type == "message":
+            out.append(ChatMessage(item.role or "user", item.text()))
+    flush()
+    return out
