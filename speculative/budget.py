@@ -54,7 +54,8 @@ class StepBudget:
         if self.max_step_ms is not None:
             target = self.max_step_ms / 1000
         spare = target - decode_s
-        return max(min(int(spare / self.prompt_token_s), capacity), MIN_PROMPT_TOKENS)
+        # never past the batch's room, however small that is
+        return min(max(int(spare / self.prompt_token_s), MIN_PROMPT_TOKENS), capacity)
 
     def as_dict(self) -> dict[str, float | None]:
         def ms(s: float | None) -> float | None:

@@ -7,7 +7,10 @@ sequence may carry k drafted tokens after it, its k+1 positions all scored.
 Prompt tokens of newly admitted sequences fill what is left of the batch, within
 the step's budget (``speculative.budget``: near a target time while others
 decode), shared by priority and then equally, so a long prompt is fed over
-several steps while everyone else keeps decoding. A choice of an n > 1 request
+several steps while everyone else keeps decoding. Short prompts (at most
+``SHORT_PROMPT_TOKENS`` left) go in whole, in admission order, while the batch
+has room: a burst of 64 short requests would otherwise be admitted a few a step
+(measured: 181 steps instead of 67, half the tokens/s). A choice of an n > 1 request
 copies its sibling's prompt KV once that is computed instead of computing it.
 """
 
@@ -24,6 +27,7 @@ from speculative.sequence import Sequence
 from speculative.stats import ExecutorStats
 
 log = logging.getLogger(__name__)
+SHORT_PROMPT_TOKENS = 64  # pending prompt tokens fed whole, outside the step's budget
 
 
 class Scheduler:
@@ -61,11 +65,21 @@ class Scheduler:
         chunks = [Chunk(s, s.num_cached, 1, drafts.get(s.seq_id)) for s in decoding]
         budget -= sum(len(d.tokens) for d in drafts.values())
         prefilling = [s for s in running if s.is_prefilling and s.prompt_source is None]
-        if prefilling and budget > 0:
+        # A short prompt goes in whole (it stalls nobody for long, and a burst of them
+        # would otherwise be admitted a few a step); long ones share the step's budget.
+        long = []
+        for seq in prefilling:
+            if seq.num_pending <= SHORT_PROMPT_TOKENS and seq.num_pending <= budget:
+                chunks.append(Chunk(seq, seq.num_cached, seq.num_pending))
+                seq.request.num_prefill_steps += 1
+                budget -= seq.num_pending
+            else:
+                long.append(seq)
+        if long and budget > 0:
             budget = self.budget.prompt_tokens(len(decoding), budget)
-            needs = [s.num_pending for s in prefilling]
-            priorities = [s.request.priority for s in prefilling]
-            for seq, count in zip(prefilling, fair_shares(needs, priorities, budget), strict=True):
+            needs = [s.num_pending for s in long]
+            priorities = [s.request.priority for s in long]
+            for seq, count in zip(long, fair_shares(needs, priorities, budget), strict=True):
                 if count:
                     chunks.append(Chunk(seq, seq.num_cached, count))
                     seq.request.num_prefill_steps += 1

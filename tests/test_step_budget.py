@@ -35,3 +35,4 @@ def test_auto_target_is_twice_a_decode_step() -> None:
     assert fixed.prompt_tokens(num_decoding=8, capacity=504) == 200
     slow = StepBudget(decode_step_s=0.060, prompt_token_s=1.0)
     assert slow.prompt_tokens(num_decoding=8, capacity=504) == MIN_PROMPT_TOKENS
+    assert slow.prompt_tokens(num_decoding=8, capacity=5) == 5  # the batch's room bounds it
