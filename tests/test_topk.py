@@ -55,7 +55,7 @@ def rows(n: int, seed: int = 0, scale: float = 3.0) -> npt.NDArray[np.float32]:
 
 
 def test_group_size_divides_the_vocabulary() -> None:
-    assert group_size(49152) == 2048 and group_size(262144) == 2048
+    assert group_size(49152) == 4096 and group_size(262144) == 4096
     assert group_size(32064) == 64 and group_size(50257) is None
 
 
