@@ -39,7 +39,13 @@ MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 NUM_STREAMS = 8
 
 
-def start(kind: str, folder: Path, stack: contextlib.ExitStack, tree: Path = REPO) -> str:
+def start(
+    kind: str,
+    folder: Path,
+    stack: contextlib.ExitStack,
+    tree: Path = REPO,
+    max_step_ms: float | None = None,
+) -> str:
     port = free_port()
     threads = str(os.cpu_count() or 1)
     log = RESULTS / "logs" / f"itl-{kind}.log"
@@ -49,7 +55,7 @@ def start(kind: str, folder: Path, stack: contextlib.ExitStack, tree: Path = REP
         return str(stack.enter_context(running(cmd, port, log, REPO, 180, health="/health")))
     config = {
         "server": {"default_model": "m", "data_dir": str(folder / "data")},
-        "models": {"m": {"path": str(MODEL), "context_size": 2048}},
+        "models": {"m": {"path": str(MODEL), "context_size": 2048, "max_step_ms": max_step_ms}},
     }
     path = folder / "itl.json"
     path.write_bytes(orjson.dumps(config))
@@ -60,16 +66,17 @@ def start(kind: str, folder: Path, stack: contextlib.ExitStack, tree: Path = REP
 async def stream(
     client: httpx.AsyncClient, prompt: str, max_tokens: int, started: float
 ) -> list[float]:
-    """Arrival times (s since ``started``) of each piece of text of one greedy stream."""
+    """Arrival times (s since ``started``) of each piece of text of one greedy stream (a
+    reply whose first token ends it has one: its closing event's)."""
     body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True}
     body["cache_prompt"] = False  # both servers: no prefix reuse between rounds
-    times = []
+    times: list[float] = []
     async with client.stream("POST", "/v1/completions", json=body) as reply:
         reply.raise_for_status()
         async for line in reply.aiter_lines():
             if line.startswith("data: {"):
-                event = orjson.loads(line[6:])
-                if (event.get("choices") or [{}])[0].get("text"):
+                choice = (orjson.loads(line[6:]).get("choices") or [{}])[0]
+                if choice.get("text") or (choice.get("finish_reason") and not times):
                     times.append(time.perf_counter() - started)
     return times
 
@@ -131,8 +138,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=160)
     parser.add_argument("--arrivals", type=int, default=6)
     parser.add_argument("--before", type=Path, help="a checkout to measure beside this one")
+    parser.add_argument("--max-step-ms", type=float, help="also this server with this step target")
     args = parser.parse_args()
     trees = {"this server": REPO} | ({"before": args.before.resolve()} if args.before else {})
+    if args.max_step_ms is not None:
+        trees[f"this server, max_step_ms {args.max_step_ms:g}"] = REPO
     kinds = [*trees] + (["llama-server"] if LLAMA_SERVER.exists() else [])
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,7 +150,8 @@ def main() -> None:
             with contextlib.ExitStack() as stack:
                 folder = Path(tmp) / kind.replace(" ", "-")
                 folder.mkdir()
-                url = start(kind, folder, stack, trees.get(kind, REPO))
+                step = args.max_step_ms if "max_step_ms" in kind else None
+                url = start(kind, folder, stack, trees.get(kind, REPO), step)
                 asyncio.run(scenario(url, "warm", 8, 0))
                 results[kind] = asyncio.run(scenario(url, kind, args.tokens, args.arrivals))
                 shown = {k: v for k, v in results[kind].items() if k != "gaps"}

@@ -111,8 +111,8 @@ class ModelSettings:
     max_step_ms: float | None = spec(
         None,
         doc="while sequences decode, a step carries only as many prompt tokens as keep it "
-        "near this time (null: twice a decode-only step, measured as it runs), so streams "
-        "keep their pace while a long prompt is read",
+        "near this time (costs measured as it runs), so streams keep their pace while a "
+        "long prompt is read; null: prompt tokens fill the batch",
         ge=1,
     )
     use_chat_template: bool = spec(

@@ -9,10 +9,13 @@ pace (vLLM and SGLang call this chunked prefill with a token budget).
 
 The costs are measured as the executor runs, not assumed: an exponential average
 of a decode-only step's time, and of the marginal time of one prompt token
-(``record``). The target is ``max_step_ms`` when set, else ``AUTO_FACTOR`` x the
-decode-only step: a step with prompt tokens takes at most about twice an
-ordinary one, so a stream's gaps stay within ~2x their median while a prompt is
-read. With nothing decoding, a prompt gets the whole step.
+(``record``). The target is the model's ``max_step_ms``; unset (the default), a
+step takes prompt tokens up to the batch's room, as before. A target of twice a
+decode-only step as the default was measured and refused (2026-12-02, 2 cores,
+``bench.itl``): the streams' gaps became even (p99 1.2x p50 instead of 26x) but
+their median went from 34 to 152 ms, and tokens/s from 80 to 54, since with a
+long prompt arriving every 2 s nearly every step carried prompt tokens. With
+nothing decoding, a prompt gets the whole step.
 
 Several prompts share the budget by ``fair_shares``: higher priorities first, and
 within a priority equal shares (a short prompt is not starved behind a long one:
@@ -23,14 +26,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-AUTO_FACTOR = 2.0
 MIN_PROMPT_TOKENS = 16  # per step: a prompt always moves, however slow the host
 SMOOTHING = 0.2  # weight of the newest step in the averages
 
 
 @dataclass(slots=True)
 class StepBudget:
-    max_step_ms: float | None = None  # None: AUTO_FACTOR x the decode-only step
+    max_step_ms: float | None = None  # None: no target, prompt tokens fill the batch
     decode_step_s: float | None = None  # average step with no prompt tokens
     prompt_token_s: float | None = None  # average marginal cost of one prompt token
 
@@ -46,14 +48,11 @@ class StepBudget:
 
     def prompt_tokens(self, num_decoding: int, capacity: int) -> int:
         """Prompt tokens the next step may carry, of ``capacity`` left in the batch."""
-        if num_decoding == 0 or not self.prompt_token_s:
-            return capacity  # nobody to stall, or nothing measured yet
+        if self.max_step_ms is None or num_decoding == 0 or not self.prompt_token_s:
+            return capacity  # no target, nobody to stall, or nothing measured yet
         # until a decode-only step is measured, a decoding token counts as a prompt token
         decode_s = self.decode_step_s or num_decoding * self.prompt_token_s
-        target = AUTO_FACTOR * decode_s
-        if self.max_step_ms is not None:
-            target = self.max_step_ms / 1000
-        spare = target - decode_s
+        spare = self.max_step_ms / 1000 - decode_s
         # never past the batch's room, however small that is
         return min(max(int(spare / self.prompt_token_s), MIN_PROMPT_TOKENS), capacity)
 
