@@ -53,10 +53,12 @@ def start(
         cmd = [str(LLAMA_SERVER), "-m", str(MODEL), "--host", "127.0.0.1", "--port", str(port)]
         cmd += ["-np", "16", "-c", str(16 * 2048), "-t", threads, "--no-webui"]
         return str(stack.enter_context(running(cmd, port, log, REPO, 180, health="/health")))
-    config = {
+    config: dict[str, Any] = {
         "server": {"default_model": "m", "data_dir": str(folder / "data")},
-        "models": {"m": {"path": str(MODEL), "context_size": 2048, "max_step_ms": max_step_ms}},
+        "models": {"m": {"path": str(MODEL), "context_size": 2048}},
     }
+    if max_step_ms is not None:  # only then: an older checkout lacks the setting
+        config["models"]["m"]["max_step_ms"] = max_step_ms
     path = folder / "itl.json"
     path.write_bytes(orjson.dumps(config))
     cmd = [sys.executable, "-m", "server", "serve", "--config", str(path), "--port", str(port)]
