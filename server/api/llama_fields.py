@@ -10,8 +10,9 @@ the feature is missing otherwise (``mirostat``, ``typical_p``, ``dry_*``,
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from dataclasses import dataclass
+
+import numpy as np
 
 from batching.request import MAX_TOP_LOGPROBS, SamplingParams
 from server.api.schemas import MAX_GRAMMAR_CHARS, ServingFields
@@ -196,13 +197,7 @@ class LlamaFields(ServingFields):
         return unlimited if self.n_predict == -1 else self.n_predict
 
 
-_EOG: weakref.WeakKeyDictionary[LlamaModel, tuple[int, ...]] = weakref.WeakKeyDictionary()
-
-
 def ignore_eos_bias(model: LlamaModel) -> tuple[tuple[int, float], ...]:
-    """Logit biases that ban every end-of-generation token (llama-server's ignore_eos)."""
-    tokens = _EOG.get(model)
-    if tokens is None:  # one pass over the vocabulary per model (~50k-260k cheap calls)
-        tokens = tuple(t for t in range(model.num_vocab) if model.is_end_of_generation(t))
-        _EOG[model] = tokens
-    return tuple((t, BAN) for t in tokens)
+    """Logit biases that ban every end-of-generation token (llama-server's ignore_eos),
+    from the model's table (made once per model, by the first caller)."""
+    return tuple((int(t), BAN) for t in np.flatnonzero(model.end_of_generation))
