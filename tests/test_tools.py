@@ -77,12 +77,12 @@ ASK: list[ChatCompletionMessageParam] = [
 ]
 
 
-def craft_tools_model(source: Path, target: Path) -> None:
+def craft_tools_model(source: Path, target: Path, chat_template: str = QWEN_TEMPLATE) -> None:
     """``source`` with another chat template in its metadata, tensors copied as they are."""
     reader = gguf.GGUFReader(source, "r")
     arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()  # type: ignore[union-attr]
     writer = gguf.GGUFWriter(target, arch=arch, endianess=reader.endianess)
-    template = MetadataDetails(gguf.GGUFValueType.STRING, QWEN_TEMPLATE)
+    template = MetadataDetails(gguf.GGUFValueType.STRING, chat_template)
     copy_with_new_metadata(reader, writer, {gguf.Keys.Tokenizer.CHAT_TEMPLATE: template}, [])
 
 
