@@ -65,14 +65,15 @@ async def streamed(oai: AsyncOpenAI, **body: Any) -> tuple[str, str, int]:
 
 
 async def test_think_block_is_reasoning_whole_and_streamed(oai: AsyncOpenAI) -> None:
-    body = {"max_tokens": 80, "extra_body": {"grammar": THINK_GRAMMAR}}
+    driven: dict[str, Any] = {"grammar": THINK_GRAMMAR}
+    body: dict[str, Any] = {"max_tokens": 80, "extra_body": driven}
     reply = await oai.chat.completions.create(**chat_body(**body))
     message = reply.choices[0].message
     reasoning = (message.model_extra or {})["reasoning_content"]
     assert reasoning and message.content and "<think>" not in message.content
     assert (message.model_extra or {})["reasoning"] == reasoning
     # the same text with reasoning_format none: all of it content, tags and all
-    raw_body = {**body, "extra_body": {**body["extra_body"], "reasoning_format": "none"}}
+    raw_body = {**body, "extra_body": {**driven, "reasoning_format": "none"}}
     raw = (await oai.chat.completions.create(**chat_body(**raw_body))).choices[0].message
     assert raw.content == f"<think>\n{reasoning}\n</think>\n\n{message.content}"
     assert "reasoning_content" not in (raw.model_extra or {})
@@ -123,11 +124,12 @@ async def test_template_kwargs_reach_the_template(oai: AsyncOpenAI) -> None:
 
 async def test_bad_reasoning_fields_are_refused(server: str) -> None:
     async with httpx.AsyncClient(base_url=server) as client:
-        for extra, phrase in [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"chat_template_kwargs": {"messages": []}}, "chat_template_kwargs.messages"),
             ({"reasoning_format": "sideways"}, "reasoning_format"),
             ({"reasoning_budget": 5, "grammar": THINK_GRAMMAR}, "reasoning_budget"),
-        ]:
+        ]
+        for extra, phrase in cases:
             reply = await client.post("/v1/chat/completions", json=chat_body(**extra))
             assert reply.status_code == 400, reply.text
             assert phrase in reply.json()["error"]["message"]
