@@ -104,7 +104,9 @@ class OllamaMessage:
     role: str = spec(doc="who speaks", choices=("system", "user", "assistant", "tool"))
     content: str = spec("", doc="the text")
     images: list[str] | None = spec(None, doc="refused: the served models read text only")
-    thinking: str | None = spec(None, doc="an assistant turn's thinking (not shown again)")
+    thinking: str | None = spec(
+        None, doc="an assistant turn's thinking (given to the template as reasoning_content)"
+    )
     tool_calls: list[OllamaToolCall] | None = spec(None, doc="the calls an assistant made")
     tool_name: str | None = spec(None, doc="on a tool turn: the tool that answered")
     tool_call_id: str | None = spec(None, doc="on a tool turn: the call it answers")
@@ -205,7 +207,15 @@ def chat_messages(messages: list[OllamaMessage]) -> list[ChatMessage]:
         if calls and message.role != "assistant":
             raise ValueError(f"messages[{i}].tool_calls: only an assistant turn calls tools")
         content = message.content if message.content or not calls else None
-        out.append(ChatMessage(role=message.role, content=content, tool_calls=calls or None))
+        thinking = message.thinking if message.role == "assistant" else None
+        out.append(
+            ChatMessage(
+                role=message.role,
+                content=content,
+                tool_calls=calls or None,
+                reasoning_content=thinking or None,  # a thinking template may show it again
+            )
+        )
     return out
 
 
