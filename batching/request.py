@@ -92,6 +92,49 @@ class TokenLogprob:
 MAX_TOP_LOGPROBS = 20
 
 
+@dataclass(slots=True)
+class ThinkBudget:
+    """A think block ended after ``max_tokens`` of it: the executor then emits
+    ``close_tokens`` (the close tag) in place of what it samples, and the model answers.
+
+    Executor only, once submitted: ``observe`` sees each output token's text,
+    ``next_forced`` is asked before each sample.
+    """
+
+    max_tokens: int
+    open: str  # the think tags, as text
+    close: str
+    close_tokens: tuple[int, ...]
+    is_open: bool  # inside the block (the prompt may have opened it)
+    is_done: bool = False  # closed, by the model or forced, or the reply did not think
+    num_tokens: int = 0  # thinking tokens so far
+    text: str = ""  # recent output, enough to find a tag
+    forced: list[int] = field(default_factory=list)  # close tokens still to emit
+
+    def next_forced(self) -> int | None:
+        """The token to emit instead of sampling, if the budget is spent."""
+        if self.is_open and not self.is_done and self.num_tokens >= self.max_tokens:
+            self.forced, self.is_done = list(self.close_tokens), True
+        return self.forced.pop(0) if self.forced else None
+
+    def observe(self, piece: str) -> None:
+        """One output token's text (forced ones too)."""
+        if self.is_done:
+            return
+        self.text += piece
+        if not self.is_open:  # only a reply that starts with the open tag thinks
+            start = self.text.lstrip()
+            if start.startswith(self.open):
+                self.is_open, self.text = True, start[len(self.open) :]
+            elif not self.open.startswith(start):
+                self.is_done = True
+            return
+        self.num_tokens += 1
+        if self.close in self.text:
+            self.is_done = True
+        self.text = self.text[-len(self.close) :]
+
+
 @dataclass(slots=True, eq=False)
 class Request:
     model: str
@@ -119,6 +162,7 @@ class Request:
     # None: no log-probabilities; k (0..MAX_TOP_LOGPROBS): each output token's
     # logprob plus the k likeliest alternatives, in ``logprobs``.
     num_top_logprobs: int | None = None
+    think_budget: ThinkBudget | None = None  # ends a think block after so many tokens
     logprobs: list[TokenLogprob] = field(default_factory=list)  # one per output token
     # Another choice of the same n > 1 call, with the same prompt: while both run,
     # this one copies that one's prompt KV instead of computing it again.

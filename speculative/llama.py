@@ -170,6 +170,11 @@ class LlamaModel:
             self._eog = np.array([is_eog(self.vocab, t) for t in range(self.num_vocab)], bool)
         return self._eog
 
+    @property
+    def template_text(self) -> str | None:
+        """The GGUF's chat template as text."""
+        return None if self.chat_template is None else self.chat_template.decode(errors="replace")
+
     def apply_chat_template(self, messages: Sequence[tuple[str, str]]) -> str | None:
         """Render (role, content) messages plus the assistant's cue; None without a template."""
         if self.chat_template is None:

@@ -74,6 +74,9 @@ class Postprocessor:
             else:
                 updates.append(_progress(seq))
         for p, token in zip(picks, self._pick(matrix, picks), strict=True):
+            budget = p.seq.request.think_budget
+            forced = budget.next_forced() if budget is not None else None
+            token = token if forced is None else forced  # a spent budget closes the block
             if token is None:
                 updates.append(self._finish(p.seq, FinishReason.ERROR, self._pick_error))
             else:
@@ -161,7 +164,10 @@ class Postprocessor:
             seq.tokens.append(token)
             request.output_tokens.append(token)
             self.stats.num_generated_tokens += 1
-            text += seq.text.feed(self._model.piece(token))
+            piece = self._model.piece(token)
+            if request.think_budget is not None:
+                request.think_budget.observe(piece.decode(errors="ignore"))
+            text += seq.text.feed(piece)
             if seq.text.is_stopped:
                 return self._finish(seq, FinishReason.STOP, text=text)
             out_of_room = len(seq.tokens) >= self.ctx_per_seq

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -29,11 +29,19 @@ class JinjaChat:
     """A chat the built-in renderer cannot express: OpenAI-shaped messages (assistant
     ``tool_calls``, ``tool`` turns) and ``tools``, for the GGUF's own Jinja template.
     ``fallback`` is the same chat as plain (role, content) turns, for a model whose
-    template cannot render it."""
+    template cannot render it. ``kwargs`` are extra template variables
+    (``chat_template_kwargs``, e.g. ``enable_thinking``)."""
 
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None
     fallback: Messages
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_tools(self) -> bool:
+        return self.tools is not None or any(
+            m.get("role") == "tool" or m.get("tool_calls") for m in self.messages
+        )
 
     @property
     def num_chars(self) -> int:
@@ -97,9 +105,8 @@ def can_render_tools(model: LlamaModel) -> bool:
 def encode_jinja_chat(model: LlamaModel, chat: JinjaChat) -> list[int] | None:
     """The chat through the GGUF's Jinja template (in jinja2's sandbox, as llama-cpp-python
     renders it), contents kept as plain text; None if the template cannot render it."""
-    if not can_render_tools(model):
+    if model.chat_template is None or (chat.has_tools and not can_render_tools(model)):
         return None
-    assert model.chat_template is not None
     marks: list[str] = []
     messages = []
     for message in chat.messages:
@@ -114,7 +121,7 @@ def encode_jinja_chat(model: LlamaModel, chat: JinjaChat) -> list[int] | None:
     eos = model.piece(model.special_tokens()[1], special=True).decode(errors="replace")
     try:
         formatter = _formatter(model.chat_template.decode(errors="replace"), bos, eos)
-        templated: str = formatter(messages=messages, tools=chat.tools).prompt
+        templated: str = formatter(messages=messages, tools=chat.tools, **chat.kwargs).prompt
     except Exception as exc:  # a template error or raise_exception(): not this request's fault
         log.warning("chat template of %s failed (%s); using the fallback", model.path.name, exc)
         return None

@@ -102,8 +102,6 @@ async def test_native_logit_bias_bans_text(client: httpx.AsyncClient) -> None:
         ("xtc_probability", 0.5, "XTC sampling is not supported"),
         ("post_sampling_probs", True, "post-sampling probabilities"),
         ("lora", [{"id": 0, "scale": 1.0}], "no LoRA adapters"),
-        ("chat_template_kwargs", {"enable_thinking": False}, "without extra variables"),
-        ("reasoning_format", "deepseek", "does not split reasoning"),
         ("n_predict", 0, "evaluate the prompt only"),
         ("n_fancy", 1, "unknown field(s) 'n_fancy'"),
     ],

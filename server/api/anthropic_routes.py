@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
@@ -35,6 +34,7 @@ from server.api.chat_run import (
 )
 from server.api.chat_tools import chat_prompt
 from server.api.error_shapes import anthropic_error, shaped_errors
+from server.api.reply_parser import CallArgs, CallStart, Content, Reasoning
 from server.api.routes import json_response, read_body
 from server.api.sse import named_event, sse_response
 from server.api.tool_calls import ToolCall
@@ -42,6 +42,7 @@ from server.errors import ApiError
 from server.generation import registry_of
 from server.prompts import encode
 
+TEXT = {"type": "text", "text": ""}
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
 
@@ -55,7 +56,9 @@ async def create_message(http: HttpRequest) -> Response:
         return sse_response(_events(run), headers)
     reply = await finish_chat(http, run)
     message = _message(run.request, message_id(run.request))
-    message["content"] = [*_text_blocks(reply.text, reply.calls), *map(tool_use, reply.calls)]
+    thinking = [_thinking(reply.reasoning)] if reply.reasoning else []
+    text = _text_blocks(reply.text, reply.calls)
+    message["content"] = [*thinking, *text, *map(tool_use, reply.calls)]
     return json_response(message | _stop(reply) | {"usage": usage(run.request)}, headers=headers)
 
 
@@ -84,6 +87,11 @@ def _message(request: Request, id: str) -> dict[str, Any]:
 def _text_blocks(text: str | None, calls: list[ToolCall]) -> list[dict[str, Any]]:
     # a reply of calls only has no text block; an empty reply has an empty one
     return [{"type": "text", "text": text or ""}] if text or not calls else []
+
+
+def _thinking(text: str) -> dict[str, Any]:
+    # the signature proves Anthropic's own thinking; a local server has none to give
+    return {"type": "thinking", "thinking": text, "signature": ""}
 
 
 def tool_use(call: ToolCall) -> dict[str, Any]:
@@ -117,11 +125,41 @@ def _start(index: int, block: dict[str, Any]) -> bytes:
     return _event({"type": "content_block_start", "index": index, "content_block": block})
 
 
+class _Blocks:
+    """The content blocks of a stream: one open at a time, numbered as they start."""
+
+    def __init__(self) -> None:
+        self.num_started = 0
+        self.open: str | None = None  # the type of the block open now
+
+    def start(self, kind: str, block: dict[str, Any]) -> list[bytes]:
+        frames = self.stop()
+        frames.append(_start(self.num_started, block))
+        self.open = kind
+        self.num_started += 1
+        return frames
+
+    def delta(self, kind: str, delta: dict[str, Any], block: dict[str, Any]) -> list[bytes]:
+        """A delta into the open block of ``kind``, starting one if another is open."""
+        frames = [] if self.open == kind else self.start(kind, block)
+        index = self.num_started - 1
+        return [*frames, _event({"type": "content_block_delta", "index": index, "delta": delta})]
+
+    def stop(self) -> list[bytes]:
+        if self.open is None:
+            return []
+        index, frames = self.num_started - 1, []
+        if self.open == "thinking":  # Anthropic closes a thinking block with its signature
+            delta = {"type": "signature_delta", "signature": ""}
+            frames.append(_event({"type": "content_block_delta", "index": index, "delta": delta}))
+        self.open = None
+        return [*frames, _event({"type": "content_block_stop", "index": index})]
+
+
 async def _events(run: ChatRun) -> AsyncIterator[bytes]:
     request = run.request
     started = False
-    index = 0  # of the content block being sent
-    is_text_open = False
+    blocks = _Blocks()
     async for item in stream_chat(run):
         if not started:  # after the first piece: the prompt's cached tokens are known
             started = True
@@ -129,36 +167,36 @@ async def _events(run: ChatRun) -> AsyncIterator[bytes]:
             message |= {"stop_reason": None, "stop_sequence": None, "usage": usage(request)}
             yield _event({"type": "message_start", "message": message})
             yield _event({"type": "ping"})
-        if isinstance(item, str):
-            if not is_text_open:
-                is_text_open = True
-                yield _start(index, {"type": "text", "text": ""})
-            delta = {"type": "text_delta", "text": item}
-            yield _event({"type": "content_block_delta", "index": index, "delta": delta})
-            continue
-        if isinstance(item, ApiError):
+        frames: list[bytes] = []
+        if isinstance(item, Reasoning):
+            delta = {"type": "thinking_delta", "thinking": item.text}
+            frames = blocks.delta("thinking", delta, _thinking(""))
+        elif isinstance(item, Content):
+            frames = blocks.delta("text", {"type": "text_delta", "text": item.text}, TEXT)
+        elif isinstance(item, CallStart):
+            frames = blocks.start("tool_use", tool_use(ToolCall(item.name, "{}")) | {"input": {}})
+        elif isinstance(item, CallArgs):
+            delta = {"type": "input_json_delta", "partial_json": item.delta}
+            frames = blocks.delta("tool_use", delta, {})
+        elif isinstance(item, ApiError):
             yield _event(anthropic_error(item))
             return
-        if item.finish == "timeout":
+        elif item.finish == "timeout":
             error = ApiError(504, "the request passed its deadline (see `timeout`)")
             yield _event(anthropic_error(error))
             return
-        if is_text_open:
-            yield _event({"type": "content_block_stop", "index": index})
-            index += 1
-        elif not item.calls:  # an empty reply still has its (empty) text block
-            yield _start(index, {"type": "text", "text": ""})
-            yield _event({"type": "content_block_stop", "index": index})
-        for call in item.calls:
-            block = tool_use(call)
-            arguments = orjson.dumps(block["input"]).decode()
-            yield _start(index, block | {"input": {}})
-            delta = {"type": "input_json_delta", "partial_json": arguments}
-            yield _event({"type": "content_block_delta", "index": index, "delta": delta})
-            yield _event({"type": "content_block_stop", "index": index})
-            index += 1
-        yield _event({"type": "message_delta", "delta": _stop(item), "usage": usage(request)})
-        yield _event({"type": "message_stop"})
+        else:
+            if blocks.num_started == 0:  # an empty reply still has its (empty) text block
+                frames = blocks.start("text", TEXT)
+            frames += blocks.stop()
+            frames.append(_event({"type": "message_delta", "delta": _stop(item)} | _usage(request)))
+            frames.append(_event({"type": "message_stop"}))
+        for frame in frames:
+            yield frame
+
+
+def _usage(request: Request) -> dict[str, Any]:
+    return {"usage": usage(request)}
 
 
 BODIES = {"/v1/messages": MessagesBody, "/v1/messages/count_tokens": CountTokensBody}

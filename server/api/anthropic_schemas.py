@@ -145,7 +145,8 @@ class ToolChoice:
 
 @dataclass(slots=True, frozen=True)
 class Thinking:
-    """Extended thinking; the served models do not think, so no thinking blocks come."""
+    """Extended thinking: a thinking model's think block comes as a thinking block;
+    budget_tokens ends it after so many tokens, disabled turns it off."""
 
     type: str = spec(
         doc="enabled, disabled, adaptive or between_tools",
@@ -190,7 +191,9 @@ class PromptFields(ServingFields):
     system: str | list[TextBlock] | None = spec(None, doc="the system prompt")
     tools: list[ToolDef] | None = spec(None, doc="tools the model may call", max_length=128)
     tool_choice: ToolChoice | None = spec(None, doc="auto (default), any, tool or none")
-    thinking: Thinking | None = spec(None, doc="accepted; the served models do not think")
+    thinking: Thinking | None = spec(
+        None, doc="enabled (budget_tokens: most thinking tokens), disabled, adaptive"
+    )
     cache_control: CacheControl | None = spec(None, doc="accepted; the prefix cache is automatic")
     output_config: OutputConfig | None = spec(None, doc="effort (accepted) and format")
     output_format: JsonOutputFormat | None = spec(None, doc="a JSON Schema the reply must follow")
@@ -216,6 +219,10 @@ class PromptFields(ServingFields):
                 function=NamedFunction(name=choice.name or "")
             )
             extra["parallel_tool_calls"] = False if choice.disable_parallel_tool_use else None
+        if self.thinking is not None and self.thinking.type == "disabled":
+            extra["reasoning_budget"] = 0
+        elif self.thinking is not None and self.thinking.budget_tokens is not None:
+            extra["reasoning_budget"] = self.thinking.budget_tokens
         return ChatCompletionBody(
             model=self.model,
             messages=messages,

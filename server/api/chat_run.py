@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request as HttpRequest
 
 from batching.request import FinishReason, Request, RequestStatus
-from server.api.chat_tools import chat_prompt, tool_grammar, tool_names
+from server.api.chat_tools import chat_prompt, tool_grammar
 from server.api.openai_schemas import ChatCompletionBody
-from server.api.tool_calls import ContentFilter, ToolCall, parse_tool_calls
+from server.api.reasoning import new_parser, reply_setup
+from server.api.reply_parser import Event, ParsedReply, ReplyParser, parse_reply
+from server.api.tool_calls import ToolCall
 from server.errors import ApiError
 from server.generation import (
     check_failed,
@@ -48,24 +50,23 @@ def build_body(make: Callable[[], ChatCompletionBody]) -> ChatCompletionBody:
 
 @dataclass(slots=True)
 class ChatRun:
-    """A submitted chat request and what its reply is parsed for."""
+    """A submitted chat request and the parser of its reply (reasoning, content, calls)."""
 
     loaded: LoadedModel
     request: Request
-    tool_names: set[str] | None  # None: the reply is only content
-    max_calls: int | None  # parallel_tool_calls: false keeps the first
+    parser: ReplyParser
     verdict: str  # X-Cache
-    held: ContentFilter | None = field(default=None)
 
 
 @dataclass(slots=True, frozen=True)
 class ChatReply:
-    """The end of a reply: content not yet sent (all of it when not streamed), the calls."""
+    """The end of a reply: its content, calls and reasoning (streamed: as sent already)."""
 
     text: str | None
     calls: list[ToolCall]
     finish: str  # stop, length, timeout or tool_calls (OpenAI's names)
     stop_sequence: str | None  # the stop string that ended it, if one did
+    reasoning: str = ""  # the think block, when the model thought
 
 
 async def start_chat(
@@ -89,11 +90,9 @@ async def start_chat(
         registry, body.model, prompt, body.sampling_params(max_tokens), body, grammar=grammar
     )
     http.state.log["generation"] = request
+    parser = new_parser(body, *reply_setup(loaded.model, body, request))
     verdict = submit(loaded, request, stream=stream, cache=result_cache_for(http, body))
-    names = tool_names(body)
-    max_calls = 1 if body.parallel_tool_calls is False else None
-    held = ContentFilter(names) if stream and names is not None else None
-    return ChatRun(loaded, request, names, max_calls, verdict, held)
+    return ChatRun(loaded, request, parser, verdict)
 
 
 async def finish_chat(http: HttpRequest, run: ChatRun) -> ChatReply:
@@ -101,35 +100,38 @@ async def finish_chat(http: HttpRequest, run: ChatRun) -> ChatReply:
     request = run.request
     await wait_done(request, http)
     check_failed(request, partial=lambda: {"text": request.text})
-    text: str | None = request.text
-    calls: list[ToolCall] = []
-    if run.tool_names is not None:
-        text, calls = parse_tool_calls(request.text, run.tool_names)
-    return _reply(run, text, calls[: run.max_calls])
+    return _reply(run, parse_reply(request.text, run.parser))
 
 
-async def stream_chat(run: ChatRun) -> AsyncIterator[str | ChatReply | ApiError]:
-    """Content pieces as they may go out (a possible tool call is held back), then the
-    ``ChatReply`` with the calls, or the ``ApiError`` of a request that failed."""
+async def stream_chat(run: ChatRun) -> AsyncIterator[Event | ChatReply | ApiError]:
+    """The reply's events as they may go out (``reply_parser``: reasoning, content, call
+    starts and argument deltas), then the ``ChatReply``, or the ``ApiError`` of a request
+    that failed."""
+    parsed = ParsedReply()
     async for piece in stream_text(run.request):
-        if run.held is not None:
-            piece = run.held.feed(piece)
-        if piece:
-            yield piece
+        events = run.parser.feed(piece)
+        parsed.add(events)
+        for item in events:
+            yield item
     if run.request.status is RequestStatus.FAILED:
         yield failure_error(run.request)
         return
-    rest, calls = run.held.finish() if run.held is not None else ("", [])
-    yield _reply(run, rest or None, calls[: run.max_calls])
+    events = run.parser.finish()
+    parsed.add(events)
+    for item in events:
+        yield item
+    yield _reply(run, parsed)
 
 
-def _reply(run: ChatRun, text: str | None, calls: list[ToolCall]) -> ChatReply:
+def _reply(run: ChatRun, parsed: ParsedReply) -> ChatReply:
     reason = run.request.finish_reason
+    calls = parsed.calls
     if reason in (FinishReason.LENGTH, FinishReason.TIMEOUT):
         finish = str(reason)
     else:  # "cancelled" and "error" never reach a client that is still listening
         finish = "tool_calls" if calls else "stop"
-    return ChatReply(text, calls, finish, matched_stop(run.loaded, run.request))
+    stop = matched_stop(run.loaded, run.request)
+    return ChatReply(parsed.text, calls, finish, stop, parsed.reasoning)
 
 
 def matched_stop(loaded: LoadedModel, request: Request) -> str | None:

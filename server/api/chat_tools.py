@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from server.api.openai_schemas import ChatCompletionBody, ChatMessage, NamedToolChoice
+from server.api.reply_parser import think_tags
 from server.api.tool_calls import CLOSE, OPEN, call_grammar, tools_system_prompt
 from server.errors import ApiError
 from server.prompts import Prefill, Trimmable
@@ -81,11 +82,15 @@ def _chat(
     turns = [(_role(m), m.text()) for m in messages]
     tools = active_tools(body)
     has_tool_turns = any(m.role == "tool" or m.tool_calls for m in messages)
-    if tools is None and not has_tool_turns:
+    kwargs = body.template_kwargs()
+    # a thinking template decides at the generation prompt whether the model thinks,
+    # which llama.cpp's built-in renderer does not know: it gets the Jinja template
+    thinks = think_tags(model.template_text) is not None
+    if tools is None and not has_tool_turns and not kwargs and not thinks:
         return turns
     check_markup(model, body, tools)
     jinja = [_jinja_message(m) for m in messages]
-    return JinjaChat(jinja, tools, _fallback(messages, tools))
+    return JinjaChat(jinja, tools, _fallback(messages, tools), kwargs)
 
 
 def tool_grammar(body: ChatCompletionBody) -> str | None:
@@ -106,6 +111,8 @@ def check_markup(model: LlamaModel, body: ChatCompletionBody, tools: object) -> 
     """Tool definitions and earlier calls are written into the template's own text, which
     is tokenized with control tokens parsed: they must not smuggle one in."""
     written = [("tools", json.dumps(tools))]
+    for name, value in body.template_kwargs().items():
+        written.append((f"chat_template_kwargs.{name}", json.dumps(value)))
     for i, message in enumerate(body.messages):
         for j, call in enumerate(message.tool_calls or []):
             where = f"messages[{i}].tool_calls[{j}]"
@@ -144,6 +151,8 @@ def _jinja_message(message: ChatMessage) -> dict[str, Any]:
         ]
     if message.tool_call_id is not None:
         out["tool_call_id"] = message.tool_call_id
+    if message.reasoning_content is not None:  # thinking templates show it or drop it
+        out["reasoning_content"] = message.reasoning_content
     if message.name is not None:
         out["name"] = message.name
     return out

@@ -27,6 +27,7 @@ from starlette.routing import Route
 from server.api.embedding_routes import embed_texts
 from server.api.error_shapes import ollama_error, shaped_errors
 from server.api.ollama_routes import ndjson_response
+from server.api.reply_parser import think_tags
 from server.api.routes import json_response, read_body
 from server.api.schemas import KeepAliveFields
 from server.errors import ApiError
@@ -145,6 +146,8 @@ async def show(http: HttpRequest) -> Response:
     info = header_values(settings.path, frozenset({f"{arch}.context_length"}))
     info |= {"general.architecture": arch}
     capabilities = ["completion", "tools"] if settings.use_chat_template else ["completion"]
+    if settings.use_chat_template and think_tags(str(header.get("tokenizer.chat_template", ""))):
+        capabilities.append("thinking")
     return json_response(
         {
             "modelfile": f"FROM {settings.path}\n",

@@ -31,11 +31,12 @@ from server.api.chat_run import (
 )
 from server.api.error_shapes import ollama_error, shaped_errors
 from server.api.ollama_schemas import GenerationFields, OllamaChatBody, OllamaGenerateBody
+from server.api.reply_parser import Content, Reasoning, think_tags
 from server.api.routes import json_response, read_body
 from server.api.tool_calls import ToolCall
 from server.duration import parse_keep_alive
 from server.errors import ApiError
-from server.generation import registry_of
+from server.generation import leased_model, registry_of
 
 NDJSON = "application/x-ndjson"
 
@@ -75,11 +76,13 @@ async def generate(http: HttpRequest) -> Response:
     return await _run(http, body, body.prompt if raw else None, _generate_fields)
 
 
-Fields = Callable[[str | None, list[ToolCall]], dict[str, Any]]
+Fields = Callable[[str | None, list[ToolCall], str], dict[str, Any]]
 
 
-def _chat_fields(text: str | None, calls: list[ToolCall]) -> dict[str, Any]:
+def _chat_fields(text: str | None, calls: list[ToolCall], thinking: str = "") -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text or ""}
+    if thinking:
+        message["thinking"] = thinking
     if calls:
         message["tool_calls"] = [
             {"function": {"name": c.name, "arguments": call_arguments(c)}} for c in calls
@@ -87,8 +90,8 @@ def _chat_fields(text: str | None, calls: list[ToolCall]) -> dict[str, Any]:
     return {"message": message}
 
 
-def _generate_fields(text: str | None, calls: list[ToolCall]) -> dict[str, Any]:
-    return {"response": text or ""}
+def _generate_fields(text: str | None, calls: list[ToolCall], thinking: str = "") -> dict[str, Any]:
+    return {"response": text or ""} | ({"thinking": thinking} if thinking else {})
 
 
 async def _run(
@@ -97,12 +100,17 @@ async def _run(
     raw_prompt: str | None,
     fields: Fields,
 ) -> Response:
+    if body.think not in (None, False):  # Ollama's answer to think on a model that does not
+        async with leased_model(registry_of(http), body.model) as model:
+            if think_tags(model.template_text) is None:
+                raise ApiError(400, f"think: model {body.model!r} does not support thinking")
     run = await start_chat(http, build_body(body.chat), stream=body.stream, raw_prompt=raw_prompt)
     headers = {"X-Cache": run.verdict}
     head = {"model": run.request.model}
     if not body.stream:
         reply = await finish_chat(http, run)
-        line = head | {"created_at": now_rfc3339()} | fields(reply.text, reply.calls)
+        line = head | {"created_at": now_rfc3339()}
+        line |= fields(reply.text, reply.calls, reply.reasoning)
         return json_response(line | _done(run.request, reply), headers=headers)
 
     async def lines() -> AsyncIterator[dict[str, Any]]:
@@ -111,12 +119,15 @@ async def _run(
                 yield ollama_error(item)
                 return
             created = {"created_at": now_rfc3339()}
-            if isinstance(item, str):
-                yield head | created | fields(item, []) | {"done": False}
-                continue
-            if item.text or item.calls:  # held back while it might have been a call
-                yield head | created | fields(item.text, item.calls) | {"done": False}
-            yield head | created | fields(None, []) | _done(run.request, item)
+            if isinstance(item, Content | Reasoning):
+                is_thinking = isinstance(item, Reasoning)
+                pair = ("", item.text) if is_thinking else (item.text, "")
+                yield head | created | fields(pair[0], [], pair[1]) | {"done": False}
+            elif isinstance(item, ChatReply):
+                if item.calls:  # Ollama sends a call whole, once it is complete
+                    yield head | created | fields(None, item.calls, "") | {"done": False}
+                yield head | created | fields(None, [], "") | _done(run.request, item)
+            # call starts and argument deltas: Ollama's API has no partial calls
 
     return ndjson_response(lines(), headers)
 

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 
 from server.api.openai_schemas import (
+    EFFORTS,
     ChatCompletionBody,
     ChatMessage,
     FunctionCall,
@@ -103,7 +104,9 @@ class OllamaMessage:
     role: str = spec(doc="who speaks", choices=("system", "user", "assistant", "tool"))
     content: str = spec("", doc="the text")
     images: list[str] | None = spec(None, doc="refused: the served models read text only")
-    thinking: str | None = spec(None, doc="an assistant turn's thinking (not shown again)")
+    thinking: str | None = spec(
+        None, doc="an assistant turn's thinking (given to the template as reasoning_content)"
+    )
     tool_calls: list[OllamaToolCall] | None = spec(None, doc="the calls an assistant made")
     tool_name: str | None = spec(None, doc="on a tool turn: the tool that answered")
     tool_call_id: str | None = spec(None, doc="on a tool turn: the call it answers")
@@ -123,7 +126,11 @@ class GenerationFields(ServingFields):
     )
     options: Options | None = spec(None, doc="sampling options (Ollama's names)")
     stream: bool = spec(True, doc="NDJSON lines as tokens come (Ollama's default)")
-    think: bool | str | None = spec(None, doc="refused when true: the served models do not think")
+    think: bool | str | None = spec(
+        None,
+        doc="false: no thinking; true or unset: a thinking model's thinking comes apart, in "
+        "thinking; low, medium or high: the template's reasoning_effort",
+    )
     logprobs: bool = spec(False, doc="only false (the /v1 routes have logprobs)")
     top_logprobs: int | None = spec(None, doc="refused (the /v1 routes have logprobs)")
 
@@ -135,8 +142,8 @@ class GenerationFields(ServingFields):
             raise ValueError(
                 "logprobs: not served on Ollama's routes; /v1/chat/completions has them"
             )
-        if self.think not in (None, False):
-            raise ValueError(f"think: model {self.model!r} does not support thinking")
+        if isinstance(self.think, str) and self.think not in EFFORTS:
+            raise ValueError(f"think: true, false, low, medium or high, got {self.think!r}")
 
     def response_format(self) -> ResponseFormat | None:
         if isinstance(self.format, dict):
@@ -149,10 +156,16 @@ class GenerationFields(ServingFields):
     ) -> ChatCompletionBody:
         """The same request as /v1/chat/completions takes it (a ValueError is the client's)."""
         sampling = (self.options or Options()).sampling()
+        thinking: dict[str, object] = {}
+        if self.think is False:
+            thinking["reasoning_budget"] = 0
+        elif isinstance(self.think, str):
+            thinking["reasoning_effort"] = self.think
         return ChatCompletionBody(
             model=self.model,
             messages=messages,
             tools=tools,
+            **thinking,  # type: ignore[arg-type]
             response_format=self.response_format(),
             **self.serving(),  # type: ignore[arg-type]
             **sampling,  # type: ignore[arg-type]
@@ -194,7 +207,15 @@ def chat_messages(messages: list[OllamaMessage]) -> list[ChatMessage]:
         if calls and message.role != "assistant":
             raise ValueError(f"messages[{i}].tool_calls: only an assistant turn calls tools")
         content = message.content if message.content or not calls else None
-        out.append(ChatMessage(role=message.role, content=content, tool_calls=calls or None))
+        thinking = message.thinking if message.role == "assistant" else None
+        out.append(
+            ChatMessage(
+                role=message.role,
+                content=content,
+                tool_calls=calls or None,
+                reasoning_content=thinking or None,  # a thinking template may show it again
+            )
+        )
     return out
 
 

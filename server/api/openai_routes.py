@@ -7,8 +7,7 @@ Works with the official ``openai`` client. Streams are server-sent events of
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request as HttpRequest
@@ -16,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batching.request import Request, RequestStatus, SamplingParams
-from server.api.chat_tools import chat_prompt, tool_grammar, tool_names, trimmable_chat
+from server.api.chat_tools import chat_prompt, tool_grammar, trimmable_chat
 from server.api.logprobs import LogprobCursor
 from server.api.openai_schemas import (
     ChatCompletionBody,
@@ -24,9 +23,19 @@ from server.api.openai_schemas import (
     SamplingFields,
     unsupported_message,
 )
+from server.api.reasoning import new_parser, reply_setup
+from server.api.reply_parser import (
+    CallArgs,
+    CallStart,
+    Content,
+    Event,
+    Reasoning,
+    ReplyParser,
+    parse_reply,
+)
 from server.api.routes import json_response, read_body
 from server.api.sse import DONE, event, sse_response
-from server.api.tool_calls import ContentFilter, ToolCall, parse_tool_calls
+from server.api.tool_calls import ToolCall
 from server.errors import ApiError
 from server.generation import (
     Progress,
@@ -58,9 +67,8 @@ async def chat_completions(http: HttpRequest) -> Response:
     max_tokens = max_tokens or body.max_tokens_or(DEFAULT_CHAT_MAX_TOKENS, unlimited)
     async with leased_model(registry, body.model) as model:
         prompt = trimmable_chat(body, model) if body.truncate else chat_prompt(body, model)
-    tools = _Tools(tool_names(body), 1 if body.parallel_tool_calls is False else None)
     params = body.sampling_params(max_tokens)
-    return await _complete(http, body, prompt, params, chat=True, tools=tools)
+    return await _complete(http, body, prompt, params, chat=True)
 
 
 async def completions(http: HttpRequest) -> Response:
@@ -78,7 +86,6 @@ async def _complete(
     params: SamplingParams,
     *,
     chat: bool,
-    tools: _Tools | None = None,
 ) -> Response:
     grammar = tool_grammar(body) if isinstance(body, ChatCompletionBody) else None
     loaded, request = await prepare(
@@ -98,9 +105,12 @@ async def _complete(
         )
     requests = [request, *choices_of(request, body.n)]
     prefix, kind = ("chatcmpl-", "chat.completion") if chat else ("cmpl-", "text_completion")
+    parsers: list[ReplyParser | None] = [None] * len(requests)
+    if isinstance(body, ChatCompletionBody):  # each choice its own budget and parser
+        parsers = [new_parser(body, *reply_setup(loaded.model, body, r)) for r in requests]
     shapes = [
-        _Shape(prefix + request.id, kind, r, LogprobCursor(loaded.model, r), index=i, tools=tools)
-        for i, r in enumerate(requests)
+        _Shape(prefix + request.id, kind, r, LogprobCursor(loaded.model, r), index=i, parser=p)
+        for i, (r, p) in enumerate(zip(requests, parsers, strict=True))
     ]
     return await _respond(http, loaded, body, shapes)
 
@@ -131,14 +141,6 @@ def _model_card(http: HttpRequest, name: str) -> dict[str, Any]:
     }
 
 
-@dataclass(slots=True, frozen=True)
-class _Tools:
-    """Calls of which tools are parsed out of a reply, and how many are kept."""
-
-    names: set[str] | None  # None: the reply is only content
-    max_calls: int | None  # parallel_tool_calls: false keeps the first
-
-
 class _Shape:
     """OpenAI's reply objects for one request, whole or as stream chunks."""
 
@@ -150,7 +152,7 @@ class _Shape:
         logprobs: LogprobCursor,
         *,
         index: int,
-        tools: _Tools | None = None,
+        parser: ReplyParser | None = None,
     ) -> None:
         self.id = id
         self.kind = kind
@@ -159,8 +161,8 @@ class _Shape:
         self.index = index
         self.request = request
         self.created = int(time.time())
-        self.tools = tools or _Tools(None, None)
-        self.held = ContentFilter(self.tools.names) if self.tools.names is not None else None
+        self.parser = parser  # chat only: reasoning and tool calls parsed out
+        self.calls: list[str] = []  # names of the calls streamed so far
 
     def envelope(self, choices: list[dict[str, Any]], *, chunk: bool) -> dict[str, Any]:
         kind = self.kind + ".chunk" if chunk and self.chat else self.kind
@@ -173,7 +175,12 @@ class _Shape:
         }
 
     def choice(
-        self, text: str | None, finish: str | None, *, chunk: bool, calls: Sequence[ToolCall] = ()
+        self,
+        text: str | None,
+        finish: str | None,
+        *,
+        chunk: bool,
+        delta: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A choice; with logprobs asked for, it carries those of tokens not yet sent."""
         if not self.chat:
@@ -185,47 +192,52 @@ class _Shape:
                 "finish_reason": finish,
             }
         logprobs = self.logprobs.chat()
-        if not chunk:
-            message: dict[str, Any] = {"role": "assistant", "content": text}
-            if calls:
-                message["tool_calls"] = [call.as_openai() for call in calls]
-            return {
-                "index": self.index,
-                "message": message,
-                "logprobs": logprobs,
-                "finish_reason": finish,
-            }
-        delta: dict[str, Any] = {} if text is None else {"content": text}
-        if calls:
-            delta["tool_calls"] = [call.as_openai(i) for i, call in enumerate(calls)]
-        return {"index": self.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        if delta is None:
+            delta = {} if text is None else {"content": text}
+        key = "delta" if chunk else "message"
+        return {"index": self.index, key: delta, "logprobs": logprobs, "finish_reason": finish}
 
-    def finish_reason(self, calls: Sequence[ToolCall] = ()) -> str:
+    def finish_reason(self, has_calls: bool = False) -> str:
         # "cancelled" and "error" never reach a client that is still listening
         reason = str(self.request.finish_reason)
         if reason in ("length", "timeout"):
             return reason
-        return "tool_calls" if calls else "stop"
+        return "tool_calls" if has_calls else "stop"
 
     def whole(self) -> dict[str, Any]:
-        """The finished choice, its tool calls parsed out of the text."""
-        text: str | None = self.request.text
-        calls: list[ToolCall] = []
-        if self.tools.names is not None:
-            text, calls = parse_tool_calls(self.request.text, self.tools.names)
-            calls = calls[: self.tools.max_calls]
-        return self.choice(text, self.finish_reason(calls), chunk=False, calls=calls)
+        """The finished choice, its reasoning and tool calls parsed out of the text."""
+        if self.parser is None:
+            return self.choice(self.request.text, self.finish_reason(), chunk=False)
+        reply = parse_reply(self.request.text, self.parser)
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+        message |= _reasoning(reply.reasoning)
+        if reply.calls:
+            message["tool_calls"] = [call.as_openai() for call in reply.calls]
+        return self.choice(None, self.finish_reason(bool(reply.calls)), chunk=False, delta=message)
 
-    def stream_piece(self, piece: str) -> str:
-        """What of a streamed piece may go out now (a possible tool call waits)."""
-        return piece if self.held is None else self.held.feed(piece)
+    def stream_deltas(self, piece: str | None) -> list[dict[str, Any]]:
+        """The deltas a streamed piece makes (None: the stream ended)."""
+        if self.parser is None:
+            return [{"content": piece}] if piece else []
+        events = self.parser.feed(piece) if piece is not None else self.parser.finish()
+        return [self._delta(event) for event in events]
 
-    def stream_end(self) -> tuple[str, list[ToolCall]]:
-        """Held text to send as content, and the calls, once the stream ends."""
-        if self.held is None:
-            return "", []
-        rest, calls = self.held.finish()
-        return rest, calls[: self.tools.max_calls]
+    def _delta(self, event: Event) -> dict[str, Any]:
+        if isinstance(event, Content):
+            return {"content": event.text}
+        if isinstance(event, Reasoning):
+            return _reasoning(event.text)
+        if isinstance(event, CallStart):
+            self.calls.append(event.name)
+            call = ToolCall(event.name, "").as_openai(event.index)
+            return {"tool_calls": [call]}
+        assert isinstance(event, CallArgs)
+        return {"tool_calls": [{"index": event.index, "function": {"arguments": event.delta}}]}
+
+
+def _reasoning(text: str) -> dict[str, Any]:
+    """llama-server's reasoning_content, and vLLM's reasoning, when there is some."""
+    return {"reasoning_content": text, "reasoning": text} if text else {}
 
 
 async def _respond(
@@ -265,8 +277,11 @@ async def _chunks(
 ) -> AsyncIterator[bytes]:
     first = shapes[0]
 
-    def chunk(shape: _Shape, text: str | None, finish: str | None) -> bytes:
-        body = first.envelope([shape.choice(text, finish, chunk=True)], chunk=True)
+    def chunk(
+        shape: _Shape, text: str | None, finish: str | None, delta: dict[str, Any] | None = None
+    ) -> bytes:
+        choice = shape.choice(text, finish, chunk=True, delta=delta)
+        body = first.envelope([choice], chunk=True)
         if timings_per_token:  # llama.cpp's extension: the timings so far, every chunk
             body["timings"] = shape.request.timings()
         return event(body)
@@ -280,18 +295,19 @@ async def _chunks(
         shape = shapes[index]
         if isinstance(piece, Progress):
             yield progress_frame(shape.request, piece, first.envelope([], chunk=True))
-        elif piece is not None:
-            if piece := shape.stream_piece(piece):
-                yield chunk(shape, piece, None)
-        elif shape.request.status is RequestStatus.FAILED:
+        elif piece is None and shape.request.status is RequestStatus.FAILED:
             yield event(failure_error(shape.request).body())
             break
+        elif not shape.chat:
+            if piece is None:
+                yield chunk(shape, "", shape.finish_reason())
+            elif piece:
+                yield chunk(shape, piece, None)
         else:
-            rest, calls = shape.stream_end()
-            if rest or calls:
-                choice = shape.choice(rest or None, None, chunk=True, calls=calls)
-                yield event(first.envelope([choice], chunk=True))
-            yield chunk(shape, None if shape.chat else "", shape.finish_reason(calls))
+            for delta in shape.stream_deltas(piece):
+                yield chunk(shape, None, None, delta)
+            if piece is None:
+                yield chunk(shape, None, shape.finish_reason(bool(shape.calls)))
     else:
         if include_usage:
             requests = [s.request for s in shapes]

@@ -19,6 +19,23 @@ from server.schema import spec
 
 MAX_LOGIT_BIAS = 1024
 MAX_CHOICES = 128  # the model's max_batch_size bounds it further
+REASONING_FORMATS = ("auto", "deepseek", "none")
+EFFORTS = ("none", "minimal", "low", "medium", "high")  # reasoning_effort
+# template variables the renderer passes itself (llama-cpp-python's Jinja2ChatFormatter)
+RESERVED_TEMPLATE_NAMES = frozenset(
+    (
+        "messages",
+        "tools",
+        "tool_choice",
+        "functions",
+        "function_call",
+        "bos_token",
+        "eos_token",
+        "add_generation_prompt",
+        "raise_exception",
+        "strftime_now",
+    )
+)
 
 UNSUPPORTED = {
     "functions": "function calling",
@@ -84,8 +101,14 @@ class ChatMessage:
         None, doc="the tools an assistant turn called", max_length=64
     )
     tool_call_id: str | None = spec(None, doc="on a tool turn: the call it answers")
+    reasoning_content: str | None = spec(
+        None, doc="an assistant turn's thinking, for templates that show it again"
+    )
+    reasoning: str | None = spec(None, doc="vLLM's name for reasoning_content")
 
     def __post_init__(self) -> None:
+        if self.reasoning is not None and self.reasoning_content is None:
+            object.__setattr__(self, "reasoning_content", self.reasoning)
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
             raise ValueError("content: required, except on an assistant turn with tool_calls")
         if self.tool_calls and self.role != "assistant":
@@ -290,26 +313,40 @@ class ChatCompletionBody(SamplingFields):
         "room for max_tokens; system turns and the newest turn stay",
     )
     chat_template_kwargs: dict[str, object] | None = spec(
-        None, doc="not supported: the chat template takes no variables here; send {} or none"
+        None, doc='extra variables for the chat template, e.g. {"enable_thinking": false}'
     )
     reasoning_format: str | None = spec(
-        None, doc="none only: replies are never split into reasoning and content"
+        None,
+        doc="auto (the default) and deepseek: a think block goes to reasoning_content; "
+        "none: it stays in content",
+        choices=REASONING_FORMATS,
+    )
+    reasoning_effort: str | None = spec(
+        None,
+        doc="given to the template as reasoning_effort; none: no thinking (enable_thinking false)",
+        choices=EFFORTS,
+    )
+    reasoning_budget: int | None = spec(
+        None,
+        doc="most thinking tokens: then the think block is closed and the answer follows; "
+        "0: no thinking, -1: no limit",
+        ge=-1,
     )
 
     def __post_init__(self) -> None:
         SamplingFields.__post_init__(self)
-        if self.chat_template_kwargs:
+        for name in (self.chat_template_kwargs or {}).keys() & RESERVED_TEMPLATE_NAMES:
             raise ValueError(
-                "chat_template_kwargs: this server renders chat templates without extra "
-                "variables; remove the field"
-            )
-        if self.reasoning_format not in (None, "none"):
-            raise ValueError(
-                "reasoning_format: this server does not split reasoning out of replies; "
-                'send "none" or remove the field'
+                f"chat_template_kwargs.{name}: the server sets this template variable itself"
             )
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs: needs logprobs: true")
+        is_constrained = self.grammar_text() is not None
+        if self.thinking_budget is not None and (is_constrained or self.tool_choice_forced):
+            raise ValueError(
+                "reasoning_budget: cannot be combined with a grammar, response_format or a "
+                "required tool call (the budget's close tag is outside the grammar); send one"
+            )
         if self.tool_choice not in (None, "none", "auto") and not self.tools:
             raise ValueError("tool_choice: needs tools")
         if isinstance(self.tool_choice, NamedToolChoice):
@@ -322,6 +359,27 @@ class ChatCompletionBody(SamplingFields):
         format_type = self.response_format.type if self.response_format else "text"
         if self.tools and self.tool_choice != "none" and format_type != "text":
             raise ValueError("response_format: cannot be combined with tools; send one")
+
+    @property
+    def tool_choice_forced(self) -> bool:
+        """tool_choice required or a named function: the reply is one call, by grammar."""
+        return bool(self.tools) and self.tool_choice not in (None, "none", "auto")
+
+    def template_kwargs(self) -> dict[str, object]:
+        """The chat template's extra variables: the client's, and what reasoning_effort and
+        a zero reasoning_budget mean to thinking templates."""
+        kwargs: dict[str, object] = {}
+        if self.reasoning_effort is not None:
+            kwargs["reasoning_effort"] = self.reasoning_effort
+        if self.reasoning_effort == "none" or self.reasoning_budget == 0:
+            kwargs["enable_thinking"] = False
+        return kwargs | (self.chat_template_kwargs or {})
+
+    @property
+    def thinking_budget(self) -> int | None:
+        """Most thinking tokens; None: no limit."""
+        budget = self.reasoning_budget
+        return None if budget is None or budget < 0 else budget
 
     @property
     def num_top_logprobs(self) -> int | None:

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from batching.request import Request
 from server.api.chat_run import ChatReply, ChatRun, build_body, finish_chat, start_chat, stream_chat
+from server.api.reply_parser import CallArgs, CallStart, Content, Reasoning
 from server.api.responses_schemas import ResponsesBody, refused_field
 from server.api.routes import json_response, read_body
 from server.api.sse import named_event, sse_response
@@ -42,7 +43,8 @@ async def create_response(http: HttpRequest) -> Response:
         return sse_response(shape.events(), headers)
     reply = await finish_chat(http, run)
     has_text = reply.text or not reply.calls
-    items = [_message(shape.message_id, reply.text or "", "completed")] if has_text else []
+    items = [_reasoning(shape.reasoning_id, reply.reasoning)] if reply.reasoning else []
+    items += [_message(shape.message_id, reply.text or "", "completed")] if has_text else []
     items += [_call(call) for call in reply.calls]
     return json_response(shape.response(reply, items), headers=headers)
 
@@ -50,6 +52,11 @@ async def create_response(http: HttpRequest) -> Response:
 def _message(id: str, text: str | None, status: str) -> dict[str, Any]:
     content = [] if text is None else [{"type": "output_text", "text": text, "annotations": []}]
     return {"type": "message", "id": id, "status": status, "role": "assistant", "content": content}
+
+
+def _reasoning(id: str, text: str) -> dict[str, Any]:
+    content = [{"type": "reasoning_text", "text": text}]
+    return {"type": "reasoning", "id": id, "summary": [], "content": content}
 
 
 def _call(call: ToolCall, arguments: str | None = None) -> dict[str, Any]:
@@ -69,7 +76,7 @@ def usage(request: Request) -> dict[str, Any]:
         "input_tokens": request.num_prompt_tokens,
         "input_tokens_details": {"cached_tokens": cached},
         "output_tokens": request.num_output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0},  # not counted apart
         "total_tokens": request.num_prompt_tokens + request.num_output_tokens,
     }
 
@@ -82,6 +89,9 @@ class _Shape:
         self.run = run
         self.id = "resp_" + run.request.id
         self.message_id = "msg_" + run.request.id
+        self.reasoning_id = "rs_" + run.request.id
+        self.output: list[dict[str, Any]] = []  # the items done, while streaming
+        self.open: dict[str, Any] | None = None  # the item being streamed
         self.created_at = int(time.time())
         self.num_events = 0
 
@@ -128,74 +138,94 @@ class _Shape:
         self.num_events += 1
         return named_event(kind, {"type": kind, "sequence_number": self.num_events - 1, **fields})
 
-    def open_message(self) -> list[bytes]:
-        item = _message(self.message_id, None, "in_progress")
-        part = {"type": "output_text", "text": "", "annotations": []}
-        return [
-            self.event("response.output_item.added", output_index=0, item=item),
-            self.event("response.content_part.added", **self.at, content_index=0, part=part),
-        ]
+    def start(self, item: dict[str, Any]) -> list[bytes]:
+        """Close the open item and open ``item`` (with its content part, if it has one)."""
+        frames = self.close()
+        self.open = item
+        index = len(self.output)
+        frames.append(self.event("response.output_item.added", output_index=index, item=item))
+        if item["type"] == "message":
+            part = {"type": "output_text", "text": "", "annotations": []}
+            frames.append(self.event("response.content_part.added", **self.at, part=part))
+        return frames
 
     @property
     def at(self) -> dict[str, Any]:
-        return {"item_id": self.message_id, "output_index": 0}
+        assert self.open is not None
+        return self._at(self.open)
 
-    def delta(self, piece: str) -> bytes:
-        at = self.at
-        return self.event(
-            "response.output_text.delta", **at, content_index=0, delta=piece, logprobs=[]
-        )
+    def _at(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Where an event of ``item`` (the next output item) points."""
+        at = {"item_id": item["id"], "output_index": len(self.output)}
+        return at if item["type"] == "function_call" else at | {"content_index": 0}
+
+    def add(self, kind: str, text: str) -> list[bytes]:
+        """A delta into the open item, opening one of ``kind`` if another is open."""
+        frames: list[bytes] = []
+        if self.open is None or self.open["type"] != kind:
+            item = _message(self.message_id, None, "in_progress")
+            if kind == "reasoning":
+                item = _reasoning(self.reasoning_id, "") | {"content": []}
+            frames = self.start(item)
+        assert self.open is not None
+        self.open["text"] = self.open.get("text", "") + text
+        extra: dict[str, Any] = {}
+        if kind == "message":
+            name, extra = "response.output_text.delta", {"logprobs": []}
+        elif kind == "reasoning":
+            name = "response.reasoning_text.delta"
+        else:
+            name = "response.function_call_arguments.delta"
+        return [*frames, self.event(name, **self.at, delta=text, **extra)]
+
+    def close(self) -> list[bytes]:
+        item, self.open = self.open, None
+        if item is None:
+            return []
+        at, text = self._at(item), item.pop("text", "")
+        frames = []
+        if item["type"] == "message":
+            frames.append(self.event("response.output_text.done", **at, text=text, logprobs=[]))
+            done = {"type": "output_text", "text": text, "annotations": []}
+            frames.append(self.event("response.content_part.done", **at, part=done))
+            item = _message(self.message_id, text, "completed")
+        elif item["type"] == "reasoning":
+            frames.append(self.event("response.reasoning_text.done", **at, text=text))
+            item = _reasoning(self.reasoning_id, text)
+        else:
+            frames.append(self.event("response.function_call_arguments.done", **at, arguments=text))
+            item = item | {"arguments": text, "status": "completed"}
+        index = len(self.output)
+        self.output.append(item)
+        return [*frames, self.event("response.output_item.done", output_index=index, item=item)]
 
     async def events(self) -> AsyncIterator[bytes]:
         yield self.event("response.created", response=self.response(None, []))
         yield self.event("response.in_progress", response=self.response(None, []))
-        text: str | None = None  # None until the message item is open
         async for piece in stream_chat(self.run):
-            if isinstance(piece, str):
-                if text is None:
-                    for frame in self.open_message():
-                        yield frame
-                text = (text or "") + piece
-                yield self.delta(piece)
-                continue
-            if isinstance(piece, ApiError) or piece.finish == "timeout":
+            frames: list[bytes] = []
+            if isinstance(piece, Reasoning):
+                frames = self.add("reasoning", piece.text)
+            elif isinstance(piece, Content):
+                frames = self.add("message", piece.text)
+            elif isinstance(piece, CallStart):
+                frames = self.start(_call(ToolCall(piece.name, ""), arguments=""))
+            elif isinstance(piece, CallArgs):
+                frames = self.add("function_call", piece.delta)
+            elif isinstance(piece, ApiError) or piece.finish == "timeout":
                 error = piece if isinstance(piece, ApiError) else ApiError(504, TIMED_OUT)
                 yield self.event("error", code=str(error.status), message=error.message, param=None)
                 return
-            output: list[dict[str, Any]] = []
-            if text is not None or piece.text or not piece.calls:  # an empty reply has one
-                if text is None:
-                    for frame in self.open_message():
-                        yield frame
-                if piece.text:  # held back while it might have been a call
-                    yield self.delta(piece.text)
-                text = (text or "") + (piece.text or "")
-                done = {"type": "output_text", "text": text, "annotations": []}
-                at = self.at
-                yield self.event(
-                    "response.output_text.done", **at, content_index=0, text=text, logprobs=[]
-                )
-                yield self.event("response.content_part.done", **at, content_index=0, part=done)
-                output.append(_message(self.message_id, text, "completed"))
-                yield self.event("response.output_item.done", output_index=0, item=output[-1])
-            for call in piece.calls:
-                index = len(output)
-                added = _call(call, arguments="")
-                yield self.event("response.output_item.added", output_index=index, item=added)
-                ids = {"item_id": added["id"], "output_index": index}
-                yield self.event(
-                    "response.function_call_arguments.delta", **ids, delta=call.arguments
-                )
-                yield self.event(
-                    "response.function_call_arguments.done", **ids, arguments=call.arguments
-                )
-                output.append(added | {"arguments": call.arguments, "status": "completed"})
-                yield self.event("response.output_item.done", output_index=index, item=output[-1])
-            final = self.response(piece, output)
-            kind = (
-                "response.incomplete" if final["status"] == "incomplete" else "response.completed"
-            )
-            yield self.event(kind, response=final)
+            else:
+                if not self.output and self.open is None:  # an empty reply has one message
+                    frames = self.start(_message(self.message_id, None, "in_progress"))
+                frames += self.close()
+                final = self.response(piece, self.output)
+                incomplete = final["status"] == "incomplete"
+                kind = "response.incomplete" if incomplete else "response.completed"
+                frames.append(self.event(kind, response=final))
+            for frame in frames:
+                yield frame
 
 
 BODIES = {"/v1/responses": ResponsesBody}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.api.openai_schemas import (
+    EFFORTS,
     ChatCompletionBody,
     ChatMessage,
     FunctionCall,
@@ -139,8 +140,10 @@ class TextConfig:
 
 @dataclass(slots=True, frozen=True)
 class Reasoning:
-    effort: str | None = spec(None, doc="accepted; the served models do not think")
-    summary: str | None = spec(None, doc="accepted; no reasoning to summarise")
+    effort: str | None = spec(
+        None, doc="for the template (reasoning_effort); none: no thinking", choices=EFFORTS
+    )
+    summary: str | None = spec(None, doc="accepted; the reasoning comes whole, not summarised")
     generate_summary: str | None = spec(None, doc="accepted; no reasoning to summarise")
 
 
@@ -164,7 +167,9 @@ class ResponsesBody(ServingFields):
     )
     parallel_tool_calls: bool | None = spec(None, doc="false keeps the first call")
     text: TextConfig | None = spec(None, doc="the reply's format")
-    reasoning: Reasoning | None = spec(None, doc="accepted; the served models do not think")
+    reasoning: Reasoning | None = spec(
+        None, doc="effort; a thinking model's think block comes as a reasoning item"
+    )
     stream: bool = spec(False, doc="send the Responses API's server-sent events")
     store: bool | None = spec(None, doc="accepted; nothing is ever stored")
     metadata: dict[str, str] | None = spec(None, doc="echoed in the response")
@@ -200,7 +205,8 @@ class ResponsesBody(ServingFields):
             if isinstance(self.tool_choice, ToolChoiceFunction)
             else self.tool_choice
         )
-        sampling = {"temperature": self.temperature, "top_p": self.top_p}
+        sampling: dict[str, object] = {"temperature": self.temperature, "top_p": self.top_p}
+        sampling["reasoning_effort"] = self.reasoning.effort if self.reasoning else None
         return ChatCompletionBody(
             model=self.model,
             messages=messages,

@@ -8,7 +8,8 @@ the same format. It answers a call as
     {"name": "get_weather", "arguments": {"city": "Paris"}}
     </tool_call>
 
-which becomes OpenAI's ``message.tool_calls``. ``tool_choice: "required"``
+which becomes OpenAI's ``message.tool_calls`` (``reply_parser`` reads it out of the
+reply, streamed or whole). ``tool_choice: "required"``
 or a named function constrains the whole reply with a grammar: one call whose
 ``arguments`` are an instance of the function's ``parameters`` schema.
 """
@@ -24,7 +25,6 @@ from typing import Any
 from server.api.structured import schema_to_gbnf
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
-_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
 
 @dataclass(slots=True, frozen=True)
@@ -41,28 +41,7 @@ class ToolCall:
         return call if index is None else {"index": index, **call}
 
 
-def parse_tool_calls(text: str, names: set[str]) -> tuple[str | None, list[ToolCall]]:
-    """``text`` split into its content and the calls it makes of the ``names`` tools.
-
-    A ``<tool_call>`` block that is not JSON naming a known tool stays content;
-    so does everything when nothing parses.
-    """
-    calls: list[ToolCall] = []
-    content: list[str] = []
-    end = 0
-    for match in _CALL.finditer(text):
-        call = _decode_call(match.group(1), names)
-        if call is None:
-            continue
-        content.append(text[end : match.start()])
-        end = match.end()
-        calls.append(call)
-    content.append(text[end:])
-    rest = "".join(content).strip() if calls else text
-    return (rest or None) if calls else text, calls
-
-
-def _decode_call(body: str, names: set[str]) -> ToolCall | None:
+def decode_call(body: str, names: set[str]) -> ToolCall | None:
     try:
         data = json.loads(body)
     except ValueError:
@@ -73,40 +52,6 @@ def _decode_call(body: str, names: set[str]) -> ToolCall | None:
     if isinstance(arguments, str):  # some models send the JSON text itself
         return ToolCall(data["name"], arguments)
     return ToolCall(data["name"], json.dumps(arguments, ensure_ascii=False))
-
-
-class ContentFilter:
-    """Streamed text with ``<tool_call>`` blocks held back for ``finish``.
-
-    ``feed`` returns what may be sent as content now: all text up to a possible
-    start of ``<tool_call>`` (a partial marker waits for the next piece).
-    """
-
-    def __init__(self, names: set[str]) -> None:
-        self.names = names
-        self.held = ""
-        self.is_in_call = False
-
-    def feed(self, piece: str) -> str:
-        text = self.held + piece
-        if self.is_in_call:
-            self.held = text
-            return ""
-        start = text.find(OPEN)
-        if start >= 0:
-            self.is_in_call = True
-            self.held = text[start:]
-            return text[:start]
-        keep = next((k for k in range(len(OPEN) - 1, 0, -1) if text.endswith(OPEN[:k])), 0)
-        self.held = text[len(text) - keep :]
-        return text[: len(text) - keep]
-
-    def finish(self) -> tuple[str, list[ToolCall]]:
-        """What is left to send as content, and the calls."""
-        content, calls = parse_tool_calls(self.held, self.names)
-        if not calls:  # not a call after all: the held text is content
-            return self.held, []
-        return content or "", calls
 
 
 def tools_system_prompt(tools: list[dict[str, Any]]) -> str:

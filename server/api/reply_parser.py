@@ -1,0 +1,315 @@
+"""A reply's text, as the model writes it, split into reasoning, content and tool calls.
+
+One parser serves every API family (chat completions, Anthropic, Responses,
+Ollama) and both ways a reply leaves: streamed, ``feed`` takes each piece and
+returns the events that may go out now; whole, ``parse_reply`` feeds the text in
+one piece. So the concatenated stream deltas are the whole reply by construction.
+
+Reasoning is a think block at the start of the reply (``<think>`` ... ``</think>``
+or another model's pair, ``think_tags``), or, when the prompt already opened it
+(``thinking_forced_open``), everything up to the close tag. Whitespace right
+inside the tags and right after the close is dropped, as llama-server does.
+
+A tool call is Hermes' ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``;
+once its name is read, its arguments go out as the model writes them (the JSON
+text as is, so the deltas join to the non-streamed ``arguments``). A block whose
+header is another shape (keys swapped, arguments as a JSON string) is decoded
+whole at its close; one that is not a call of a known tool stays content.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from enum import Enum, auto
+
+from server.api.tool_calls import CLOSE, OPEN, ToolCall, decode_call
+
+
+@dataclass(slots=True, frozen=True)
+class ThinkTags:
+    open: str
+    close: str
+
+
+# (open, close) of the thinking models' templates llama.cpp's chat parser knows
+KNOWN_TAGS = (
+    ThinkTags("<think>", "</think>"),  # DeepSeek R1, Qwen 3, QwQ, Phi-4 reasoning, ...
+    ThinkTags("<|START_THINKING|>", "<|END_THINKING|>"),  # Command R7B
+    ThinkTags("[THINK]", "[/THINK]"),  # Magistral
+    ThinkTags("<seed:think>", "</seed:think>"),  # Seed-OSS
+)
+
+
+def think_tags(template: str | None) -> ThinkTags | None:
+    """The think tags a chat template writes, if it is a thinking model's."""
+    if not template:
+        return None
+    return next((tags for tags in KNOWN_TAGS if tags.close in template), None)
+
+
+@dataclass(slots=True, frozen=True)
+class Reasoning:
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class Content:
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class CallStart:
+    index: int
+    name: str
+
+
+@dataclass(slots=True, frozen=True)
+class CallArgs:
+    index: int
+    delta: str  # a piece of the arguments' JSON text
+
+
+Event = Reasoning | Content | CallStart | CallArgs
+
+
+class _Mode(Enum):
+    START = auto()  # nothing but whitespace yet: a think block may open
+    REASONING = auto()
+    CONTENT = auto()
+    CALL_HEAD = auto()  # after <tool_call>, before the name is read
+    ARGS = auto()  # inside the arguments' JSON value
+    WHOLE = auto()  # a block decoded at its close (another header shape)
+    TAIL = auto()  # after the arguments, up to </tool_call>
+    SKIP = auto()  # a call beyond max_calls: dropped
+
+
+_HEADER = re.compile(
+    r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"(?:arguments|parameters)"\s*:\s*'
+)
+
+
+class ReplyParser:
+    """Feed it text pieces; it says what of them is reasoning, content or a call."""
+
+    def __init__(
+        self,
+        tags: ThinkTags | None,
+        *,
+        is_thinking: bool = False,
+        tool_names: set[str] | None = None,
+        max_calls: int | None = None,
+    ) -> None:
+        self.tags = tags
+        self.names = tool_names
+        self.max_calls = max_calls
+        self.mode = _Mode.REASONING if is_thinking and tags else _Mode.START
+        self.pending = ""
+        self.is_trimming = self.mode is _Mode.REASONING  # whitespace to drop at the front
+        self.num_calls = 0
+        self._depth = 0  # of the arguments' JSON value being streamed
+        self._in_string = False
+        self._escaped = False
+
+    def feed(self, piece: str) -> list[Event]:
+        self.pending += piece
+        out: list[Event] = []
+        while self.pending and self._step(out):
+            pass
+        return out
+
+    def finish(self) -> list[Event]:
+        """What is still held, once the reply has ended."""
+        out = self.feed("")
+        text, self.pending = self.pending, ""
+        mode = self.mode
+        if mode is _Mode.REASONING:
+            _emit(out, Reasoning(text.rstrip()))
+        elif mode in (_Mode.START, _Mode.CONTENT):
+            _emit(out, Content(text))
+        elif mode in (_Mode.CALL_HEAD, _Mode.WHOLE):
+            self._whole_block(text, out)
+        return out
+
+    def _step(self, out: list[Event]) -> bool:
+        """Consume what the mode can of ``pending``; False: wait for more text."""
+        if self.is_trimming:
+            self.pending = self.pending.lstrip()
+            if not self.pending:
+                return False
+            self.is_trimming = False
+        mode = self.mode
+        if mode is _Mode.START:
+            return self._start()
+        if mode is _Mode.REASONING:
+            return self._reasoning(out)
+        if mode is _Mode.CONTENT:
+            return self._content(out)
+        if mode is _Mode.CALL_HEAD:
+            return self._head(out)
+        if mode is _Mode.ARGS:
+            return self._args(out)
+        return self._until_close(out)
+
+    def _start(self) -> bool:
+        text = self.pending.lstrip()
+        if self.tags is None:
+            self.mode = _Mode.CONTENT
+        elif text.startswith(self.tags.open):
+            self.pending = text[len(self.tags.open) :]
+            self.mode, self.is_trimming = _Mode.REASONING, True
+        elif self.tags.open.startswith(text):
+            return False  # the open tag may be coming
+        else:
+            self.mode = _Mode.CONTENT
+        return True
+
+    def _reasoning(self, out: list[Event]) -> bool:
+        assert self.tags is not None
+        close = self.tags.close
+        at = self.pending.find(close)
+        if at >= 0:
+            _emit(out, Reasoning(self.pending[:at].rstrip()))
+            self.pending = self.pending[at + len(close) :]
+            self.mode, self.is_trimming = _Mode.CONTENT, True
+            return True
+        # hold a possible start of the close tag, and whitespace that may end the block
+        keep = _partial(self.pending, close)
+        sendable = self.pending[: len(self.pending) - keep].rstrip()
+        _emit(out, Reasoning(sendable))
+        self.pending = self.pending[len(sendable) :]
+        return False
+
+    def _content(self, out: list[Event]) -> bool:
+        if self.names is None:
+            _emit(out, Content(self.pending))
+            self.pending = ""
+            return False
+        at = self.pending.find(OPEN)
+        if at >= 0:
+            _emit(out, Content(self.pending[:at]))
+            self.pending = self.pending[at + len(OPEN) :]
+            is_over = self.max_calls is not None and self.num_calls >= self.max_calls
+            self.mode = _Mode.SKIP if is_over else _Mode.CALL_HEAD
+            return True
+        keep = _partial(self.pending, OPEN)
+        _emit(out, Content(self.pending[: len(self.pending) - keep]))
+        self.pending = self.pending[len(self.pending) - keep :]
+        return False
+
+    def _head(self, out: list[Event]) -> bool:
+        assert self.names is not None
+        match = _HEADER.match(self.pending)
+        if match is None or not self.pending[match.end() :].strip():
+            if CLOSE in self.pending:  # not the usual header: decode the block whole
+                self.mode = _Mode.WHOLE
+                return True
+            return False  # wait: the header, or the arguments' first character, may come
+        name = json.loads(match.group(1))
+        rest = self.pending[match.end() :]
+        if name not in self.names or rest[0] not in "{[":
+            self.mode = _Mode.WHOLE  # content, or arguments as a JSON string
+            return True
+        _emit(out, CallStart(self.num_calls, name))
+        self.num_calls += 1
+        self.pending, self.mode = rest, _Mode.ARGS
+        self._depth, self._in_string, self._escaped = 0, False, False
+        return True
+
+    def _args(self, out: list[Event]) -> bool:
+        """Send the arguments' characters up to the end of their JSON value."""
+        for i, char in enumerate(self.pending):
+            if self._in_string:
+                if self._escaped:
+                    self._escaped = False
+                elif char == "\\":
+                    self._escaped = True
+                elif char == '"':
+                    self._in_string = False
+            elif char == '"':
+                self._in_string = True
+            elif char in "{[":
+                self._depth += 1
+            elif char in "}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    _emit(out, CallArgs(self.num_calls - 1, self.pending[: i + 1]))
+                    self.pending, self.mode = self.pending[i + 1 :], _Mode.TAIL
+                    return True
+        _emit(out, CallArgs(self.num_calls - 1, self.pending))
+        self.pending = ""
+        return False
+
+    def _until_close(self, out: list[Event]) -> bool:
+        """TAIL, SKIP and WHOLE: wait for </tool_call>, then back to content."""
+        at = self.pending.find(CLOSE)
+        if at < 0:
+            return False
+        block, self.pending = self.pending[:at], self.pending[at + len(CLOSE) :]
+        if self.mode is _Mode.WHOLE:
+            self._whole_block(block, out, closed=True)
+        self.mode = _Mode.CONTENT
+        return True
+
+    def _whole_block(self, block: str, out: list[Event], *, closed: bool = False) -> None:
+        assert self.names is not None
+        call = decode_call(block.strip(), self.names)
+        if call is None:  # not a call after all: the block is content
+            _emit(out, Content(OPEN + block + (CLOSE if closed else "")))
+            return
+        _emit(out, CallStart(self.num_calls, call.name))
+        _emit(out, CallArgs(self.num_calls, call.arguments))
+        self.num_calls += 1
+
+
+def _emit(out: list[Event], event: Event) -> None:
+    """Append ``event`` unless it carries no text."""
+    if isinstance(event, CallStart) or (event.delta if isinstance(event, CallArgs) else event.text):
+        out.append(event)
+
+
+def _partial(text: str, marker: str) -> int:
+    """How many characters at the end of ``text`` may begin ``marker``."""
+    return next((k for k in range(len(marker) - 1, 0, -1) if text.endswith(marker[:k])), 0)
+
+
+@dataclass(slots=True)
+class ParsedReply:
+    """A reply's events gathered: the reasoning, the content, the calls."""
+
+    reasoning: str = ""
+    content: str = ""
+    names: list[str] = field(default_factory=list)
+    arguments: list[str] = field(default_factory=list)
+
+    def add(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, Reasoning):
+                self.reasoning += event.text
+            elif isinstance(event, Content):
+                self.content += event.text
+            elif isinstance(event, CallStart):
+                self.names.append(event.name)
+                self.arguments.append("")
+            else:
+                self.arguments[event.index] += event.delta
+
+    @property
+    def calls(self) -> list[ToolCall]:
+        return [ToolCall(n, a) for n, a in zip(self.names, self.arguments, strict=True)]
+
+    @property
+    def text(self) -> str | None:
+        """The content as OpenAI's message has it: trimmed beside calls, None if empty."""
+        if not self.names:
+            return self.content
+        return self.content.strip() or None
+
+
+def parse_reply(text: str, parser: ReplyParser) -> ParsedReply:
+    """A whole reply through ``parser`` (a fresh one)."""
+    parsed = ParsedReply()
+    parsed.add(parser.feed(text))
+    parsed.add(parser.finish())
+    return parsed
