@@ -186,17 +186,26 @@ class Batcher:
 
 def _finish_unstarted(request: Request, reason: FinishReason, error: str | None = None) -> None:
     failure = Failure.UNAVAILABLE if reason is FinishReason.ERROR else None
-    request.mark_done(reason, error, failure)
+    if request.claim_answer():
+        request.mark_done(reason, error, failure)
     _resolve(request)
 
 
 def _answer(request: Request, reason: FinishReason, error: str | None = None) -> None:
-    """Answer a running request the executor has not answered (it may still hold its slot)."""
+    """Answer a running request the executor has not answered (it may still hold its slot).
+
+    The claim and the ending are written under the request's lock, where the executor
+    checks ``is_answered`` before it appends anything: once this answers, the executor
+    only lets go of the slot. If the executor claimed first, its ending stands.
+    """
     if request.done.done():
         return
-    if not request.status.is_done:
-        failure = Failure.UNAVAILABLE if reason is FinishReason.ERROR else None
-        request.mark_done(reason, error, failure)
+    with request.lock:
+        if request.claim_answer():
+            failure = Failure.UNAVAILABLE if reason is FinishReason.ERROR else None
+            request.mark_done(reason, error, failure)
+        elif not request.status.is_done:
+            return  # the executor is writing its ending now: its update resolves it
     _resolve(request)
 
 

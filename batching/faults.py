@@ -18,6 +18,8 @@ Names (where they fire):
     store_delay      every task-store operation sleeps this long (a slow SD card)
     embedder_delay   making an embedding context sleeps this long first (a slow load)
     sample_error     sampling one sequence's next token raises (that request fails alone)
+    place_error      placing an admitted prompt in the KV cache raises after taking its
+                     sequence slot (and its grammar, if any): that request fails alone
 
 Syntax of EDGE_LLM_FAULTS: ``name[=times][@seconds],...``; times defaults to 1,
 ``*`` means until disarmed.
@@ -42,6 +44,7 @@ NAMES = (
     "store_delay",
     "embedder_delay",
     "sample_error",
+    "place_error",
 )
 
 

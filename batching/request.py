@@ -4,11 +4,18 @@ Ownership: the event loop creates a ``Request`` and reads it after its future
 resolves; while it runs, only the executor thread writes its output fields.
 ``is_cancel_requested`` is the one field both sides touch: the loop sets it,
 the executor reads it once per step (a plain bool write is atomic in CPython).
+
+One owner of the ending: the executor and the batcher's backstop (an executor
+wedged past a deadline) may both try to finish a running request. Whoever
+``claim_answer()`` first writes the ending; the other writes nothing more, so
+the reply sent is the state kept. The executor appends output under ``lock``
+and checks ``is_answered`` there, so no token lands after the backstop's reply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -148,6 +155,8 @@ class Request:
     error: str | None = None
     failure: Failure | None = None  # set with FinishReason.ERROR
     is_cancel_requested: bool = False
+    is_answered: bool = False  # its ending is written: nobody changes it any more
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     # Event loop only: called by ``cancel()`` so a waiting request leaves its queue at once.
     on_cancel: Callable[[Request], None] | None = None
     deadline: float | None = None  # time.monotonic() after which the request stops
@@ -200,6 +209,14 @@ class Request:
         self.is_cancel_requested = True
         if self.on_cancel is not None:
             self.on_cancel(self)
+
+    def claim_answer(self) -> bool:
+        """True for the one caller that may write this request's ending (see the module)."""
+        with self.lock:
+            if self.is_answered:
+                return False
+            self.is_answered = True
+            return True
 
     def mark_done(
         self, reason: FinishReason, error: str | None = None, failure: Failure | None = None

@@ -88,6 +88,10 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await tasks.start()
+        # held here: a task's run may not be garbage-collected while it is in flight
+        app.state.rerun = asyncio.get_running_loop().create_task(
+            task_routes.rerun_orphans(registry, tasks), name="rerun-orphaned-tasks"
+        )
         watching = None
         loop = asyncio.get_running_loop()
         if watcher is not None:

@@ -251,6 +251,13 @@ class ServerSettings:
     )
     task_max_age_hours: float = spec(168.0, doc="task records older than this expire", gt=0)
     max_tasks: int = spec(10_000, doc="task records kept (the oldest expire first)", ge=1)
+    task_max_attempts: int = spec(
+        3,
+        doc="times a task is run in all: a task whose process died is run again on restart "
+        "until this many runs were cut short, then it fails with every reason",
+        ge=1,
+        le=100,
+    )
     drain_timeout_s: float = spec(
         30.0, doc="on SIGTERM, how long running requests may finish", ge=0
     )

@@ -176,11 +176,25 @@ class Executor:
                 self._is_stopping = True
                 return
             assert self._free_seq_ids, "the batcher admitted more than max_batch_size"
-            try:  # the route checked that it parses; a constrained request never speculates
-                grammar = Grammar(self._model, request.grammar) if request.grammar else None
+            if request.is_answered:  # the backstop answered it while the executor was wedged
+                self._publish([Update(request, "", is_done=True)])
+                continue
+            try:
+                self._admit_one(request)
             except GrammarError as exc:
                 self._publish([_failed_unstarted(request, str(exc), Failure.INTERNAL)])
-                continue
+            except Exception as exc:  # that request fails; the executor and the others go on
+                log.exception("admitting request %s failed on %s", request.id, self.name)
+                failed = f"internal error while admitting the request: {exc}"
+                self._publish([_failed_unstarted(request, failed, Failure.INTERNAL)])
+
+    def _admit_one(self, request: Request) -> None:
+        """Give ``request`` a sequence; whatever raises on the way, what it took is given back
+        (the grammar's C sampler, the sequence id, the slot's half-placed KV)."""
+        # the route checked that it parses; a constrained request never speculates
+        grammar = Grammar(self._model, request.grammar) if request.grammar else None
+        free_before = list(self._free_seq_ids)
+        try:
             request.is_speculative = request.is_speculative and grammar is None
             source = next((s for s in self._running if s.request is request.prompt_source), None)
             placed = self._prefix.place(
@@ -188,15 +202,22 @@ class Executor:
                 self._free_seq_ids,
                 may_reuse=request.cache_prompt and source is None,
             )
-            seq = Sequence.start(request, placed.seq_id)
-            seq.grammar = grammar
-            seq.prompt_source = source
-            seq.num_cached = request.num_cached_tokens = placed.num_reused
-            self.stats.num_prompt_tokens_reused += placed.num_reused
-            request.status = RequestStatus.RUNNING
-            request.started_at = time.monotonic()
-            self.stats.num_prompt_tokens += request.num_prompt_tokens
-            self._running.append(seq)
+        except BaseException:
+            if grammar is not None:
+                grammar.close()
+            for seq_id in set(free_before) - set(self._free_seq_ids):
+                self._prefix.forget(seq_id)  # its KV may be half written: trust none of it
+            self._free_seq_ids[:] = free_before
+            raise
+        seq = Sequence.start(request, placed.seq_id)
+        seq.grammar = grammar
+        seq.prompt_source = source
+        seq.num_cached = request.num_cached_tokens = placed.num_reused
+        self.stats.num_prompt_tokens_reused += placed.num_reused
+        request.status = RequestStatus.RUNNING
+        request.started_at = time.monotonic()
+        self.stats.num_prompt_tokens += request.num_prompt_tokens
+        self._running.append(seq)
 
     def step(self) -> None:
         """schedule -> decode -> sample and advance -> publish, for every running sequence."""
@@ -219,7 +240,10 @@ class Executor:
     def _retire(self, reason: FinishReason) -> list[Update]:
         """Finish the sequences whose requests were cancelled, or are past their deadline."""
         if reason is FinishReason.CANCELLED:
-            stopped = [s for s in self._running if s.request.is_cancel_requested]
+            # answered by the backstop while a step was wedged: only the slot is left to free
+            stopped = [
+                s for s in self._running if s.request.is_cancel_requested or s.request.is_answered
+            ]
         else:
             now = time.monotonic()
             stopped = [s for s in self._running if s.request.is_past_deadline(now)]
@@ -284,10 +308,13 @@ class Executor:
         bisect.insort(self._free_seq_ids, seq.seq_id)
         self._running.remove(seq)
         request = seq.request
-        if error is None:
-            text += seq.text.finish()
-        request.text = seq.text.text
-        request.mark_done(reason, error, failure)
+        with request.lock:
+            if not request.claim_answer():  # the backstop answered: its reply is the state
+                return Update(request, "", is_done=True)
+            if error is None:
+                text += seq.text.finish()
+            request.text = seq.text.text
+            request.mark_done(reason, error, failure)
         return Update(request, text, is_done=True)
 
 
@@ -297,5 +324,7 @@ SHUTDOWN = "the model is being unloaded (server shutting down or reloading); ret
 def _failed_unstarted(
     request: Request, reason: str, failure: Failure = Failure.UNAVAILABLE
 ) -> Update:
-    request.mark_done(FinishReason.ERROR, reason, failure)
+    with request.lock:
+        if request.claim_answer():  # else the backstop answered it while it waited here
+            request.mark_done(FinishReason.ERROR, reason, failure)
     return Update(request, "", is_done=True)

@@ -17,6 +17,7 @@ end the sequence instead).
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import llama_cpp as C
 import numpy as np
@@ -35,6 +36,22 @@ class GrammarError(ValueError):
     """The grammar text does not parse, or allows nothing."""
 
 
+# Samplers alive in this process (made and not yet closed): a leak (an error path
+# that forgot ``close``) shows as a count that stays up once the work is done.
+_live_lock = threading.Lock()
+_num_live = 0
+
+
+def num_live_grammars() -> int:
+    return _num_live
+
+
+def _count_live(change: int) -> None:
+    global _num_live
+    with _live_lock:  # executor threads of several models may make and free at once
+        _num_live += change
+
+
 class Grammar:
     """One sequence's grammar state. Not thread-safe: its executor thread owns it."""
 
@@ -45,6 +62,7 @@ class Grammar:
                 "grammar: llama.cpp could not parse this GBNF (it needs a `root` rule; "
                 "the server log has the parser's message)"
             )
+        _count_live(1)
         self._num_vocab = model.num_vocab
         self._all: npt.NDArray[np.void] | None = None  # the whole vocabulary, made on first use
         self._one = np.zeros(1, _TOKEN_DATA)
@@ -54,6 +72,7 @@ class Grammar:
         if self._ptr:
             C.llama_sampler_free(self._ptr)
             self._ptr = None
+            _count_live(-1)
 
     def _apply(self, data: npt.NDArray[np.void]) -> npt.NDArray[np.bool_]:
         """Run the grammar over ``data``; True where it allows the token."""

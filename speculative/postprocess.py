@@ -103,10 +103,17 @@ class Postprocessor:
     def _guarded(
         self, seq: Sequence, stage: Callable[..., Update | None], *args: object
     ) -> Update | None:
-        """Run one sequence's sampling or detokenizing; if it breaks, only its request fails."""
+        """Run one sequence's sampling or detokenizing; if it breaks, only its request fails.
+
+        Under the request's lock: once the batcher's backstop has answered it (a step
+        wedged past its deadline), nothing more is appended to what was replied.
+        """
         try:
-            FAULTS.check("sample_error")
-            return stage(*args)
+            with seq.request.lock:
+                if seq.request.is_answered:
+                    return self._finish(seq, FinishReason.TIMEOUT)
+                FAULTS.check("sample_error")
+                return stage(*args)
         except Exception as exc:
             log.exception("postprocess failed for request %s", seq.request.id)
             return self._finish(seq, FinishReason.ERROR, f"internal error: {exc}")

@@ -36,6 +36,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from batching.faults import FAULTS
 from speculative.llama import LlamaContext
 
 MIN_REUSE = 16  # shorter common prefixes are not worth a copy or a restore
@@ -147,6 +148,7 @@ class PrefixCache:
         """Take the lowest free slot for ``prompt`` (``free`` is sorted ascending; the slot is
         removed from it) and put the longest cached prefix of the prompt into it."""
         target = free.pop(0)
+        FAULTS.check("place_error")
         self.stats.num_lookups += 1
         want = np.asarray(prompt, dtype=np.int32)
         limit = len(prompt) - 1  # one token left to evaluate: sampling needs its logits

@@ -106,6 +106,20 @@ async def test_decode_failure_fails_that_step_only(client: httpx.AsyncClient) ->
     assert await serves(client) == expected
 
 
+async def test_a_failed_admission_fails_that_request_only(client: httpx.AsyncClient) -> None:
+    """Placing a constrained prompt raises after its grammar and slot were taken: that
+    request is a 500, the executor is not reloaded, and both slots serve a full batch."""
+    expected = await serves(client)
+    await arm_fault(client, "place_error")
+    body = {**SHORT, "json_schema": {"type": "object", "properties": {"a": {"type": "integer"}}}}
+    reply = await client.post("/generate", json=body)
+    assert_error(reply, 500, "server_error")
+    # a 500 for this request, not the 503 of a dead executor
+    assert "injected fault: place_error" in reply.json()["error"]["message"]
+    both = await asyncio.gather(*(client.post("/generate", json=SHORT) for _ in range(2)))
+    assert [r.json()["text"] for r in both] == [expected, expected]
+
+
 async def test_no_kv_room_defers_half_the_step(client: httpx.AsyncClient) -> None:
     prompts = ["Name three colours.", "Name three rivers."]
     alone = [

@@ -214,6 +214,41 @@ def test_strings_refuse_raw_control_characters() -> None:
     assert r'char ::= [^"\\\x7F\x00-\x1F] |' in schema_to_gbnf({"type": "string"})
 
 
+CYCLE = {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}
+LIST = {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}}}
+
+
+@pytest.mark.parametrize(
+    ("schema", "said"),
+    [
+        ({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}, "leads back to itself"),
+        (CYCLE, "#/$defs/a -> #/$defs/b -> #/$defs/a"),
+        ({"$defs": {"node": LIST}, "$ref": "#/$defs/node"}, "recursive schemas"),
+        ({"$ref": "#/$defs/missing"}, "json_schema.$ref: $ref '#/$defs/missing' names nothing"),
+        ({"$ref": "https://example.com/s.json"}, "only references inside this schema"),
+        ({"type": "string", "pattern": "[a-z]+"}, "begin it with ^ and end it with $"),
+        ({"type": "string", "pattern": "^[a-z]+"}, "json_schema.pattern"),
+        ({"properties": {"p": {"type": "string", "pattern": 5}}}, "json_schema.properties.p"),
+    ],
+)
+def test_schema_errors_say_what_is_wrong_in_the_user_s_terms(
+    schema: dict[str, Any], said: str
+) -> None:
+    """A $ref cycle answered KeyError('#/$defs/a'), an unanchored pattern AssertionError."""
+    with pytest.raises(ValueError) as raised:
+        schema_to_gbnf(schema)
+    message = str(raised.value)
+    assert said in message, message
+    assert "Error(" not in message and "Error:" not in message, message
+
+
+def test_shared_refs_are_no_cycle() -> None:
+    shared = {"$defs": {"n": {"type": "integer"}}, "type": "object"}
+    shared["properties"] = {"a": {"$ref": "#/$defs/n"}, "b": {"$ref": "#/$defs/n"}}
+    assert "root ::=" in schema_to_gbnf(shared)
+    assert "root ::=" in schema_to_gbnf({"type": "string", "pattern": "^[a-z]+$"})
+
+
 @pytest.mark.parametrize(
     ("schema", "named"),
     [

@@ -119,6 +119,16 @@ async def test_a_dead_process_s_tasks_fail_once_with_the_restart_reason(
     for store in survivors:
         await store.start()
     reader = survivors[0]
+    if isinstance(dead, SqliteTaskStore):  # one process: its restart runs them again
+        orphans = reader.take_orphans()
+        assert [o.task_id for o in orphans] == [t.id for t in tasks[1:]]
+        assert reader.take_orphans() == []  # handed out once per start
+        for task in tasks[1:]:
+            record = await reader.get(task.id)
+            assert record is not None and record["status"] == "queued", record
+            assert record["attempts"] == 2 and len(record["failures"]) == 1, record
+        assert (await reader.get(tasks[0].id) or {})["status"] == "done"  # finished: left alone
+        return
     for task in tasks[1:]:
         deadline = time.monotonic() + 10
         while (record := await reader.get(task.id)) is not None and record["status"] != "failed":
@@ -212,3 +222,29 @@ async def test_the_setting_picks_the_backend(tmp_path: Path) -> None:
     await redis.close()
     with pytest.raises(ValueError, match=r"server\.task_store: expected \"sqlite\" or a Redis URL"):
         load_config(config, env={"EDGE_LLM_TASK_STORE": "mysql://x"})
+
+
+async def test_sqlite_runs_an_orphan_at_most_max_attempts_times(tmp_path: Path) -> None:
+    """Each restart counts the cut-short run; the last one fails the task with every reason;
+    a final record is written once (a late finish does not overwrite it)."""
+    path = tmp_path / "t.sqlite3"
+    first = SqliteTaskStore(path, max_tasks=10, max_age_s=3600, max_attempts=3)
+    task = new_task(time.time())
+    await first.add(task)
+    first._thread.shutdown(wait=True)  # kill -9: no close(), the row stays "queued"
+    for attempt in (2, 3):
+        again = SqliteTaskStore(path, max_tasks=10, max_age_s=3600, max_attempts=3)
+        assert [o.task_id for o in again.take_orphans()] == [task.id]
+        record = await again.get(task.id)
+        assert record is not None and record["attempts"] == attempt, record
+        again._thread.shutdown(wait=True)
+    last = SqliteTaskStore(path, max_tasks=10, max_age_s=3600, max_attempts=3)
+    assert last.take_orphans() == []
+    record = await last.get(task.id)
+    assert record is not None and record["status"] == "failed", record
+    assert len(record["failures"]) == 3 and "after 3 runs" in record["error"], record
+    task.request.mark_done(FinishReason.STOP)  # the presumed-dead run finishing late
+    task.result = {"text": "late"}
+    last.finish(task)
+    assert (await last.get(task.id) or {})["status"] == "failed"
+    await last.close()

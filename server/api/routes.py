@@ -32,6 +32,7 @@ from server.generation import (
 )
 from server.models.gpu import host_report
 from server.models.loaded import LoadedModel
+from server.models.registry import ModelRegistry
 from server.schema import parse
 from server.tasks.store import TaskStore, TaskStoreUnavailable
 from speculative.prompt import Messages
@@ -139,16 +140,20 @@ async def prepare_body(http: HttpRequest, body: GenerateBody) -> tuple[LoadedMod
 
     A chat model gets the prompt as a user turn in its own template.
     """
-    registry = registry_of(http)
+    loaded, request = await prepare_generate(registry_of(http), body)
+    http.state.log["generation"] = request
+    return loaded, request
+
+
+async def prepare_generate(
+    registry: ModelRegistry, body: GenerateBody
+) -> tuple[LoadedModel, Request]:
+    """``prepare_body`` without an HTTP request (a task run again after a restart)."""
     settings = registry.config.models[registry.resolve_name(body.model_name)]
     prompt: str | Messages = [("user", body.prompt)] if settings.use_chat_template else body.prompt
     params = body.sampling_params()
     grammar = body.grammar_text()
-    loaded, request = await prepare(
-        registry, body.model_name, prompt, params, body, grammar=grammar
-    )
-    http.state.log["generation"] = request
-    return loaded, request
+    return await prepare(registry, body.model_name, prompt, params, body, grammar=grammar)
 
 
 async def _generate_events(request: Request, keepalive_s: float) -> AsyncIterator[bytes]:

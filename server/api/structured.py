@@ -37,6 +37,7 @@ def schema_to_gbnf(schema: object, field: str = "json_schema") -> str:
     if not isinstance(schema, dict):
         raise ValueError(f"{field}: must be a JSON object (a JSON Schema)")
     check_keywords(schema, field)
+    check_refs(schema, field)
     converter = _Converter(  # type: ignore[no-untyped-call]
         prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
     )
@@ -45,7 +46,7 @@ def schema_to_gbnf(schema: object, field: str = "json_schema") -> str:
         converter.visit(resolved, "")
         grammar: str = converter.format_grammar()  # type: ignore[no-untyped-call]
     except Exception as exc:  # the converter trusts its input: any failure is the schema's
-        raise ValueError(f"{field}: cannot be made into a grammar ({exc!r})") from None
+        raise ValueError(f"{field}: cannot be made into a grammar ({exc})") from None
     return grammar.replace(_LOOSE_CHAR, _STRICT_CHAR)
 
 
@@ -73,12 +74,63 @@ def check_keywords(schema: dict[str, Any], path: str) -> None:
             continue
         if key not in KEYWORDS:
             raise ValueError(f"{where}: the JSON Schema keyword {key!r} is not supported")
+        if key == "pattern" and not (
+            isinstance(value, str) and value.startswith("^") and value.endswith("$")
+        ):
+            raise ValueError(
+                f"{where}: a pattern must match the whole string: begin it with ^ and end it "
+                f'with $ (e.g. "^[a-z]+$"), got {value!r}'
+            )
         if key == "format" and value not in FORMATS:
             raise ValueError(
                 f"{where}: format {value!r} is not supported (only {', '.join(sorted(FORMATS))})"
             )
         for suffix, sub in _subschemas(key, value):
             check_keywords(sub, where + suffix)
+
+
+def check_refs(schema: dict[str, Any], field: str) -> None:
+    """Every ``$ref`` names a definition in this schema, and none leads back to itself
+    (the converter cannot make a recursive schema into a grammar)."""
+
+    def target(ref: object, where: str) -> object:
+        if not isinstance(ref, str) or not ref.startswith("#/"):
+            raise ValueError(
+                f"{where}: $ref {ref!r} is not supported: only references inside this "
+                'schema, such as "#/$defs/name"'
+            )
+        node: object = schema
+        for part in ref[2:].split("/"):
+            if not isinstance(node, dict) or part not in node:
+                raise ValueError(f"{where}: $ref {ref!r} names nothing in this schema")
+            node = node[part]
+        return node
+
+    checked: set[str] = set()  # refs whose targets passed: a shared one is walked once
+
+    def walk(node: object, where: str, stack: tuple[str, ...]) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{where}[{i}]", stack)
+            return
+        if not isinstance(node, dict):
+            return
+        for key, value in node.items():
+            if key == "$ref":
+                if value in stack:
+                    raise ValueError(
+                        f"{where}.$ref: {value!r} leads back to itself "
+                        f"({' -> '.join([*stack[stack.index(value) :], value])}): recursive "
+                        "schemas cannot be made into a grammar; unroll it to a fixed depth"
+                    )
+                found = target(value, f"{where}.$ref")
+                if value not in checked:
+                    walk(found, field + value[1:].replace("/", "."), (*stack, value))
+                    checked.add(value)
+            elif key not in ("$defs", "definitions", "enum", "const"):  # defs: when referred
+                walk(value, f"{where}.{key}", stack)
+
+    walk(schema, field, ())
 
 
 def _subschemas(key: str, value: object) -> list[tuple[str, dict[str, Any]]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ from batching.request import RequestStatus
 from server.api.routes import (
     json_response,
     prepare_body,
+    prepare_generate,
     read_body,
     result_fields,
     tasks_of,
@@ -22,7 +24,11 @@ from server.api.routes import (
 from server.api.schemas import GenerateBody
 from server.errors import ApiError
 from server.generation import result_cache_for, submit
-from server.tasks.store import Task, TaskStatus, TaskStore
+from server.models.registry import ModelRegistry
+from server.schema import parse
+from server.tasks.store import Orphan, Task, TaskStatus, TaskStore
+
+log = logging.getLogger(__name__)
 
 MAX_PER_PAGE = 100
 CANCEL_WAIT_S = 5.0
@@ -40,6 +46,30 @@ async def send_text(http: HttpRequest) -> Response:
     request.done.add_done_callback(lambda _: _record_end(store, task))
     submit(loaded, request, cache=result_cache_for(http, body))
     return json_response({"task_id": task.id, "status": task.status.value}, status=202)
+
+
+async def rerun_orphans(registry: ModelRegistry, store: TaskStore) -> None:
+    """Start-up: run again the tasks a dead process left unfinished (``server.tasks.store``).
+
+    The stored body is the one the client sent, so a greedy or seeded task gives the
+    same text as its first run would have. No result cache: the run is owed in full.
+    """
+    for orphan in store.take_orphans():
+        try:
+            await _rerun(registry, store, orphan)
+        except Exception as exc:  # e.g. its model left config.json: that task fails alone
+            log.warning("task %s cannot run again: %s", orphan.task_id, exc)
+            await store.fail_orphan(orphan, f"cannot run this task again after a restart: {exc}")
+
+
+async def _rerun(registry: ModelRegistry, store: TaskStore, orphan: Orphan) -> None:
+    body = parse(GenerateBody, orphan.body)
+    loaded, request = await prepare_generate(registry, body)
+    request.id = orphan.task_id  # the task keeps its id: clients poll that one
+    task = Task(request, orphan.body, request_id=orphan.request_id, created_at=orphan.created_at)
+    await store.readd(task)
+    request.done.add_done_callback(lambda _: _record_end(store, task))
+    submit(loaded, request, cache=None)
 
 
 def _record_end(store: TaskStore, task: Task) -> None:

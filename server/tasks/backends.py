@@ -14,5 +14,10 @@ def open_task_store(settings: ServerSettings) -> TaskStore:
     max_tasks, max_age_s = settings.max_tasks, settings.task_max_age_hours * 3600
     if settings.task_store == "sqlite":
         path = Path(settings.data_dir) / "tasks.sqlite3"
-        return SqliteTaskStore(path, max_tasks=max_tasks, max_age_s=max_age_s)
+        return SqliteTaskStore(
+            path,
+            max_tasks=max_tasks,
+            max_age_s=max_age_s,
+            max_attempts=settings.task_max_attempts,
+        )
     return RedisTaskStore(settings.task_store, max_tasks=max_tasks, max_age_s=max_age_s)

@@ -3,7 +3,8 @@
 The row is written when the task is created and when it ends. WAL mode with
 one writer, the store's own thread: a ``kill -9`` loses nothing that was
 committed. On start-up every queued or running row is from a process that
-died, so the restart rule marks them all failed.
+died, so the restart rule (``server.tasks.store``) queues them to run again, or
+fails those whose attempts are spent. A final row is never updated again.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import orjson
 
 from batching.faults import FAULTS
 from server.tasks.store import (
-    RESTART_REASON,
+    DIED_REASON,
     SHUTDOWN_REASON,
+    Orphan,
     StoredTask,
     Task,
     TaskStatus,
@@ -39,10 +41,15 @@ CREATE TABLE IF NOT EXISTS tasks (
     result TEXT,
     error TEXT,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    failures TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks (created_at);
 """
+ADDED_COLUMNS = {"attempts": "INTEGER NOT NULL DEFAULT 1", "failures": "TEXT"}
+COLUMNS = "id, request_id, model, status, request, result, error, created_at, updated_at"
+UNFINISHED = "status IN ('queued', 'running')"
 
 
 class SqliteTaskStore(TaskStore):
@@ -56,18 +63,25 @@ class SqliteTaskStore(TaskStore):
 
     backend = "sqlite"
 
-    def __init__(self, path: Path, *, max_tasks: int, max_age_s: float) -> None:
+    def __init__(
+        self, path: Path, *, max_tasks: int, max_age_s: float, max_attempts: int = 3
+    ) -> None:
         super().__init__()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
         self._db.executescript(SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        for name, kind in ADDED_COLUMNS.items():  # a database made before the columns were
+            if name not in have:
+                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind}")
         self._max_tasks = max_tasks
+        self._max_attempts = max_attempts
         self._max_age_s = max_age_s
         self._num_added = 0
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="task-store")
-        self._fail_unfinished(RESTART_REASON)
+        self._orphans = self._requeue_unfinished()
         self._expire()
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -93,6 +107,14 @@ class SqliteTaskStore(TaskStore):
         self._live.pop(task.id, None)
         self._thread.submit(self._update, row)
 
+    def take_orphans(self) -> list[Orphan]:
+        orphans, self._orphans = self._orphans, []
+        return orphans
+
+    async def fail_orphan(self, orphan: Orphan, reason: str) -> None:
+        row = ("failed", None, reason, time.time(), orphan.task_id)
+        await self._call(self._update, row)
+
     async def get(self, task_id: str) -> dict[str, Any] | None:
         rows = await self._call(self._select, "WHERE id = ?", (task_id,))
         return self._record(rows[0]) if rows else None
@@ -117,14 +139,19 @@ class SqliteTaskStore(TaskStore):
 
     def _insert(self, row: tuple[Any, ...], expire: bool) -> None:
         FAULTS.delay("store_delay")
-        self._db.execute("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?)", row)
+        self._db.execute(
+            f"INSERT INTO tasks ({COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?)", row
+        )
         if expire:
             self._expire()
 
     def _update(self, row: tuple[Any, ...]) -> None:
         FAULTS.delay("store_delay")
+        # written once: a row already final (a cancel, a shutdown) keeps its ending
         self._db.execute(
-            "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ?", row
+            "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ? "
+            f"WHERE id = ? AND {UNFINISHED}",
+            row,
         )
 
     def _count(self) -> int:
@@ -143,18 +170,58 @@ class SqliteTaskStore(TaskStore):
             (self._max_tasks,),
         )
 
+    def _requeue_unfinished(self) -> list[Orphan]:
+        """Start-up: every unfinished row's process died. Run it again, or fail it with every
+        reason once its attempts are spent."""
+        rows = self._db.execute(
+            f"SELECT id, request_id, status, request, created_at, attempts, failures "
+            f"FROM tasks WHERE {UNFINISHED} ORDER BY created_at, rowid"
+        ).fetchall()
+        orphans, now = [], time.time()
+        for task_id, request_id, status, body, created_at, attempts, failures in rows:
+            reasons = [*orjson.loads(failures or "[]")]
+            reasons.append(DIED_REASON.format(status=status, attempt=attempts))
+            encoded = orjson.dumps(reasons).decode()
+            if attempts >= self._max_attempts:
+                error = f"failed after {attempts} runs, each cut short: " + "; ".join(reasons)
+                self._db.execute(
+                    "UPDATE tasks SET status = 'failed', error = ?, failures = ?, updated_at = ? "
+                    "WHERE id = ?",
+                    (error, encoded, now, task_id),
+                )
+                continue
+            self._db.execute(
+                "UPDATE tasks SET status = 'queued', attempts = ?, failures = ?, updated_at = ? "
+                "WHERE id = ?",
+                (attempts + 1, encoded, now, task_id),
+            )
+            orphans.append(Orphan(task_id, request_id, orjson.loads(body), created_at))
+        return orphans
+
     def _fail_unfinished(self, reason: str) -> None:
         self._db.execute(
-            "UPDATE tasks SET status = 'failed', error = ?, updated_at = ? "
-            "WHERE status IN ('queued', 'running')",
+            f"UPDATE tasks SET status = 'failed', error = ?, updated_at = ? WHERE {UNFINISHED}",
             (reason, time.time()),
         )
 
     def _select(self, where: str, args: tuple[Any, ...]) -> list[StoredTask]:
         FAULTS.delay("store_delay")
-        cursor = self._db.execute(
-            "SELECT id, request_id, model, status, request, result, error, created_at, "
-            f"updated_at FROM tasks {where}",
-            args,
-        )
-        return [StoredTask(*row) for row in cursor.fetchall()]
+        cursor = self._db.execute(f"SELECT {COLUMNS}, attempts, failures FROM tasks {where}", args)
+        return [_stored(*row) for row in cursor.fetchall()]
+
+
+def _stored(*row: Any) -> StoredTask:
+    task_id, request_id, model, status, request, result, error, created, updated = row[:9]
+    return StoredTask(
+        task_id,
+        request_id,
+        model,
+        status,
+        request,
+        result,
+        error,
+        created,
+        updated,
+        attempts=row[9],
+        failures=row[10],
+    )

@@ -7,11 +7,16 @@ ends (done, failed, cancelled). Two backends keep the records: SQLite (one
 process, the default; ``sqlite_store``) and Redis (replicas sharing one store;
 ``redis_store``). Both keep the same rules:
 
-Restart rule: a task that was queued or running when its process died is
-marked ``failed`` with the reason, not run again: a task that took the server
-down must not take it down again in a loop, and the client still has the
-request in the record to resend. Finished records expire by age and count;
-queued and running ones never do (their results are owed).
+Restart rule: an accepted task is an answered task. One that was queued or
+running when its process died (``kill -9``, an out-of-memory kill, a crash in
+llama.cpp) is run again when the server starts, with the same body, so a
+greedy or seeded task gives the same text. ``attempts`` counts its runs and
+``failures`` says why each earlier one was cut short; a task whose run cut
+short is its ``task_max_attempts``-th fails with all the reasons, so a task
+that takes the server down cannot take it down in a loop. Its result is
+written once: a final record is never overwritten. Finished records expire by
+age and count; queued and running ones never do (their results are owed).
+(The Redis backend still marks a dead replica's tasks failed.)
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ _STATUS = {
     RequestStatus.CANCELLED: TaskStatus.CANCELLED,
 }
 RESTART_REASON = "the server stopped before this task finished; send the request again"
+DIED_REASON = "the server process died while this task was {status} (run {attempt})"
 SHUTDOWN_REASON = "the server shut down before this task finished; send the request again"
 FINAL_STATUSES = ("done", "failed", "cancelled")
 
@@ -98,6 +104,18 @@ class StoredTask:
     created_at: float
     updated_at: float
     replica: str | None = None  # the replica that runs it (Redis backend only)
+    attempts: int = 1  # runs begun (SQLite backend: a task whose process died runs again)
+    failures: str | None = None  # JSON list: why each earlier run was cut short
+
+
+@dataclass(slots=True)
+class Orphan:
+    """A task whose process died before it finished, to run again (same id, same body)."""
+
+    task_id: str
+    request_id: str | None
+    body: dict[str, Any]
+    created_at: float
 
 
 class TaskStore(ABC):
@@ -146,6 +164,18 @@ class TaskStore(ABC):
         """Ask the process that runs an unfinished task to cancel it; False: none can."""
         return False
 
+    def take_orphans(self) -> list[Orphan]:
+        """The tasks to run again now (once per start; none by default)."""
+        return []
+
+    async def fail_orphan(self, orphan: Orphan, reason: str) -> None:
+        """An orphan that cannot be run again ends failed with ``reason``."""
+        return None
+
+    async def readd(self, task: Task) -> None:
+        """Track a task run again under its old record (``add`` without a new row)."""
+        self._live[task.id] = task
+
     def live(self, task_id: str) -> Task | None:
         return self._live.get(task_id)
 
@@ -169,6 +199,9 @@ class TaskStore(ABC):
         }
         if row.replica is not None:
             record["replica"] = row.replica
+        record["attempts"] = row.attempts
+        if row.failures:
+            record["failures"] = orjson.loads(row.failures)
         if status == TaskStatus.DONE and row.result is not None:
             record["result"] = orjson.loads(row.result)
         if status in (TaskStatus.FAILED, TaskStatus.CANCELLED) and row.error:
