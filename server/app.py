@@ -101,6 +101,7 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
         try:
             yield
         finally:
+            app.state.rerun.cancel()
             if watching is not None:
                 watching.cancel()
             await registry.close()

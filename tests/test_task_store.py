@@ -1,6 +1,7 @@
 """The task stores themselves, each test run against SQLite and a real redis-server:
 expiry never drops a task whose result is still owed, reads see earlier finishes,
-the restart rule fails a dead process's tasks (exactly once with replicas), cancels
+the restart rule runs a dead process's tasks again (taken over exactly once with
+replicas, failed with every reason once their attempts are spent), cancels
 reach the replica that runs the task, and an unreachable Redis is a clear 503."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from server.settings import load_config
 from server.tasks.backends import open_task_store
 from server.tasks.redis_store import RedisTaskStore
 from server.tasks.sqlite_store import SqliteTaskStore
-from server.tasks.store import RESTART_REASON, Task, TaskStore, TaskStoreUnavailable
+from server.tasks.store import Task, TaskStore, TaskStoreUnavailable
 from tests.conftest import shipped_config, write_config
 
 OpenStore = Callable[..., TaskStore]
@@ -97,9 +98,10 @@ async def test_a_read_after_a_finish_sees_it(open_store: OpenStore) -> None:
     assert record is not None and record["status"] == "cancelled"
 
 
-async def test_a_dead_process_s_tasks_fail_once_with_the_restart_reason(
-    open_store: OpenStore,
-) -> None:
+async def test_a_dead_process_s_tasks_are_taken_over_once(open_store: OpenStore) -> None:
+    """SQLite: the restarted process queues them again. Redis: exactly one of the other
+    replicas does, under its own name; the replica presumed dead cannot write an ending
+    over the retry and, beating again, stops its own runs of them."""
     dead = open_store(beat_s=0.05, ttl_s=0.5)
     await dead.start()
     tasks = [new_task(time.time()) for _ in range(3)]
@@ -112,39 +114,85 @@ async def test_a_dead_process_s_tasks_fail_once_with_the_restart_reason(
     if isinstance(dead, RedisTaskStore):  # kill -9: the heartbeat just stops
         dead.stop_beating_for_tests()
     # the survivors: a restarted SQLite process, or the other replicas noticing the silence
-    survivors = [
-        open_store(beat_s=0.05, ttl_s=0.5)
-        for _ in range(2 if isinstance(dead, RedisTaskStore) else 1)
-    ]
+    is_redis = isinstance(dead, RedisTaskStore)
+    survivors = [open_store(beat_s=0.05, ttl_s=0.5) for _ in range(2 if is_redis else 1)]
     for store in survivors:
         await store.start()
     reader = survivors[0]
-    if isinstance(dead, SqliteTaskStore):  # one process: its restart runs them again
-        orphans = reader.take_orphans()
-        assert [o.task_id for o in orphans] == [t.id for t in tasks[1:]]
-        assert reader.take_orphans() == []  # handed out once per start
-        for task in tasks[1:]:
-            record = await reader.get(task.id)
-            assert record is not None and record["status"] == "queued", record
-            assert record["attempts"] == 2 and len(record["failures"]) == 1, record
-        assert (await reader.get(tasks[0].id) or {})["status"] == "done"  # finished: left alone
-        return
-    for task in tasks[1:]:
-        deadline = time.monotonic() + 10
-        while (record := await reader.get(task.id)) is not None and record["status"] != "failed":
-            assert time.monotonic() < deadline, record
-            await asyncio.sleep(0.05)
-        assert record is not None and record["error"] == RESTART_REASON
+    owed = [t.id for t in tasks[1:]]
+    deadline = time.monotonic() + 10
+    taken: dict[str, list[str]] = {}
+    while sorted(i for ids in taken.values() for i in ids) != sorted(owed):
+        assert time.monotonic() < deadline, taken
+        for store in survivors:
+            taken.setdefault(str(store.replica), []).extend(o.task_id for o in store.take_orphans())
+        await asyncio.sleep(0.05)
+    assert all(len(ids) in (0, 2) for ids in taken.values()), taken  # one taker per death
+    assert [s.take_orphans() for s in survivors] == [[] for _ in survivors]  # handed out once
+    for task_id in owed:
+        record = await reader.get(task_id) or {}
+        assert record["status"] == "queued", record
+        assert record["attempts"] == 2 and len(record["failures"]) == 1, record
+        assert record.get("replica") in (None, *(r for r, ids in taken.items() if ids))
     assert (await reader.get(tasks[0].id) or {})["status"] == "done"  # finished: left alone
-    if isinstance(dead, RedisTaskStore):
-        reaped = [s.num_reaped for s in survivors if isinstance(s, RedisTaskStore)]
-        assert sum(reaped) == 2, reaped  # each owed task failed by exactly one replica
-        # the presumed dead replica finishing late cannot turn "failed" into "done"
-        tasks[1].request.mark_done(FinishReason.STOP)
-        tasks[1].result = {"text": "late"}
-        dead.finish(tasks[1])
-        await dead.get(tasks[1].id)
-        assert (await reader.get(tasks[1].id) or {})["status"] == "failed"
+    if not isinstance(dead, RedisTaskStore):
+        return
+    assert "stopped answering" in record["failures"][0], record
+    assert sum(s.describe()["taken_over_tasks"] for s in survivors) == 2
+    # the presumed dead replica finishing late cannot write over the retry
+    tasks[1].request.mark_done(FinishReason.STOP)
+    tasks[1].result = {"text": "late"}
+    dead.finish(tasks[1])
+    await dead.get(tasks[1].id)
+    assert (await reader.get(tasks[1].id) or {})["status"] == "queued"
+    # and when it beats again it finds tasks[2] is no longer its own: it cancels its run
+    await dead.start()
+    assert tasks[2].request.is_cancel_requested
+    assert dead.live(tasks[2].id) is None
+    assert (await reader.get(tasks[2].id) or {})["status"] == "queued"
+
+
+async def test_redis_fails_a_taken_over_task_whose_attempts_are_spent(
+    redis_server: RedisProcess,
+) -> None:
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+
+    def replica() -> RedisTaskStore:
+        url = redis_server.url
+        return RedisTaskStore(
+            url,
+            max_tasks=10,
+            max_age_s=3600,
+            prefix=prefix,
+            beat_s=0.05,
+            ttl_s=0.3,
+            max_attempts=2,
+        )
+
+    first = replica()
+    await first.start()
+    task = new_task(time.time())
+    await first.add(task)
+    first.stop_beating_for_tests()
+    second = replica()
+    await second.start()
+    deadline = time.monotonic() + 10
+    while not (orphans := second.take_orphans()):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert [o.task_id for o in orphans] == [task.id] and orphans[0].body == {"prompt": "p"}
+    await second.readd(Task(task.request, orphans[0].body, created_at=orphans[0].created_at))
+    second.stop_beating_for_tests()  # the second run is cut short too
+    third = replica()
+    await third.start()
+    while (record := await third.get(task.id)) is not None and record["status"] != "failed":
+        assert time.monotonic() < deadline, record
+        await asyncio.sleep(0.05)
+    assert record is not None and "after 2 runs" in record["error"], record
+    assert len(record["failures"]) == 2 and third.take_orphans() == [], record
+    assert third.describe()["taken_over_tasks"] == 0 and third.describe()["reaped_tasks"] == 1
+    for store in (first, second, third):
+        await store.close()
 
 
 async def test_a_cancel_reaches_the_replica_that_runs_the_task(open_store: OpenStore) -> None:

@@ -49,17 +49,19 @@ async def send_text(http: HttpRequest) -> Response:
 
 
 async def rerun_orphans(registry: ModelRegistry, store: TaskStore) -> None:
-    """Start-up: run again the tasks a dead process left unfinished (``server.tasks.store``).
+    """For as long as the server runs: run again the tasks a dead process left unfinished
+    (``server.tasks.store``): at start-up, and with Redis whenever a replica dies.
 
     The stored body is the one the client sent, so a greedy or seeded task gives the
     same text as its first run would have. No result cache: the run is owed in full.
     """
-    for orphan in store.take_orphans():
+    while True:
+        orphan = await store.orphans.get()
         try:
             await _rerun(registry, store, orphan)
         except Exception as exc:  # e.g. its model left config.json: that task fails alone
             log.warning("task %s cannot run again: %s", orphan.task_id, exc)
-            await store.fail_orphan(orphan, f"cannot run this task again after a restart: {exc}")
+            await store.fail_orphan(orphan, f"cannot run this task again: {exc}")
 
 
 async def _rerun(registry: ModelRegistry, store: TaskStore, orphan: Orphan) -> None:

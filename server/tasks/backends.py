@@ -20,4 +20,9 @@ def open_task_store(settings: ServerSettings) -> TaskStore:
             max_age_s=max_age_s,
             max_attempts=settings.task_max_attempts,
         )
-    return RedisTaskStore(settings.task_store, max_tasks=max_tasks, max_age_s=max_age_s)
+    return RedisTaskStore(
+        settings.task_store,
+        max_tasks=max_tasks,
+        max_age_s=max_age_s,
+        max_attempts=settings.task_max_attempts,
+    )

@@ -10,11 +10,15 @@ subscriber connection to lose and re-establish).
 Ownership and the restart rule: every replica renews its heartbeat every
 ``beat_s`` and looks for replicas whose heartbeat expired (``ttl_s``). For
 each, one Lua script (atomic in Redis) checks the heartbeat is still gone,
-marks the dead replica's queued and running tasks failed with the restart
-reason and forgets the replica: whichever replica runs it first does the
-work, the others find nothing left, so each task is failed exactly once.
-Every final status is written by a script that changes only a queued or
-running record, so a replica that was presumed dead cannot overwrite that.
+takes the dead replica's queued and running tasks over (queued again under
+the taker, one more attempt, the reason in ``failures``; or failed with every
+reason once ``max_attempts`` runs were cut short) and forgets the replica:
+whichever replica runs it first does the work, the others find nothing left,
+so each task is taken over exactly once. The taker runs them again from
+their stored bodies. Every final status is written by a script that changes
+only a queued or running record owned by the writer, so a replica that was
+presumed dead cannot overwrite the retry's result; when it beats again it
+finds it no longer owns them and stops running them.
 
 Redis unreachable: task routes answer 503 (``TaskStoreUnavailable``), results
 of tasks finishing meanwhile are kept and written when it returns, and a
@@ -43,8 +47,10 @@ from redis.typing import EncodableT, FieldT
 
 from server.tasks.redis_scripts import FINISH, MARK_RUNNING, REAP
 from server.tasks.store import (
-    RESTART_REASON,
+    DIED_REASON,
     SHUTDOWN_REASON,
+    SPENT_REASON,
+    Orphan,
     StoredTask,
     Task,
     TaskStatus,
@@ -75,6 +81,7 @@ class RedisTaskStore(TaskStore):
         beat_s: float = 0.5,
         ttl_s: float = 3.0,
         prefix: str = PREFIX,
+        max_attempts: int = 3,
     ) -> None:
         super().__init__()
         # Fail fast while Redis is down: a task route should answer 503 in about a
@@ -94,6 +101,7 @@ class RedisTaskStore(TaskStore):
         self._beat_s = beat_s
         self._ttl_ms = int(ttl_s * 1000)
         self._prefix = prefix
+        self._max_attempts = max_attempts
         self._finish = self._redis.register_script(FINISH)
         self._mark_running = self._redis.register_script(MARK_RUNNING)
         self._reap = self._redis.register_script(REAP)
@@ -103,7 +111,8 @@ class RedisTaskStore(TaskStore):
         self._marked_running: set[str] = set()
         self._beats: asyncio.Task[None] | None = None
         self._connected_since: float | None = None
-        self.num_reaped = 0  # tasks of dead replicas this replica failed
+        self.num_reaped = 0  # tasks of dead replicas this replica took over or failed
+        self.num_taken_over = 0  # of those, the ones it ran again
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -147,10 +156,17 @@ class RedisTaskStore(TaskStore):
         self._marked_running.discard(task.id)
         result = orjson.dumps(task.result).decode() if task.result is not None else ""
         error = task.request.error or ""
-        args = [task.status.value, result, error, repr(time.time()), task.id, task.created_at]
-        write = asyncio.ensure_future(self._write_finish(task.id, args))
+        self._finish_later(task.id, [task.status.value, result, error], task.created_at)
+
+    def _finish_later(self, task_id: str, ending: list[str], created_at: float) -> None:
+        args = [*ending, repr(time.time()), task_id, created_at, self._replica]
+        write = asyncio.ensure_future(self._write_finish(task_id, args))
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
+
+    async def fail_orphan(self, orphan: Orphan, reason: str) -> None:
+        self._finish_later(orphan.task_id, ["failed", "", reason], orphan.created_at)
+        await self._settled()
 
     async def _write_finish(self, task_id: str, args: list[Any]) -> None:
         keys = [
@@ -224,6 +240,7 @@ class RedisTaskStore(TaskStore):
             "replica": self._replica,
             "reachable": self._connected_since is not None,
             "reaped_tasks": self.num_reaped,
+            "taken_over_tasks": self.num_taken_over,
         }
 
     async def close(self) -> None:
@@ -243,9 +260,11 @@ class RedisTaskStore(TaskStore):
         await self._settled()
         with contextlib.suppress(RedisError):
             await self._flush_unwritten()
-            for task in list(self._live.values()):
-                args = ["failed", "", SHUTDOWN_REASON, repr(time.time()), task.id, task.created_at]
-                await self._write_finish(task.id, args)
+            owed = [(t.id, t.created_at) for t in self._live.values()]
+            owed += [(o.task_id, o.created_at) for o in self.take_orphans()]  # taken, not begun
+            for task_id, created_at in owed:
+                args = ["failed", "", SHUTDOWN_REASON, repr(time.time()), task_id]
+                await self._write_finish(task_id, [*args, created_at, self._replica])
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self._key("alive", self._replica), self._key("cancel", self._replica))
                 pipe.srem(self._key("replicas"), self._replica)
@@ -274,12 +293,15 @@ class RedisTaskStore(TaskStore):
     async def _beat(self) -> None:
         """Renew this replica's heartbeat, take cancel requests, publish progress, reap."""
         cancels = self._key("cancel", self._replica)
+        # only tasks added before the read can be missing from it because another took them
+        running_here = list(self._live)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self._key("alive", self._replica), "1", px=self._ttl_ms)
             pipe.sadd(self._key("replicas"), self._replica)
             pipe.smembers(cancels)
             pipe.delete(cancels)
-            _, _, cancelled, _ = await pipe.execute()
+            pipe.smembers(self._key("owned", self._replica))
+            _, _, cancelled, _, owned = await pipe.execute()
         now = time.time()
         if self._connected_since is None:
             log.info("task store: Redis at %s reached; replica %s", self._where, self._replica)
@@ -287,11 +309,18 @@ class RedisTaskStore(TaskStore):
         for task_id in cancelled:
             if (task := self._live.get(task_id)) is not None:
                 task.request.cancel()
+        for task_id in running_here:
+            if task_id not in owned and (task := self._live.pop(task_id, None)) is not None:
+                # presumed dead (a pause past ttl_s) and taken over: the taker runs it
+                # now, and this run's ending would be refused anyway
+                log.warning("task store: task %s was taken over by another replica", task_id)
+                task.request.cancel()
         await self._flush_unwritten()
         for task in list(self._live.values()):
             if task.status is TaskStatus.RUNNING and task.id not in self._marked_running:
                 self._marked_running.add(task.id)
-                await self._mark_running(keys=[self._key("task", task.id)], args=[repr(now)])
+                args = [repr(now), self._replica]
+                await self._mark_running(keys=[self._key("task", task.id)], args=args)
         if now - self._connected_since >= self._ttl_ms / 1000:
             await self._reap_dead(now)
 
@@ -311,17 +340,37 @@ class RedisTaskStore(TaskStore):
                 self._key("owned", other),
                 self._key("replicas"),
                 self._key("finished"),
+                self._key("owned", self._replica),
             ]
-            num_failed = await self._reap(
-                keys=keys, args=[other, RESTART_REASON, repr(now), self._prefix]
+            who = f"replica {other} stopped answering"
+            args: list[EncodableT] = [other, who, repr(now), self._prefix, self._replica]
+            args += [self._max_attempts, DIED_REASON, SPENT_REASON]
+            reaped = await self._reap(keys=keys, args=args)
+            if reaped == -1:
+                continue
+            num_failed, taken = int(reaped[0]), reaped[1:]
+            self.num_reaped += num_failed + len(taken)
+            self.num_taken_over += len(taken)
+            log.warning(
+                "task store: replica %s stopped beating; running %d of its tasks again, "
+                "%d failed with their attempts spent",
+                other,
+                len(taken),
+                num_failed,
             )
-            if num_failed >= 0:
-                self.num_reaped += num_failed
-                log.warning(
-                    "task store: replica %s stopped beating; marked its %d unfinished tasks failed",
-                    other,
-                    num_failed,
-                )
+            await self._queue_orphans(taken)
+
+    async def _queue_orphans(self, task_ids: list[str]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hgetall(self._key("task", task_id))
+            rows = await pipe.execute()
+        for fields in rows:
+            stored = _stored(fields)
+            body = orjson.loads(stored.request)
+            self.orphans.put_nowait(
+                Orphan(stored.task_id, stored.request_id, body, stored.created_at)
+            )
 
 
 def _stored(fields: dict[str, str]) -> StoredTask:
@@ -336,4 +385,6 @@ def _stored(fields: dict[str, str]) -> StoredTask:
         created_at=float(fields["created_at"]),
         updated_at=float(fields["updated_at"]),
         replica=fields.get("replica"),
+        attempts=int(fields.get("attempts", 1)),
+        failures=fields.get("failures"),
     )

@@ -22,7 +22,9 @@ import orjson
 from batching.faults import FAULTS
 from server.tasks.store import (
     DIED_REASON,
+    PROCESS_DIED,
     SHUTDOWN_REASON,
+    SPENT_REASON,
     Orphan,
     StoredTask,
     Task,
@@ -81,7 +83,8 @@ class SqliteTaskStore(TaskStore):
         self._max_age_s = max_age_s
         self._num_added = 0
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="task-store")
-        self._orphans = self._requeue_unfinished()
+        for orphan in self._requeue_unfinished():
+            self.orphans.put_nowait(orphan)
         self._expire()
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -106,10 +109,6 @@ class SqliteTaskStore(TaskStore):
         row = (task.status.value, result, task.request.error, time.time(), task.id)
         self._live.pop(task.id, None)
         self._thread.submit(self._update, row)
-
-    def take_orphans(self) -> list[Orphan]:
-        orphans, self._orphans = self._orphans, []
-        return orphans
 
     async def fail_orphan(self, orphan: Orphan, reason: str) -> None:
         row = ("failed", None, reason, time.time(), orphan.task_id)
@@ -180,10 +179,10 @@ class SqliteTaskStore(TaskStore):
         orphans, now = [], time.time()
         for task_id, request_id, status, body, created_at, attempts, failures in rows:
             reasons = [*orjson.loads(failures or "[]")]
-            reasons.append(DIED_REASON.format(status=status, attempt=attempts))
+            reasons.append(DIED_REASON % (PROCESS_DIED, status, attempts))
             encoded = orjson.dumps(reasons).decode()
             if attempts >= self._max_attempts:
-                error = f"failed after {attempts} runs, each cut short: " + "; ".join(reasons)
+                error = SPENT_REASON % (attempts, "; ".join(reasons))
                 self._db.execute(
                     "UPDATE tasks SET status = 'failed', error = ?, failures = ?, updated_at = ? "
                     "WHERE id = ?",

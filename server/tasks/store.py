@@ -14,13 +14,19 @@ greedy or seeded task gives the same text. ``attempts`` counts its runs and
 ``failures`` says why each earlier one was cut short; a task whose run cut
 short is its ``task_max_attempts``-th fails with all the reasons, so a task
 that takes the server down cannot take it down in a loop. Its result is
-written once: a final record is never overwritten. Finished records expire by
-age and count; queued and running ones never do (their results are owed).
-(The Redis backend still marks a dead replica's tasks failed.)
+written once: a final record is never overwritten, and only the process that
+owns a run writes its ending. Finished records expire by age and count; queued
+and running ones never do (their results are owed).
+
+Who runs an orphan again: with SQLite, the restarted process; with Redis, the
+replica that first notices a dead replica's silence takes its unfinished tasks
+over (``redis_store``). Either way they arrive on ``orphans``, which the app
+drains for as long as it runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -52,8 +58,10 @@ _STATUS = {
     RequestStatus.FAILED: TaskStatus.FAILED,
     RequestStatus.CANCELLED: TaskStatus.CANCELLED,
 }
-RESTART_REASON = "the server stopped before this task finished; send the request again"
-DIED_REASON = "the server process died while this task was {status} (run {attempt})"
+# printf-style, as the Redis backend fills them inside a Lua script too
+DIED_REASON = "%s while this task was %s (run %d)"  # who died, status, attempt
+SPENT_REASON = "failed after %d runs, each cut short: %s"  # attempts, the reasons joined by "; "
+PROCESS_DIED = "the server process died"
 SHUTDOWN_REASON = "the server shut down before this task finished; send the request again"
 FINAL_STATUSES = ("done", "failed", "cancelled")
 
@@ -130,6 +138,8 @@ class TaskStore(ABC):
 
     def __init__(self) -> None:
         self._live: dict[str, Task] = {}
+        # tasks to run again: filled at start-up (SQLite) or when a replica dies (Redis)
+        self.orphans: asyncio.Queue[Orphan] = asyncio.Queue()
 
     async def start(self) -> None:
         """Begin background work once the event loop runs (none by default)."""
@@ -165,8 +175,11 @@ class TaskStore(ABC):
         return False
 
     def take_orphans(self) -> list[Orphan]:
-        """The tasks to run again now (once per start; none by default)."""
-        return []
+        """The tasks waiting to run again now (each handed out once)."""
+        taken = []
+        while not self.orphans.empty():
+            taken.append(self.orphans.get_nowait())
+        return taken
 
     async def fail_orphan(self, orphan: Orphan, reason: str) -> None:
         """An orphan that cannot be run again ends failed with ``reason``."""
