@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup models browser cluster-deps cluster run run-app test run-tests lint bench quantize clean \
+.PHONY: setup models browser cluster-deps cluster run run-app test run-tests lint docs-config bench quantize clean \
 	container-build container-run llama-server start-inference-service stop-inference-service test-inference-service \
 	binary binary-with-model convert convert-deps test-convert
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
@@ -79,6 +79,12 @@ lint: setup
 
 test run-tests: models browser cluster-deps lint
 	$(PY) -m pytest
+
+# docs/configuration.md is generated from server/settings.py and server/cli.py; a test
+# (tests/test_docs.py) fails when the committed page differs from this output.
+docs-config: setup
+	$(PY) -m server.settings_doc > docs/configuration.md.tmp
+	mv docs/configuration.md.tmp docs/configuration.md
 
 # llama.cpp's own server, the benchmark's baseline (c): built from the llama.cpp inside
 # the pinned llama-cpp-python sdist (the engine this server runs), outside the package.
