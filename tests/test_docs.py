@@ -3,6 +3,7 @@ generated. docs/README.md describes the conventions these tests enforce."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -242,8 +243,8 @@ def test_every_environment_variable_in_the_code_is_documented() -> None:
 
 def test_settings_are_tabled_only_on_the_configuration_page() -> None:
     """Every setting documented once: no other page has a table row for one."""
-    settings = [ServerSettings, ResultCacheSettings, ModelSettings]
-    names = {name for cls in settings for name in cls.__dataclass_fields__}
+    settings = (ServerSettings, ResultCacheSettings, ModelSettings)
+    names = {field.name for cls in settings for field in dataclasses.fields(cls)}
     rows = re.compile(r"^\| `([a-z_]+)`", re.M)
     for page in PAGES:
         if page != CONFIG_PAGE:
