@@ -250,3 +250,18 @@ def test_settings_are_tabled_only_on_the_configuration_page() -> None:
         if page != CONFIG_PAGE:
             tabled = set(rows.findall(page.read_text())) & names
             assert not tabled, f"{page.name} tables settings {sorted(tabled)}: link instead"
+
+
+NAMED_PATH = re.compile(
+    r"`((?:server|batching|speculative|tests|bench|deploy|packaging|examples)/[\w./-]+)"
+)
+
+
+def test_files_the_docs_name_exist() -> None:
+    """`server/api/chat_run.py`, `tests/test_ollama.py`: a file named in the docs is there."""
+    named = {(page.name, m) for page in PAGES for m in NAMED_PATH.findall(page.read_text())}
+    assert len(named) > 20, "the pattern finds too few paths to mean anything"
+    # tests/artifacts/ is what a test run writes, not a file of the repository
+    written = [(page, path) for page, path in named if not path.startswith("tests/artifacts/")]
+    missing = sorted((page, path) for page, path in written if not (REPO / path).exists())
+    assert not missing
