@@ -3,6 +3,7 @@ generated. docs/README.md describes the conventions these tests enforce."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
@@ -272,3 +273,35 @@ def test_files_the_docs_name_exist() -> None:
     written = [(page, path) for page, path in named if not path.startswith("tests/artifacts/")]
     missing = sorted((page, path) for page, path in written if not (REPO / path).exists())
     assert not missing
+
+
+def imported_packages(folder: Path, top_level_only: bool) -> set[str]:
+    """The first names of every module the Python files of ``folder`` import."""
+    files = folder.glob("*.py") if top_level_only else folder.rglob("*.py")
+    names = set()
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_architecture_tables_imports_as_the_code_has_them() -> None:
+    """architecture.md's rooms: each row's imports column is what its files import."""
+    rows = re.findall(
+        r"^\| `(\w+/(?:\w+/)?)`( \(top level\))? \|.*\| (.*) \|$",
+        (REPO / "docs" / "architecture.md").read_text(),
+        re.M,
+    )
+    assert len(rows) == 7, rows
+    ours = {"server", "batching", "speculative"}
+    for folder, top_level, claim in rows:
+        found = imported_packages(REPO / folder, bool(top_level)) & ours
+        found -= {folder.split("/")[0]} if folder.count("/") == 1 else set()
+        if claim.startswith("nothing of"):  # batching/, speculative/: no server, no HTTP
+            http = imported_packages(REPO / folder, False) & {"starlette", "uvicorn", "httpx"}
+            assert "server" not in found and not http, (folder, found, http)
+        else:
+            assert found == set(re.findall(r"`(\w+)`", claim)), (folder, found, claim)
