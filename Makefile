@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup models browser cluster-deps cluster run run-app test run-tests lint bench quantize clean \
+.PHONY: setup models browser cluster-deps cluster run run-app test run-tests lint docs-config docs-deps bench quantize clean \
 	container-build container-run llama-server start-inference-service stop-inference-service test-inference-service \
 	binary binary-with-model convert convert-deps test-convert
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
@@ -68,6 +68,11 @@ cluster-deps:
 	@test -x /usr/bin/redis-server -a -x /usr/sbin/nginx || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server nginx; }
 
+# The docs' runnable examples (tests/test_docs.py) call curl, as a reader would.
+docs-deps:
+	@command -v curl >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq curl; }
+
 # Redis + two replicas + nginx on loopback under a temporary folder; Ctrl-C stops them.
 cluster: models cluster-deps
 	$(PY) -m server.cluster
@@ -77,8 +82,14 @@ lint: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test run-tests: models browser cluster-deps lint
+test run-tests: models browser cluster-deps docs-deps lint
 	$(PY) -m pytest
+
+# docs/configuration.md is generated from server/settings.py and server/cli.py; a test
+# (tests/test_docs.py) fails when the committed page differs from this output.
+docs-config: setup
+	$(PY) -m server.settings_doc > docs/configuration.md.tmp
+	mv docs/configuration.md.tmp docs/configuration.md
 
 # llama.cpp's own server, the benchmark's baseline (c): built from the llama.cpp inside
 # the pinned llama-cpp-python sdist (the engine this server runs), outside the package.

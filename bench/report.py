@@ -1,4 +1,4 @@
-"""Where benchmarks write their tables (shown by the README), and how."""
+"""Where benchmarks write their tables (shown by docs/benchmarks.md), and how."""
 
 from __future__ import annotations
 

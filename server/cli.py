@@ -18,6 +18,23 @@ from server.settings import (
     use_bundled,
 )
 
+# serve's flags that override a server setting, by the setting's name (--max-wait-ms sets
+# max_wait_ms); a table, so that server.settings_doc lists the same flags the parser has.
+SERVE_FLAGS: dict[str, type] = {
+    "host": str,
+    "port": int,
+    "default_model": str,
+    "max_batch_size": int,
+    "max_wait_ms": float,
+    "max_queue": int,
+    "threads": int,
+}
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
+def flag_name(setting: str) -> str:
+    return "--" + setting.replace("_", "-")
+
 
 def version_text() -> str:
     """This server's version and the llama.cpp it carries, as ggml itself reports them."""
@@ -64,14 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("--name", help="also add the model to config.json under this name")
     for p in (serve, pull, conv):
         p.add_argument("--config", help=f"config file; search order: {CONFIG_SEARCH}")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--default-model")
-    serve.add_argument("--max-batch-size", type=int)
-    serve.add_argument("--max-wait-ms", type=float)
-    serve.add_argument("--max-queue", type=int)
-    serve.add_argument("--threads", type=int)
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    for setting, kind in SERVE_FLAGS.items():
+        serve.add_argument(flag_name(setting), type=kind)
+    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     args = parser.parse_args(argv)
     if args.version:
         print(version_text())

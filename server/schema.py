@@ -71,7 +71,7 @@ def parse(cls: type[T], data: object, path: str = "") -> T:
     for name, field in fields.items():
         if name in data:
             values[name] = _convert(hints[name], data[name], _join(path, name), field.metadata)
-        elif _is_required(field):
+        elif is_required(field):
             raise ValueError(f"missing required field {_join(path, name)!r}")
     return cls(**values)
 
@@ -98,10 +98,10 @@ def _convert(tp: Any, value: object, path: str, meta: typing.Mapping[str, Any]) 
         fitting = [e for e in errors if ": expected " not in e]
         if len(errors) == 1 or fitting:
             raise ValueError((fitting or errors)[0])
-        raise ValueError(f"{path}: expected {_describe(tp)}")
+        raise ValueError(f"{path}: expected {describe_type(tp)}")
     if origin is list:
         if not isinstance(value, list):
-            raise ValueError(f"{path}: expected {_describe(tp)}, got {_json_type(value)}")
+            raise ValueError(f"{path}: expected {describe_type(tp)}, got {_json_type(value)}")
         _check_length(value, path, meta, "items")
         (item_tp,) = get_args(tp)
         return [_convert(item_tp, item, f"{path}[{i}]", {}) for i, item in enumerate(value)]
@@ -144,7 +144,7 @@ def _convert(tp: Any, value: object, path: str, meta: typing.Mapping[str, Any]) 
     raise TypeError(f"schema type {tp!r} of {path} is not supported")  # a bug, not user input
 
 
-def _is_required(field: dataclasses.Field[Any]) -> bool:
+def is_required(field: dataclasses.Field[Any]) -> bool:
     no_default = field.default is _MISSING and field.default_factory is _MISSING
     return no_default or bool(field.metadata.get("required"))
 
@@ -172,12 +172,12 @@ def _check_length(
         raise ValueError(f"{path}: at most {meta['max_length']} {unit}, got {len(value)}")
 
 
-def _describe(tp: Any) -> str:
+def describe_type(tp: Any) -> str:
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in get_args(tp))
+        return " or ".join(describe_type(a) for a in get_args(tp))
     if origin is list:
-        return f"a list of {_describe(get_args(tp)[0])}s"
+        return f"a list of {describe_type(get_args(tp)[0])}s"
     names = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
     return names.get(tp, getattr(tp, "__name__", str(tp)))
 
@@ -219,7 +219,7 @@ def json_schema(cls: type[Any], components: dict[str, Any]) -> dict[str, Any]:
                 prop[name.replace("Length", "Items") if is_array else name] = meta[key]
         if meta.get("choices"):
             prop["enum"] = list(meta["choices"])
-        if _is_required(field):
+        if is_required(field):
             required.append(field.name)
         elif field.default is not _MISSING:
             prop["default"] = field.default

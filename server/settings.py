@@ -170,7 +170,7 @@ class ModelSettings:
     aliases: list[str] = spec(
         default_factory=list,
         doc="other names requests may use for this model (llama-server's --alias), e.g. "
-        "gpt-3.5-turbo for clients that send a fixed name",
+        "gpt-3.5-turbo for clients that send a fixed name; an alias names one model",
     )
     max_speculative_batch: int = spec(
         2,

@@ -154,7 +154,7 @@ async def test_without_redis_task_routes_503_while_generate_serves_then_recover(
 
 
 def figures(name: str, value: Any) -> None:
-    """The figures the README quotes, kept beside the logs."""
+    """The figures docs/scaling-out.md quotes, kept beside the logs."""
     path = ARTIFACTS / "cluster_figures.json"
     ARTIFACTS.mkdir(exist_ok=True)
     known = orjson.loads(path.read_bytes()) if path.exists() else {}

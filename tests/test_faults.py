@@ -136,7 +136,7 @@ async def test_no_kv_room_defers_half_the_step(client: httpx.AsyncClient) -> Non
 
 
 async def test_a_sampling_error_fails_that_request_only(client: httpx.AsyncClient) -> None:
-    """The README's "an error while sampling or detokenizing fails that request only":
+    """docs/reliability.md's "an error while sampling or detokenizing fails that request only":
     its neighbour in the same steps finishes as it would alone."""
     prompts = ["Name three colours.", "Name three rivers."]
     body = {**SHORT, "max_tokens": 24}
@@ -207,7 +207,7 @@ async def test_queued_request_leaves_at_its_deadline(client: httpx.AsyncClient) 
         reply = await client.post("/generate", json={**SHORT, "timeout": 1.5})
         assert_error(reply, 504, "timeout_error")
         assert time.monotonic() - started < 15  # not when a slot frees, 30 s later
-        # the README's "within 0.1 s", on the server's own clock
+        # docs/reliability.md's "within 0.1 s", on the server's own clock
         assert 1500 <= elapsed_ms(reply) < 1600, reply.json()
         assert (await health(client))["running"] == 2  # no slot had freed
         for hog in hogs:

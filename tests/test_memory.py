@@ -208,7 +208,7 @@ async def test_keep_alive_durations_from_requests(client: httpx.AsyncClient) -> 
 
 
 async def test_keep_alive_from_send_text_and_the_v1_routes(client: httpx.AsyncClient) -> None:
-    """The README: per request on /generate, /send_text and the /v1 routes."""
+    """docs/memory-and-lifecycle.md: per request on /generate, /send_text and the /v1 routes."""
     hi = {"max_tokens": 4, "temperature": 0}
     task = await client.post(
         "/send_text", json={"prompt": "Say hi.", "model_name": "q4", "keep_alive": "2s"} | hi

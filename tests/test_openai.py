@@ -99,7 +99,7 @@ async def test_errors_have_openai_shape_and_status(oai: AsyncOpenAI) -> None:
     assert "temperature: must be at most 2.0" in str(hot.value)
 
 
-# A value that asks for each field the server cannot honour (README: "a 400 naming the
+# A value that asks for each field the server cannot honour (docs/apis.md: "a 400 naming the
 # field, never a silent ignore").
 REFUSED: dict[str, Any] = {
     "best_of": 2,

@@ -164,7 +164,8 @@ async def test_invalid_edit_keeps_the_old_config(
 async def test_budget_default_model_and_limits_apply_at_once(
     client: httpx.AsyncClient, folder: Path
 ) -> None:
-    """The README: memory_budget_mb, default_model and request limits need no restart."""
+    """docs/memory-and-lifecycle.md: memory_budget_mb, default_model and request limits need
+    no restart."""
     path = folder / "config.json"
     start = config(folder, models("q4", "q2"))
     rewrite(path, orjson.dumps(start))

@@ -40,7 +40,7 @@ QWEN_TEMPLATE = (REPO / "tests" / "templates" / "qwen2.5-tools.jinja").read_text
 WEATHER: dict[str, Any] = {
     "type": "object",
     "properties": {
-        # bounded, as the README advises: a grammar does not bound a string's length,
+        # bounded, as docs/apis.md advises: a grammar does not bound a string's length,
         # and a sampled small model can ramble inside one until max_tokens
         "city": {"type": "string", "maxLength": 40},
         "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
