@@ -101,6 +101,15 @@ class ModelSettings:
 
     path: str = spec(doc="GGUF file, relative to the config file's folder", min_length=1)
     context_size: int = spec(2048, doc="tokens of context per sequence", ge=64, le=131072)
+    kv_pool_tokens: int = spec(
+        0,
+        doc="KV cells shared by all of the model's sequences (llama.cpp's unified cache), "
+        "so memory follows what requests hold; when they outgrow it the newest is parked "
+        "in host memory until there is room; each sequence still gets up to context_size "
+        "(at most the pool); 0: context_size cells reserved per sequence",
+        ge=0,
+        le=1048576,
+    )
     max_batch_size: int | None = spec(
         None, doc="sequences decoded together (server default when null)", ge=1, le=256
     )

@@ -32,6 +32,7 @@ from speculative.budget import StepBudget
 from speculative.chunk import Chunk
 from speculative.decoder import Decoder
 from speculative.grammar import Grammar, GrammarError
+from speculative.kv_pool import KvPool
 from speculative.llama import LlamaContext
 from speculative.postprocess import Postprocessor
 from speculative.prefix_cache import PrefixCache, PrefixStats
@@ -56,6 +57,7 @@ class Executor:
         prefix_cache: bool = True,
         prefix_cache_bytes: int = 0,
         max_step_ms: float | None = None,
+        max_draft: int = 0,
     ) -> None:
         assert context.batch_tokens >= num_seqs, "every running sequence needs a slot per step"
         self.name = name
@@ -68,6 +70,9 @@ class Executor:
         self._inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._free_seq_ids = list(range(num_seqs))  # ascending: see _schedule
         self._prefix = PrefixCache(context, prefix_cache_bytes, proposer, enabled=prefix_cache)
+        self.pool = (
+            KvPool(context, self._prefix, proposer, max_draft) if context.pool_tokens else None
+        )
         self._running: list[Sequence] = []  # admission order: prefill is first come first fed
         self._is_stopping = False
         self.crash: str | None = None  # why the thread died, if it did
@@ -229,7 +234,9 @@ class Executor:
         decode_s = 0.0
         try:  # whatever raises below, what already finished is published
             updates += self._retire(FinishReason.TIMEOUT)
-            chunks = self._scheduler.schedule(self._running)
+            if self.pool is not None:
+                self.pool.balance(self._running)
+            chunks = self._scheduler.schedule([s for s in self._running if s.parked_state is None])
             decode_s, chunks = self._decode(chunks, updates)
             updates += self._postprocess.run(chunks)
             FAULTS.check("step_crash")
@@ -295,8 +302,9 @@ class Executor:
         text: str = "",
     ) -> Update:
         """Retire ``seq`` now: its KV cells and sequence id are free for the next step."""
-        if reason is FinishReason.ERROR:  # its KV may be half written: trust none of it
-            self._prefix.forget(seq.seq_id)
+        if reason is FinishReason.ERROR or seq.parked_state is not None:
+            self._prefix.forget(seq.seq_id)  # half written, or parked: its cells are gone
+            seq.parked_state = None
         else:  # the next request may start from what it leaves
             self._prefix.keep(seq.seq_id, seq.tokens[: seq.num_cached])
             if self._proposer is not None:

@@ -217,7 +217,11 @@ class LlamaContext:
         threads: int,
         cache_type: str = "f16",
         embeddings: bool = False,
+        pool_tokens: int = 0,
     ) -> None:
+        """``pool_tokens`` > 0: one KV pool of that many cells shared by all sequences
+        (llama.cpp's unified cache), each up to ``ctx_per_seq`` long; 0: a stream of
+        ``ctx_per_seq`` cells reserved per sequence."""
         params = C.llama_context_default_params()
         # A quantized V cache needs flash attention; llama.cpp's default (auto) turns
         # it on for one, and refuses the context where it cannot.
@@ -229,6 +233,11 @@ class LlamaContext:
         # One KV stream per sequence: attention then reads only the sequence's
         # own cells, and the cost of a step does not grow with its neighbours.
         params.kv_unified = False
+        if pool_tokens:
+            # One pool: memory follows what the running sequences hold, not the worst
+            # case, at the price of attention spanning the pool's used cells.
+            params.kv_unified = True
+            params.n_ctx = pool_tokens
         params.no_perf = True
         if embeddings:
             # Mean-pooled vectors per sequence instead of logits. Each batch starts from
@@ -248,7 +257,11 @@ class LlamaContext:
         if not self._ptr:
             raise ModelLoadError(f"llama.cpp could not create a context for {model.path}")
         self.model = model
+        # llama.cpp rounds n_ctx up (to 256 cells); a pooled sequence may use the pool
+        self.pool_tokens = int(C.llama_n_ctx(self._ptr)) if pool_tokens else 0
         self.ctx_per_seq = int(C.llama_n_ctx_seq(self._ptr))
+        if pool_tokens:
+            self.ctx_per_seq = min(self.ctx_per_seq, ctx_per_seq)
         self.batch_tokens = batch_tokens
         self._memory = C.llama_get_memory(self._ptr)
         self._num_outputs = 0

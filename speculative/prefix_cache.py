@@ -215,6 +215,26 @@ class PrefixCache:
         self._ctx.drop(seq_id)
         self._mirror_drop(seq_id)
 
+    def idle_cells(self) -> int:
+        """KV cells the idle slots' contents hold (with a shared pool, an upper bound:
+        a copy shares its source's cells)."""
+        return sum(len(c.tokens) for c in self._idle.values())
+
+    def release(self, cells: int) -> int:
+        """Give at least ``cells`` back to a shared KV pool if the idle contents hold that
+        many, least recently used first, each saved to host memory when worth keeping;
+        the cells freed (an upper bound, as ``idle_cells``)."""
+        freed = 0
+        for slot in sorted(self._idle, key=lambda s: self._idle[s].used_at):
+            if freed >= cells:
+                break
+            content = self._idle.pop(slot)
+            self._save(slot, content)
+            self._ctx.drop(slot)
+            self._mirror_drop(slot)
+            freed += len(content.tokens)
+        return freed
+
     def after_decode(self) -> None:
         """llama.cpp performed the pending copies at the start of the decode."""
         self._incoming.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from batching.request import Request
 from speculative.grammar import Grammar
@@ -25,6 +26,8 @@ class Sequence:
     # the sequence whose prompt KV this one waits to copy (see Request.prompt_source)
     prompt_source: Sequence | None = None
     _rng: np.random.Generator | None = None  # made on first use: greedy ones never need it
+    # set while a full KV pool keeps it out of steps: its cells, saved (``kv_pool``)
+    parked_state: npt.NDArray[np.uint8] | None = None
 
     def __post_init__(self) -> None:
         self.num_prompt = len(self.tokens)

@@ -112,4 +112,6 @@ class LoadedModel:
             "executor": self.executor.stats.as_dict(),
             "step_budget": self.executor.budget.as_dict(),
             "prefix_cache": dataclasses.asdict(self.executor.prefix_stats),
+            # the shared KV pool's cells (kv_pool_tokens); null: a stream per sequence
+            "kv_pool": dataclasses.asdict(pool.stats) if (pool := self.executor.pool) else None,
         }

@@ -63,8 +63,10 @@ def estimate_footprint(config: Config, name: str) -> Footprint:
 
     def model_and_context(path: str) -> tuple[int, int, int]:
         shape = read_shape(path)
+        # a pool: llama.cpp pads its cells to a multiple of 256
+        pool = -(-settings.kv_pool_tokens // 256) * 256
         kv, compute = shape.context_bytes(
-            num_cells=settings.context_size * num_seqs,
+            num_cells=pool or settings.context_size * num_seqs,
             num_seqs=num_seqs,
             batch_tokens=max(settings.batch_tokens, num_seqs),
             cache_type=settings.cache_type,
@@ -114,6 +116,7 @@ def load_blocking(
             batch_tokens=max(settings.batch_tokens, num_seqs),
             threads=config.threads(name),
             cache_type=settings.cache_type,
+            pool_tokens=settings.kv_pool_tokens,
         )
 
     opened: list[LlamaModel | LlamaContext] = []
@@ -188,6 +191,7 @@ def start_serving(
         prefix_cache=settings.prefix_cache,
         prefix_cache_bytes=server.prefix_cache_mb << 20,
         max_step_ms=settings.max_step_ms,
+        max_draft=settings.num_draft_tokens if settings.draft else 0,
     )
     batcher = Batcher(
         executor,

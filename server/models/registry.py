@@ -201,7 +201,8 @@ class ModelRegistry:
                 503,
                 f"model {name!r} needs about {need / MB:.0f} MB (weights, KV cache, buffers) "
                 f"but the memory budget is {self.budget_bytes / MB:.0f} MB; raise "
-                "server.memory_budget_mb or lower the model's context_size or max_batch_size",
+                "server.memory_budget_mb, or lower the model's context_size or max_batch_size or "
+                "set its kv_pool_tokens",
                 {"Retry-After": "60"},
             )
         await self._make_room(name, need - already_open, deadline)
