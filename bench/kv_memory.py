@@ -1,0 +1,122 @@
+"""A small box's memory: RSS after start-up and one short chat request, this server's
+KV settings against llama-server's defaults on the same file, plus c=16 tokens/s and
+time to first token for this server's cases, all in one run:
+
+    .venv/bin/python -m bench.kv_memory        (llama-server from `make llama-server`)
+
+Cases: llama-server with no sizing flags (its defaults); this server as shipped before
+the pool (16 sequences x 2,048 cells each, f16); and pooled variants. RSS is read from
+/proc once the request is answered; the KV bytes from the server's own accounting.
+Writes bench/results/kv_memory.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.loadgen import Job, run_load, short_prompts
+from bench.report import REPO, RESULTS, write_table
+from server.launcher import LiveServer, free_port, started
+
+LLAMA_SERVER = REPO / "build" / "llama-server" / "llama-server"
+MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+MIB = 1 << 20
+
+
+@dataclass(slots=True)
+class Case:
+    label: str
+    model_settings: dict[str, Any] = field(default_factory=dict)  # None: llama-server
+    is_llama_server: bool = False
+
+
+CASES = [
+    Case("llama-server defaults", is_llama_server=True),
+    Case("per-sequence 16 x 2048, f16 (before)", {"kv_pool_tokens": 0, "cache_type": "f16"}),
+    Case("pool 8192, f16", {"kv_pool_tokens": 8192, "cache_type": "f16"}),
+    Case("pool 4096, f16", {"kv_pool_tokens": 4096, "cache_type": "f16"}),
+    Case("pool 4096, q8_0", {"kv_pool_tokens": 4096, "cache_type": "q8_0"}),
+]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def start(case: Case, folder: Path, stack: contextlib.ExitStack) -> LiveServer:
+    port = free_port()
+    log = RESULTS / "logs" / f"kv-memory-{case.label.split(',')[0].replace(' ', '-')}.log"
+    if case.is_llama_server:
+        cmd = [str(LLAMA_SERVER), "-m", str(MODEL), "--port", str(port), "--no-webui"]
+        return stack.enter_context(started(cmd, port, log, REPO, timeout=180, health="/health"))
+    data = folder / case.label.replace(" ", "-").replace(",", "")
+    config = {
+        "server": {"default_model": "m", "data_dir": str(data), "result_cache": {"enabled": False}},
+        "models": {"m": {"path": str(MODEL), "weights": "as-is", **case.model_settings}},
+    }
+    path = data.with_suffix(".json")
+    path.write_bytes(orjson.dumps(config))
+    cmd = [sys.executable, "-m", "server", "serve", "--config", str(path), "--port", str(port)]
+    return stack.enter_context(started(cmd, port, log, REPO, timeout=180))
+
+
+def one_chat(url: str) -> None:
+    body = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
+    reply = httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+    reply.raise_for_status()
+
+
+def measure(case: Case, folder: Path, concurrency: int, max_tokens: int) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        live = start(case, folder, stack)
+        one_chat(live.url)
+        row: dict[str, Any] = {"case": case.label, "rss_mib": round(rss_mib(live.process.pid))}
+        if not case.is_llama_server:
+            model = httpx.get(live.url + "/health_check").json()["models"]["m"]
+            row["kv_mib"] = round(model["memory"]["kv_bytes"] / MIB)
+            jobs = [Job(p) for p in short_prompts()[:concurrency]] * 2
+            report = asyncio.run(run_load(live.url, jobs, concurrency, max_tokens, case.label))
+            row |= {"tok_s": report.tokens_per_second, "ttft_p50_ms": report.ttft_p50_ms}
+            after = httpx.get(live.url + "/health_check").json()["models"]["m"]
+            row["parks"] = (after.get("kv_pool") or {}).get("num_parked", 0)
+        return row
+
+
+def main() -> None:
+    rows = [
+        f"RSS after start-up and one chat request, {MODEL.name}; this server also at c=16 "
+        f"(32 short prompts, {64} tokens each, greedy, streamed), {os.cpu_count()} threads.",
+        "",
+        "| case | RSS MiB | vs llama-server | KV MiB | c=16 tok/s | TTFT p50 ms | parks |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    cases = CASES if LLAMA_SERVER.is_file() else CASES[1:]
+    if not LLAMA_SERVER.is_file():
+        print(f"llama-server skipped: {LLAMA_SERVER} is not built; run `make llama-server`")
+    with tempfile.TemporaryDirectory() as tmp:
+        results = [measure(case, Path(tmp), 16, 64) for case in cases]
+    base = results[0]["rss_mib"] if cases[0].is_llama_server else None
+    for r in results:
+        ratio = f"{r['rss_mib'] / base:.2f}x" if base else "-"
+        rows.append(
+            f"| {r['case']} | {r['rss_mib']} | {ratio} | {r.get('kv_mib', '-')} | "
+            f"{r.get('tok_s', '-')} | {r.get('ttft_p50_ms', '-')} | {r.get('parks', '-')} |"
+        )
+    write_table("kv_memory", rows)
+
+
+if __name__ == "__main__":
+    main()
