@@ -12,6 +12,7 @@ Writes bench/results/kv_memory.md.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -65,7 +66,9 @@ def start(case: Case, folder: Path, stack: contextlib.ExitStack) -> LiveServer:
     data = folder / case.label.replace(" ", "-").replace(",", "")
     config = {
         "server": {"default_model": "m", "data_dir": str(data), "result_cache": {"enabled": False}},
-        "models": {"m": {"path": str(MODEL), "weights": "as-is", **case.model_settings}},
+        # the server's default weights ("fastest": here the file's Q8_0 conversion), as
+        # `make run` serves them
+        "models": {"m": {"path": str(MODEL), **case.model_settings}},
     }
     path = data.with_suffix(".json")
     path.write_bytes(orjson.dumps(config))
@@ -96,6 +99,9 @@ def measure(case: Case, folder: Path, concurrency: int, max_tokens: int) -> dict
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", help="comma-separated case numbers (0: llama-server)")
+    args = parser.parse_args()
     rows = [
         f"RSS after start-up and one chat request, {MODEL.name}; this server also at c=16 "
         f"(32 short prompts, {64} tokens each, greedy, streamed), {os.cpu_count()} threads.",
@@ -103,8 +109,9 @@ def main() -> None:
         "| case | RSS MiB | vs llama-server | KV MiB | c=16 tok/s | TTFT p50 ms | parks |",
         "|---|---|---|---|---|---|---|",
     ]
-    cases = CASES if LLAMA_SERVER.is_file() else CASES[1:]
+    cases = [CASES[int(i)] for i in args.cases.split(",")] if args.cases else CASES
     if not LLAMA_SERVER.is_file():
+        cases = [c for c in cases if not c.is_llama_server]
         print(f"llama-server skipped: {LLAMA_SERVER} is not built; run `make llama-server`")
     with tempfile.TemporaryDirectory() as tmp:
         results = [measure(case, Path(tmp), 16, 64) for case in cases]
