@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: setup models browser cluster-deps cluster run run-app test run-tests lint bench quantize clean \
-	container-deps container-base container-build container-run llama-server start-inference-service stop-inference-service test-inference-service \
+	container-deps container-base container-build service-images container-run llama-server start-inference-service stop-inference-service test-inference-service \
 	binary binary-with-model convert convert-deps test-convert
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 
@@ -165,21 +165,27 @@ container-build: binary container-base
 container-run:
 	$(CONTAINER) run --rm -p 8000:8000 -v edge-models:/app/models -v edge-data:/app/data $(IMAGE)
 
-# Replicas + nginx + Redis in containers (deploy/compose.yaml), nginx on port 8080.
-COMPOSE := $(CONTAINER) compose -f deploy/compose.yaml
-SERVICE_URL ?= http://127.0.0.1:8080
+# Replicas + nginx + Redis in containers (deploy/compose.yaml), nginx on port 8080
+# (EDGE_LLM_SERVICE_PORT). The images are built here, where podman's settings above
+# apply, so compose only starts them. podman-compose where installed, else Docker's.
+COMPOSE_CMD ?= $(shell command -v podman-compose >/dev/null 2>&1 && echo podman-compose || \
+	echo docker compose)
+COMPOSE = EDGE_LLM_BASE=$(CONTAINER_BASE) $(COMPOSE_CMD) -f deploy/compose.yaml
+SERVICE_URL ?= http://127.0.0.1:$(or $(EDGE_LLM_SERVICE_PORT),8080)
 
-start-inference-service:
-	$(COMPOSE) up -d --build
+service-images: container-build
+	$(BUILD) -t localhost/edge-llm-redis -f deploy/redis.Containerfile .
+	$(BUILD) -t localhost/edge-llm-nginx -f deploy/nginx.Containerfile .
+
+start-inference-service: models service-images
+	$(COMPOSE) up -d
 
 stop-inference-service:
 	$(COMPOSE) down
 
+# generate, a task sent through one replica and read through the other, a stream
 test-inference-service:
-	$(PYTHON) examples/simple_tester.py --url $(SERVICE_URL) health-check
-	$(PYTHON) examples/simple_tester.py --url $(SERVICE_URL) generate --prompt "Hi" --stream
-	$(PYTHON) examples/simple_tester.py --url $(SERVICE_URL) get-task-status --wait --task-id \
-	  $$($(PYTHON) examples/simple_tester.py --url $(SERVICE_URL) send-text --prompt "Hi")
+	$(PYTHON) deploy/check_service.py --url $(SERVICE_URL)
 
 # One GGUF into another type: make quantize SRC=models/x.gguf TYPE=q8_0 OUT=models/x.q8_0.gguf
 quantize: setup
