@@ -9,6 +9,7 @@ makes has a name of its own and is removed when the test ends.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -128,10 +129,11 @@ def test_image_is_small_non_root_and_carries_no_python_or_compiler(image: str) -
         )
     finally:
         podman("rm", box)
-    with tarfile.open(fileobj=__import__("io").BytesIO(exported.stdout)) as tar:
-        names = {Path(n).name for n in tar.getnames()}
-    assert "edge-llm" in names and "libllama.so" in names
-    assert not names & {"python3", "python3.11", "pip", "gcc", "cc", "sh", "apt-get", "pytest"}
+    with tarfile.open(fileobj=io.BytesIO(exported.stdout)) as tar:
+        files = {Path(m.name).name for m in tar.getmembers() if not m.isdir()}
+    assert "edge-llm" in files and "libllama.so" in files
+    # (the binary's own Python is inside libpython, with no interpreter to run scripts)
+    assert not files & {"python3", "python3.11", "pip", "gcc", "cc", "sh", "apt-get", "pytest"}
 
 
 def test_container_serves_what_the_source_server_serves_and_drains_on_sigterm(
@@ -165,11 +167,18 @@ def test_container_serves_what_the_source_server_serves_and_drains_on_sigterm(
 
 
 def pull_flags() -> tuple[list[str], dict[str, str]]:
-    """This machine's package indexes for `pull`, their local folders mounted read-only."""
+    """This machine's package indexes for `pull`: a local index's folder (its simple/ and
+    the files it links to) mounted read-only, and the host's CA bundle, which trusts what
+    the host trusts (a proxy's own CA, say)."""
     indexes = pip_indexes()
     urls = " ".join(indexes.values()).split()
-    folders = {u.removeprefix("file://").rstrip("/") for u in urls if u.startswith("file://")}
-    return [f"{f}:{f}:ro" for f in sorted(folders)], indexes
+    local = {Path(u.removeprefix("file://")) for u in urls if u.startswith("file://")}
+    folders = {str(f.parent if f.name == "simple" else f) for f in local}
+    mounts = [f"{f}:{f}:ro" for f in sorted(folders)]
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    if Path(bundle).is_file():
+        mounts.append(f"{bundle}:{bundle}:ro")
+    return mounts, indexes
 
 
 def test_model_pulled_into_the_volume_outlives_the_container(image: str, volume: str) -> None:
