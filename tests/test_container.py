@@ -41,7 +41,9 @@ ENV = {
 DRAIN_S = 5
 
 
-def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def podman(
+    *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         ["podman", *args],
         env={**os.environ, **ENV},
@@ -185,7 +187,9 @@ def test_model_pulled_into_the_volume_outlives_the_container(image: str, volume:
     mounts, indexes = pull_flags()
     flags = [f"--volume={volume}:/app/models", *(f"--volume={m}" for m in mounts)]
     flags += [f"--env={k}={v}" for k, v in indexes.items()]
-    pulled = podman("run", "--rm", "--network=host", *flags, image, "pull", DEFAULT_MODEL, timeout=600)
+    pulled = podman(
+        "run", "--rm", "--network=host", *flags, image, "pull", DEFAULT_MODEL, timeout=600
+    )
     assert "100%" in pulled.stderr, pulled.stderr[-2000:]
     for start in ("first", "after a restart"):
         with container(image, f"{volume}:/app/models") as box:
@@ -202,7 +206,9 @@ def test_task_result_outlives_a_killed_container(image: str, volume: str) -> Non
         body = {"prompt": PROMPT, "max_tokens": 16, "temperature": 0}
         task_id = httpx.post(box.url + "/send_text", json=body).json()["task_id"]
         deadline = time.monotonic() + 60
-        while (record := httpx.get(f"{box.url}/get_task_status/{task_id}").json())["status"] != "done":
+        while (record := httpx.get(f"{box.url}/get_task_status/{task_id}").json())[
+            "status"
+        ] != "done":
             assert time.monotonic() < deadline, record
             time.sleep(0.1)
         podman("kill", "--signal", "KILL", box.name)
