@@ -170,7 +170,7 @@ container-run:
 # apply, so compose only starts them. podman-compose where installed, else Docker's.
 COMPOSE_CMD ?= $(shell command -v podman-compose >/dev/null 2>&1 && echo podman-compose || \
 	echo docker compose)
-COMPOSE = EDGE_LLM_BASE=$(CONTAINER_BASE) $(COMPOSE_CMD) -f deploy/compose.yaml
+COMPOSE = EDGE_LLM_BASE=$(CONTAINER_BASE) $(COMPOSE_CMD) -p edge-llm -f deploy/compose.yaml
 SERVICE_URL ?= http://127.0.0.1:$(or $(EDGE_LLM_SERVICE_PORT),8080)
 
 service-images: container-build
@@ -180,8 +180,12 @@ service-images: container-build
 start-inference-service: models service-images
 	$(COMPOSE) up -d
 
+# Volumes (Redis's tasks, the replicas' data) are kept for the next start; podman-compose
+# leaves the project's network behind, so it goes here.
 stop-inference-service:
 	$(COMPOSE) down
+	@! command -v podman >/dev/null || ! podman network exists edge-llm_default || \
+	  podman network rm edge-llm_default
 
 # generate, a task sent through one replica and read through the other, a stream
 test-inference-service:

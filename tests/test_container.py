@@ -107,7 +107,7 @@ class Container:
 
     def remove(self) -> None:
         (ARTIFACTS / f"{self.name}.log").write_text(self.logs())
-        podman("rm", "-f", "-t", "0", self.name, check=False)
+        podman("rm", "-f", "-v", "-t", "0", self.name, check=False)  # -v: its anonymous volumes
 
 
 @contextlib.contextmanager
@@ -130,7 +130,7 @@ def test_image_is_small_non_root_and_carries_no_python_or_compiler(image: str) -
             ["podman", "export", box], env={**os.environ, **ENV}, capture_output=True, check=True
         )
     finally:
-        podman("rm", box)
+        podman("rm", "-v", box)
     with tarfile.open(fileobj=io.BytesIO(exported.stdout)) as tar:
         files = {Path(m.name).name for m in tar.getmembers() if not m.isdir()}
     assert "edge-llm" in files and "libllama.so" in files
