@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: setup models browser cluster-deps cluster run run-app test run-tests lint bench quantize clean \
-	container-deps container-base container-build service-images container-run llama-server start-inference-service stop-inference-service test-inference-service \
+	container-deps container-base container-build container-build-python service-images container-run llama-server start-inference-service stop-inference-service test-inference-service \
 	binary binary-with-model convert convert-deps test-convert
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 
@@ -161,6 +161,18 @@ container-base: container-deps
 # The single binary's folder on the C libraries it loads (Containerfile).
 container-build: binary container-base
 	$(BUILD) -t $(IMAGE) -f Containerfile .
+
+# The measured alternative: Debian's Python and the server's wheels (no compiling).
+CONTAINER_WHEELS := build/container/wheels
+$(CONTAINER_WHEELS)/.stamp: $(STAMP) $(BINARY_SOURCES)
+	rm -rf $(CONTAINER_WHEELS) && mkdir -p $(CONTAINER_WHEELS)
+	cp $(LLAMA_WHEELS)/llama_cpp_python-*.whl $(CONTAINER_WHEELS)/
+	# async-timeout: redis needs it below Python 3.11.3, and Debian 12's is 3.11.2
+	$(PY) -m pip wheel -q --find-links $(LLAMA_WHEELS) -w $(CONTAINER_WHEELS) . 'async-timeout>=4.0.3'
+	touch $@
+
+container-build-python: $(CONTAINER_WHEELS)/.stamp container-base
+	$(BUILD) -t $(IMAGE)-python -f packaging/container/python.Containerfile .
 
 container-run:
 	$(CONTAINER) run --rm -p 8000:8000 -v edge-models:/app/models -v edge-data:/app/data $(IMAGE)
