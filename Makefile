@@ -77,7 +77,8 @@ lint: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test run-tests: models browser cluster-deps lint
+# container-base: podman and the base image (~1.5 min once) before tests/test_container.py
+test run-tests: models browser cluster-deps container-base lint
 	$(PY) -m pytest
 
 # llama.cpp's own server, the benchmark's baseline (c): built from the llama.cpp inside

@@ -30,6 +30,8 @@ from tests.test_binary import PROMPT, answers, pip_indexes
 if not sys.platform.startswith("linux"):
     pytest.skip("podman runs Linux containers on Linux only", allow_module_level=True)
 
+# The image's build (the binary ~50 s, the image ~30 s) is part of the first test's time.
+pytestmark = pytest.mark.timeout(1200)
 IMAGE = "localhost/edge-llm-server"
 # podman's settings for sandboxes (runc, no ulimits), as the Makefile sets them
 ENV = {
