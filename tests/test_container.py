@@ -197,7 +197,9 @@ def test_model_pulled_into_the_volume_outlives_the_container(image: str, volume:
         with container(image, f"{volume}:/app/models") as box:
             health = httpx.get(box.url + "/health_check").json()
             assert health["models"][DEFAULT_MODEL]["path"].startswith("/app/models/"), start
-            reply = httpx.post(box.url + "/generate", json={"prompt": PROMPT, "max_tokens": 8})
+            # the first load converts the Q4_1 file to Q8_0 in the writable volume (seconds)
+            body = {"prompt": PROMPT, "max_tokens": 8}
+            reply = httpx.post(box.url + "/generate", json=body, timeout=300)
             assert reply.status_code == 200 and reply.json()["text"], (start, reply.text)
 
 
@@ -206,7 +208,7 @@ def test_task_result_outlives_a_killed_container(image: str, volume: str) -> Non
     data = f"{volume}:/app/data"
     with container(image, models, data) as box:
         body = {"prompt": PROMPT, "max_tokens": 16, "temperature": 0}
-        task_id = httpx.post(box.url + "/send_text", json=body).json()["task_id"]
+        task_id = httpx.post(box.url + "/send_text", json=body, timeout=60).json()["task_id"]
         deadline = time.monotonic() + 60
         while (record := httpx.get(f"{box.url}/get_task_status/{task_id}").json())[
             "status"
