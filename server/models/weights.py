@@ -13,6 +13,7 @@ is served (less memory, and greedy output identical to the file's).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -94,7 +95,9 @@ def weights_for(
             quantize(source, partial, target)
             os.replace(partial, cached)  # atomic: another process may be converting too
         except (OSError, RuntimeError) as exc:
-            partial.unlink(missing_ok=True)
+            # on a read-only models folder (a container's volume) unlink fails too
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
             log.warning("could not convert %s (%s); serving it as-is", source, exc)
             return Weights(path, setting, note=f"as-is: the conversion failed ({exc})")
     speeds = None
