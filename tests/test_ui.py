@@ -19,6 +19,7 @@ import httpx
 import orjson
 import pytest
 from playwright.async_api import Browser, Locator, Page, Request, async_playwright, expect
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.conftest import ARTIFACTS, DEFAULT_MODEL
 
@@ -104,7 +105,12 @@ async def page(browser: Browser) -> AsyncIterator[Tab]:
 
 
 async def settle(tab: Page) -> None:
-    await tab.wait_for_load_state("networkidle")
+    """Let requests the page still makes show up in ``Tab.sent``. A busy box can keep a
+    big page from ever going idle within 30 s (CI, 2026-12-03, Swagger UI); that is not
+    a failure by itself: a request to the outside is in ``sent`` from the moment it is
+    made, whether or not it ever ends."""
+    with contextlib.suppress(PlaywrightTimeoutError):
+        await tab.wait_for_load_state("networkidle", timeout=30_000)
 
 
 def outside(urls: list[str]) -> list[str]:
