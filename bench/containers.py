@@ -22,15 +22,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import orjson
 
+from bench.report import REPO, RESULTS, write_table
 from server.launcher import free_port
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 ENV = {
     **os.environ,
     "CONTAINERS_CONF": os.environ.get(
@@ -139,8 +137,7 @@ def main() -> None:
         f"| {r['tokens_per_s']} |"
         for r in rows
     ]
-    (RESULTS / "containers.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table("containers", lines)
 
 
 if __name__ == "__main__":
