@@ -87,7 +87,9 @@ def story(salt: str, i: int) -> str:
     return f"{salt} {i}: a long tale about {TOPICS[i]}, in many paragraphs.\n\nOnce upon a time,"
 
 
-async def scenario(url: str, salt: str, tokens: int, arrivals: int) -> dict[str, Any]:
+async def scenario(
+    url: str, salt: str, tokens: int, arrivals: int, every: float = 2.0
+) -> dict[str, Any]:
     headers = {"Cache-Control": "no-store"}
     async with httpx.AsyncClient(base_url=url, timeout=600, headers=headers) as client:
         started = time.perf_counter()
@@ -101,7 +103,7 @@ async def scenario(url: str, salt: str, tokens: int, arrivals: int) -> dict[str,
             prompt = f"{salt} arrival {k}. " + long_prompt(1000)
             sent.append(time.perf_counter() - started)
             firsts.append(asyncio.ensure_future(stream(client, prompt, 16, started)))
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(every)
         runs = await asyncio.gather(*streams)
         arrived = await asyncio.gather(*firsts)
     gaps = [(b, (b - a) * 1000) for run in runs for a, b in itertools.pairwise(run)]
@@ -117,28 +119,29 @@ async def scenario(url: str, salt: str, tokens: int, arrivals: int) -> dict[str,
     }
 
 
-def plot(results: dict[str, dict[str, Any]]) -> None:
+def plot(results: dict[str, dict[str, Any]], every: float, name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    for name, result in results.items():
+    for label, result in results.items():
         xs, ys = zip(*result["gaps"], strict=True)
-        ax.scatter(xs, ys, s=4, label=name)
+        ax.scatter(xs, ys, s=4, label=label)
     ax.set_yscale("log")
-    ax.set_xlabel("seconds into the run (a ~1,000-token prompt arrives every 2 s)")
+    ax.set_xlabel(f"seconds into the run (a ~1,000-token prompt arrives every {every:g} s)")
     ax.set_ylabel("gap between tokens (ms)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "itl.png", dpi=110)
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=160)
     parser.add_argument("--arrivals", type=int, default=6)
+    parser.add_argument("--every", type=float, default=2.0, help="seconds between arrivals")
     parser.add_argument("--before", type=Path, help="a checkout to measure beside this one")
     parser.add_argument("--max-step-ms", type=float, help="also this server with this step target")
     args = parser.parse_args()
@@ -155,14 +158,17 @@ def main() -> None:
                 step = args.max_step_ms if "max_step_ms" in kind else None
                 url = start(kind, folder, stack, trees.get(kind, REPO), step)
                 asyncio.run(scenario(url, "warm", 8, 0))
-                results[kind] = asyncio.run(scenario(url, kind, args.tokens, args.arrivals))
+                results[kind] = asyncio.run(
+                    scenario(url, kind, args.tokens, args.arrivals, args.every)
+                )
                 shown = {k: v for k, v in results[kind].items() if k != "gaps"}
                 print(kind, shown, flush=True)
-    plot(results)
+    name = "itl" if args.every == 2.0 else f"itl-every-{args.every:g}s"
+    plot(results, args.every, name)
     rows = [
         f"Streams under long-prompt arrivals ({time.strftime('%Y-%m-%d')}, `python -m bench.itl`, "
         f"{os.cpu_count()} cores, {MODEL.name}, {NUM_STREAMS} greedy streams of {args.tokens} "
-        f"tokens, a ~1,000-token prompt every 2 s):",
+        f"tokens, a ~1,000-token prompt every {args.every:g} s):",
         "",
         "| server | gap p50 ms | gap p99 ms | gap max ms | p99/p50 | arrival TTFT p50 ms | tok/s |",
         "|---|---|---|---|---|---|---|",
@@ -175,7 +181,7 @@ def main() -> None:
         )
     if "llama-server" not in results:
         rows += ["", "llama-server is not built (`make llama-server`): no baseline column."]
-    write_table("itl", rows)
+    write_table(name, rows)
 
 
 if __name__ == "__main__":

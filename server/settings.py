@@ -121,8 +121,9 @@ class ModelSettings:
         None,
         doc="while sequences decode, a step carries only as many prompt tokens as keep it "
         "near this time (costs measured as it runs), so streams keep their pace while a "
-        "long prompt is read; null: prompt tokens fill the batch",
-        ge=1,
+        "long prompt is read; null: automatic, 3x a decode-only step, more the longer the "
+        "oldest prompt being read has waited; 0: off, prompt tokens fill the batch",
+        ge=0,
     )
     use_chat_template: bool = spec(
         True, doc="wrap /generate prompts in the model's own chat template as a user turn"

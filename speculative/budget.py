@@ -9,17 +9,23 @@ pace (vLLM and SGLang call this chunked prefill with a token budget).
 
 The costs are measured as the executor runs, not assumed: an exponential average
 of a decode-only step's time, and of the marginal time of one prompt token
-(``record``). The target is the model's ``max_step_ms``; unset (the default), a
-step takes prompt tokens up to the batch's room, as before. A target of twice a
-decode-only step as the default was measured and refused (2026-12-02, 2 cores,
-``bench.itl``): the streams' gaps became even (p99 1.2x p50 instead of 26x) but
-their median went from 34 to 152 ms, and tokens/s from 80 to 54, since with a
-long prompt arriving every 2 s nearly every step carried prompt tokens. With
-nothing decoding, a prompt gets the whole step.
+(``record``). The target is the model's ``max_step_ms`` when set; ``0`` turns the
+budget off (prompt tokens fill the batch's room). Unset (the default), the target
+follows the host and the load: ``AUTO_STALL`` times a decode-only step, so the
+gap between two tokens of a stream stays within 3x its usual pace while a prompt
+is read, and that grows with how long the oldest prompt being read has waited
+(``AUTO_GROW_S``), so a box that gets more prompt tokens than that share can read
+still keeps up instead of queueing them without end. A fixed target does not grow:
+who sets one asks for even gaps first. With nothing decoding, a prompt gets the
+whole step.
 
-Several prompts share the budget by ``fair_shares``: higher priorities first, and
-within a priority equal shares (a short prompt is not starved behind a long one:
-it finishes in a few steps while the long one keeps going).
+Several prompts share the budget by ``shortest_first``: higher priorities first,
+and within a priority the one with the fewest tokens left, a prompt's count halved
+for every ``AGING_S`` it has waited. A short prompt is then never starved behind a
+long one, and one that arrived while another was half read waits for that one to
+finish rather than slowing it: the first to finish is the first to answer, where
+equal shares would make both answer late. Aging keeps a long prompt from waiting
+forever behind a run of shorter ones.
 """
 
 from __future__ import annotations
@@ -28,59 +34,80 @@ from dataclasses import dataclass
 
 MIN_PROMPT_TOKENS = 16  # per step: a prompt always moves, however slow the host
 SMOOTHING = 0.2  # weight of the newest step in the averages
+AUTO_STALL = 3.0  # automatic target: a step with prompt tokens, in decode-only steps
+AUTO_GROW_S = 8.0  # ... times 1 + (the oldest prompt's wait / this)
+LARGE_CHUNK = 128  # prompt tokens in a step from which a token's cost is measured
+AGING_S = 10.0  # a waiting prompt's tokens left count half as much every so often
 
 
 @dataclass(slots=True)
 class StepBudget:
-    max_step_ms: float | None = None  # None: no target, prompt tokens fill the batch
+    max_step_ms: float | None = None  # None: automatic; 0: off, prompt tokens fill the batch
     decode_step_s: float | None = None  # average step with no prompt tokens
     prompt_token_s: float | None = None  # average marginal cost of one prompt token
+    chunk_overhead_s: float = 0.0  # what a prompt chunk beside decoding costs besides its tokens
 
     def record(self, num_decoding: int, num_prompt: int, decode_s: float) -> None:
-        """One step's cost: ``num_prompt`` prompt tokens beside ``num_decoding`` sequences."""
+        """One step's cost: ``num_prompt`` prompt tokens beside ``num_decoding`` sequences.
+
+        A step with a prompt chunk beside decoding sequences costs more than the two
+        parts: with a KV stream per sequence llama.cpp splits it into one ubatch of a
+        token per sequence and one of the rest, and each reads every weight (measured
+        here, 2 cores, smollm2 Q8_0: ~25 ms on a 31 ms decode step). So a token's cost
+        comes from large chunks, where that is small beside the tokens, and the fixed
+        part from the chunks beside decoding sequences."""
         if num_prompt == 0:
             if num_decoding:
                 self.decode_step_s = _average(self.decode_step_s, decode_s)
             return
         base = (self.decode_step_s or 0.0) if num_decoding else 0.0
-        per_token = max(decode_s - base, 0.0) / num_prompt
-        self.prompt_token_s = _average(self.prompt_token_s, per_token)
+        extra = max(decode_s - base, 0.0)
+        if num_prompt >= LARGE_CHUNK or self.prompt_token_s is None:
+            self.prompt_token_s = _average(self.prompt_token_s, extra / num_prompt)
+        elif num_decoding and self.decode_step_s is not None:
+            overhead = max(extra - num_prompt * self.prompt_token_s, 0.0)
+            self.chunk_overhead_s = _average(self.chunk_overhead_s, overhead)
 
-    def prompt_tokens(self, num_decoding: int, capacity: int) -> int:
-        """Prompt tokens the next step may carry, of ``capacity`` left in the batch."""
-        if self.max_step_ms is None or num_decoding == 0 or not self.prompt_token_s:
-            return capacity  # no target, nobody to stall, or nothing measured yet
+    def prompt_tokens(self, num_decoding: int, capacity: int, waited_s: float = 0.0) -> int:
+        """Prompt tokens the next step may carry, of ``capacity`` left in the batch, when
+        the oldest prompt being read has waited ``waited_s`` since it arrived."""
+        if self.max_step_ms == 0 or num_decoding == 0 or not self.prompt_token_s:
+            return capacity  # off, nobody to stall, or nothing measured yet
         # until a decode-only step is measured, a decoding token counts as a prompt token
         decode_s = self.decode_step_s or num_decoding * self.prompt_token_s
-        spare = self.max_step_ms / 1000 - decode_s
+        if self.max_step_ms is None:
+            target_s = AUTO_STALL * decode_s * (1 + waited_s / AUTO_GROW_S)
+        else:
+            target_s = self.max_step_ms / 1000
+        spare = target_s - decode_s - self.chunk_overhead_s
         # never past the batch's room, however small that is
         return min(max(int(spare / self.prompt_token_s), MIN_PROMPT_TOKENS), capacity)
 
-    def as_dict(self) -> dict[str, float | None]:
+    def as_dict(self) -> dict[str, float | str | None]:
         def ms(s: float | None) -> float | None:
             return None if s is None else round(s * 1000, 3)
 
         return {
-            "max_step_ms": self.max_step_ms,
+            "max_step_ms": "auto" if self.max_step_ms is None else self.max_step_ms,
             "decode_step_ms": ms(self.decode_step_s),
             "prompt_token_ms": ms(self.prompt_token_s),
+            "chunk_overhead_ms": ms(self.chunk_overhead_s),
         }
 
 
-def fair_shares(needs: list[int], priorities: list[int], budget: int) -> list[int]:
-    """Split ``budget`` tokens among prompts needing ``needs``: priorities in descending
-    order, and within one priority equal shares, a prompt needing less than its share
-    taking only what it needs and leaving the rest to the others (water-filling)."""
+def shortest_first(
+    needs: list[int], priorities: list[int], waits: list[float], budget: int
+) -> list[int]:
+    """Split ``budget`` tokens among prompts needing ``needs``, having waited ``waits``
+    seconds: higher priorities first, then the fewest tokens left (aged), each taking
+    what it needs of what is left."""
+    order = sorted(
+        range(len(needs)), key=lambda i: (-priorities[i], needs[i] * 0.5 ** (waits[i] / AGING_S))
+    )
     shares = [0] * len(needs)
-    for priority in sorted(set(priorities), reverse=True):
-        members = [i for i, p in enumerate(priorities) if p == priority]
-        members.sort(key=needs.__getitem__)
-        for rank, i in enumerate(members):
-            if budget <= 0:
-                return shares
-            share = budget // (len(members) - rank) or 1
-            shares[i] = min(needs[i], share, budget)
-            budget -= shares[i]
+    for i in order:
+        shares[i] = min(needs[i], budget)
+        budget -= shares[i]
     return shares
 
 

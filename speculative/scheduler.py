@@ -6,7 +6,7 @@ about twice as slowly); with a proposer (draft model or n-gram) a decoding
 sequence may carry k drafted tokens after it, its k+1 positions all scored.
 Prompt tokens of newly admitted sequences fill what is left of the batch, within
 the step's budget (``speculative.budget``: near a target time while others
-decode), shared by priority and then equally, so a long prompt is fed over
+decode), shared by priority and then fewest tokens left first, so a long prompt is fed over
 several steps while everyone else keeps decoding. Short prompts (at most
 ``SHORT_PROMPT_TOKENS`` left) go in whole, in admission order, while the batch
 has room: a burst of 64 short requests would otherwise be admitted a few a step
@@ -17,9 +17,10 @@ copies its sibling's prompt KV once that is computed instead of computing it.
 from __future__ import annotations
 
 import logging
+import time
 
 from speculative.adaptive import SpeculationPolicy, draft_lengths
-from speculative.budget import StepBudget, fair_shares
+from speculative.budget import StepBudget, shortest_first
 from speculative.chunk import Chunk, by_seq_id
 from speculative.prefix_cache import PrefixCache
 from speculative.proposers import Draft, Proposer
@@ -53,7 +54,7 @@ class Scheduler:
 
     def schedule(self, running: list[Sequence]) -> list[Chunk]:
         """The next step's chunks: every decoding sequence's pending token (and drafts),
-        then prompt tokens within the step's budget, shared fairly."""
+        then prompt tokens within the step's budget, the fewest tokens left first."""
         self._share_prompts(running)
         budget = self._batch_tokens
         # Tokens go in seq_id order, and new sequences take the lowest free id:
@@ -76,10 +77,14 @@ class Scheduler:
             else:
                 long.append(seq)
         if long and budget > 0:
-            budget = self.budget.prompt_tokens(len(decoding), budget)
+            now = time.monotonic()
+            waits = [now - s.request.created_at for s in long]
+            budget = self.budget.prompt_tokens(len(decoding), budget, max(waits))
             needs = [s.num_pending for s in long]
             priorities = [s.request.priority for s in long]
-            for seq, count in zip(long, fair_shares(needs, priorities, budget), strict=True):
+            for seq, count in zip(
+                long, shortest_first(needs, priorities, waits, budget), strict=True
+            ):
                 if count:
                     chunks.append(Chunk(seq, seq.num_cached, count))
                     seq.request.num_prefill_steps += 1

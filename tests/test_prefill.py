@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from bench.loadgen import long_prompt
+from speculative.budget import AUTO_STALL
 from tests.conftest import DEFAULT_MODEL, config_variant, health, running_server, wait_until
 
 
@@ -88,3 +89,27 @@ async def test_keep_alive_comments_while_nothing_is_decoded(client: httpx.AsyncC
     first_data = next(i for i, x in enumerate(lines) if x.startswith("data: {"))
     assert any(x.startswith(": keep-alive") for x in lines[:first_data]), lines[:6]
     assert lines[-1] == "data: [DONE]"
+
+
+async def test_by_default_the_step_target_follows_the_host(server: str) -> None:
+    """No max_step_ms: the target is AUTO_STALL decode-only steps, from costs measured
+    here; where that leaves room for only a part of a long prompt, it is fed in parts
+    while the streams decode."""
+    async with httpx.AsyncClient(base_url=server, timeout=300) as shared:
+        no_end = {"logit_bias": {"0": -100, "2": -100, "4": -100}}
+        streams = [
+            asyncio.ensure_future(
+                shared.post("/v1/completions", json=body(f"List {i}0 fruits.", 200, **no_end))
+            )
+            for i in range(4)
+        ]
+        await wait_until(lambda: health(shared), lambda h: h["running"] >= 4, what="4 running")
+        beside = (await shared.post("/v1/completions", json=body(long_prompt(600), 1))).json()
+        replies = await asyncio.gather(*streams)
+        budget = (await health(shared))["models"][DEFAULT_MODEL]["step_budget"]
+    assert all(r.json()["usage"]["completion_tokens"] == 200 for r in replies)
+    assert budget["max_step_ms"] == "auto" and budget["decode_step_ms"] > 0, budget
+    # what the automatic target left for prompt tokens per step, at the measured costs
+    per_step = (AUTO_STALL - 1) * budget["decode_step_ms"] / budget["prompt_token_ms"]
+    if per_step < beside["usage"]["prompt_tokens"] / 4:  # a host where a step is slow
+        assert beside["timings"]["prompt_steps"] >= 3, (beside["timings"], budget)

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-from speculative.budget import MIN_PROMPT_TOKENS, StepBudget, fair_shares
+from speculative.budget import (
+    AGING_S,
+    AUTO_GROW_S,
+    AUTO_STALL,
+    MIN_PROMPT_TOKENS,
+    StepBudget,
+    shortest_first,
+)
 
 
-def test_equal_shares_and_a_short_prompt_takes_only_what_it_needs() -> None:
-    assert fair_shares([1000, 1000], [0, 0], 100) == [50, 50]
-    assert fair_shares([1000, 10, 1000], [0, 0, 0], 100) == [45, 10, 45]
-    assert fair_shares([5, 7], [0, 0], 100) == [5, 7]
-    assert sum(fair_shares([300, 200, 100], [0, 0, 0], 256)) == 256
+def test_the_fewest_tokens_left_go_first_and_each_takes_what_it_needs() -> None:
+    assert shortest_first([1000, 400], [0, 0], [0.0, 0.0], 100) == [0, 100]
+    assert shortest_first([1000, 10, 300], [0, 0, 0], [0.0, 0.0, 0.0], 100) == [0, 10, 90]
+    assert shortest_first([5, 7], [0, 0], [0.0, 0.0], 100) == [5, 7]
+    assert sum(shortest_first([300, 200, 100], [0, 0, 0], [0.0] * 3, 256)) == 256
 
 
-def test_higher_priority_is_fed_first() -> None:
-    assert fair_shares([1000, 1000], [0, 5], 100) == [0, 100]
-    assert fair_shares([1000, 30, 1000], [0, 5, 0], 100) == [35, 30, 35]
+def test_higher_priority_first_and_a_long_wait_ages_a_long_prompt_forward() -> None:
+    assert shortest_first([1000, 30], [5, 0], [0.0, 0.0], 100) == [100, 0]
+    # 1,000 tokens left after 2 x AGING_S count as 250: ahead of a fresh 400
+    assert shortest_first([1000, 400], [0, 0], [2 * AGING_S, 0.0], 100) == [100, 0]
 
 
-def test_no_target_nothing_decoding_or_nothing_measured_gives_the_whole_step() -> None:
-    unset = StepBudget(decode_step_s=0.060, prompt_token_s=0.002)
-    assert unset.prompt_tokens(num_decoding=8, capacity=504) == 504  # the default: no target
+def test_off_nothing_decoding_or_nothing_measured_gives_the_whole_step() -> None:
+    off = StepBudget(max_step_ms=0, decode_step_s=0.060, prompt_token_s=0.002)
+    assert off.prompt_tokens(num_decoding=8, capacity=504) == 504
     budget = StepBudget(max_step_ms=100)
     assert budget.prompt_tokens(num_decoding=8, capacity=504) == 504  # not measured yet
     budget.record(num_decoding=0, num_prompt=500, decode_s=1.0)  # 2 ms a prompt token
@@ -38,3 +46,16 @@ def test_a_target_leaves_room_for_the_decode_step() -> None:
     slow = StepBudget(max_step_ms=100, decode_step_s=0.060, prompt_token_s=1.0)
     assert slow.prompt_tokens(num_decoding=8, capacity=504) == MIN_PROMPT_TOKENS
     assert slow.prompt_tokens(num_decoding=8, capacity=5) == 5  # the batch's room bounds it
+
+
+def test_the_automatic_target_is_a_few_decode_steps_and_grows_as_a_prompt_waits() -> None:
+    auto = StepBudget(decode_step_s=0.060, prompt_token_s=0.002)  # the default: no max_step_ms
+    assert AUTO_STALL == 3.0
+    assert auto.prompt_tokens(num_decoding=8, capacity=504) == 60  # (180 - 60 ms) / 2 ms
+    # a prompt that has waited AUTO_GROW_S gets a step of twice that target
+    assert auto.prompt_tokens(num_decoding=8, capacity=504, waited_s=AUTO_GROW_S) == 150
+    assert auto.prompt_tokens(num_decoding=8, capacity=504, waited_s=60.0) == 504
+    # a fixed target stays fixed, however long the prompt waited
+    fixed = StepBudget(max_step_ms=180, decode_step_s=0.060, prompt_token_s=0.002)
+    assert fixed.prompt_tokens(num_decoding=8, capacity=504, waited_s=60.0) == 60
+    assert auto.as_dict()["max_step_ms"] == "auto"
