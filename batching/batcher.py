@@ -154,8 +154,12 @@ class Batcher:
             while self.num_running >= self.max_batch_size:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
-            wait = self._max_wait if self.num_running == 0 else 0.0
-            batch = await collect_batch(self._queue, self.max_batch_size - self.num_running, wait)
+            # The room and whether the model is idle are asked when the first request
+            # is in, not before: a wave of sequences finishing in one step frees its
+            # slots one update at a time, and asked before, the batcher saw one slot
+            # free, sent the first of the next wave alone, and the others waited out
+            # that request's own prompt step.
+            batch = await collect_batch(self._queue, self._room, self._idle_wait)
             live = []
             now = time.monotonic()
             for request in batch:
@@ -168,6 +172,12 @@ class Batcher:
             if live:
                 self._running.update(live)
                 self._executor.admit(live)
+
+    def _room(self) -> int:
+        return self.max_batch_size - self.num_running
+
+    def _idle_wait(self) -> float:
+        return self._max_wait if self.num_running == 0 else 0.0
 
     async def _sweep(self) -> None:
         while True:
