@@ -171,27 +171,41 @@ class Executor:
             self._close()
 
     def _take_new(self, block: bool) -> None:
+        """Admit what waits in the inbox (waiting for a first request when ``block``).
+
+        Longest prompts first: they take the lowest free seq_ids, so prompts read in
+        one step have lengths falling with the seq_id. With a KV stream per sequence
+        llama.cpp cuts such a batch into ubatches of consecutive seq_ids with equal
+        token counts; ragged, after the shortest length each leftover run became a
+        ubatch of its own (8 for 16 prompts of 23-26 tokens, each reading every
+        weight), where falling lengths leave one per distinct length."""
+        waiting: list[Request] = []
         while True:
             try:
                 request = self._inbox.get(block=block)
             except queue.Empty:
-                return
+                break
             block = False
             if request is None:
                 self._is_stopping = True
-                return
-            assert self._free_seq_ids, "the batcher admitted more than max_batch_size"
-            if request.is_answered:  # the backstop answered it while the executor was wedged
-                self._publish([Update(request, "", is_done=True)])
-                continue
-            try:
-                self._admit_one(request)
-            except GrammarError as exc:
-                self._publish([_failed_unstarted(request, str(exc), Failure.INTERNAL)])
-            except Exception as exc:  # that request fails; the executor and the others go on
-                log.exception("admitting request %s failed on %s", request.id, self.name)
-                failed = f"internal error while admitting the request: {exc}"
-                self._publish([_failed_unstarted(request, failed, Failure.INTERNAL)])
+                break
+            waiting.append(request)
+        for request in sorted(waiting, key=lambda r: -r.num_prompt_tokens):
+            self._admit_waiting(request)
+
+    def _admit_waiting(self, request: Request) -> None:
+        assert self._free_seq_ids, "the batcher admitted more than max_batch_size"
+        if request.is_answered:  # the backstop answered it while the executor was wedged
+            self._publish([Update(request, "", is_done=True)])
+            return
+        try:
+            self._admit_one(request)
+        except GrammarError as exc:
+            self._publish([_failed_unstarted(request, str(exc), Failure.INTERNAL)])
+        except Exception as exc:  # that request fails; the executor and the others go on
+            log.exception("admitting request %s failed on %s", request.id, self.name)
+            failed = f"internal error while admitting the request: {exc}"
+            self._publish([_failed_unstarted(request, failed, Failure.INTERNAL)])
 
     def _admit_one(self, request: Request) -> None:
         """Give ``request`` a sequence; whatever raises on the way, what it took is given back
