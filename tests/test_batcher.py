@@ -127,3 +127,35 @@ async def test_requests_a_stopped_executor_never_answered_are_failed() -> None:
     (running,) = recorder.admitted
     assert running.done.done() and running.status is RequestStatus.FAILED
     assert running.error == "unloading"
+
+
+class Batches(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def admit(self, requests: list[Request]) -> None:
+        self.sizes.append(len(requests))
+        super().admit(requests)
+
+
+async def test_a_wave_that_frees_its_slots_one_by_one_is_refilled_in_one_batch() -> None:
+    """A step's finished sequences reach the loop one update at a time, and their clients'
+    next requests a little later: the room is read when the first of those is in."""
+    executor = Batches()
+    batcher = Batcher(executor, max_batch_size=4, max_wait_ms=50, max_queue=8)
+    batcher.start()
+    wave = [new_request() for _ in range(4)]
+    for request in wave:
+        batcher.submit(request)
+    await asyncio.sleep(0.1)
+    assert executor.sizes == [4]
+    for request in wave:
+        batcher.on_done(request)
+        await asyncio.sleep(0)  # the batcher's loop runs between two updates
+    for _ in range(4):
+        batcher.submit(new_request())
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0.2)
+    assert executor.sizes == [4, 4]
+    await batcher.stop()
