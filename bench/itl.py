@@ -4,10 +4,12 @@ Eight greedy streams of ``--tokens`` tokens run while a ~1,000-token prompt arri
 every 2 s (each asks for 16 tokens). Reported: the running streams' gaps between
 token deliveries (p50, p99, max) and the arrivals' time to first token, for this
 server and for llama-server on the same file in the same run (when built: ``make
-llama-server``), both over ``/v1/completions`` with the same prompts. A plot of every
-gap over time goes to ``bench/results/itl.png``.
+llama-server``), both over ``/v1/completions`` with the same prompts; then what a
+step budget must not slow: the same streams with no arrivals (tokens/s) and a lone
+long prompt (time to first token). A plot of every gap over time goes to
+``bench/results/itl.png``.
 
-    .venv/bin/python -m bench.itl [--tokens 160] [--arrivals 6] [--before DIR]
+    .venv/bin/python -m bench.itl [--tokens 160] [--arrivals 6] [--every 2] [--before DIR]
 
 ``--before DIR`` also runs the server from another checkout (``git worktree add``).
 """
@@ -81,6 +83,16 @@ async def stream(
                 if choice.get("text") or (choice.get("finish_reason") and not times):
                     times.append(time.perf_counter() - started)
     return times
+
+
+async def calm(url: str, salt: str, tokens: int) -> dict[str, Any]:
+    """The cases the budget must not slow: the same streams with no arrivals (tokens/s),
+    and a lone long prompt with nothing decoding (its time to first token)."""
+    alone = await scenario(url, f"{salt} calm", tokens, 0)
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        started = time.perf_counter()
+        times = await stream(client, f"{salt} alone. " + long_prompt(1000), 16, started)
+    return {"calm_tokens_per_s": alone["tokens_per_s"], "lone_ttft_ms": round(times[0] * 1000, 1)}
 
 
 def story(salt: str, i: int) -> str:
@@ -160,7 +172,7 @@ def main() -> None:
                 asyncio.run(scenario(url, "warm", 8, 0))
                 results[kind] = asyncio.run(
                     scenario(url, kind, args.tokens, args.arrivals, args.every)
-                )
+                ) | asyncio.run(calm(url, kind, args.tokens))
                 shown = {k: v for k, v in results[kind].items() if k != "gaps"}
                 print(kind, shown, flush=True)
     name = "itl" if args.every == 2.0 else f"itl-every-{args.every:g}s"
@@ -170,14 +182,16 @@ def main() -> None:
         f"{os.cpu_count()} cores, {MODEL.name}, {NUM_STREAMS} greedy streams of {args.tokens} "
         f"tokens, a ~1,000-token prompt every {args.every:g} s):",
         "",
-        "| server | gap p50 ms | gap p99 ms | gap max ms | p99/p50 | arrival TTFT p50 ms | tok/s |",
-        "|---|---|---|---|---|---|---|",
+        "| server | gap p50 ms | gap p99 ms | gap max ms | p99/p50 | arrival TTFT p50 ms | tok/s "
+        "| no arrivals: tok/s | a lone long prompt: TTFT ms |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, r in results.items():
         ratio = (r["gap_p99_ms"] or 0) / max(r["gap_p50_ms"] or 1e-9, 1e-9)
         rows.append(
             f"| {kind} | {r['gap_p50_ms']} | {r['gap_p99_ms']} | {r['gap_max_ms']} | "
-            f"{ratio:.1f} | {r['arrival_ttft_p50_ms']} | {r['tokens_per_s']} |"
+            f"{ratio:.1f} | {r['arrival_ttft_p50_ms']} | {r['tokens_per_s']} | "
+            f"{r['calm_tokens_per_s']} | {r['lone_ttft_ms']} |"
         )
     if "llama-server" not in results:
         rows += ["", "llama-server is not built (`make llama-server`): no baseline column."]
