@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from batching.collate import collect_batch
+from batching.collate import BURST_WAITS, collect_batch
 
 
 async def test_full_batch_returns_without_waiting() -> None:
@@ -67,3 +67,38 @@ async def test_cancelled_while_gathering_puts_items_back() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert [queue.get_nowait() for _ in range(queue.qsize())] == [1, 2]
+
+
+async def test_a_burst_spread_past_the_wait_is_gathered_while_it_keeps_coming() -> None:
+    """Items 40 ms apart with a 100 ms wait: all 6 (200 ms in all) join, and an item that
+    comes after a longer pause does not."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+
+    async def producer() -> None:
+        for i in range(6):
+            queue.put_nowait(i)
+            await asyncio.sleep(0.04)
+        await asyncio.sleep(1.0)
+        queue.put_nowait(99)
+
+    task = asyncio.create_task(producer())
+    batch = await collect_batch(queue, max_size=16, max_wait=0.1)
+    assert batch == [0, 1, 2, 3, 4, 5]
+    await task
+
+
+async def test_a_never_ending_burst_is_cut_at_burst_waits() -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+
+    async def producer() -> None:
+        for i in range(1000):
+            queue.put_nowait(i)
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(producer())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    batch = await collect_batch(queue, max_size=10_000, max_wait=0.01)
+    assert loop.time() - started < BURST_WAITS * 0.01 + 1.0
+    assert 0 < len(batch) < 1000
+    task.cancel()
