@@ -209,7 +209,11 @@ class ServerSettings:
     default_model: str = spec("smollm2-135m", doc="model used when a request names none")
     max_batch_size: int = spec(16, doc="default sequences decoded together", ge=1, le=256)
     max_wait_ms: float = spec(
-        5.0, doc="how long an idle model waits to gather a batch", ge=0, le=10_000
+        5.0,
+        doc="how long an idle model waits to gather a batch; each request that comes "
+        "within this of the one before extends it, up to 20 times in all",
+        ge=0,
+        le=10_000,
     )
     max_queue: int = spec(256, doc="requests waiting for a slot before 503", ge=1)
     prefix_cache_mb: int = spec(
