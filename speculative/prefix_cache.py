@@ -167,10 +167,7 @@ class PrefixCache:
             source == target
             and own is not None
             and from_slot >= from_host
-            # in place any common prefix is free to keep (a long tail is saved first,
-            # as an eviction would), as llama-server keeps it: prompts that share only
-            # a chat template's or a system prompt's first tokens still skip those
-            and (from_slot > 0 or len(own.tokens) < MIN_KEEP)
+            and (from_slot >= MIN_REUSE or len(own.tokens) < MIN_KEEP)
         ):
             del self._idle[target]
             if len(own.tokens) - from_slot >= MIN_KEEP:  # a long tail would be lost: keep a copy
