@@ -52,10 +52,12 @@ class StepBudget:
 
         A step with a prompt chunk beside decoding sequences costs more than the two
         parts: with a KV stream per sequence llama.cpp splits it into one ubatch of a
-        token per sequence and one of the rest, and each reads every weight (measured
-        here, 2 cores, smollm2 Q8_0: ~25 ms on a 31 ms decode step). So a token's cost
-        comes from large chunks, where that is small beside the tokens, and the fixed
-        part from the chunks beside decoding sequences."""
+        token per sequence and one of the rest, each reading every weight, and the
+        decoding sequences attend over as many cells as the longest stream in their
+        ubatch (measured on the server, AMD EPYC, 2 cores, smollm2 Q8_0, 2026-12-03:
+        30-120 ms beside a 31-40 ms decode step). So a token's cost comes from large
+        chunks, where that is small beside the tokens, and the fixed part from the
+        chunks beside decoding sequences."""
         if num_prompt == 0:
             if num_decoding:
                 self.decode_step_s = _average(self.decode_step_s, decode_s)

@@ -90,8 +90,8 @@ class Scheduler:
                     seq.request.num_prefill_steps += 1
         # All of them in seq_id order, prompt chunks among the decoding tokens: with a
         # KV stream per sequence llama.cpp cuts a batch into ubatches of consecutive
-        # seq_ids with as many tokens each, and a prompt placed in the slot that held
-        # its prefix has any id; out of order, every one became a ubatch of its own.
+        # seq_ids with as many tokens each, and a prompt chunk placed after decoding
+        # tokens of higher seq_ids broke that run into extra ubatches.
         chunks.sort(key=lambda c: c.seq.seq_id)
         return chunks
 
