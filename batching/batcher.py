@@ -171,6 +171,9 @@ class Batcher:
                     live.append(request)
             if live:
                 self._running.update(live)
+                # the sweep may have looked while these were gathered (in neither the
+                # queue nor the running set) and gone to sleep: it has deadlines to watch
+                self._has_requests.set()
                 self._executor.admit(live)
 
     def _room(self) -> int:

@@ -101,6 +101,20 @@ async def test_backstop_answers_a_running_request_the_executor_never_answers() -
     await batcher.stop()
 
 
+async def test_backstop_sees_a_request_admitted_after_a_long_gathering_wait() -> None:
+    # While the batcher gathers, a request is in neither the queue nor the running set:
+    # a sweep that looked then used to go to sleep until the next submit, and a wedged
+    # executor's request was never answered (CI saw a 504 come after the 10 s step).
+    recorder = Recorder()
+    batcher = Batcher(recorder, max_batch_size=4, max_wait_ms=3 * SWEEP_S * 1000, max_queue=8)
+    batcher.start()
+    stuck = new_request(timeout=4 * SWEEP_S)  # admitted before its deadline, then wedged
+    batcher.submit(stuck)
+    await asyncio.wait_for(stuck.done, 4 * SWEEP_S + BACKSTOP_S + 1)
+    assert recorder.admitted == [stuck] and stuck.finish_reason is FinishReason.TIMEOUT
+    await batcher.stop()
+
+
 async def test_priority_first_then_arrival_and_waiting_ages() -> None:
     from batching.batcher import AGING_S, WaitingQueue
 
