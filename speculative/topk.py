@@ -8,13 +8,14 @@ and the rows are read once for each group's maximum:
     gmax[r, j] = max(L[r, j::S])          (n, S): an elementwise max of vocab/S
                                           contiguous slices, one SIMD pass over L
 
-The k groups with the largest maxima hold the row's top k (an element outside them
-is <= the k-th largest group maximum, which k elements reach), so only k*vocab/S
-values of a row are looked at again, and of those only the ones >= that bound.
+Any bound that k logits of the row reach is <= the row's k-th largest, so the top
+k are among the logits >= it, and those sit in the groups whose maximum reaches
+it: only those groups' vocab/S members are read again. The bound is taken from
+coarser maxima (``top_k_rows``), so no row of S values is partitioned either.
 (Contiguous groups would pick fewer candidates, but numpy reduces short inner axes
-slowly: 3.9 ms against 0.13 ms for 16 rows, measured 2026-12-02.) With the matrix
-cold from the decode, 64 rows of 49k took 3.1, 2.5 and 3.1 ms for 2,048, 4,096 and
-8,192 groups (more groups: fewer scattered values to gather, a longer partition).
+slowly: 3.9 ms against 0.13 ms for 16 rows, measured 2026-12-02.) 64 rows of 49k
+at k = 40, warm, on an AMD EPYC (2026-12-06): 3.3 ms partitioning the 4,096 group
+maxima, 0.87 ms with the coarse bound (262k: 7.7 and 2.5 ms).
 
 A vocabulary with no power-of-two group count of at least ``MIN_GROUPS`` that
 divides it is left to the per-row functions of ``speculative.sampling``.
@@ -29,6 +30,7 @@ Matrix = npt.NDArray[np.float32]
 Ids = npt.NDArray[np.int64]
 MAX_GROUPS = 4096  # 49,152 and 262,144 columns -> groups of 12 and 64
 MIN_GROUPS = 64
+COARSE = 512  # coarse groups for the bound, when there are more groups than that
 
 
 def group_size(vocab: int) -> int | None:
@@ -53,29 +55,58 @@ def top_k_rows(
 ) -> tuple[Ids, npt.NDArray[np.float32]]:
     """Ids and values of the ``k`` largest logits of each of ``rows``, largest first:
     two (len(rows), k) arrays. Ties at the k-th value are broken by the lower id.
-    ``gmax`` is ``group_maxima`` of ``matrix`` (all its rows)."""
+    ``gmax`` is ``group_maxima`` of ``matrix`` (all its rows).
+
+    The bound is the k-th largest of ``C`` coarse maxima (each the max of S/C
+    groups): k coarse groups reach it, so at least k logits of the row do, and the
+    row's top k are all among the logits >= it. Finding it partitions C values a
+    row instead of S (an ``argpartition`` of 64 x 4,096 group maxima took 2.1 of
+    the old 3.3 ms for 64 rows at k = 40); the groups whose maximum reaches it are
+    found through the coarse ones, then only their members are read.
+    """
     assert 0 < k <= size, "k above the number of groups: sort the row instead"
-    n, vocab = matrix.shape
+    vocab = matrix.shape[1]
     depth = vocab // size  # members per group
+    m = len(rows)
     g = gmax[rows]
-    # the k groups with the largest maxima, in id order: candidates then come in id order
-    top = np.sort(np.argpartition(g, size - k, axis=1)[:, size - k :], axis=1)
-    bound = np.take_along_axis(g, top, axis=1).min(axis=1)  # k-th largest group max
-    grouped = matrix.reshape(n, depth, size)
-    members = np.arange(depth)[None, :, None]  # ids in group j: j, j + S, j + 2S, ...
-    values = grouped[rows[:, None, None], members, top[:, None, :]].reshape(len(rows), -1)
-    ids = (members * size + top[:, None, :]).reshape(len(rows), -1)
-    r, c = np.nonzero(values >= bound[:, None])  # >= k per row, row-major
+    coarse_n = coarse_count(size, k)
+    fan = size // coarse_n  # groups per coarse group: j = f * coarse_n + c, as in group_maxima
+    g3 = g.reshape(m, fan, coarse_n)
+    coarse = g3.max(axis=1) if fan > 1 else g
+    bound = np.partition(coarse, coarse_n - k, axis=1)[:, coarse_n - k]
+    r, c = np.nonzero(coarse >= bound[:, None])  # >= k coarse groups a row
+    if fan > 1:
+        fine = g3[r[:, None], np.arange(fan)[None, :], c[:, None]]  # (pairs, fan)
+        pair, f = np.nonzero(fine >= bound[r][:, None])
+        r, j = r[pair], f * coarse_n + c[pair]
+    else:
+        j = c
+    # the members of group j of row r: flat ids r * vocab + j, j + S, j + 2S, ...
+    flat = (rows[r] * vocab)[:, None] + np.arange(depth)[None, :] * size + j[:, None]
+    values = np.take(matrix, flat)  # (groups, depth)
+    hit, member = np.nonzero(values >= bound[r][:, None])
+    r = r[hit]  # row-major by construction: each row's candidates are contiguous
     # each row's candidates side by side (-inf pads), sorted descending: a stable sort
-    # leaves ties in id order
-    counts = np.bincount(r, minlength=len(rows))
+    # leaves ties in id order (candidates need not come in id order, so sort ids too)
+    counts = np.bincount(r, minlength=m)
     at = np.arange(len(r)) - np.repeat(np.cumsum(counts) - counts, counts)
-    padded = np.full((len(rows), int(counts.max())), -np.inf, np.float32)
-    padded_ids = np.zeros(padded.shape, np.int64)
-    padded[r, at] = values[r, c]
-    padded_ids[r, at] = ids[r, c]
-    order = np.argsort(-padded, axis=1, kind="stable")[:, :k]
+    padded = np.full((m, int(counts.max())), -np.inf, np.float32)
+    padded_ids = np.full(padded.shape, vocab, np.int64)
+    padded[r, at] = values[hit, member]
+    padded_ids[r, at] = flat[hit, member] - rows[r] * vocab
+    order = np.lexsort((padded_ids, -padded), axis=1)[:, :k]
     return np.take_along_axis(padded_ids, order, 1), np.take_along_axis(padded, order, 1)
+
+
+def coarse_count(size: int, k: int) -> int:
+    """How many coarse groups bound a top-k of ``size`` groups: at least 8k (a k-th
+    largest of only a few times k coarse maxima is a low bound, letting in many
+    candidates) and ``COARSE`` (fewer saves little), at most ``size``; a power of two
+    like ``size``, so it divides it."""
+    count = COARSE
+    while count < 8 * k:
+        count *= 2
+    return min(count, size)
 
 
 def top_k_of_row(row: npt.NDArray[np.float32], k: int) -> tuple[Ids, npt.NDArray[np.float32]]:

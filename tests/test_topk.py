@@ -72,6 +72,23 @@ def test_top_k_rows_are_the_k_largest_in_order(k: int) -> None:
         assert vals[r].tolist() == m[row, expected].tolist()
 
 
+@pytest.mark.parametrize("k", [1, 7, 40, 100])
+def test_top_k_rows_through_coarse_groups(k: int) -> None:
+    # 4,096 groups of 2: the bound comes from 512 (k = 100: 1,024) coarse maxima
+    m = np.random.default_rng(k).standard_normal((8, 8192)).astype(np.float32)
+    m[1, 1000:1400] = 5.0  # ties across coarse groups, in and past the top k
+    m[2, 7::4096] = 9.0  # one group holds the top 2
+    m[2, 9::512] = 8.0  # one coarse group holds the next 16
+    picked = np.array([0, 1, 2, 7])
+    size = group_size(8192)
+    assert size == 4096
+    ids, vals = top_k_rows(m, group_maxima(m, size), picked, k, size)
+    for r, row in enumerate(picked):
+        expected = np.lexsort((np.arange(8192), -m[row]))[:k]
+        assert ids[r].tolist() == expected.tolist()
+        assert vals[r].tolist() == m[row, expected].tolist()
+
+
 def test_top_k_of_row_any_vocabulary() -> None:
     row = np.random.default_rng(3).standard_normal(50257).astype(np.float32)
     ids, _ = top_k_of_row(row, 10)
