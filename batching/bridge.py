@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import threading
 import time
@@ -45,6 +46,7 @@ class LoopBridge:
         self._loop = loop
         self._on_done = on_done
         self._pending = threading.BoundedSemaphore(MAX_PENDING_STEPS)
+        self._call_soon = wake_holding_gil(loop) or loop.call_soon_threadsafe
 
     def publish(self, updates: list[Update]) -> None:
         """Executor thread: deliver one step's updates to the event loop."""
@@ -55,7 +57,7 @@ class LoopBridge:
             log.warning("the event loop is %d steps behind", MAX_PENDING_STEPS)
         # A closed loop means the process is shutting down: nobody is listening.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._apply, updates)
+            self._call_soon(self._apply, updates)
 
     def _apply(self, updates: list[Update]) -> None:
         with contextlib.suppress(ValueError):  # a slot taken after the timeout above
@@ -74,6 +76,49 @@ class LoopBridge:
                 if not request.done.done():
                     request.done.set_result(request)
                 self._on_done(request)
+
+
+def wake_holding_gil(loop: asyncio.AbstractEventLoop) -> Callable[..., object] | None:
+    """``loop.call_soon_threadsafe`` whose wake-up write keeps the GIL, or None where the
+    loop is not asyncio's selector loop on a libc that ctypes finds.
+
+    The plain one writes to the loop's self-pipe through ``socket.send``, which lets go
+    of the GIL: the loop thread, woken, takes it and runs the step's updates (about 5 ms
+    of SSE frames at 64 streams) while the executor waits to get it back, outside
+    ``llama_decode``. Measured at 64 greedy streams on an AMD EPYC, 2 cores
+    (2026-12-06): 1.9 ms of wall time a step in ``publish`` against 0.06 ms of CPU.
+    Written through ``ctypes.PyDLL`` (which keeps the GIL), the woken loop waits for
+    the GIL until the executor lets go of it in its next ``llama_decode``, and the
+    frames are sent while the model computes. (What is queued is ``call_soon_threadsafe``'s
+    own two steps: ``_call_soon``, thread-safe under the GIL, then the self-pipe byte.)
+    """
+    call_soon = getattr(loop, "_call_soon", None)
+    csock = getattr(loop, "_csock", None)
+    if _write is None or call_soon is None or csock is None:
+        return None
+    fd = csock.fileno()
+
+    def call_soon_threadsafe(callback: Callable[..., object], *args: object) -> object:
+        if loop.is_closed():
+            raise RuntimeError("Event loop is closed")
+        handle = call_soon(callback, args, None)
+        _write(fd, b"\0", 1)  # a full pipe (EAGAIN) is fine: the loop is awake already
+        return handle
+
+    return call_soon_threadsafe
+
+
+def _libc_write() -> Callable[[int, bytes, int], int] | None:
+    try:
+        write = ctypes.PyDLL(None).write
+    except (OSError, AttributeError):
+        return None
+    write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+    write.restype = ctypes.c_ssize_t
+    return write
+
+
+_write = _libc_write()
 
 
 def _cut_if_stalled(request: Request) -> None:
