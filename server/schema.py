@@ -50,23 +50,42 @@ def spec(
 def declared_fields(cls: type[Any]) -> list[dataclasses.Field[Any]]:
     """A dataclass's fields, its own first, then each base class's: a body's main fields
     (``prompt``, ``messages``) lead in error messages and in the API docs."""
-    by_name = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    order = [name for klass in cls.__mro__ for name in vars(klass).get("__annotations__", {})]
-    return [by_name[name] for name in dict.fromkeys(order) if name in by_name]
+    return list(_fields(cls).values())
+
+
+# Per schema class (a fixed set, made at import): what ``parse`` looks up per request.
+_FIELDS: dict[type[Any], dict[str, dataclasses.Field[Any]]] = {}
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _fields(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
+    if (fields := _FIELDS.get(cls)) is None:
+        by_name = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        order = [n for klass in cls.__mro__ for n in vars(klass).get("__annotations__", {})]
+        fields = _FIELDS[cls] = {n: by_name[n] for n in dict.fromkeys(order) if n in by_name}
+    return fields
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    """``get_type_hints``, once per schema class: it evaluates every annotation's string
+    each call (0.55 of a completion body's 0.6 ms parse, on the event loop)."""
+    if (hints := _HINTS.get(cls)) is None:
+        hints = _HINTS[cls] = get_type_hints(cls)
+    return hints
 
 
 def parse(cls: type[T], data: object, path: str = "") -> T:
     """Validate decoded JSON against the dataclass ``cls`` and build it."""
     if not isinstance(data, dict):
         raise ValueError(f"{_where(path)}expected a JSON object, got {_json_type(data)}")
-    fields = {f.name: f for f in declared_fields(cls)}
+    fields = _fields(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ValueError(
             f"{_where(path)}unknown field(s) {', '.join(map(repr, unknown))}; "
             f"known fields are {', '.join(fields)}"
         )
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     values: dict[str, Any] = {}
     for name, field in fields.items():
         if name in data:
