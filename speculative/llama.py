@@ -10,6 +10,7 @@ than a Python loop over tokens.
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,9 +20,10 @@ import llama_cpp as C
 import numpy as np
 import numpy.typing as npt
 
-from speculative import devices
+from speculative import devices, kv_pages
 from speculative.devices import Placement
 
+log = logging.getLogger(__name__)
 _backend_lock = threading.Lock()
 _backend_ready = False
 
@@ -218,10 +220,13 @@ class LlamaContext:
         cache_type: str = "f16",
         embeddings: bool = False,
         pool_tokens: int = 0,
+        release_kv: bool = False,
     ) -> None:
         """``pool_tokens`` > 0: one KV pool of that many cells shared by all sequences
         (llama.cpp's unified cache), each up to ``ctx_per_seq`` long; 0: a stream of
-        ``ctx_per_seq`` cells reserved per sequence."""
+        ``ctx_per_seq`` cells reserved per sequence. ``release_kv`` (streams in host
+        memory): a stream's pages go back to the OS while it holds nothing
+        (``speculative.kv_pages``)."""
         params = C.llama_context_default_params()
         # A quantized V cache needs flash attention; llama.cpp's default (auto) turns
         # it on for one, and refuses the context where it cannot.
@@ -252,6 +257,7 @@ class LlamaContext:
         # asked for the CPU does not expect.
         params.op_offload = model.placement.gpu_layers != 0
         self.report = devices.LoadReport()
+        mapped = kv_pages.anonymous_regions() if release_kv and not params.kv_unified else None
         with devices.capture_load(self.report):
             self._ptr = C.llama_init_from_model(model.ptr, params)
         if not self._ptr:
@@ -283,6 +289,51 @@ class LlamaContext:
             seq_id=self._seq_ptrs,
             logits=self._wants_logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
         )
+        self._copy_sources: set[int] = set()  # streams a pending copy reads at the next decode
+        self._unreleased: set[int] = set()  # emptied while a copy source: release after it
+        self.pages = self._locate_pages(mapped, num_seqs) if mapped is not None else None
+
+    def _locate_pages(self, mapped: dict[int, int], num_seqs: int) -> kv_pages.KvPages | None:
+        """Find the KV streams in memory with probe tokens (then removed from their stream),
+        and give every page back: nothing is cached yet."""
+        kv = {name.split()[0]: n for name, n in self.report.buffers.items() if name.endswith(" KV")}
+        if not kv or not all(devices.is_host_buffer(device) for device in kv):
+            return None  # none, or on a GPU
+        layers = int(C.llama_model_n_layer(self.model.ptr))
+        geometry = kv_pages.Geometry(sum(kv.values()), 2 * layers, num_seqs, self.ctx_per_seq)
+        vocab = C.llama_model_get_vocab(self.model.ptr)
+        probe = max(int(C.llama_vocab_bos(vocab)), 0)
+        # where this creation mapped memory, else anywhere (a reused heap chunk): each
+        # try in a stream of its own, whose cells the last try left written
+        tries = [(0, kv_pages.new_memory(mapped, kv_pages.anonymous_regions()))]
+        if num_seqs > 1:
+            tries.append((1, sorted(kv_pages.anonymous_regions().items())))
+        live: list[kv_pages.KvPages] = []
+        for stream, regions in tries:
+            self.decode([probe], [0], [stream], [False])
+            candidates = kv_pages.find(regions, geometry, stream)
+            before = [c.heads(stream) for c in candidates]
+            self.decode([probe], [1], [stream], [False])  # only the live cache answers this
+            live = [
+                c
+                for c, heads in zip(candidates, before, strict=True)
+                if _changed(heads, c.heads(stream))
+            ]
+            C.llama_memory_seq_rm(self._memory, stream, 0, -1)
+            if live:
+                break
+        if len(live) != 1:
+            log.info(
+                "%s: KV cache not found in memory (%d candidates, %d live); all of it stays "
+                "resident",
+                self.model.path,
+                len(candidates),
+                len(live),
+            )
+            return None
+        log.info("%s: KV pages follow use", self.model.path)
+        live[0].release_all()
+        return live[0]
 
     def close(self) -> None:
         if self._ptr:
@@ -310,9 +361,13 @@ class LlamaContext:
         self._wants_logits[:n] = wants_logits
         self._batch.n_tokens = n
         rc = C.llama_decode(self._ptr, self._batch)
+        self._copy_sources.clear()  # llama.cpp made the pending copies first, whatever rc
         if rc != 0:
             raise DecodeError(rc)
         C.llama_synchronize(self._ptr)
+        if self._unreleased:
+            self._release(self._unreleased - set(seq_ids))
+            self._unreleased.clear()
         self._num_outputs = int(np.count_nonzero(self._wants_logits[:n]))
 
     def logits(self, index: int) -> npt.NDArray[np.float32]:
@@ -336,16 +391,31 @@ class LlamaContext:
 
     def clear(self) -> None:
         """Forget every sequence's KV cells."""
-        C.llama_memory_clear(self._memory, True)
+        C.llama_memory_clear(self._memory, True)  # writes zeros over the whole cache
+        if self.pages is not None:
+            self.pages.release_all()
+            self._unreleased.clear()
 
     def drop(self, seq_id: int, start: int = 0) -> None:
         """Forget a sequence's KV cells from position ``start`` on."""
         C.llama_memory_seq_rm(self._memory, seq_id, start, -1)
+        if start == 0 and self.pages is not None:
+            if seq_id in self._copy_sources:  # the next decode still reads it
+                self._unreleased.add(seq_id)
+            else:
+                self._release({seq_id})
+
+    def _release(self, seq_ids: set[int]) -> None:
+        assert self.pages is not None
+        for seq_id in seq_ids:
+            self.pages.release(seq_id)
 
     def copy(self, src: int, dst: int) -> None:
         """Make ``dst`` hold what ``src`` holds. With one KV stream per sequence llama.cpp
         copies whole streams, and does so at the start of the next decode."""
         C.llama_memory_seq_cp(self._memory, src, dst, -1, -1)
+        self._copy_sources.add(src)
+        self._unreleased.discard(dst)
 
     def save(self, seq_id: int) -> npt.NDArray[np.uint8]:
         """The sequence's state (its KV cells) as bytes in host memory."""
@@ -356,7 +426,15 @@ class LlamaContext:
 
     def restore(self, state: npt.NDArray[np.uint8], seq_id: int) -> bool:
         """Load a state from ``save`` into ``seq_id``; False if llama.cpp refused it."""
+        self._unreleased.discard(seq_id)
         return bool(C.llama_state_seq_set_data(self._ptr, _u8(state), state.nbytes, seq_id))
+
+
+def _changed(before: list[bytes | None], after: list[bytes | None]) -> bool:
+    """Every tensor's bytes read before and after a decode, and all different."""
+    return all(
+        a is not None and b is not None and a != b for a, b in zip(before, after, strict=True)
+    )
 
 
 def _u8(buf: npt.NDArray[np.uint8]) -> ctypes._Pointer[ctypes.c_uint8]:

@@ -28,9 +28,18 @@ def model() -> Iterator[LlamaModel]:
     m.close()
 
 
-@pytest.fixture
-def ctx(model: LlamaModel) -> Iterator[LlamaContext]:
-    c = LlamaContext(model, ctx_per_seq=512, num_seqs=NUM_SLOTS, batch_tokens=256, threads=1)
+@pytest.fixture(params=[False, True], ids=["resident", "kv_release"])
+def ctx(model: LlamaModel, request: pytest.FixtureRequest) -> Iterator[LlamaContext]:
+    # kv_release: an emptied slot's pages go back to the OS; no path may read them after
+    c = LlamaContext(
+        model,
+        ctx_per_seq=512,
+        num_seqs=NUM_SLOTS,
+        batch_tokens=256,
+        threads=1,
+        release_kv=request.param,
+    )
+    assert (c.pages is not None) == request.param
     yield c
     c.close()
 
