@@ -110,6 +110,13 @@ class ModelSettings:
         ge=0,
         le=1048576,
     )
+    kv_release: bool = spec(
+        True,
+        doc="with a KV stream per sequence in host memory, a stream that holds nothing gives "
+        "its pages back to the OS, so resident memory follows the cells requests have "
+        "written rather than max_batch_size x context_size (the budget still counts the "
+        "whole reservation); false: all of it stays resident from the load on",
+    )
     max_batch_size: int | None = spec(
         None, doc="sequences decoded together (server default when null)", ge=1, le=256
     )

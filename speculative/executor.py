@@ -115,6 +115,13 @@ class Executor:
         return self._prefix.stats
 
     @property
+    def kv_resident_bytes(self) -> int | None:
+        """Bytes of the KV cache in RAM now where its pages follow use (``kv_release``);
+        None where all of it stays resident."""
+        pages = self._ctx.pages
+        return pages.resident_bytes() if pages is not None else None
+
+    @property
     def is_alive(self) -> bool:
         return self.crash is None and self._thread.is_alive()
 

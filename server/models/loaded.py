@@ -108,7 +108,9 @@ class LoadedModel:
             "waiting": self.batcher.num_waiting,
             "keep_alive_s": self.keep_alive_s,
             "expires_at": self.expires_at(),
-            "memory": self.footprint.as_dict(),
+            # kv_resident_bytes: what of kv_bytes is in RAM now (null: all of it)
+            "memory": self.footprint.as_dict()
+            | {"kv_resident_bytes": self.executor.kv_resident_bytes},
             "executor": self.executor.stats.as_dict(),
             "step_budget": self.executor.budget.as_dict(),
             "prefix_cache": dataclasses.asdict(self.executor.prefix_stats),

@@ -117,6 +117,7 @@ def load_blocking(
             threads=config.threads(name),
             cache_type=settings.cache_type,
             pool_tokens=settings.kv_pool_tokens,
+            release_kv=settings.kv_release,
         )
 
     opened: list[LlamaModel | LlamaContext] = []
