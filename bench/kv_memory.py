@@ -4,9 +4,11 @@ time to first token for this server's cases, all in one run:
 
     .venv/bin/python -m bench.kv_memory        (llama-server from `make llama-server`)
 
-Cases: llama-server with no sizing flags (its defaults); this server as shipped before
-the pool (16 sequences x 2,048 cells each, f16); and pooled variants. RSS is read from
-/proc once the request is answered; the KV bytes from the server's own accounting.
+Cases: llama-server with no sizing flags (its defaults); this server with 16 sequences x
+2,048 cells each, f16, whose pages follow use (``kv_release``), the same as shipped, every
+page resident, and pooled variants. RSS is read
+from /proc once the request is answered, and again after the c=16 load; the KV bytes
+(reserved, and resident where pages follow use) from the server's own accounting.
 Writes bench/results/kv_memory.md.
 """
 
@@ -18,6 +20,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,8 @@ class Case:
 
 CASES = [
     Case("llama-server defaults", is_llama_server=True),
-    Case("per-sequence 16 x 2048, f16 (before)", {"kv_pool_tokens": 0, "cache_type": "f16"}),
+    Case("per-sequence 16 x 2048, f16, kv_release", {"kv_release": True}),
+    Case("per-sequence 16 x 2048, f16, all resident (default)", {}),
     Case("pool 8192, f16", {"kv_pool_tokens": 8192, "cache_type": "f16"}),
     Case("pool 4096, f16", {"kv_pool_tokens": 4096, "cache_type": "f16"}),
     Case("pool 4096, q8_0", {"kv_pool_tokens": 4096, "cache_type": "q8_0"}),
@@ -90,12 +94,21 @@ def measure(case: Case, folder: Path, concurrency: int, max_tokens: int) -> dict
         if not case.is_llama_server:
             model = httpx.get(live.url + "/health_check").json()["models"]["m"]
             row["kv_mib"] = round(model["memory"]["kv_bytes"] / MIB)
+            row["kv_resident_mib"] = resident_mib(model)
             jobs = [Job(p) for p in short_prompts()[:concurrency]] * 2
             report = asyncio.run(run_load(live.url, jobs, concurrency, max_tokens, case.label))
             row |= {"tok_s": report.tokens_per_second, "ttft_p50_ms": report.ttft_p50_ms}
             after = httpx.get(live.url + "/health_check").json()["models"]["m"]
             row["parks"] = (after.get("kv_pool") or {}).get("num_parked", 0)
+            row["rss_after_mib"] = round(rss_mib(live.process.pid))
+            row["kv_resident_after_mib"] = resident_mib(after)
         return row
+
+
+def resident_mib(model: dict[str, Any]) -> int | str:
+    """The KV cache's resident MiB where its pages follow use, else "all"."""
+    resident = model["memory"].get("kv_resident_bytes")
+    return "all" if resident is None else round(resident / MIB)
 
 
 def main() -> None:
@@ -103,11 +116,13 @@ def main() -> None:
     parser.add_argument("--cases", help="comma-separated case numbers (0: llama-server)")
     args = parser.parse_args()
     rows = [
-        f"RSS after start-up and one chat request, {MODEL.name}; this server also at c=16 "
+        f"RSS after start-up and one chat request ({time.strftime('%Y-%m-%d')}), {MODEL.name}; "
+        "this server also at c=16 "
         f"(32 short prompts, {64} tokens each, greedy, streamed), {os.cpu_count()} threads.",
         "",
-        "| case | RSS MiB | vs llama-server | KV MiB | c=16 tok/s | TTFT p50 ms | parks |",
-        "|---|---|---|---|---|---|---|",
+        "| case | RSS MiB | vs llama-server | KV MiB reserved / resident | c=16 tok/s | "
+        "TTFT p50 ms | parks | after c=16: RSS / KV resident MiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     cases = [CASES[int(i)] for i in args.cases.split(",")] if args.cases else CASES
     if not LLAMA_SERVER.is_file():
@@ -118,9 +133,11 @@ def main() -> None:
     base = results[0]["rss_mib"] if cases[0].is_llama_server else None
     for r in results:
         ratio = f"{r['rss_mib'] / base:.2f}x" if base else "-"
+        kv = f"{r['kv_mib']} / {r['kv_resident_mib']}" if "kv_mib" in r else "-"
+        after = f"{r['rss_after_mib']} / {r['kv_resident_after_mib']}" if "kv_mib" in r else "-"
         rows.append(
-            f"| {r['case']} | {r['rss_mib']} | {ratio} | {r.get('kv_mib', '-')} | "
-            f"{r.get('tok_s', '-')} | {r.get('ttft_p50_ms', '-')} | {r.get('parks', '-')} |"
+            f"| {r['case']} | {r['rss_mib']} | {ratio} | {kv} | {r.get('tok_s', '-')} | "
+            f"{r.get('ttft_p50_ms', '-')} | {r.get('parks', '-')} | {after} |"
         )
     write_table("kv_memory", rows)
 
