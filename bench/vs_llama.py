@@ -11,7 +11,10 @@ Cases: llama-server and this server on the Q4_1 file (this server both ``as-is``
 ``fastest``, which serves Q8_0 made from it), and both on the Q8_0 file. Skipped with a
 note when llama-server is not built (``make llama-server``).
 
-    .venv/bin/python -m bench.vs_llama [--rounds 2] [--max-tokens 64]
+    .venv/bin/python -m bench.vs_llama [--rounds 2] [--max-tokens 64] [--sampled]
+
+``--sampled``: the same prompts drawn with temperature 0.8, top_k 40, top_p 0.95,
+min_p 0.05 (llama-server reads the same fields), written to ``vs_llama-sampled``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ LLAMA_SERVER = REPO / "build" / "llama-server" / "llama-server"
 Q4_1 = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 Q8_0 = REPO / "models" / "SmolLM2-135M-Instruct.Q8_0.gguf"
 LEVELS = (1, 16)
+SAMPLED = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
 NUM_SEQS = 16
 CTX_PER_SEQ = 2048
 
@@ -60,13 +65,14 @@ CASES = (
 )
 
 
-def prompts(n: int, salt: str) -> list[Job]:
+def prompts(n: int, salt: str, extra: dict[str, Any] | None = None) -> list[Job]:
     """Raw text to continue (no chat template: both servers then decode the same tokens;
     a question would mostly be answered by an end-of-text right away)."""
     return [
         Job(
             f"Story {salt}-{i}: a long tale about {TOPICS[i % len(TOPICS)]}, in many "
-            "paragraphs.\n\nOnce upon a time,"
+            "paragraphs.\n\nOnce upon a time,",
+            extra=dict(extra or {}),
         )
         for i in range(n)
     ]
@@ -151,8 +157,10 @@ def breakdown(before: dict[str, float], after: dict[str, float], wall: float) ->
     return out
 
 
-def measure(case: Case, url: str, c: int, salt: str, max_tokens: int) -> Report:
-    work = prompts(8 if c == 1 else 4 * c, salt)
+def measure(
+    case: Case, url: str, c: int, salt: str, max_tokens: int, extra: dict[str, Any] | None = None
+) -> Report:
+    work = prompts(8 if c == 1 else 4 * c, salt, extra)
     label = case.label
     before = counters(case, url)
     report = asyncio.run(run_load(url, work, c, max_tokens, label, route="/v1/completions"))
@@ -165,7 +173,7 @@ def measure(case: Case, url: str, c: int, salt: str, max_tokens: int) -> Report:
     return report
 
 
-def run(rounds: int, max_tokens: int) -> dict[str, Any]:
+def run(rounds: int, max_tokens: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     best: dict[tuple[str, int], dict[str, Any]] = {}
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         urls = {case.label: start(case, Path(tmp), stack) for case in CASES}
@@ -175,7 +183,7 @@ def run(rounds: int, max_tokens: int) -> dict[str, Any]:
             order = CASES if r % 2 == 0 else CASES[::-1]
             for c in LEVELS:
                 for case in order:
-                    report = measure(case, urls[case.label], c, f"r{r}c{c}", max_tokens)
+                    report = measure(case, urls[case.label], c, f"r{r}c{c}", max_tokens, extra)
                     key = (case.label, c)
                     if key not in best or report.tokens_per_second > best[key]["tokens_per_second"]:
                         best[key] = report.as_dict()
@@ -230,19 +238,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--sampled", action="store_true", help="sample instead of greedy")
     args = parser.parse_args()
     if not LLAMA_SERVER.is_file():
         print(f"baseline (c) skipped: {LLAMA_SERVER} is not built; run `make llama-server`")
         return
-    out = run(args.rounds, args.max_tokens)
-    (RESULTS / "vs_llama.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
+    out = run(args.rounds, args.max_tokens, SAMPLED if args.sampled else None)
+    name = "vs_llama-sampled" if args.sampled else "vs_llama"
+    mode = "sampled (" + ", ".join(f"{k} {v}" for k, v in SAMPLED.items()) + ")"
+    (RESULTS / f"{name}.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
     note = (
-        f"{out['max_tokens']} new tokens, greedy, /v1/completions streamed, a prompt of its "
+        f"{time.strftime('%Y-%m-%d')}, {out['max_tokens']} new tokens, "
+        f"{mode if args.sampled else 'greedy'}, /v1/completions streamed, a prompt of its "
         f"own per request and round, best of {out['rounds']} alternated rounds; "
         f"llama-server -np {NUM_SEQS} -c {NUM_SEQS * CTX_PER_SEQ} -t {os.cpu_count()}. "
         f"`fastest` served: {out['weights_fastest']['note']}."
     )
-    write_table("vs_llama", [note, "", *table(out), "", *breakdown_rows(out)])
+    write_table(name, [note, "", *table(out), "", *breakdown_rows(out)])
 
 
 if __name__ == "__main__":
