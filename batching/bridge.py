@@ -93,16 +93,17 @@ def wake_holding_gil(loop: asyncio.AbstractEventLoop) -> Callable[..., object] |
     own two steps: ``_call_soon``, thread-safe under the GIL, then the self-pipe byte.)
     """
     call_soon = getattr(loop, "_call_soon", None)
-    csock = getattr(loop, "_csock", None)
-    if _write is None or call_soon is None or csock is None:
+    write = _write
+    if write is None or call_soon is None or getattr(loop, "_csock", None) is None:
         return None
-    fd = csock.fileno()
 
     def call_soon_threadsafe(callback: Callable[..., object], *args: object) -> object:
         if loop.is_closed():
             raise RuntimeError("Event loop is closed")
         handle = call_soon(callback, args, None)
-        _write(fd, b"\0", 1)  # a full pipe (EAGAIN) is fine: the loop is awake already
+        # read each time, as asyncio does: a closed loop's socket is None, or gives -1
+        if (csock := getattr(loop, "_csock", None)) is not None:
+            write(csock.fileno(), b"\0", 1)  # a full pipe (EAGAIN): the loop is awake
         return handle
 
     return call_soon_threadsafe
