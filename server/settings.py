@@ -115,8 +115,8 @@ class ModelSettings:
         doc="with a KV stream per sequence in host memory, a stream that holds nothing gives "
         "its pages back to the OS, so resident memory follows the cells requests have "
         "written rather than max_batch_size x context_size (the budget still counts the "
-        "whole reservation); pages then fault in while serving, which cost c=16 about "
-        "0.75x tokens/s on a 2-core VM (see docs/memory-and-lifecycle.md); false: all of "
+        "whole reservation); pages then fault in while serving, which cost c=16 0.76-0.81x "
+        "tokens/s on a 2-core VM (see docs/memory-and-lifecycle.md); false: all of "
         "it stays resident from the load on",
     )
     max_batch_size: int | None = spec(
