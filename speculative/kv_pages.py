@@ -35,7 +35,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 PAGE = mmap.PAGESIZE
-ALIGN = 32  # llama.cpp's CPU buffers align each tensor to this many bytes
 MADV_DONTNEED = 4
 SCAN_CHUNK = 16 << 20  # bytes read at a time while looking for the cache
 MAX_CANDIDATES = 8

@@ -425,8 +425,9 @@ class LlamaContext:
                 return
             log.warning("restoring sequence %d into %d failed; copying the stream", src, dst)
         C.llama_memory_seq_cp(self._memory, src, dst, -1, -1)
-        self._copy_sources.add(src)
-        self._unreleased.discard(dst)
+        if self.pages is not None:  # a fallback copy: its source must stay until the decode
+            self._copy_sources.add(src)
+            self._unreleased.discard(dst)
 
     def save(self, seq_id: int) -> npt.NDArray[np.uint8]:
         """The sequence's state (its KV cells) as bytes in host memory."""
