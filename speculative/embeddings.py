@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from speculative import compute_threads
 from speculative.llama import LlamaContext, LlamaModel
 
 Vectors = npt.NDArray[np.float32]  # (num_inputs, dim)
@@ -53,8 +54,11 @@ class Embedder:
         assert all(0 < len(tokens) <= self.max_tokens for tokens in inputs)
         rows: list[Vectors] = []
         with self._lock:
-            for group in pack(inputs, self.max_tokens, self.max_seqs):
-                rows += self._embed_batch(group)
+            try:
+                for group in pack(inputs, self.max_tokens, self.max_seqs):
+                    rows += self._embed_batch(group)
+            finally:
+                compute_threads.release()  # a worker thread's: see compute_threads
         return normalize(np.stack(rows))
 
     def _embed_batch(self, group: Sequence[Sequence[int]]) -> list[Vectors]:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from batching.bridge import Update
 from batching.faults import FAULTS
 from batching.request import Failure, FinishReason, Request, RequestStatus
+from speculative import compute_threads
 from speculative.adaptive import SpeculationPolicy
 from speculative.budget import StepBudget
 from speculative.chunk import Chunk
@@ -187,9 +188,13 @@ class Executor:
         ubatch of its own (8 for 16 prompts of 23-26 tokens, each reading every
         weight), where falling lengths leave one per distinct length."""
         waiting: list[Request] = []
+        # idle, it still wakes to give back the KV pages of streams left empty
+        timeout = self._ctx.release_idle()
+        if block:  # idle: its OpenMP workers would slow other models' decodes meanwhile
+            compute_threads.release()
         while True:
             try:
-                request = self._inbox.get(block=block)
+                request = self._inbox.get(block=block, timeout=timeout if block else None)
             except queue.Empty:
                 break
             block = False

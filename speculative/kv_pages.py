@@ -36,8 +36,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 PAGE = mmap.PAGESIZE
 MADV_DONTNEED = 4
-SCAN_CHUNK = 16 << 20  # bytes read at a time while looking for the cache
-MAX_CANDIDATES = 8
+RELEASE_AFTER_S = 5.0  # an emptied stream's pages are given back after this long
+MAX_RUNS = 8  # written runs in a window of a fresh cache (probes), at most
+MAX_CANDIDATES = 64  # freed memory of earlier caches may look like one
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
@@ -45,20 +46,28 @@ _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
 
 def anonymous_regions() -> dict[int, int]:
     """Start -> end of this process's private, writable, unnamed mappings (and the main
-    heap: a cache under the mmap threshold, 32 MiB at most, can come from there)."""
-    regions = {}
+    heap: a cache under the mmap threshold, 32 MiB at most, can come from there).
+    Neighbours are joined: the kernel keeps two mappings apart when their flags differ,
+    and one allocation can span both."""
+    regions: dict[int, int] = {}
+    last = None
     with open("/proc/self/maps") as maps:
         for line in maps:
             fields = line.split()
             if fields[1] == "rw-p" and (len(fields) == 5 or fields[5] == "[heap]"):
                 start, end = (int(x, 16) for x in fields[0].split("-"))
-                regions[start] = end
+                if last is not None and regions[last] == start:
+                    regions[last] = end
+                else:
+                    regions[start] = end
+                    last = start
     return regions
 
 
 def new_memory(before: dict[int, int], after: dict[int, int]) -> list[tuple[int, int]]:
-    """Address ranges mapped between two ``anonymous_regions`` (a region that grew: its
-    new part only; the kernel merges neighbouring mappings into one region)."""
+    """The whole regions of ``after`` that hold memory mapped since ``before``. Whole, not
+    only their new part: the kernel merges neighbouring mappings into one region, and a
+    buffer may start in memory the allocator held already and end in the new part."""
     old = sorted(before.items())
     out = []
     for start, end in sorted(after.items()):
@@ -67,10 +76,10 @@ def new_memory(before: dict[int, int], after: dict[int, int]) -> list[tuple[int,
             if o_end <= cursor or o_start >= end:
                 continue
             if o_start > cursor:
-                out.append((cursor, o_start))
+                break
             cursor = max(cursor, o_end)
         if cursor < end:
-            out.append((cursor, end))
+            out.append((start, end))
     return out
 
 
@@ -172,6 +181,22 @@ def find(regions: list[tuple[int, int]], geometry: Geometry, stream: int) -> lis
     return found
 
 
+def took_second_probe(before: list[bytes | None], after: list[bytes | None], row: int) -> bool:
+    """Every tensor's first rows (``KvPages.heads``) read before and after a decode of a
+    second probe token: the first row kept, the second written where it was empty, the
+    rest still empty. Only the live cache answers so; freed memory of an earlier cache
+    does not change, and a compute buffer that took its place changes otherwise."""
+    return all(
+        a is not None
+        and b is not None
+        and a[:row] == b[:row]
+        and not any(a[row : 2 * row])
+        and any(b[row : 2 * row])
+        and not any(b[2 * row :])
+        for a, b in zip(before, after, strict=True)
+    )
+
+
 def _drop_pages(start: int, end: int) -> None:
     """``MADV_DONTNEED`` the whole pages inside [start, end)."""
     first = -(-start // PAGE) * PAGE
@@ -193,31 +218,38 @@ def _memory() -> Iterator[BinaryIO | None]:
 
 def _bases(mem: BinaryIO, start: int, end: int, geometry: Geometry, stream: int) -> Iterator[int]:
     """Bases in [start, end) with room for the whole cache after them, from which every
-    tensor's slice of ``stream`` starts with a written row followed by empty ones."""
+    tensor's slice of ``stream`` starts with a written row followed by empty ones.
+
+    Not every byte is read: the probe rows sit a tensor's size apart over the whole
+    cache, so any window of a tensor's size inside the cache holds one of them, and
+    windows ``span - tensor`` apart put one inside the cache wherever it starts. A
+    window inside a fresh cache is empty but for a few written runs (the probe's, and
+    an earlier try's); each run's start, taken as every tensor's probe row in turn,
+    names a base that the rows of all tensors then confirm or not."""
     tensor, row, span = geometry.tensor_bytes, geometry.row_bytes, geometry.kv_bytes
     offset = stream * (tensor // geometry.num_streams)  # a multiple of 64: see is_readable
-    end -= (end - start) % 64
     if end - start < span:
         return
-    # per 64-byte block (the buffer is 64-aligned): does it hold anything?
-    parts = []
-    for at in range(start, end, SCAN_CHUNK):
-        data = _read(mem, at, min(SCAN_CHUNK, end - at))
+    stride = max(span - tensor, 64)
+    windows = sorted({*range(start, end - tensor + 1, stride), end - tensor - (end - start) % 64})
+    seen: set[int] = set()
+    for at in windows:
+        data = _read(mem, at, tensor)
         if data is None:
             return
-        parts.append(np.frombuffer(data, np.uint64).reshape(-1, 8).any(axis=1))
-    filled = np.concatenate(parts)
-    step = tensor // 64
-    # where the slice of tensor 0 may start, the whole cache then inside [start, end)
-    first, last = offset // 64, (end - start - span + offset) // 64
-    candidates = np.flatnonzero(filled[first : last + 1]) + first
-    for i in range(1, geometry.num_tensors):  # each tensor's slice holds something too
-        candidates = candidates[filled[candidates + i * step]]
-    for block in candidates[: MAX_CANDIDATES * 16]:
-        at = start + int(block) * 64
-        rows = range(geometry.num_tensors)
-        if all(_is_row(mem, at + i * tensor, row, i > 0 or stream > 0) for i in rows):
-            yield at - offset
+        filled = np.flatnonzero(np.frombuffer(data, np.uint64).reshape(-1, 8).any(axis=1))
+        runs = filled[np.r_[True, np.diff(filled) > 1]] if filled.size else filled
+        if runs.size > MAX_RUNS:
+            continue  # busy memory, not a window of a fresh cache
+        for run in runs:
+            for i in range(geometry.num_tensors):
+                base = at + int(run) * 64 - i * tensor - offset
+                if base in seen or base < start or base + span > end:
+                    continue
+                seen.add(base)
+                starts = (base + offset + j * tensor for j in range(geometry.num_tensors))
+                if all(_is_row(mem, at, row, at > base or stream > 0) for at in starts):
+                    yield base
 
 
 def _is_row(mem: BinaryIO, at: int, row: int, after_empty: bool) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import llama_cpp as C
 import numpy as np
 import numpy.typing as npt
 
-from speculative import devices, kv_pages
+from speculative import compute_threads, devices, kv_pages
 from speculative.devices import Placement
 
 log = logging.getLogger(__name__)
@@ -221,12 +222,13 @@ class LlamaContext:
         embeddings: bool = False,
         pool_tokens: int = 0,
         release_kv: bool = False,
+        release_after_s: float = kv_pages.RELEASE_AFTER_S,
     ) -> None:
         """``pool_tokens`` > 0: one KV pool of that many cells shared by all sequences
         (llama.cpp's unified cache), each up to ``ctx_per_seq`` long; 0: a stream of
         ``ctx_per_seq`` cells reserved per sequence. ``release_kv`` (streams in host
-        memory): a stream's pages go back to the OS while it holds nothing
-        (``speculative.kv_pages``)."""
+        memory): a stream's pages go back to the OS once it has held nothing for
+        ``release_after_s`` (``speculative.kv_pages``)."""
         params = C.llama_context_default_params()
         # A quantized V cache needs flash attention; llama.cpp's default (auto) turns
         # it on for one, and refuses the context where it cannot.
@@ -290,9 +292,12 @@ class LlamaContext:
             logits=self._wants_logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
         )
         self._copy_sources: set[int] = set()  # streams a pending copy reads at the next decode
-        self._unreleased: set[int] = set()  # emptied while a copy source: release after it
+        self.release_after_s = release_after_s
+        self._empty_since: dict[int, float] = {}  # emptied streams whose pages are still held
         self.pages: kv_pages.KvPages | None = None  # found by the probes: after them
-        self.pages = self._locate_pages(mapped, num_seqs) if mapped is not None else None
+        if mapped is not None:
+            self.pages = self._locate_pages(mapped, num_seqs)
+            compute_threads.release()  # the probes ran here, mostly not the executor's thread
 
     def _locate_pages(self, mapped: dict[int, int], num_seqs: int) -> kv_pages.KvPages | None:
         """Find the KV streams in memory with probe tokens (then removed from their stream),
@@ -300,29 +305,31 @@ class LlamaContext:
         kv = {name.split()[0]: n for name, n in self.report.buffers.items() if name.endswith(" KV")}
         if not kv or not all(devices.is_host_buffer(device) for device in kv):
             return None  # none, or on a GPU
-        layers = int(C.llama_model_n_layer(self.model.ptr))
-        geometry = kv_pages.Geometry(sum(kv.values()), 2 * layers, num_seqs, self.ctx_per_seq)
+        if C.llama_model_n_swa(self.model.ptr) > 0:
+            return None  # sliding-window layers keep a second cache: another layout
+        tensors = 2 * int(C.llama_model_n_layer(self.model.ptr))
+        # the size comes from llama.cpp's log, in MiB to two decimals: the row size is a
+        # whole number of bytes, and ~5 KB of rounding cannot move it by one
+        row = round(sum(kv.values()) / (tensors * num_seqs * self.ctx_per_seq))
+        kv_bytes = row * tensors * num_seqs * self.ctx_per_seq
+        geometry = kv_pages.Geometry(kv_bytes, tensors, num_seqs, self.ctx_per_seq)
         vocab = C.llama_model_get_vocab(self.model.ptr)
         probe = max(int(C.llama_vocab_bos(vocab)), 0)
-        # where this creation mapped memory, else anywhere (a reused heap chunk): each
-        # try in a stream of its own, whose cells the last try left written
-        tries = [(0, kv_pages.new_memory(mapped, kv_pages.anonymous_regions()))]
-        if num_seqs > 1:
-            tries.append((1, sorted(kv_pages.anonymous_regions().items())))
-        live: list[kv_pages.KvPages] = []
-        for stream, regions in tries:
-            self.decode([probe], [0], [stream], [False])
-            candidates = kv_pages.find(regions, geometry, stream)
-            before = [c.heads(stream) for c in candidates]
-            self.decode([probe], [1], [stream], [False])  # only the live cache answers this
-            live = [
-                c
-                for c, heads in zip(candidates, before, strict=True)
-                if _changed(heads, c.heads(stream))
-            ]
-            C.llama_memory_seq_rm(self._memory, stream, 0, -1)
-            if live:
-                break
+        # where this creation mapped memory first, then anywhere (a chunk the allocator
+        # already held: small caches come from the heap)
+        now = kv_pages.anonymous_regions()
+        fresh = kv_pages.new_memory(mapped, now)
+        regions = fresh + [r for r in sorted(now.items()) if r not in fresh]
+        self.decode([probe], [0], [0], [False])
+        candidates = kv_pages.find(regions, geometry, 0)
+        before = [c.heads(0) for c in candidates]
+        self.decode([probe], [1], [0], [False])  # only the live cache answers this
+        live = [
+            c
+            for c, heads in zip(candidates, before, strict=True)
+            if kv_pages.took_second_probe(heads, c.heads(0), geometry.row_bytes)
+        ]
+        C.llama_memory_seq_rm(self._memory, 0, 0, -1)
         if len(live) != 1:
             log.info(
                 "%s: KV cache not found in memory (%d candidates, %d live); all of it stays "
@@ -366,9 +373,11 @@ class LlamaContext:
         if rc != 0:
             raise DecodeError(rc)
         C.llama_synchronize(self._ptr)
-        if self._unreleased:
-            self._release(self._unreleased - set(seq_ids))
-            self._unreleased.clear()
+        if self._empty_since:  # written again: their pages are in use
+            for seq_id in self._empty_since.keys() & set(seq_ids):
+                del self._empty_since[seq_id]
+            if self.release_after_s == 0:
+                self.release_idle()  # what a copy still read before this decode
         self._num_outputs = int(np.count_nonzero(self._wants_logits[:n]))
 
     def logits(self, index: int) -> npt.NDArray[np.float32]:
@@ -395,21 +404,38 @@ class LlamaContext:
         C.llama_memory_clear(self._memory, True)  # writes zeros over the whole cache
         if self.pages is not None:
             self.pages.release_all()
-            self._unreleased.clear()
+            self._empty_since.clear()
 
     def drop(self, seq_id: int, start: int = 0) -> None:
         """Forget a sequence's KV cells from position ``start`` on."""
         C.llama_memory_seq_rm(self._memory, seq_id, start, -1)
         if start == 0 and self.pages is not None:
-            if seq_id in self._copy_sources:  # the next decode still reads it
-                self._unreleased.add(seq_id)
-            else:
-                self._release({seq_id})
+            self._empty_since.setdefault(seq_id, time.monotonic())
+            if self.release_after_s == 0:
+                self.release_idle()
 
-    def _release(self, seq_ids: set[int]) -> None:
-        assert self.pages is not None
-        for seq_id in seq_ids:
+    def release_idle(self) -> float | None:
+        """Give back the pages of streams empty for ``release_after_s``; the seconds until
+        the next one is due (None: none waits).
+
+        Not at once: a stream is mostly emptied to take the next request, whose cells
+        then land on the same pages. Given back and faulted in again at once, those
+        pages cost more than the memory saved: on a VM that returns freed memory to its
+        host (free page reporting) a fault took ~80 us, and c=16 decoded at 0.82x."""
+        if not self._empty_since or self.pages is None:
+            return None
+        now = time.monotonic()
+        due = [
+            seq_id
+            for seq_id, since in self._empty_since.items()
+            if now - since >= self.release_after_s and seq_id not in self._copy_sources
+        ]
+        for seq_id in due:  # (a pending copy's source waits for the decode that reads it)
             self.pages.release(seq_id)
+            del self._empty_since[seq_id]
+        if not self._empty_since:
+            return None
+        return max(min(self._empty_since.values()) + self.release_after_s - now, 0.0)
 
     def copy(self, src: int, dst: int) -> None:
         """Make ``dst`` hold what ``src`` holds. With one KV stream per sequence llama.cpp
@@ -427,7 +453,7 @@ class LlamaContext:
         C.llama_memory_seq_cp(self._memory, src, dst, -1, -1)
         if self.pages is not None:  # a fallback copy: its source must stay until the decode
             self._copy_sources.add(src)
-            self._unreleased.discard(dst)
+            self._empty_since.pop(dst, None)
 
     def save(self, seq_id: int) -> npt.NDArray[np.uint8]:
         """The sequence's state (its KV cells) as bytes in host memory."""
@@ -438,15 +464,8 @@ class LlamaContext:
 
     def restore(self, state: npt.NDArray[np.uint8], seq_id: int) -> bool:
         """Load a state from ``save`` into ``seq_id``; False if llama.cpp refused it."""
-        self._unreleased.discard(seq_id)
+        self._empty_since.pop(seq_id, None)
         return bool(C.llama_state_seq_set_data(self._ptr, _u8(state), state.nbytes, seq_id))
-
-
-def _changed(before: list[bytes | None], after: list[bytes | None]) -> bool:
-    """Every tensor's bytes read before and after a decode, and all different."""
-    return all(
-        a is not None and b is not None and a != b for a, b in zip(before, after, strict=True)
-    )
 
 
 def _u8(buf: npt.NDArray[np.uint8]) -> ctypes._Pointer[ctypes.c_uint8]:

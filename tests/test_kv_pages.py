@@ -7,6 +7,7 @@ are the ones a context that keeps its whole cache resident gives.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -22,10 +23,13 @@ GEMMA = REPO / "models" / "gemma-3-270m-q4_k_m.gguf"
 NUM_SEQS, CTX = 4, 1024
 
 
-def test_new_memory_is_what_was_mapped_since() -> None:
-    before = {0x1000: 0x3000, 0x8000: 0x9000}
-    after = {0x1000: 0x5000, 0x6000: 0x7000, 0x8000: 0x9000}  # one grew, one is new
-    assert new_memory(before, after) == [(0x3000, 0x5000), (0x6000, 0x7000)]
+def test_new_memory_is_every_region_that_grew_or_appeared() -> None:
+    before = {0x1000: 0x3000, 0x8000: 0x9000, 0xA000: 0xC000}
+    # one grew (whole: a buffer may start in its old part), one is new, one was merged
+    # from two old ones and the gap between them, one shrank
+    after = {0x1000: 0x5000, 0x6000: 0x7000, 0x8000: 0xC000, 0xD000: 0xE000}
+    before[0xD000] = 0xF000
+    assert new_memory(before, after) == [(0x1000, 0x5000), (0x6000, 0x7000), (0x8000, 0xC000)]
     assert new_memory(after, after) == []
 
 
@@ -36,7 +40,9 @@ def model() -> Iterator[LlamaModel]:
     m.close()
 
 
-def context(model: LlamaModel, release: bool, pool_tokens: int = 0) -> LlamaContext:
+def context(
+    model: LlamaModel, release: bool, pool_tokens: int = 0, release_after_s: float = 0.0
+) -> LlamaContext:
     return LlamaContext(
         model,
         ctx_per_seq=CTX,
@@ -45,6 +51,7 @@ def context(model: LlamaModel, release: bool, pool_tokens: int = 0) -> LlamaCont
         threads=1,
         release_kv=release,
         pool_tokens=pool_tokens,
+        release_after_s=release_after_s,
     )
 
 
@@ -83,6 +90,29 @@ def test_resident_kv_follows_the_cells_written(model: LlamaModel) -> None:
     finally:
         kept.close()
         released.close()
+
+
+def test_an_emptied_stream_keeps_its_pages_until_it_has_been_idle(model: LlamaModel) -> None:
+    tokens = model.tokenize("The sea is deep and the waves are tall. " * 12)[:120]
+    ctx = context(model, release=True, release_after_s=0.3)
+    try:
+        pages = ctx.pages
+        assert pages is not None
+        last_logits(ctx, 1, tokens)
+        last_logits(ctx, 2, tokens)
+        held = pages.resident_bytes()
+        ctx.drop(1)
+        ctx.drop(2)
+        assert pages.resident_bytes() == held  # not yet: the next request may land there
+        assert 0 < (ctx.release_idle() or 0) <= 0.3
+        last_logits(ctx, 2, tokens[:50])  # stream 2 is taken again before it is due
+        time.sleep(0.35)
+        assert ctx.release_idle() is None  # nothing else waits
+        # stream 1's pages went back; stream 2's, written again, stayed
+        assert pages.resident_bytes() <= held // 2 + (pages.num_tensors + 2) * PAGE
+        assert pages.resident_bytes() >= 50 * 23_040
+    finally:
+        ctx.close()
 
 
 def test_a_pool_or_an_unknown_layout_keeps_the_cache_resident(model: LlamaModel) -> None:

@@ -38,6 +38,7 @@ def ctx(model: LlamaModel, request: pytest.FixtureRequest) -> Iterator[LlamaCont
         batch_tokens=256,
         threads=1,
         release_kv=request.param,
+        release_after_s=0.0,  # at once: the strictest case
     )
     assert (c.pages is not None) == request.param
     yield c

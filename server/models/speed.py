@@ -21,6 +21,7 @@ from pathlib import Path
 
 import orjson
 
+from speculative import compute_threads
 from speculative.llama import LlamaContext, LlamaModel
 
 log = logging.getLogger(__name__)
@@ -113,3 +114,4 @@ def decode_times(paths: list[Path], threads: int) -> list[float]:
     finally:
         for thing in reversed(opened):
             thing.close()
+        compute_threads.release()  # decoded on a loader's thread: see compute_threads
