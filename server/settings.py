@@ -111,13 +111,12 @@ class ModelSettings:
         le=1048576,
     )
     kv_release: bool = spec(
-        False,
+        True,
         doc="with a KV stream per sequence in host memory, a stream that holds nothing gives "
         "its pages back to the OS, so resident memory follows the cells requests have "
         "written rather than max_batch_size x context_size (the budget still counts the "
-        "whole reservation); pages then fault in while serving, which cost c=16 0.76-0.81x "
-        "tokens/s on a 2-core VM (see docs/memory-and-lifecycle.md); false: all of "
-        "it stays resident from the load on",
+        "whole reservation); a layout it cannot find (a GPU, sliding-window layers, the "
+        "pool) stays resident; false: all of it stays resident from the load on",
     )
     max_batch_size: int | None = spec(
         None, doc="sequences decoded together (server default when null)", ge=1, le=256

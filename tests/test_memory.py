@@ -184,12 +184,14 @@ async def test_keep_alive_zero_unloads_after_the_request_and_rss_falls(
     footprint = load.json()["memory"]
     body = await health(client)
     rss_loaded = body["memory"]["rss_bytes"]
-    assert body["models"]["q8"]["memory"]["kv_resident_bytes"] is None  # no kv_release
+    # kv_release (the default): the cache's pages went back at load, nothing is cached yet
+    kv_resident = body["models"]["q8"]["memory"]["kv_resident_bytes"]
+    assert kv_resident is not None and kv_resident < 0.1 * footprint["kv_bytes"]
     assert (await generate(client, "q8", keep_alive=0)).status_code == 200
     await wait_until(lambda: loaded(client), lambda names: "q8" not in names, 10, "q8 unloaded")
     rss_after = (await health(client))["memory"]["rss_bytes"]
-    # weights (mapped, read at load) and the zeroed KV cache were resident
-    expected_drop = 0.5 * (footprint["weights_bytes"] + footprint["kv_bytes"])
+    # the weights (mapped, read at load) were resident
+    expected_drop = 0.5 * footprint["weights_bytes"]
     assert rss_loaded - rss_after >= expected_drop, (rss_loaded, rss_after, footprint)
 
 
