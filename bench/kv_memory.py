@@ -1,15 +1,17 @@
 """A small box's memory: RSS after start-up and one short chat request, this server's
 KV settings against llama-server's defaults on the same file, plus c=16 tokens/s and
-time to first token for this server's cases, all in one run:
+time to first token for this server's cases:
 
     .venv/bin/python -m bench.kv_memory        (llama-server from `make llama-server`)
 
 Cases: llama-server with no sizing flags (its defaults); this server with 16 sequences x
-2,048 cells each, f16, whose pages follow use (``kv_release``), the same as shipped, every
-page resident, and pooled variants. RSS is read
-from /proc once the request is answered, and again after the c=16 load; the KV bytes
-(reserved, and resident where pages follow use) from the server's own accounting.
-Writes bench/results/kv_memory.md.
+2,048 cells each whose pages follow use (``kv_release``, the default), the same with every
+page resident, and pooled variants. RSS is read from /proc once the request is answered,
+and again after the loads; the KV bytes (reserved, and resident where pages follow use)
+from the server's own accounting. Speed is compared fairly: every server stays up, and
+the c=16 load (64 short chats, 64 tokens each) goes to each in turn, in alternating order
+over ``--rounds`` rounds; the median round is reported, and its ratio to the all-resident
+case. Writes bench/results/kv_memory.md.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -35,6 +38,7 @@ from server.launcher import LiveServer, free_port, started
 LLAMA_SERVER = REPO / "build" / "llama-server" / "llama-server"
 MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 MIB = 1 << 20
+CONCURRENCY, MAX_TOKENS = 16, 64
 
 
 @dataclass(slots=True)
@@ -44,11 +48,12 @@ class Case:
     is_llama_server: bool = False
 
 
+RESIDENT = "per-sequence 16 x 2048, f16, all resident"
 CASES = [
     Case("llama-server defaults", is_llama_server=True),
-    Case("per-sequence 16 x 2048, f16, kv_release", {"kv_release": True}),
-    Case("per-sequence 16 x 2048, f16, all resident (default)", {}),
-    Case("pool 8192, f16", {"kv_pool_tokens": 8192, "cache_type": "f16"}),
+    Case("per-sequence 16 x 2048, f16, kv_release (default)", {}),
+    Case(RESIDENT, {"kv_release": False}),
+    Case("per-sequence 16 x 2048, q8_0, kv_release", {"cache_type": "q8_0"}),
     Case("pool 4096, f16", {"kv_pool_tokens": 4096, "cache_type": "f16"}),
     Case("pool 4096, q8_0", {"kv_pool_tokens": 4096, "cache_type": "q8_0"}),
 ]
@@ -86,23 +91,31 @@ def one_chat(url: str) -> None:
     reply.raise_for_status()
 
 
-def measure(case: Case, folder: Path, concurrency: int, max_tokens: int) -> dict[str, Any]:
-    with contextlib.ExitStack() as stack:
-        live = start(case, folder, stack)
-        one_chat(live.url)
-        row: dict[str, Any] = {"case": case.label, "rss_mib": round(rss_mib(live.process.pid))}
-        if not case.is_llama_server:
-            model = httpx.get(live.url + "/health_check").json()["models"]["m"]
-            row["kv_mib"] = round(model["memory"]["kv_bytes"] / MIB)
-            row["kv_resident_mib"] = resident_mib(model)
-            jobs = [Job(p) for p in short_prompts()[:concurrency]] * 2
-            report = asyncio.run(run_load(live.url, jobs, concurrency, max_tokens, case.label))
-            row |= {"tok_s": report.tokens_per_second, "ttft_p50_ms": report.ttft_p50_ms}
-            after = httpx.get(live.url + "/health_check").json()["models"]["m"]
-            row["parks"] = (after.get("kv_pool") or {}).get("num_parked", 0)
-            row["rss_after_mib"] = round(rss_mib(live.process.pid))
-            row["kv_resident_after_mib"] = resident_mib(after)
-        return row
+def first_request(case: Case, live: LiveServer) -> dict[str, Any]:
+    """RSS and KV bytes once the server has answered one short chat request."""
+    one_chat(live.url)
+    row: dict[str, Any] = {"case": case.label, "rss_mib": round(rss_mib(live.process.pid))}
+    if not case.is_llama_server:
+        model = httpx.get(live.url + "/health_check").json()["models"]["m"]
+        row["kv_mib"] = round(model["memory"]["kv_bytes"] / MIB)
+        row["kv_resident_mib"] = resident_mib(model)
+    return row
+
+
+def load(live: LiveServer, label: str) -> tuple[float, float | None]:
+    """Tokens/s and TTFT p50 of one c=16 round: 64 short chats, 64 tokens each."""
+    jobs = [Job(p) for p in short_prompts()] * 4
+    report = asyncio.run(run_load(live.url, jobs, CONCURRENCY, MAX_TOKENS, label))
+    return report.tokens_per_second, report.ttft_p50_ms
+
+
+def after_loads(row: dict[str, Any], live: LiveServer, rounds: list[tuple[float, Any]]) -> None:
+    row["tok_s"] = statistics.median(t for t, _ in rounds)
+    row["ttft_p50_ms"] = statistics.median(t for _, t in rounds if t is not None)
+    after = httpx.get(live.url + "/health_check").json()["models"]["m"]
+    row["parks"] = (after.get("kv_pool") or {}).get("num_parked", 0)
+    row["rss_after_mib"] = round(rss_mib(live.process.pid))
+    row["kv_resident_after_mib"] = resident_mib(after)
 
 
 def resident_mib(model: dict[str, Any]) -> int | str:
@@ -114,32 +127,49 @@ def resident_mib(model: dict[str, Any]) -> int | str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", help="comma-separated case numbers (0: llama-server)")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    rows = [
-        f"RSS after start-up and one chat request ({time.strftime('%Y-%m-%d')}), {MODEL.name}; "
-        "this server also at c=16 "
-        f"(32 short prompts, {64} tokens each, greedy, streamed), {os.cpu_count()} threads.",
-        "",
-        "| case | RSS MiB | vs llama-server | KV MiB reserved / resident | c=16 tok/s | "
-        "TTFT p50 ms | parks | after c=16: RSS / KV resident MiB |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
     cases = [CASES[int(i)] for i in args.cases.split(",")] if args.cases else CASES
     if not LLAMA_SERVER.is_file():
         cases = [c for c in cases if not c.is_llama_server]
         print(f"llama-server skipped: {LLAMA_SERVER} is not built; run `make llama-server`")
-    with tempfile.TemporaryDirectory() as tmp:
-        results = [measure(case, Path(tmp), 16, 64) for case in cases]
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        lives = [start(case, Path(tmp), stack) for case in cases]
+        results = [first_request(case, live) for case, live in zip(cases, lives, strict=True)]
+        ours = [i for i, case in enumerate(cases) if not case.is_llama_server]
+        rounds: dict[int, list[tuple[float, Any]]] = {i: [] for i in ours}
+        for r in range(args.rounds):
+            for i in ours if r % 2 == 0 else ours[::-1]:
+                rounds[i].append(load(lives[i], cases[i].label))
+                print(cases[i].label, rounds[i][-1], flush=True)
+        for i in ours:
+            after_loads(results[i], lives[i], rounds[i])
+    write_table("kv_memory", table(cases, results, args.rounds))
+
+
+def table(cases: list[Case], results: list[dict[str, Any]], rounds: int) -> list[str]:
+    rows = [
+        f"RSS after start-up and one chat request ({time.strftime('%Y-%m-%d')}), {MODEL.name}; "
+        f"this server also at c={CONCURRENCY} (64 short chats, {MAX_TOKENS} tokens each, "
+        f"greedy, streamed; median of {rounds} rounds, every server up, alternating order), "
+        f"{os.cpu_count()} threads.",
+        "",
+        "| case | RSS MiB | vs llama-server | KV MiB reserved / resident | c=16 tok/s | "
+        "vs all resident | TTFT p50 ms | parks | after c=16: RSS / KV resident MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     base = results[0]["rss_mib"] if cases[0].is_llama_server else None
+    speed = next((r["tok_s"] for r in results if r["case"] == RESIDENT), None)
     for r in results:
         ratio = f"{r['rss_mib'] / base:.2f}x" if base else "-"
         kv = f"{r['kv_mib']} / {r['kv_resident_mib']}" if "kv_mib" in r else "-"
         after = f"{r['rss_after_mib']} / {r['kv_resident_after_mib']}" if "kv_mib" in r else "-"
+        vs = f"{r['tok_s'] / speed:.2f}x" if speed and "tok_s" in r else "-"
         rows.append(
-            f"| {r['case']} | {r['rss_mib']} | {ratio} | {kv} | {r.get('tok_s', '-')} | "
+            f"| {r['case']} | {r['rss_mib']} | {ratio} | {kv} | {r.get('tok_s', '-')} | {vs} | "
             f"{r.get('ttft_p50_ms', '-')} | {r.get('parks', '-')} | {after} |"
         )
-    write_table("kv_memory", rows)
+    return rows
 
 
 if __name__ == "__main__":
