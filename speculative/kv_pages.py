@@ -38,6 +38,7 @@ PAGE = mmap.PAGESIZE
 MADV_DONTNEED = 4
 RELEASE_AFTER_S = 5.0  # an emptied stream's pages are given back after this long
 MAX_RUNS = 8  # written runs in a window of a fresh cache (probes), at most
+MAPS = "/proc/self/maps"
 MAX_CANDIDATES = 64  # freed memory of earlier caches may look like one
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -51,7 +52,11 @@ def anonymous_regions() -> dict[int, int]:
     and one allocation can span both."""
     regions: dict[int, int] = {}
     last = None
-    with open("/proc/self/maps") as maps:
+    try:
+        maps = open(MAPS)  # noqa: SIM115
+    except OSError:  # no /proc (macOS): nothing to search, the cache stays resident
+        return regions
+    with maps:
         for line in maps:
             fields = line.split()
             if fields[1] == "rw-p" and (len(fields) == 5 or fields[5] == "[heap]"):

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from speculative import kv_pages
 from speculative.kv_pages import PAGE, new_memory
 from speculative.llama import LlamaContext, LlamaModel
 from tests.conftest import REPO
@@ -130,3 +131,17 @@ def test_a_pool_or_an_unknown_layout_keeps_the_cache_resident(model: LlamaModel)
         ctx.close()
     finally:
         gemma.close()
+
+
+def test_without_proc_the_cache_stays_resident(
+    model: LlamaModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where there is no /proc/self/maps (macOS), kv_release leaves the cache as it is."""
+    monkeypatch.setattr(kv_pages, "MAPS", "/nonexistent/maps")
+    ctx = context(model, release=True)
+    try:
+        assert ctx.pages is None
+        tokens = model.tokenize("Hello there, how are you today?")
+        assert np.isfinite(last_logits(ctx, 0, tokens)).all()
+    finally:
+        ctx.close()
