@@ -228,9 +228,10 @@ def _bases(mem: BinaryIO, start: int, end: int, geometry: Geometry, stream: int)
     Not every byte is read: the probe rows sit a tensor's size apart over the whole
     cache, so any window of a tensor's size inside the cache holds one of them, and
     windows ``span - tensor`` apart put one inside the cache wherever it starts. A
-    window inside a fresh cache is empty but for a few written runs (the probe's, and
-    an earlier try's); each run's start, taken as every tensor's probe row in turn,
-    names a base that the rows of all tensors then confirm or not."""
+    window inside a fresh cache is empty but for a few written runs (the probe's); each
+    run's start, taken as every tensor's probe row in turn, names a base that the rows
+    of all tensors then confirm or not (``_is_row`` on each: an empty row before the
+    probe's, as the last cell of the previous tensor is, except at the very base)."""
     tensor, row, span = geometry.tensor_bytes, geometry.row_bytes, geometry.kv_bytes
     offset = stream * (tensor // geometry.num_streams)  # a multiple of 64: see is_readable
     if end - start < span:
@@ -252,8 +253,8 @@ def _bases(mem: BinaryIO, start: int, end: int, geometry: Geometry, stream: int)
                 if base in seen or base < start or base + span > end:
                     continue
                 seen.add(base)
-                starts = (base + offset + j * tensor for j in range(geometry.num_tensors))
-                if all(_is_row(mem, at, row, at > base or stream > 0) for at in starts):
+                rows = (base + offset + j * tensor for j in range(geometry.num_tensors))
+                if all(_is_row(mem, r, row, r > base or stream > 0) for r in rows):
                     yield base
 
 
