@@ -442,9 +442,9 @@ class LlamaContext:
         """Make ``dst`` hold what ``src`` holds. With one KV stream per sequence llama.cpp
         copies whole streams (every cell, used or not), and does so at the start of the
         next decode. Where pages follow use that would make both streams' pages resident
-        (a 2,048-cell stream of SmolLM2-135M: 45 MiB faulted in per copy; c=16 short
-        chats ran at 0.7x with it), so the cells ``src`` holds go through host memory
-        instead, at once: 23 KB a cell."""
+        (a 2,048-cell stream of SmolLM2-135M: 45 MiB faulted in per copy, for a prefix of
+        a few hundred cells), so the cells ``src`` holds go through host memory instead,
+        at once: 23 KB a cell."""
         if self.pages is not None:
             state = self.save(src)
             self.drop(dst)
