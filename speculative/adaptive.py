@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from speculative.cost_gate import CostGate
 from speculative.sequence import Sequence
 
 EMA = 0.2  # weight of the newest observation
@@ -28,62 +29,6 @@ class SeqSpeculation:
     length: int
     acceptance: float = 1.0  # EMA of accepted / drafted
     paused_steps: int = 0
-
-
-@dataclass(slots=True)
-class CostGate:
-    """Explore/exploit between speculative and plain steps on measured cost.
-
-    Both modes are measured first; then the cheaper one runs, and the other
-    is re-tried for ``probe_steps`` now and then. A probe that confirms the
-    winner doubles the wait before the next one (up to ``max_interval``), so
-    a draft that does not pay costs almost nothing in the long run.
-    """
-
-    probe_steps: int = 4  # samples of each mode before judging; steps of a probe
-    min_interval: int = 64
-    max_interval: int = 4096
-    spec_cost: float = 0.0  # EMA of seconds per emitted token
-    plain_cost: float = 0.0
-    num_spec: int = 0
-    num_plain: int = 0
-    num_steps: int = 0
-    interval: int = 64
-    explore_from: int = 64  # step at which the next probe starts
-    last_winner: bool | None = None  # was speculation cheaper at the last probe
-
-    @property
-    def is_speculating(self) -> bool:
-        if self.num_spec < self.probe_steps:
-            return True
-        if self.num_plain < self.probe_steps:
-            return False
-        exploring = self.explore_from <= self.num_steps < self.explore_from + self.probe_steps
-        return (self.spec_cost <= self.plain_cost) != exploring
-
-    def record(self, speculated: bool, seconds: float, emitted: int) -> None:
-        """One decode step (without prompt chunks, which would swamp the cost)."""
-        if emitted > 0:
-            cost = seconds / emitted
-            if speculated:
-                self.spec_cost = _ema(self.spec_cost, cost, self.num_spec)
-                self.num_spec += 1
-            else:
-                self.plain_cost = _ema(self.plain_cost, cost, self.num_plain)
-                self.num_plain += 1
-        self.num_steps += 1
-        if self.num_steps == self.explore_from + self.probe_steps:  # a probe ended
-            winner = self.spec_cost <= self.plain_cost
-            same = winner == self.last_winner
-            self.interval = min(self.interval * 2, self.max_interval) if same else self.min_interval
-            self.last_winner = winner
-            self.explore_from = self.num_steps + self.interval
-
-
-def _ema(mean: float, value: float, count: int) -> float:
-    # a plain average while samples are few, then an exponential moving one
-    weight = max(EMA, 1 / (count + 1))
-    return (1 - weight) * mean + weight * value
 
 
 class SpeculationPolicy:
@@ -110,7 +55,7 @@ class SpeculationPolicy:
             return 0
         if not self.is_adaptive:
             return self.max_draft
-        if not self.gate.is_speculating:
+        if not self.gate.is_on:
             return 0
         state = self._seqs.setdefault(seq_id, SeqSpeculation(self.max_draft))
         if state.paused_steps > 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from speculative.adaptive import CostGate, SpeculationPolicy
+from speculative.adaptive import SpeculationPolicy
 from speculative.proposers import lookup
 
 
@@ -28,8 +28,8 @@ def test_lookup_ignores_matches_across_token_boundaries() -> None:
 
 def test_draft_length_follows_acceptance_and_pauses_on_failure() -> None:
     policy = SpeculationPolicy(max_draft=4, max_batch=2, min_acceptance=0.3, pause=2)
-    policy.gate.num_spec = policy.gate.num_plain = 100  # judged already: speculation pays
-    policy.gate.spec_cost, policy.gate.plain_cost = 1.0, 2.0
+    policy.gate.num_on = policy.gate.num_off = 100  # judged already: speculation pays
+    policy.gate.on_cost, policy.gate.off_cost = 1.0, 2.0
     policy.gate.num_steps = 50  # outside a probe
     assert policy.draft_length(0, True, 1) == 4
     policy.record(0, drafted=4, accepted=1)
@@ -41,20 +41,3 @@ def test_draft_length_follows_acceptance_and_pauses_on_failure() -> None:
     assert policy.draft_length(0, True, 1) == 1  # probing again
     assert policy.draft_length(1, True, 3) == 0  # batch too large
     assert policy.draft_length(1, False, 1) == 0  # the request said no
-
-
-def test_cost_gate_measures_both_keeps_the_cheaper_and_backs_off() -> None:
-    gate = CostGate(probe_steps=2, min_interval=10, interval=10, explore_from=10)
-    modes = []
-    for _ in range(60):
-        speculating = gate.is_speculating
-        modes.append(speculating)
-        gate.record(speculating, seconds=0.03 if speculating else 0.01, emitted=1)
-    assert modes[:4] == [True, True, False, False]  # measure speculation, then plain
-    assert not any(modes[4:10])  # plain is cheaper: keep it...
-    assert modes[10:12] == [True, True]  # ...probe speculation at step 10, 10 steps later...
-    assert not any(modes[12:22])
-    assert modes[22:24] == [True, True]  # ...and again: the same winner twice...
-    assert not any(modes[24:44])  # ...so the wait doubles
-    assert modes[44:46] == [True, True]
-    assert not any(modes[46:60])

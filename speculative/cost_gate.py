@@ -1,0 +1,70 @@
+"""Explore/exploit between two ways of running a step, on their measured cost.
+
+Used where which way is cheaper depends on the host and the load, so no rule
+written here would hold everywhere: speculating or decoding plainly
+(``speculative.adaptive``), waiting for the event loop to send a step's tokens
+before the next decode or not (``speculative.handoff``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EMA = 0.2  # weight of the newest observation
+
+
+@dataclass(slots=True)
+class CostGate:
+    """Whether to use an option ("on") or not, by measured seconds per emitted token.
+
+    Both modes are measured first (on, then off); then the cheaper one runs, and the
+    other is re-tried for ``probe_steps`` now and then. A probe that confirms the
+    winner doubles the wait before the next one (up to ``max_interval``), so an
+    option that does not pay costs almost nothing in the long run.
+    """
+
+    probe_steps: int = 4  # samples of each mode before judging; steps of a probe
+    min_interval: int = 64
+    max_interval: int = 4096
+    on_cost: float = 0.0  # EMA of seconds per emitted token
+    off_cost: float = 0.0
+    num_on: int = 0
+    num_off: int = 0
+    num_steps: int = 0
+    interval: int = 64
+    explore_from: int = 64  # step at which the next probe starts
+    last_winner: bool | None = None  # was the option cheaper at the last probe
+
+    @property
+    def is_on(self) -> bool:
+        if self.num_on < self.probe_steps:
+            return True
+        if self.num_off < self.probe_steps:
+            return False
+        exploring = self.explore_from <= self.num_steps < self.explore_from + self.probe_steps
+        return (self.on_cost <= self.off_cost) != exploring
+
+    def record(self, on: bool, seconds: float, emitted: int) -> None:
+        """One step's cost (leave out steps whose cost the mode does not set, such as
+        ones with prompt chunks, which would swamp it)."""
+        if emitted > 0:
+            cost = seconds / emitted
+            if on:
+                self.on_cost = _ema(self.on_cost, cost, self.num_on)
+                self.num_on += 1
+            else:
+                self.off_cost = _ema(self.off_cost, cost, self.num_off)
+                self.num_off += 1
+        self.num_steps += 1
+        if self.num_steps == self.explore_from + self.probe_steps:  # a probe ended
+            winner = self.on_cost <= self.off_cost
+            same = winner == self.last_winner
+            self.interval = min(self.interval * 2, self.max_interval) if same else self.min_interval
+            self.last_winner = winner
+            self.explore_from = self.num_steps + self.interval
+
+
+def _ema(mean: float, value: float, count: int) -> float:
+    # a plain average while samples are few, then an exponential moving one
+    weight = max(EMA, 1 / (count + 1))
+    return (1 - weight) * mean + weight * value
