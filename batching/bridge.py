@@ -9,6 +9,8 @@ Nothing waits here unbounded:
 * at most ``MAX_PENDING_STEPS`` steps' updates wait for the loop; past that the
   executor waits for it (a loop that falls behind slows the steps, rather than
   queueing their text without limit);
+* ``wait_written`` lets the executor wait, a bounded time, until the loop has
+  written the last step's pieces (``speculative.handoff`` says when that pays);
 * a stream whose reader stopped reading (``STALLED_READER_S`` without taking a
   piece while pieces wait) is cut: its request is cancelled, which frees its
   sequence, and what it had waits for the reader with a ``cancelled`` ending.
@@ -47,6 +49,7 @@ class LoopBridge:
         self._on_done = on_done
         self._pending = threading.BoundedSemaphore(MAX_PENDING_STEPS)
         self._call_soon = wake_holding_gil(loop) or loop.call_soon_threadsafe
+        self._written: threading.Event | None = None  # set once the last step is written
 
     def publish(self, updates: list[Update]) -> None:
         """Executor thread: deliver one step's updates to the event loop."""
@@ -55,13 +58,29 @@ class LoopBridge:
         # A loop that stopped (shutdown) never frees a slot: wait a bounded time only.
         if not self._pending.acquire(timeout=1.0):
             log.warning("the event loop is %d steps behind", MAX_PENDING_STEPS)
+        written = self._written = threading.Event()
         # A closed loop means the process is shutting down: nobody is listening.
         with contextlib.suppress(RuntimeError):
-            self._call_soon(self._apply, updates)
+            self._call_soon(self._apply, updates, written)
 
-    def _apply(self, updates: list[Update]) -> None:
+    def wait_written(self, timeout: float) -> bool:
+        """Executor thread: wait up to ``timeout`` s until the loop has applied the last
+        published step and its streams' tasks have written what it brought; True if so."""
+        written = self._written
+        return written is None or written.wait(timeout)
+
+    def _apply(self, updates: list[Update], written: threading.Event) -> None:
         with contextlib.suppress(ValueError):  # a slot taken after the timeout above
             self._pending.release()
+        try:
+            self._deliver(updates)
+        finally:
+            # The stream tasks woken there run in the loop's next pass, each writing its
+            # frame to its socket before it waits again. This callback runs after them
+            # and queues the signal after whatever they queued in turn.
+            self._loop.call_soon(self._loop.call_soon, written.set)
+
+    def _deliver(self, updates: list[Update]) -> None:
         for update in updates:
             request = update.request
             if request.stream is not None and update.progress is not None:

@@ -7,7 +7,8 @@ their own modules:
   every decoding sequence's pending token (plus drafts, when a proposer drafts),
   then prompt tokens within the step's budget;
 * decode (``speculative.decoder``): ONE ``llama_decode`` for all of it; when the
-  KV cache has no room, half the step is deferred;
+  KV cache has no room, half the step is deferred; before it, the step may wait
+  for the event loop to write the last step's tokens (``speculative.handoff``);
 * sample and advance (``speculative.postprocess``): the next token of every
   sequence whose pending tokens are all cached, drafts verified, text assembled,
   stop conditions checked;
@@ -33,6 +34,7 @@ from speculative.budget import StepBudget
 from speculative.chunk import Chunk
 from speculative.decoder import Decoder
 from speculative.grammar import Grammar, GrammarError
+from speculative.handoff import Handoff, WaitWritten
 from speculative.kv_pool import KvPool
 from speculative.llama import LlamaContext
 from speculative.postprocess import Postprocessor
@@ -59,6 +61,7 @@ class Executor:
         prefix_cache_bytes: int = 0,
         max_step_ms: float | None = None,
         max_draft: int = 0,
+        wait_written: WaitWritten | None = None,
     ) -> None:
         assert context.batch_tokens >= num_seqs, "every running sequence needs a slot per step"
         self.name = name
@@ -96,6 +99,7 @@ class Executor:
         )
         self._decoder = Decoder(name, context, self._prefix, self.stats, proposer)
         self._postprocess = Postprocessor(name, context, self.stats, self._finish, proposer, policy)
+        self.handoff = Handoff(wait_written)
         self._thread = threading.Thread(target=self._loop, name=f"executor-{name}", daemon=True)
 
     def start(self) -> None:
@@ -257,18 +261,19 @@ class Executor:
         FAULTS.delay("step_delay")
         updates = self._retire(FinishReason.CANCELLED)
         chunks: list[Chunk] = []
-        decode_s = 0.0
+        decode_s = waited_s = 0.0
         try:  # whatever raises below, what already finished is published
             updates += self._retire(FinishReason.TIMEOUT)
             if self.pool is not None:
                 self.pool.balance(self._running)
             chunks = self._scheduler.schedule([s for s in self._running if s.parked_state is None])
+            waited_s = self.handoff.before_decode(len(chunks))
             decode_s, chunks = self._decode(chunks, updates)
             updates += self._postprocess.run(chunks)
             FAULTS.check("step_crash")
         finally:
             self._publish(updates)
-        self._record(chunks, decode_s, started, cpu_started, num_generated)
+        self._record(chunks, decode_s, waited_s, started, cpu_started, num_generated)
 
     def _retire(self, reason: FinishReason) -> list[Update]:
         """Finish the sequences whose requests were cancelled, or are past their deadline."""
@@ -298,16 +303,19 @@ class Executor:
         self,
         chunks: list[Chunk],
         decode_s: float,
+        waited_s: float,
         started: float,
         cpu_started: float,
         num_generated: int,
     ) -> None:
-        """What the step cost, for the counters, the speculation gate and the budget."""
+        """What the step cost, for the counters, the budget and the gates that choose how
+        steps run (speculation, the wait for the loop), which see decode-only steps."""
         step_s = time.perf_counter() - started
-        if self._policy is not None and chunks and not any(c.count > 1 for c in chunks):
-            speculated = any(c.draft for c in chunks)
+        if chunks and not any(c.count > 1 for c in chunks):
             emitted = self.stats.num_generated_tokens - num_generated
-            self._policy.gate.record(speculated, step_s, emitted)
+            self.handoff.record(len(chunks), waited_s > 0, step_s, emitted)
+            if self._policy is not None:
+                self._policy.gate.record(any(c.draft for c in chunks), step_s, emitted)
         if chunks and decode_s:
             prompt = [c for c in chunks if c.start < c.seq.num_prompt]
             self.budget.record(len(chunks) - len(prompt), sum(c.count for c in prompt), decode_s)
@@ -317,6 +325,7 @@ class Executor:
             step_s=step_s,
             decode_s=decode_s,
             cpu_s=time.thread_time() - cpu_started,
+            loop_wait_s=waited_s,
         )
 
     def _finish(

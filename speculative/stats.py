@@ -53,6 +53,8 @@ class ExecutorStats:
     decodes_by_num_seqs: dict[int, int] = field(default_factory=dict)
     decode_seconds: float = 0.0  # inside llama_decode, up to the device's synchronize
     step_seconds: float = 0.0
+    # of those, waiting for the event loop to write the last step (speculative.handoff)
+    loop_wait_seconds: float = 0.0
     # The executor thread's CPU time (time.thread_time) in steps, and in llama_decode:
     # unlike wall time, their difference holds when other processes share the cores.
     cpu_seconds: float = 0.0
@@ -66,10 +68,18 @@ class ExecutorStats:
     batch_size: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BOUNDS))
 
     def record_step(
-        self, *, num_seqs: int, num_tokens: int, step_s: float, decode_s: float, cpu_s: float
+        self,
+        *,
+        num_seqs: int,
+        num_tokens: int,
+        step_s: float,
+        decode_s: float,
+        cpu_s: float,
+        loop_wait_s: float = 0.0,
     ) -> None:
         self.num_steps += 1
         self.step_seconds += step_s
+        self.loop_wait_seconds += loop_wait_s
         self.cpu_seconds += cpu_s
         if num_seqs:
             self.num_decodes += 1
@@ -97,9 +107,10 @@ class ExecutorStats:
 
     @property
     def python_overhead(self) -> float:
-        """Share of step time spent outside llama_decode: batch building, sampling,
-        detokenizing, handing results to the event loop."""
-        return 1 - self.decode_seconds / self.step_seconds if self.step_seconds else 0.0
+        """Share of step time spent outside llama_decode and the wait for the loop:
+        batch building, sampling, detokenizing, handing results to the event loop."""
+        busy = self.decode_seconds + self.loop_wait_seconds
+        return 1 - busy / self.step_seconds if self.step_seconds else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         # Runs on the event loop while the executor thread writes: copy the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -55,3 +56,52 @@ def test_a_loop_without_a_self_pipe_falls_back() -> None:
     assert wake_holding_gil(other) is None  # type: ignore[arg-type]
     bridge = LoopBridge(other, print)  # type: ignore[arg-type]
     assert bridge._call_soon == other.call_soon_threadsafe
+
+
+async def test_wait_written_returns_once_the_woken_streams_have_taken_their_pieces() -> None:
+    loop = asyncio.get_running_loop()
+    bridge = LoopBridge(loop, lambda r: None)
+    requests = [Request(model="m", prompt_tokens=[1], params=SamplingParams()) for _ in range(4)]
+    taken: list[object] = []
+
+    async def writer(request: Request) -> None:  # a stream's response task: take, write
+        assert request.stream is not None
+        piece = await request.stream.get()
+        time.sleep(0.02)  # writing it to the socket, without giving the loop back
+        taken.append(piece)
+
+    for request in requests:
+        request.stream = asyncio.Queue()
+    writers = [asyncio.create_task(writer(r)) for r in requests]
+    await asyncio.sleep(0)  # each writer now waits on its queue, as a streaming response does
+    seen: list[object] = []
+
+    def executor() -> None:
+        bridge.publish([Update(r, f"piece {r.id}", is_done=False) for r in requests])
+        seen.append(bridge.wait_written(5.0))
+        seen.append(len(taken))  # read on this thread, right when the wait returned
+
+    thread = threading.Thread(target=executor)
+    thread.start()
+    await asyncio.wait_for(asyncio.gather(*writers), 5)
+    await asyncio.to_thread(thread.join)
+    assert seen == [True, len(requests)]
+
+
+async def test_wait_written_gives_up_after_its_timeout_when_the_loop_is_busy() -> None:
+    loop = asyncio.get_running_loop()
+    bridge = LoopBridge(loop, lambda r: None)
+    request = Request(model="m", prompt_tokens=[1], params=SamplingParams())
+    request.stream = asyncio.Queue()
+    outcome: list[bool] = []
+
+    def executor() -> None:
+        bridge.publish([Update(request, "piece", is_done=False)])
+        outcome.append(bridge.wait_written(0.05))
+
+    thread = threading.Thread(target=executor)
+    thread.start()
+    time.sleep(0.5)  # the loop is stuck in something else the whole time
+    await asyncio.to_thread(thread.join)
+    assert outcome == [False]
+    assert await asyncio.to_thread(bridge.wait_written, 5.0)  # the loop ran: it is written

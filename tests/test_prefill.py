@@ -65,8 +65,11 @@ async def test_a_prompt_beside_decoding_streams_is_fed_over_many_steps(
     steps = beside["timings"]["prompt_steps"]
     assert steps >= beside["usage"]["prompt_tokens"] // 32, beside["timings"]
     assert all(r.json()["usage"]["completion_tokens"] == 300 for r in replies)
-    budget = (await health(client))["models"][DEFAULT_MODEL]["step_budget"]
+    model = (await health(client))["models"][DEFAULT_MODEL]
+    budget = model["step_budget"]
     assert budget["max_step_ms"] == 1 and budget["prompt_token_ms"] > 0
+    # four streams' decode-only steps were timed with and without waiting for the loop
+    assert "4-7" in model["loop_handoff"] and model["executor"]["loop_wait_seconds"] > 0
 
 
 async def test_progress_events_then_text(client: httpx.AsyncClient) -> None:

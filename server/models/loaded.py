@@ -113,6 +113,8 @@ class LoadedModel:
             | {"kv_resident_bytes": self.executor.kv_resident_bytes},
             "executor": self.executor.stats.as_dict(),
             "step_budget": self.executor.budget.as_dict(),
+            # by batch size: whether a step first waits for the loop to write the last one
+            "loop_handoff": self.executor.handoff.choices(),
             "prefix_cache": dataclasses.asdict(self.executor.prefix_stats),
             # the shared KV pool's cells (kv_pool_tokens); null: a stream per sequence
             "kv_pool": dataclasses.asdict(pool.stats) if (pool := self.executor.pool) else None,

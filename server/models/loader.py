@@ -193,6 +193,7 @@ def start_serving(
         prefix_cache_bytes=server.prefix_cache_mb << 20,
         max_step_ms=settings.max_step_ms,
         max_draft=settings.num_draft_tokens if settings.draft else 0,
+        wait_written=bridge.wait_written,
     )
     batcher = Batcher(
         executor,
