@@ -5,7 +5,9 @@ requests (N = 1, 16, 64) in each sampling mode, reads the server's own counters
 before and after: per decode step, the milliseconds inside ``llama_decode``
 (which includes the device's synchronize, so on a GPU it is the device's time),
 outside it (scheduling, sampling, detokenizing, publishing: the executor
-thread's Python), the executor thread's CPU time outside decode (which holds
+thread's Python), the time a step waited for the event loop to write the last
+step's tokens (``speculative.handoff``; shown apart, it is not the executor's
+work), the executor thread's CPU time outside decode (which holds
 when other processes share the cores, where wall time does not), and the
 event-loop thread's CPU time (SSE frames, queues). Tokens/s is counted by the server
 (``num_generated_tokens`` over wall time), so a slow client cannot understate it.
@@ -90,6 +92,7 @@ def counters(url: str) -> dict[str, float]:
         "generated": stats.get("num_generated_tokens", 0),
         "decode_s": stats.get("decode_seconds", 0.0),
         "step_s": stats.get("step_seconds", 0.0),
+        "wait_s": stats.get("loop_wait_seconds", 0.0),  # waiting for the loop to write
         "executor_cpu_s": stats.get("cpu_seconds", 0.0),
         "decode_cpu_s": stats.get("decode_cpu_seconds", 0.0),
         "loop_cpu_s": body.get("process", {}).get("loop_cpu_seconds", 0.0),
@@ -162,7 +165,8 @@ def measure(url: str, bodies: list[dict[str, Any]], clients: int) -> dict[str, A
         "steps": int(d["decodes"]),
         "tokens_per_s": round(d["generated"] / wall, 1),
         "ms_decode": round(1000 * d["decode_s"] / steps, 3),
-        "ms_outside": round(1000 * (d["step_s"] - d["decode_s"]) / steps, 3),
+        "ms_outside": round(1000 * (d["step_s"] - d["decode_s"] - d["wait_s"]) / steps, 3),
+        "ms_loop_wait": round(1000 * d["wait_s"] / steps, 3),
         "ms_outside_cpu": round(1000 * (d["executor_cpu_s"] - d["decode_cpu_s"]) / steps, 3),
         "ms_loop_cpu": round(1000 * d["loop_cpu_s"] / steps, 3),
         "wall_s": round(wall, 2),
@@ -241,13 +245,15 @@ def table(
         + (", this checkout and `before` in the same run" if len(names) > 1 else "")
         + "):",
         "",
-        "| case | server | tok/s | ms in decode | ms outside | CPU ms outside | loop CPU ms |",
-        "|---|---|---|---|---|---|---|",
+        "| case | server | tok/s | ms in decode | ms outside | CPU ms outside | ms waiting for "
+        "the loop | loop CPU ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for (case, name), row in rows.items():
         out.append(
             f"| {case} | {name} | {row['tokens_per_s']} | {row['ms_decode']} | "
-            f"{row['ms_outside']} | {row['ms_outside_cpu']} | {row['ms_loop_cpu']} |"
+            f"{row['ms_outside']} | {row['ms_outside_cpu']} | {row.get('ms_loop_wait', 0.0)} | "
+            f"{row['ms_loop_cpu']} |"
         )
     out.append("")
     for name in names:
