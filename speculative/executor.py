@@ -206,16 +206,18 @@ class Executor:
                 self._is_stopping = True
                 break
             waiting.append(request)
-        for request in sorted(waiting, key=lambda r: -r.num_prompt_tokens):
-            self._admit_waiting(request)
+        ordered = sorted(waiting, key=lambda r: -r.num_prompt_tokens)
+        for i, request in enumerate(ordered):
+            self._admit_waiting(request, coming=len(ordered) - 1 - i)
 
-    def _admit_waiting(self, request: Request) -> None:
+    def _admit_waiting(self, request: Request, coming: int = 0) -> None:
+        """``coming``: how many more requests this admission places after this one."""
         assert self._free_seq_ids, "the batcher admitted more than max_batch_size"
         if request.is_answered:  # the backstop answered it while the executor was wedged
             self._publish([Update(request, "", is_done=True)])
             return
         try:
-            self._admit_one(request)
+            self._admit_one(request, coming)
         except GrammarError as exc:
             self._publish([_failed_unstarted(request, str(exc), Failure.INTERNAL)])
         except Exception as exc:  # that request fails; the executor and the others go on
@@ -223,7 +225,7 @@ class Executor:
             failed = f"internal error while admitting the request: {exc}"
             self._publish([_failed_unstarted(request, failed, Failure.INTERNAL)])
 
-    def _admit_one(self, request: Request) -> None:
+    def _admit_one(self, request: Request, coming: int = 0) -> None:
         """Give ``request`` a sequence; whatever raises on the way, what it took is given back
         (the grammar's C sampler, the sequence id, the slot's half-placed KV)."""
         # the route checked that it parses; a constrained request never speculates
@@ -236,6 +238,7 @@ class Executor:
                 request.prompt_tokens,
                 self._free_seq_ids,
                 may_reuse=request.cache_prompt and source is None,
+                coming=coming,
             )
         except BaseException:
             if grammar is not None:

@@ -144,9 +144,17 @@ class PrefixCache:
         self._outgoing: set[int] = set()  # their sources
         self.stats = PrefixStats()
 
-    def place(self, prompt: list[int], free: list[int], *, may_reuse: bool = True) -> Placement:
+    def place(
+        self, prompt: list[int], free: list[int], *, may_reuse: bool = True, coming: int = 0
+    ) -> Placement:
         """Take the lowest free slot for ``prompt`` (``free`` is sorted ascending; the slot is
-        removed from it) and put the longest cached prefix of the prompt into it."""
+        removed from it) and put the longest cached prefix of the prompt into it.
+
+        ``coming``: how many more prompts are placed right after this one (they take the
+        next lowest free slots), so nothing is moved into those slots only to be moved
+        out again: a wave of 16 prompts into 16 slots that all held finished requests
+        made 16 saves and 15 copies (31-45 ms here with ``kv_release``, where a copy goes
+        through the state API) where 16 saves do (~9 ms)."""
         target = free.pop(0)
         FAULTS.check("place_error")
         self.stats.num_lookups += 1
@@ -171,17 +179,17 @@ class PrefixCache:
         ):
             del self._idle[target]
             if len(own.tokens) - from_slot >= MIN_KEEP:  # a long tail would be lost: keep a copy
-                self._preserve(target, own, free, keep_from=None)
+                self._preserve(target, own, free[coming:], keep_from=None)
             self._trim(target, from_slot)
             return self._placed(target, from_slot, "slot")
         if from_slot >= max(from_host, MIN_REUSE):
-            self._evict(target, free, keep_from=source)
+            self._evict(target, free[coming:], keep_from=source)
             self._copy(source, target)
             self._trim(target, from_slot)
             return self._placed(target, from_slot, "copy")
         if from_host >= MIN_REUSE and host_key is not None:
             state = self._host.get(host_key)  # before saving the target can evict it
-            self._evict(target, free, keep_from=None, may_copy=False)
+            self._evict(target, free[coming:], keep_from=None, may_copy=False)
             if target not in self._incoming | self._outgoing:
                 self._ctx.drop(target)
                 if self._ctx.restore(state, target):
@@ -190,7 +198,7 @@ class PrefixCache:
                     self.stats.num_restores += 1
                     return self._placed(target, from_host, "host")
         else:
-            self._evict(target, free, keep_from=None)
+            self._evict(target, free[coming:], keep_from=None)
         self._ctx.drop(target)
         self._mirror_drop(target)
         return self._placed(target, 0, "none")
@@ -252,7 +260,8 @@ class PrefixCache:
     def _evict(
         self, target: int, free: list[int], *, keep_from: int | None, may_copy: bool = True
     ) -> None:
-        """Preserve what ``target`` holds before it is overwritten."""
+        """Preserve what ``target`` holds before it is overwritten (``free``: the free slots
+        that stay idle for now)."""
         content = self._idle.pop(target, None)
         if content is not None and len(content.tokens) >= MIN_KEEP:
             self._preserve(target, content, free, keep_from=keep_from, may_copy=may_copy)

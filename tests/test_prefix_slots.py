@@ -158,3 +158,37 @@ def test_a_prompt_equal_to_the_cache_still_evaluates_one_token(
     runner.run(prompt)
     placed = runner.cache.place(prompt, runner.free)
     assert placed.num_reused == len(prompt) - 1
+
+
+def test_a_wave_into_full_slots_saves_each_content_once_and_copies_none(
+    ctx: LlamaContext, model: LlamaModel
+) -> None:
+    """A wave of new prompts into slots that all hold finished requests: told how many
+    placements follow, each slot's content goes to host memory once, instead of being
+    copied into a slot the wave takes next (and then saved from there); and every
+    content can still be restored."""
+    old = [text_tokens(model, f"old{i}", MIN_KEEP + 16) for i in range(NUM_SLOTS)]
+    runner = Runner(ctx, host_mb=64)
+    for i, p in enumerate(old):
+        runner.cache.place(p, runner.free)
+        prefill(ctx, i, p, 0)
+        runner.cache.after_decode()
+    for i, p in enumerate(old):
+        runner.release(i, p)
+    before = runner.cache.stats.num_copies, runner.cache.stats.num_saves
+    wave = [text_tokens(model, f"new{i}", 40) for i in range(NUM_SLOTS)]
+    placed = [
+        runner.cache.place(p, runner.free, coming=NUM_SLOTS - 1 - i) for i, p in enumerate(wave)
+    ]
+    assert sorted(pl.seq_id for pl in placed) == list(range(NUM_SLOTS))
+    copies = runner.cache.stats.num_copies - before[0]
+    saves = runner.cache.stats.num_saves - before[1]
+    assert (copies, saves) == (0, NUM_SLOTS)
+    for pl, p in zip(placed, wave, strict=True):
+        prefill(ctx, pl.seq_id, p, pl.num_reused)
+    runner.cache.after_decode()
+    for pl, p in zip(placed, wave, strict=True):
+        runner.release(pl.seq_id, p)
+    expected = cold(ctx, old[2], [13])
+    source, _, logits = runner.run([*old[2], 13])
+    assert source == "host" and same(logits, expected)
