@@ -171,14 +171,19 @@ class PrefixCache:
         host_key, from_host = self._host.best(want) if may_reuse else (None, 0)
         from_host = min(from_host, limit)
         own = self._idle.get(target)
+        # In place, any common prefix is free to keep (llama-server reuses a slot's longest
+        # common prefix too: prompts that open alike, "Story 12: ...", share a few tokens).
+        # What the slot held is kept elsewhere when its lost tail is long, or when only a
+        # short prefix stays (too short to be worth a copy: the content is as good as gone).
         if (
             source == target
             and own is not None
             and from_slot >= from_host
-            and (from_slot >= MIN_REUSE or len(own.tokens) < MIN_KEEP)
+            and (from_slot > 0 or len(own.tokens) < MIN_KEEP)
         ):
             del self._idle[target]
-            if len(own.tokens) - from_slot >= MIN_KEEP:  # a long tail would be lost: keep a copy
+            short = from_slot < MIN_REUSE and len(own.tokens) >= MIN_KEEP
+            if len(own.tokens) - from_slot >= MIN_KEEP or short:
                 self._preserve(target, own, free[coming:], keep_from=None)
             self._trim(target, from_slot)
             return self._placed(target, from_slot, "slot")

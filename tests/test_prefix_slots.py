@@ -192,3 +192,29 @@ def test_a_wave_into_full_slots_saves_each_content_once_and_copies_none(
     expected = cold(ctx, old[2], [13])
     source, _, logits = runner.run([*old[2], 13])
     assert source == "host" and same(logits, expected)
+
+
+def test_a_short_common_prefix_is_kept_in_place_and_the_old_content_is_kept_too(
+    ctx: LlamaContext, model: LlamaModel
+) -> None:
+    """Prompts that open alike share a few tokens: the slot keeps them (no copy needed)
+    and what it held still goes elsewhere, whole."""
+    opening = model.tokenize("Story 7:")
+    old = opening + text_tokens(model, "harbour", MIN_KEEP + 8)
+    new = opening + text_tokens(model, "meadow", 30)
+    shared = next(i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b)
+    assert 0 < shared < 16  # short: below what a copy between slots is worth
+    # the cached path's KV: the shared tokens as computed inside old's one decode
+    seq = NUM_SLOTS - 1
+    prefill(ctx, seq, old, 0)
+    ctx.drop(seq, shared)
+    expected_new = prefill(ctx, seq, new, shared)
+    ctx.drop(seq)
+    expected_old = cold(ctx, old, [13])
+    runner = Runner(ctx, host_mb=64)
+    runner.run(old)
+    source, placed_at, logits = runner.run(new)
+    assert (source, placed_at) == ("slot", 0) and same(logits, expected_new)
+    assert runner.cache.stats.num_reused_tokens == shared
+    source, _, logits = runner.run([*old, 13])  # copied out of the way, or saved
+    assert source in ("copy", "host") and same(logits, expected_old)
