@@ -172,19 +172,21 @@ class PrefixCache:
         host_key, from_host = self._host.best(want) if may_reuse else (None, 0)
         from_host = min(from_host, limit)
         own = self._idle.get(target)
-        # In place, any common prefix is free to keep (llama-server reuses a slot's longest
-        # common prefix too: prompts that open alike, "Story 12: ...", share a few tokens).
-        # What the slot held is kept elsewhere when its lost tail is long, or when only a
-        # short prefix stays (too short to be worth a copy: the content is as good as gone).
+        # In place only from MIN_REUSE tokens, although keeping a shorter prefix costs
+        # nothing: the KV of tokens read in a decode that gave one sequence 64 or more
+        # (llama.cpp's tiled CPU flash attention, F32 queries) differs from the KV of the
+        # same tokens read in a shorter one (F16 queries), by up to ~1 logit after a
+        # 3-token "<|im_start|>user\n" kept from a long chat (measured, 2026-12-06). Kept
+        # from any slot, that opening made every chat request's sampled text depend on
+        # what the slot held before, for no TTFT gain measurable here.
         if (
             source == target
             and own is not None
             and from_slot >= from_host
-            and (from_slot > 0 or len(own.tokens) < MIN_KEEP)
+            and (from_slot >= MIN_REUSE or len(own.tokens) < MIN_KEEP)
         ):
             del self._idle[target]
-            short = from_slot < MIN_REUSE and len(own.tokens) >= MIN_KEEP
-            if len(own.tokens) - from_slot >= MIN_KEEP or short:
+            if len(own.tokens) - from_slot >= MIN_KEEP:  # a long tail would be lost: keep a copy
                 self._preserve(target, own, stay_idle, keep_from=None)
             self._trim(target, from_slot)
             return self._placed(target, from_slot, "slot")

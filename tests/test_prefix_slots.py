@@ -80,7 +80,9 @@ class Runner:
 
 def cold(ctx: LlamaContext, prefix: list[int], rest: list[int]) -> np.ndarray:
     """Logits after ``prefix`` then ``rest`` on an empty slot, fed in the same two decodes
-    as the cached path (a whole prompt in one batch rounds differently: up to ~0.4 here)."""
+    as the cached path: a prompt of 64 tokens or more read in one decode differs (up to
+    ~0.4 here), since llama.cpp's CPU flash attention keeps a long decode's queries in
+    F32 (its tiled kernel) and rounds a short one's to F16."""
     seq = NUM_SLOTS - 1
     ctx.drop(seq)
     prefill(ctx, seq, prefix, 0)
@@ -194,27 +196,23 @@ def test_a_wave_into_full_slots_saves_each_content_once_and_copies_none(
     assert source == "host" and same(logits, expected)
 
 
-def test_a_short_common_prefix_is_kept_in_place_and_the_old_content_is_kept_too(
+def test_a_short_common_prefix_is_read_again_so_the_logits_are_cold_ones(
     ctx: LlamaContext, model: LlamaModel
 ) -> None:
-    """Prompts that open alike share a few tokens: the slot keeps them (no copy needed)
-    and what it held still goes elsewhere, whole."""
+    """Prompts that open alike share a few tokens, but the slot does not keep them: read
+    inside a decode of 64 or more tokens (the old content's), their KV differs from
+    the KV a short prompt gives them, and so would the new prompt's logits (by ~1)."""
     opening = model.tokenize("Story 7:")
     old = opening + text_tokens(model, "harbour", MIN_KEEP + 8)
     new = opening + text_tokens(model, "meadow", 30)
     shared = next(i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b)
-    assert 0 < shared < 16  # short: below what a copy between slots is worth
-    # the cached path's KV: the shared tokens as computed inside old's one decode
+    assert 0 < shared < 16 and len(old) >= 64 > len(new)
     seq = NUM_SLOTS - 1
-    prefill(ctx, seq, old, 0)
-    ctx.drop(seq, shared)
-    expected_new = prefill(ctx, seq, new, shared)
     ctx.drop(seq)
-    expected_old = cold(ctx, old, [13])
+    expected = prefill(ctx, seq, new, 0)  # one short decode, as a cold request reads it
+    ctx.drop(seq)
     runner = Runner(ctx, host_mb=64)
     runner.run(old)
     source, placed_at, logits = runner.run(new)
-    assert (source, placed_at) == ("slot", 0) and same(logits, expected_new)
-    assert runner.cache.stats.num_reused_tokens == shared
-    source, _, logits = runner.run([*old, 13])  # copied out of the way, or saved
-    assert source in ("copy", "host") and same(logits, expected_old)
+    assert (source, placed_at) == ("none", 0) and same(logits, expected)
+    assert runner.cache.stats.num_reused_tokens == 0
