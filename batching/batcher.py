@@ -5,7 +5,9 @@ the batcher collects up to that many requests (``collect_batch``: max size or
 max wait, whichever first) and hands them over; the executor admits them at
 its next decode step, alongside the sequences already running. The wait
 applies only when the executor is idle: while it is busy a newcomer joins at
-the next step anyway, and waiting would only add latency.
+the next step anyway, and waiting would only add latency. Slots that just
+freed count as arrivals on their way, and the gathering tolerates longer
+silences until that many are in (see ``collect_batch``).
 
 Every request submitted here ends with an answer, whatever fails:
 
@@ -22,11 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import Protocol
 
-from batching.collate import collect_batch
+from batching.collate import BURST_WAITS, collect_batch
 from batching.request import Failure, FinishReason, Request, RequestStatus
 
 SWEEP_S = 0.1  # how often deadlines of waiting and running requests are checked
@@ -93,6 +96,9 @@ class Batcher:
         self.max_queue = max_queue
         self._queue = WaitingQueue()
         self._running: set[Request] = set()  # admitted, not yet released by the executor
+        # when slots were freed, oldest first, less those refilled since: each predicts an
+        # arrival (a closed-loop client sends again once answered) for a gathering window
+        self._freed: deque[float] = deque()
         self._slot_freed = asyncio.Event()
         self._has_requests = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -141,6 +147,7 @@ class Batcher:
     def on_done(self, request: Request) -> None:
         """Event loop: the executor finished ``request``; its slot is free again."""
         self._running.discard(request)
+        self._freed.append(time.monotonic())
         self._slot_freed.set()
 
     def _on_cancel(self, request: Request) -> None:
@@ -159,7 +166,11 @@ class Batcher:
             # slots one update at a time, and asked before, the batcher saw one slot
             # free, sent the first of the next wave alone, and the others waited out
             # that request's own prompt step.
-            batch = await collect_batch(self._queue, self._room, self._idle_wait)
+            batch = await collect_batch(
+                self._queue, self._room, self._idle_wait, expect=self.expected_arrivals
+            )
+            for _ in range(min(len(batch), len(self._freed))):
+                self._freed.popleft()  # those slots are taken again
             live = []
             now = time.monotonic()
             for request in batch:
@@ -181,6 +192,13 @@ class Batcher:
 
     def _idle_wait(self) -> float:
         return self._max_wait if self.num_running == 0 else 0.0
+
+    def expected_arrivals(self) -> int:
+        """Slots freed within the last gathering window and not refilled since."""
+        horizon = time.monotonic() - BURST_WAITS * self._max_wait
+        while self._freed and self._freed[0] < horizon:
+            self._freed.popleft()
+        return len(self._freed)
 
     async def _sweep(self) -> None:
         while True:

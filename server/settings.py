@@ -219,7 +219,8 @@ class ServerSettings:
     max_wait_ms: float = spec(
         5.0,
         doc="how long an idle model waits to gather a batch; each request that comes "
-        "within this of the one before extends it, up to 20 times in all",
+        "within this of the one before extends it, up to 20 times in all (4 times "
+        "this between arrivals while fewer have come than slots just freed)",
         ge=0,
         le=10_000,
     )

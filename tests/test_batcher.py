@@ -12,6 +12,7 @@ import time
 import pytest
 
 from batching.batcher import BACKSTOP_S, SWEEP_S, Batcher, BatcherStoppedError
+from batching.collate import BURST_WAITS
 from batching.request import FinishReason, Request, RequestStatus, SamplingParams
 
 
@@ -153,9 +154,8 @@ class Batches(Recorder):
         super().admit(requests)
 
 
-async def test_a_wave_that_frees_its_slots_one_by_one_is_refilled_in_one_batch() -> None:
-    """A step's finished sequences reach the loop one update at a time, and their clients'
-    next requests a little later: the room is read when the first of those is in."""
+async def running_wave() -> tuple[Batcher, Batches, list[Request]]:
+    """A batcher (4 slots, 50 ms wait) whose 4 slots run a wave of requests."""
     executor = Batches()
     batcher = Batcher(executor, max_batch_size=4, max_wait_ms=50, max_queue=8)
     batcher.start()
@@ -164,6 +164,13 @@ async def test_a_wave_that_frees_its_slots_one_by_one_is_refilled_in_one_batch()
         batcher.submit(request)
     await asyncio.sleep(0.1)
     assert executor.sizes == [4]
+    return batcher, executor, wave
+
+
+async def test_a_wave_that_frees_its_slots_one_by_one_is_refilled_in_one_batch() -> None:
+    """A step's finished sequences reach the loop one update at a time, and their clients'
+    next requests a little later: the room is read when the first of those is in."""
+    batcher, executor, wave = await running_wave()
     for request in wave:
         batcher.on_done(request)
         await asyncio.sleep(0)  # the batcher's loop runs between two updates
@@ -172,4 +179,24 @@ async def test_a_wave_that_frees_its_slots_one_by_one_is_refilled_in_one_batch()
         await asyncio.sleep(0.002)
     await asyncio.sleep(0.2)
     assert executor.sizes == [4, 4]
+    await batcher.stop()
+
+
+async def test_freed_slots_are_expected_back_until_refilled_or_stale() -> None:
+    """A wave answered together makes the next gathering wait for as many arrivals,
+    across silences longer than max_wait (the wave came back split before)."""
+    batcher, executor, wave = await running_wave()
+    for request in wave:
+        batcher.on_done(request)
+    assert batcher.expected_arrivals() == 4
+    for _ in range(4):  # 100 ms apart: past the 50 ms wait, within the expected gap
+        batcher.submit(new_request())
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)
+    assert executor.sizes == [4, 4]
+    assert batcher.expected_arrivals() == 0  # refilled
+    batcher.on_done(executor.admitted[-1])
+    assert batcher.expected_arrivals() == 1
+    await asyncio.sleep(BURST_WAITS * 0.05 + 0.1)  # past the window: no longer expected
+    assert batcher.expected_arrivals() == 0
     await batcher.stop()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from batching.collate import BURST_WAITS, collect_batch
+from batching.collate import BURST_WAITS, EXPECTED_GAP_WAITS, collect_batch
 
 
 async def test_full_batch_returns_without_waiting() -> None:
@@ -102,3 +102,35 @@ async def test_a_never_ending_burst_is_cut_at_burst_waits() -> None:
     assert loop.time() - started < BURST_WAITS * 0.01 + 1.0
     assert 0 < len(batch) < 1000
     task.cancel()
+
+
+async def spaced(queue: asyncio.Queue[int], count: int, gap: float) -> None:
+    for i in range(count):
+        queue.put_nowait(i)
+        await asyncio.sleep(gap)
+
+
+async def test_expected_items_are_waited_for_across_longer_silences() -> None:
+    """Items 100 ms apart with a 50 ms wait: told 4 are coming, the gathering takes all 4;
+    told nothing, it stops at the first silence (the split wave this prevents)."""
+    for expect, want in ((4, [0, 1, 2, 3]), (1, [0])):
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        task = asyncio.create_task(spaced(queue, 4, 0.1))
+        assert await collect_batch(queue, max_size=16, max_wait=0.05, expect=expect) == want
+        await task
+
+
+async def test_once_the_expected_items_are_in_the_usual_wait_applies() -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    task = asyncio.create_task(spaced(queue, 4, 0.1))
+    assert await collect_batch(queue, max_size=16, max_wait=0.05, expect=2) == [0, 1]
+    await task
+
+
+async def test_an_expected_item_that_never_comes_costs_one_longer_silence() -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    queue.put_nowait(0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await collect_batch(queue, max_size=16, max_wait=0.02, expect=8) == [0]
+    assert EXPECTED_GAP_WAITS * 0.02 - 0.005 <= loop.time() - started < 1.0
