@@ -16,7 +16,7 @@ import time
 from batching.faults import FAULTS
 from speculative.chunk import Chunk
 from speculative.llama import DecodeError, LlamaContext
-from speculative.prefix_cache import PrefixCache
+from speculative.prefix_cache import LONG_READ, PrefixCache
 from speculative.proposers import Proposer
 from speculative.stats import ExecutorStats
 
@@ -73,6 +73,7 @@ class Decoder:
                 num_outputs += c.completes
                 continue
             n = c.num_tokens
+            c.seq.read_long |= n >= LONG_READ
             tokens += c.token_ids()
             positions += range(c.start, c.start + n)
             seq_ids += [c.seq.seq_id] * n

@@ -251,6 +251,7 @@ class Executor:
         seq.grammar = grammar
         seq.prompt_source = source
         seq.num_cached = request.num_cached_tokens = placed.num_reused
+        seq.read_long = placed.read_long
         self.stats.num_prompt_tokens_reused += placed.num_reused
         request.status = RequestStatus.RUNNING
         request.started_at = time.monotonic()
@@ -344,7 +345,7 @@ class Executor:
             self._prefix.forget(seq.seq_id)  # half written, or parked: its cells are gone
             seq.parked_state = None
         else:  # the next request may start from what it leaves
-            self._prefix.keep(seq.seq_id, seq.tokens[: seq.num_cached])
+            self._prefix.keep(seq.seq_id, seq.tokens[: seq.num_cached], read_long=seq.read_long)
             if self._proposer is not None:
                 self._proposer.trim(seq.seq_id, seq.num_cached)
         if self._policy is not None:

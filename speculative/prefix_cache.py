@@ -41,6 +41,10 @@ from speculative.llama import LlamaContext
 
 MIN_REUSE = 16  # shorter common prefixes are not worth a copy or a restore
 MIN_KEEP = 64  # shorter slot contents are not worth moving or saving
+# A decode that reads this many tokens of one sequence takes llama.cpp's tiled CPU flash
+# attention (GGML_FA_TILE_Q), F32 queries where shorter reads round them to F16: KV read
+# both ways differs (up to ~1 logit downstream), KV read only in shorter decodes does not.
+LONG_READ = 64
 State = npt.NDArray[np.uint8]
 
 
@@ -56,6 +60,7 @@ class Mirror(Protocol):
 class Content:
     tokens: npt.NDArray[np.int32]  # KV positions 0..n-1 hold these tokens
     used_at: float = field(default_factory=time.monotonic)
+    read_long: bool = False  # some of it was read in a decode of LONG_READ tokens or more
 
 
 @dataclass(slots=True)
@@ -63,6 +68,7 @@ class Placement:
     seq_id: int
     num_reused: int  # leading prompt tokens whose KV is already in place
     source: str  # "slot", "copy", "host" or "none"
+    read_long: bool = False  # the reused KV may hold tokens read in a long decode
 
 
 @dataclass(slots=True)
@@ -172,29 +178,33 @@ class PrefixCache:
         host_key, from_host = self._host.best(want) if may_reuse else (None, 0)
         from_host = min(from_host, limit)
         own = self._idle.get(target)
-        # In place only from MIN_REUSE tokens, although keeping a shorter prefix costs
-        # nothing: the KV of tokens read in a decode that gave one sequence 64 or more
-        # (llama.cpp's tiled CPU flash attention, F32 queries) differs from the KV of the
-        # same tokens read in a shorter one (F16 queries), by up to ~1 logit after a
-        # 3-token "<|im_start|>user\n" kept from a long chat (measured, 2026-12-06). Kept
-        # from any slot, that opening made every chat request's sampled text depend on
-        # what the slot held before, for no TTFT gain measurable here.
-        if (
-            source == target
-            and own is not None
-            and from_slot >= from_host
-            and (from_slot >= MIN_REUSE or len(own.tokens) < MIN_KEEP)
-        ):
-            del self._idle[target]
-            if len(own.tokens) - from_slot >= MIN_KEEP:  # a long tail would be lost: keep a copy
-                self._preserve(target, own, stay_idle, keep_from=None)
-            self._trim(target, from_slot)
-            return self._placed(target, from_slot, "slot")
+        own_n = min(common_prefix(own.tokens, want), limit) if own is not None and may_reuse else 0
+        # In place, a short common prefix (prompts that open alike: "<|im_start|>user\n",
+        # "Story 12: ") is kept as llama-server keeps a slot's longest common prefix, but
+        # only where it is exactly what reading the prompt cold gives: read in short
+        # decodes only, for a prompt short enough to be read in one. A 3-token chat opening
+        # kept from a long chat moved the next prompt's logits by up to ~1 (2026-12-06),
+        # and seeded replies then depended on what the slot held before. From MIN_REUSE
+        # tokens a prefix is worth that caveat (llama-server's too) and is always kept.
+        # Elsewhere (another slot, host memory) only a prefix worth a copy counts.
+        if own is not None:
+            exact = not own.read_long and len(prompt) < LONG_READ
+            keep = own_n if own_n >= MIN_REUSE or exact else 0
+            elsewhere = max(from_slot if source != target else 0, from_host)
+            if (keep or len(own.tokens) < MIN_KEEP) and (
+                keep >= elsewhere or elsewhere < MIN_REUSE
+            ):
+                del self._idle[target]
+                if len(own.tokens) - keep >= MIN_KEEP:  # a long tail would be lost: keep a copy
+                    self._preserve(target, own, stay_idle, keep_from=None)
+                self._trim(target, keep)
+                return self._placed(target, keep, "slot", read_long=own.read_long)
         if from_slot >= max(from_host, MIN_REUSE):
+            read_long = self._idle[source].read_long
             self._evict(target, stay_idle, keep_from=source)
             self._copy(source, target)
             self._trim(target, from_slot)
-            return self._placed(target, from_slot, "copy")
+            return self._placed(target, from_slot, "copy", read_long=read_long)
         if from_host >= MIN_REUSE and host_key is not None:
             state = self._host.get(host_key)  # before saving the target can evict it
             self._evict(target, stay_idle, keep_from=None, may_copy=False)
@@ -204,7 +214,8 @@ class PrefixCache:
                     self._mirror_drop(target)  # the draft model recomputes its copy
                     self._trim(target, from_host, mirror=False)
                     self.stats.num_restores += 1
-                    return self._placed(target, from_host, "host")
+                    # (how a saved state was read is not kept: assume the worst)
+                    return self._placed(target, from_host, "host", read_long=True)
         else:
             self._evict(target, stay_idle, keep_from=None)
         self._ctx.drop(target)
@@ -218,10 +229,11 @@ class PrefixCache:
         self._trim(dst, keep)
         self.stats.num_reused_tokens += keep
 
-    def keep(self, seq_id: int, tokens: list[int]) -> None:
-        """A request left ``seq_id``, whose KV holds ``tokens`` (positions 0..n-1)."""
+    def keep(self, seq_id: int, tokens: list[int], *, read_long: bool = True) -> None:
+        """A request left ``seq_id``, whose KV holds ``tokens`` (positions 0..n-1);
+        ``read_long``: some were read in a decode of ``LONG_READ`` tokens or more."""
         if tokens and self.is_enabled:
-            self._idle[seq_id] = Content(np.asarray(tokens, dtype=np.int32))
+            self._idle[seq_id] = Content(np.asarray(tokens, dtype=np.int32), read_long=read_long)
         else:
             self.forget(seq_id)
 
@@ -258,12 +270,14 @@ class PrefixCache:
 
     # -- moving contents around ------------------------------------------------
 
-    def _placed(self, seq_id: int, reused: int, source: str) -> Placement:
+    def _placed(
+        self, seq_id: int, reused: int, source: str, *, read_long: bool = False
+    ) -> Placement:
         self.stats.num_reused_tokens += reused
         self.stats.num_hits += reused > 0
         self.stats.host_bytes = self._host.used
         self.stats.host_entries = len(self._host)
-        return Placement(seq_id, reused, source)
+        return Placement(seq_id, reused, source, read_long=reused > 0 and read_long)
 
     def _evict(
         self, target: int, free: list[int], *, keep_from: int | None, may_copy: bool = True

@@ -109,6 +109,7 @@ class Scheduler:
             if source in running:
                 keep = seq.num_prompt - 1
                 self._prefix.share(source.seq_id, seq.seq_id, keep)
+                seq.read_long = source.read_long
                 seq.num_cached = seq.request.num_cached_tokens = keep
                 self.stats.num_prompt_tokens_reused += keep
 

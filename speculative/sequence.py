@@ -28,6 +28,8 @@ class Sequence:
     _rng: np.random.Generator | None = None  # made on first use: greedy ones never need it
     # set while a full KV pool keeps it out of steps: its cells, saved (``kv_pool``)
     parked_state: npt.NDArray[np.uint8] | None = None
+    # some of its KV was read in a decode of LONG_READ tokens or more (``prefix_cache``)
+    read_long: bool = False
 
     def __post_init__(self) -> None:
         self.num_prompt = len(self.tokens)

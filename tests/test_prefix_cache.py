@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import DEFAULT_MODEL, SECOND_MODEL, SPECULATIVE_MODELS
+from tests.conftest import DEFAULT_MODEL, SECOND_MODEL, SPECULATIVE_MODELS, wait_until_idle
 
 PASSAGE = (
     "The harbour town woke early. Fishermen checked their nets, the baker lit his ovens, "
@@ -104,3 +104,38 @@ async def test_chat_turns_reuse_the_history(client: httpx.AsyncClient) -> None:
     assert executor["num_prompt_tokens_reused"] > 0 and 0 < executor["prefix_cache_hit_ratio"] < 1
     metrics = (await client.get("/metrics")).text
     assert 'edge_llm_prompt_tokens_reused_total{model="smollm2-135m"}' in metrics
+
+
+async def test_a_chat_opening_is_kept_only_where_it_reads_as_cold(
+    client: httpx.AsyncClient,
+) -> None:
+    """Chats share their first tokens ("<|im_start|>user\\n"). Kept from a long prompt
+    (read in a decode of 64+ tokens, which llama.cpp rounds differently) they changed a
+    seeded reply, so they are read again there; kept from a short chat they are exact."""
+
+    async def ask(question: str, **extra: Any) -> dict[str, Any]:
+        fields = {"temperature": 0.9, "seed": 5, "max_tokens": 16, "logprobs": True, **extra}
+        messages = [{"role": "user", "content": question}]
+        reply = await client.post("/v1/chat/completions", json={"messages": messages, **fields})
+        assert reply.status_code == 200, reply.text
+        result: dict[str, Any] = reply.json()
+        return result
+
+    def cached(reply: dict[str, Any]) -> int:
+        return int(reply["usage"]["prompt_tokens_details"]["cached_tokens"])
+
+    after_long_q, after_short_q = "Name a bird of the harbour.", "Name a fish of the quay."
+    await wait_until_idle(client)  # each request below takes the lowest slot, the same one
+    # 64+ tokens, read in one decode (none of it from the cache)
+    await ask(f"{PASSAGE} {PASSAGE}\nRetell this.", cache_prompt=False)
+    after_long = await ask(after_long_q)
+    await ask("Say hi.")  # read in short decodes only
+    after_short = await ask(after_short_q)
+    assert cached(after_long) == 0
+    assert 0 < cached(after_short) < 16
+    for reply, question in ((after_long, after_long_q), (after_short, after_short_q)):
+        cold = await ask(question, cache_prompt=False)
+        assert cached(cold) == 0
+        # the logprobs too: a perturbed prompt need not change 16 sampled tokens
+        assert reply["choices"][0]["message"] == cold["choices"][0]["message"]
+        assert reply["choices"][0]["logprobs"] == cold["choices"][0]["logprobs"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from speculative.llama import LlamaContext, LlamaModel
-from speculative.prefix_cache import MIN_KEEP, PrefixCache
+from speculative.prefix_cache import LONG_READ, MIN_KEEP, PrefixCache
 from tests.conftest import REPO
 
 MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -69,12 +69,13 @@ class Runner:
         placed = self.cache.place(prompt, self.free)
         logits = prefill(self.ctx, placed.seq_id, prompt, placed.num_reused)
         self.cache.after_decode()
+        read_long = placed.read_long or len(prompt) - placed.num_reused >= LONG_READ
         if not hold:
-            self.release(placed.seq_id, prompt)
+            self.release(placed.seq_id, prompt, read_long)
         return placed.source, placed.seq_id, logits
 
-    def release(self, seq_id: int, prompt: list[int]) -> None:
-        self.cache.keep(seq_id, prompt)
+    def release(self, seq_id: int, prompt: list[int], read_long: bool = True) -> None:
+        self.cache.keep(seq_id, prompt, read_long=read_long)
         self.free = sorted([*self.free, seq_id])
 
 
@@ -194,6 +195,36 @@ def test_a_wave_into_full_slots_saves_each_content_once_and_copies_none(
     expected = cold(ctx, old[2], [13])
     source, _, logits = runner.run([*old[2], 13])
     assert source == "host" and same(logits, expected)
+
+
+def test_a_short_common_prefix_read_in_short_decodes_is_kept_in_place_bit_for_bit(
+    ctx: LlamaContext, model: LlamaModel
+) -> None:
+    """Prompts that open alike ("Story 7:") share a few tokens: read only in short decodes,
+    the slot keeps them for a short prompt (as llama-server keeps a slot's longest
+    common prefix), and the logits are exactly a cold read's; what the slot held, long
+    enough to keep, still goes elsewhere whole."""
+    opening = model.tokenize("Story 7:")
+    old = opening + text_tokens(model, "harbour", 30)
+    new = opening + text_tokens(model, "meadow", 30)
+    shared = next(i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b)
+    assert 0 < shared < 16 and len(new) < LONG_READ
+    seq = NUM_SLOTS - 1
+    ctx.drop(seq)
+    expected = prefill(ctx, seq, new, 0)
+    ctx.drop(seq)
+    runner = Runner(ctx, host_mb=64)
+    placed = runner.cache.place(old, runner.free)
+    for start in range(0, len(old), 8):  # a long content, read a few tokens at a time
+        prefill(ctx, placed.seq_id, old[: start + 8], start)
+    longer = old + text_tokens(model, "tide", MIN_KEEP)
+    for i in range(len(old), len(longer)):  # and decoded one token at a time
+        prefill(ctx, placed.seq_id, longer[: i + 1], i)
+    runner.release(placed.seq_id, longer, read_long=False)
+    source, placed_at, logits = runner.run(new)
+    assert (source, placed_at) == ("slot", 0) and np.array_equal(logits, expected)
+    assert runner.cache.stats.num_reused_tokens == shared
+    assert runner.cache.stats.num_saves + runner.cache.stats.num_copies == 1  # kept whole
 
 
 def test_a_short_common_prefix_is_read_again_so_the_logits_are_cold_ones(
