@@ -168,17 +168,18 @@ class PrefixCache:
         want = np.asarray(prompt, dtype=np.int32)
         limit = len(prompt) - 1  # one token left to evaluate: sampling needs its logits
         source, from_slot = target, 0
+        own_n = 0  # what ``target`` itself holds of the prompt
         may_reuse = may_reuse and self.is_enabled
         if may_reuse:
             for slot in [target, *free]:
                 if (content := self._idle.get(slot)) is not None:
                     n = min(common_prefix(content.tokens, want), limit)
+                    own_n = n if slot == target else own_n
                     if n > from_slot or (n == from_slot and slot == target):
                         source, from_slot = slot, n
         host_key, from_host = self._host.best(want) if may_reuse else (None, 0)
         from_host = min(from_host, limit)
         own = self._idle.get(target)
-        own_n = min(common_prefix(own.tokens, want), limit) if own is not None and may_reuse else 0
         # In place, a short common prefix (prompts that open alike: "<|im_start|>user\n",
         # "Story 12: ") is kept as llama-server keeps a slot's longest common prefix, but
         # only where it is exactly what reading the prompt cold gives: read in short
