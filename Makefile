@@ -20,7 +20,8 @@ LLAMA_CPU_CMAKE := $(shell sh packaging/llama_cpu_flags.sh)
 LLAMA_WHEELS := $(HOME)/.cache/edge-llm/wheels/$(shell { echo '$(LLAMA_CPP) $(LLAMA_CPU_CMAKE)'; \
 	grep -m1 '^flags' /proc/cpuinfo; } | sha1sum | cut -c1-16)
 
-$(STAMP): pyproject.toml
+# setup.py and the C source: pip install -e compiles speculative._topk in place
+$(STAMP): pyproject.toml setup.py speculative/_topk.c
 	$(PYTHON) -m venv $(VENV)
 	@ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
 	  CMAKE_ARGS="$(LLAMA_CPU_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip wheel \

@@ -1,9 +1,21 @@
 """The k largest logits of many rows at once, without sorting or partitioning whole rows.
 
-A step's logits are an (n, vocab) float32 matrix; picking each row's top k with
-``np.argpartition`` costs 185-270 us a row at a 49k vocabulary. Here each row's
-columns are dealt into ``S`` groups, group j holding columns j, j+S, j+2S, ...,
-and the rows are read once for each group's maximum:
+Two methods give the same result (each row's k largest, largest first, ties to the
+lower id):
+
+* ``speculative._topk``, a C extension built at install (``setup.py``): block
+  maxima of each row in one vectorized read, their k-th largest as a bound, then
+  only the blocks reaching it read again. 64 rows of 49k at k = 40: ~0.8 ms, about
+  two numpy ``argmax`` passes (AMD EPYC, 2026-12-06, ``bench.step``'s rows);
+* numpy's group method below, where the extension is not built (no C compiler):
+  ~2.5-3.5 ms for the same rows.
+
+``RowTopK`` picks the first available; ``NATIVE`` says which (``/health_check``).
+
+The numpy method: a step's logits are an (n, vocab) float32 matrix; picking each
+row's top k with ``np.argpartition`` costs 185-270 us a row at a 49k vocabulary.
+Here each row's columns are dealt into ``S`` groups, group j holding columns j,
+j+S, j+2S, ..., and the rows are read once for each group's maximum:
 
     gmax[r, j] = max(L[r, j::S])          (n, S): an elementwise max of vocab/S
                                           contiguous slices, one SIMD pass over L
@@ -13,19 +25,29 @@ k are among the logits >= it, and those sit in the groups whose maximum reaches
 it: only those groups' vocab/S members are read again. The bound is taken from
 coarser maxima (``top_k_rows``), so no row of S values is partitioned either.
 (Contiguous groups would pick fewer candidates, but numpy reduces short inner axes
-slowly: 3.9 ms against 0.13 ms for 16 rows, measured 2026-12-02.) 64 rows of 49k
-at k = 40, warm, on an AMD EPYC (2026-12-06): 3.3 ms partitioning the 4,096 group
-maxima, 0.87 ms with the coarse bound (262k: 7.7 and 2.5 ms).
+slowly: 3.9 ms against 0.13 ms for 16 rows, measured 2026-12-02; C has no such
+trouble.) 64 rows of 49k at k = 40, warm, on an AMD EPYC (2026-12-06): 3.3 ms
+partitioning the 4,096 group maxima, 0.87 ms with the coarse bound (262k: 7.7 and
+2.5 ms), plus the group maxima's pass.
 
 A vocabulary with no power-of-two group count of at least ``MIN_GROUPS`` that
-divides it is left to the per-row functions of ``speculative.sampling``.
+divides it is left to the per-row functions of ``speculative.sampling`` on that path.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 import numpy.typing as npt
 
+_topk: ModuleType | None
+try:
+    from speculative import _topk
+except ImportError:  # installed without a C compiler: numpy's group method
+    _topk = None
+
+NATIVE = _topk is not None
 Matrix = npt.NDArray[np.float32]
 Ids = npt.NDArray[np.int64]
 MAX_GROUPS = 4096  # 49,152 and 262,144 columns -> groups of 12 and 64
@@ -109,14 +131,51 @@ def coarse_count(size: int, k: int) -> int:
     return min(count, size)
 
 
+def native_top_k(matrix: Matrix, rows: Ids, k: int) -> tuple[Ids, Matrix]:
+    """``top_k_rows`` by the C extension: any vocabulary, any 0 < k <= vocab."""
+    assert _topk is not None
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    ids = np.empty((len(rows), k), np.int64)
+    vals = np.empty((len(rows), k), np.float32)
+    _topk.top_k(matrix, matrix.shape[1], rows, k, ids, vals)
+    return ids, vals
+
+
+class RowTopK:
+    """Top-k of rows of one step's logits matrix by the first method available; on
+    numpy's, the group maxima of all rows are read once, on first need, for every k."""
+
+    def __init__(self, matrix: Matrix, *, native: bool = NATIVE) -> None:
+        self.matrix = matrix
+        self.native = native
+        self.size = None if native else group_size(matrix.shape[1])
+        self._gmax: Matrix | None = None
+
+    def can(self, k: int) -> bool:
+        if self.native:
+            return 0 < k <= int(self.matrix.shape[1])
+        return self.size is not None and 0 < k <= self.size
+
+    def __call__(self, rows: Ids, k: int) -> tuple[Ids, Matrix]:
+        if self.native:
+            return native_top_k(self.matrix, rows, k)
+        assert self.size is not None
+        if self._gmax is None:
+            self._gmax = group_maxima(self.matrix, self.size)
+        return top_k_rows(self.matrix, self._gmax, rows, k, self.size)
+
+
 def top_k_of_row(row: npt.NDArray[np.float32], k: int) -> tuple[Ids, npt.NDArray[np.float32]]:
-    """``top_k_rows`` for one row (its own group maxima); any k, any vocabulary."""
+    """The ``k`` largest of one row, largest first, ties to the lower id; any k, any
+    vocabulary."""
     vocab = row.shape[0]
-    size = group_size(vocab)
-    if size is None or k > size:
-        ids = np.argpartition(row, vocab - k)[vocab - k :].astype(np.int64)
-        ids = ids[np.lexsort((ids, -row[ids]))]
-        return ids, row[ids]
     matrix = row.reshape(1, vocab)
-    ids2, vals2 = top_k_rows(matrix, group_maxima(matrix, size), np.zeros(1, np.int64), k, size)
-    return ids2[0], vals2[0]
+    one = np.zeros(1, np.int64)
+    top = RowTopK(matrix)
+    if top.can(k):
+        ids2, vals2 = top(one, k)
+        return ids2[0], vals2[0]
+    ids = np.argpartition(row, vocab - k)[vocab - k :].astype(np.int64)
+    ids = ids[np.lexsort((ids, -row[ids]))]
+    return ids, row[ids]

@@ -15,10 +15,18 @@ import numpy.typing as npt
 import pytest
 
 from batching.request import Request, SamplingParams
+from speculative import topk
 from speculative.picker import Pick, pick_tokens
 from speculative.sampling import distribution, gumbel_argmax, token_logprob
 from speculative.sequence import Sequence
-from speculative.topk import group_maxima, group_size, top_k_of_row, top_k_rows
+from speculative.topk import (
+    RowTopK,
+    group_maxima,
+    group_size,
+    native_top_k,
+    top_k_of_row,
+    top_k_rows,
+)
 
 VOCAB = 4096  # 1024 groups of 4
 
@@ -93,6 +101,58 @@ def test_top_k_of_row_any_vocabulary() -> None:
     row = np.random.default_rng(3).standard_normal(50257).astype(np.float32)
     ids, _ = top_k_of_row(row, 10)
     assert ids.tolist() == np.argsort(-row, kind="stable")[:10].tolist()
+
+
+def by_value_then_id(row: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
+    out: npt.NDArray[np.int64] = np.lexsort((np.arange(len(row)), -row))[:k]
+    return out
+
+
+def test_the_c_extension_is_built() -> None:
+    # the install compiles it (setup.py); numpy's method is only the fallback
+    assert topk.NATIVE
+
+
+@pytest.mark.parametrize("vocab", [49152, 50257, 100, 63])
+@pytest.mark.parametrize("k", [1, 7, 40, 128])
+def test_c_top_k_is_the_k_largest_in_order(vocab: int, k: int) -> None:
+    k = min(k, vocab)
+    m = np.random.default_rng(vocab + k).standard_normal((6, vocab)).astype(np.float32) * 3
+    m[0, : vocab // 2] = 7.0  # ties across blocks, in and past the top k
+    m[1, :] = -np.inf  # a grammar mask over all but a few
+    m[1, [5, vocab - 1]] = [1.0, 2.0]
+    m[2, 3::7] = np.nan  # NaNs never enter, but as -inf where k needs them
+    m[3, vocab - 1] = 50.0  # the largest in the last, partial block
+    m[4, :] = 1.0  # all equal: the lowest ids
+    picked = np.array([0, 1, 2, 3, 4, 5, 0], dtype=np.int64)  # any order, repeats
+    ids, vals = native_top_k(m, picked, k)
+    for r, row in enumerate(picked):
+        clean = np.where(np.isnan(m[row]), -np.inf, m[row])
+        expected = by_value_then_id(clean, k)
+        assert not np.isnan(vals[r]).any()  # a NaN makes up k as -inf, in id order
+        assert ids[r].tolist() == expected.tolist(), (row, k)
+        assert vals[r].tolist() == clean[expected].tolist()
+
+
+@pytest.mark.parametrize("k", [1, 40, 100])
+def test_both_methods_agree_on_real_shaped_rows(k: int) -> None:
+    # peaked rows, like a model's: a few large logits, a long tail
+    rng = np.random.default_rng(k)
+    m = (rng.standard_normal((16, 49152)) * 2).astype(np.float32)
+    m[np.arange(16), rng.integers(0, 49152, 16)] += 20
+    m[5, 1000:1100] = 9.0
+    picked = np.arange(0, 16, 2, dtype=np.int64)
+    c_ids, c_vals = RowTopK(m, native=True)(picked, k)
+    np_ids, np_vals = RowTopK(m, native=False)(picked, k)
+    assert c_ids.tolist() == np_ids.tolist() and c_vals.tolist() == np_vals.tolist()
+
+
+def test_c_top_k_refuses_what_it_cannot_read() -> None:
+    m = np.zeros((2, 100), np.float32)
+    with pytest.raises(IndexError, match="row index"):
+        native_top_k(m, np.array([2]), 5)
+    with pytest.raises(ValueError, match="0 < k <= vocab"):
+        native_top_k(m, np.array([0]), 101)
 
 
 CHAINS = [

@@ -1,0 +1,20 @@
+"""The one compiled part of the package: ``speculative._topk``, the sampler's top-k.
+
+Everything else is in pyproject.toml. The extension is optional: without a C
+compiler the package installs and ``speculative.topk`` falls back to numpy (about
+2 ms more a step at 64 sampled streams; ``/health_check`` says which is in use).
+"""
+
+import sys
+
+from setuptools import Extension, setup
+
+# -O3: GCC vectorizes the block comparison only from -O3 (or -O2 with GCC >= 12)
+flags = [] if sys.platform == "win32" else ["-O3"]
+setup(
+    ext_modules=[
+        Extension(
+            "speculative._topk", ["speculative/_topk.c"], extra_compile_args=flags, optional=True
+        )
+    ]
+)
