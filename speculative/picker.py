@@ -5,15 +5,13 @@ Rows are split by what they need:
 * greedy rows without penalties, bias or grammar: the argmax, all rows together
   (any vocabulary);
 * sampled rows of that kind with a small ``top_k``: one batched top-k
-  (``speculative.topk``), then the rest of llama.cpp's chain (top-p, min-p,
-  temperature, draw) on the (rows, k) candidates at once, with exactly the
-  formulas of ``speculative.sampling.distribution`` so a seed gives the same token;
-* everything else (penalties, logit bias, grammar, ``top_k`` 0 or large, a
-  vocabulary with no group size): ``speculative.sampling.sample`` on its own row,
-  a cost the request that asks for it pays in proportion.
-
-The group maxima of all rows come from one pass over the matrix and serve every
-batched top-k.
+  (``speculative.topk``: C where built, numpy's group method otherwise), then the
+  rest of llama.cpp's chain (top-p, min-p, temperature, draw) on the (rows, k)
+  candidates at once, with exactly the formulas of
+  ``speculative.sampling.distribution`` so a seed gives the same token;
+* everything else (penalties, logit bias, grammar, ``top_k`` 0 or large, on
+  numpy's method a vocabulary with no group size): ``speculative.sampling.sample``
+  on its own row, a cost the request that asks for it pays in proportion.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ import numpy.typing as npt
 from batching.request import SamplingParams
 from speculative.sampling import gumbel_key, keyed_gumbel_noise, sample
 from speculative.sequence import Sequence
-from speculative.topk import Matrix, group_maxima, group_size, top_k_rows
+from speculative.topk import Matrix, RowTopK
 
 MAX_BATCHED_K = 128  # larger k: the per-row path (candidates would be most of a row)
 
@@ -55,7 +53,7 @@ def is_plain(seq: Sequence) -> bool:
 def pick_tokens(matrix: Matrix, picks: list[Pick]) -> list[int]:
     """The next token of each pick, in order."""
     tokens = [0] * len(picks)
-    size = group_size(matrix.shape[1])
+    top_k = RowTopK(matrix)
     greedy: list[int] = []
     by_k: dict[int, list[int]] = {}
     for i, p in enumerate(picks):
@@ -64,7 +62,7 @@ def pick_tokens(matrix: Matrix, picks: list[Pick]) -> list[int]:
             tokens[i] = _one(matrix, p)
         elif params.is_greedy:
             greedy.append(i)
-        elif size is not None and 0 < params.top_k <= min(MAX_BATCHED_K, size):
+        elif params.top_k <= MAX_BATCHED_K and top_k.can(params.top_k):
             by_k.setdefault(params.top_k, []).append(i)
         else:
             tokens[i] = _one(matrix, p)
@@ -73,14 +71,9 @@ def pick_tokens(matrix: Matrix, picks: list[Pick]) -> list[int]:
         best = matrix.argmax(axis=1) if len(greedy_rows) > matrix.shape[0] // 2 else None
         for i, row in zip(greedy, greedy_rows, strict=True):
             tokens[i] = int(best[row] if best is not None else matrix[row].argmax())
-    if not by_k:
-        return tokens
-    assert size is not None
-    gmax = group_maxima(matrix, size)
     for k, members in by_k.items():
         group = [picks[i] for i in members]
-        rows = np.array([p.row for p in group], dtype=np.int64)
-        ids, vals = top_k_rows(matrix, gmax, rows, k, size)
+        ids, vals = top_k(np.array([p.row for p in group], dtype=np.int64), k)
         for i, token in zip(members, _finish_chain(ids, vals, group), strict=True):
             tokens[i] = token
     return tokens

@@ -73,10 +73,8 @@ def distribution(
     k = params.top_k if 0 < params.top_k < vocab else vocab
     if k == vocab and params.top_p >= 1.0 and params.min_p <= 0.0:
         return _whole_vocabulary(logits, params)
-    if k == vocab:
-        ids = _nucleus_candidates(logits, params)
-    else:
-        ids = np.argpartition(logits, vocab - k)[vocab - k :].astype(np.int64)
+    # top-k: ties to the lower id, as in the batched picker
+    ids = _nucleus_candidates(logits, params) if k == vocab else top_k_of_row(logits, k)[0]
     ids, vals, probs = _ranked(logits, ids, whole=k == vocab)
     if params.top_p < 1.0:
         # the smallest prefix whose mass reaches top_p (at least one token)

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from server.settings import ModelSettings
-from speculative import devices
+from speculative import devices, topk
 from speculative.devices import Placement
 from speculative.llama import LlamaContext, ModelLoadError
 
@@ -58,6 +58,8 @@ def host_report() -> dict[str, Any]:
         "gpu_offload": devices.supports_gpu_offload(),
         "backends": devices.backends(),
         "devices": [d.as_dict() for d in devices.devices()],
+        # the sampler's top-k: the C extension, or numpy where it was not built
+        "top_k_method": "c" if topk.NATIVE else "numpy",
     }
 
 
