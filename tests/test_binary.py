@@ -88,7 +88,9 @@ def test_binary_serves_what_the_source_server_serves(
     model = shipped_config(folder)["models"][DEFAULT_MODEL]
     write_config(folder, {"server": {"data_dir": "data"}, "models": {DEFAULT_MODEL: model}})
     with bare(BINARY, folder, "binary") as live:
-        assert httpx.get(live.url + "/health_check").json()["status"] == "ok"
+        health = httpx.get(live.url + "/health_check").json()
+        assert health["status"] == "ok"
+        assert health["hardware"]["top_k_method"] == "c"  # the C extension came along
         from_binary = answers(live.url)
         assert stop(live) == 0
     assert from_binary == answers(server)
