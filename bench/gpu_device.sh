@@ -52,6 +52,11 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     --target "$work/site" .gpu/b/whl/*.whl 2>/dev/null || true
 export PYTHONPATH="$work/site:$work:$PWD" PYTHONUNBUFFERED=1
 export LLAMA_CPP_LIB_PATH="$work/build/bin" LD_LIBRARY_PATH="$work/build/bin"
+# the sampler's C top-k (setup.py builds it at install; here the tree is used as is)
+include=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+suffix=$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+cc -O3 -shared -fPIC -I"$include" speculative/_topk.c -o "speculative/_topk$suffix" \
+    || echo "no C top-k: numpy's"
 python3 -c 'from server.models.gpu import host_report; print(host_report())'
 # the tests read models/ through config.json: the default model is the one carried
 mkdir -p models
