@@ -251,4 +251,4 @@ test-convert: convert-deps models
 	EDGE_LLM_TEST_CONVERT=1 $(PY) -m pytest tests/convert -p no:randomly
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist speculative/_topk.*.so
