@@ -6,7 +6,7 @@ lower id):
 * ``speculative._topk``, a C extension built at install (``setup.py``): block
   maxima of each row in one vectorized read, their k-th largest as a bound, then
   only the blocks reaching it read again. 64 rows of 49k at k = 40: ~0.8 ms, about
-  two numpy ``argmax`` passes (AMD EPYC, 2026-12-06, ``bench.step``'s rows);
+  two numpy ``argmax`` passes (real SmolLM2 logits, AMD EPYC, 2026-12-06);
 * numpy's group method below, where the extension is not built (no C compiler):
   ~2.5-3.5 ms for the same rows.
 
