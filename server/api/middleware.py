@@ -125,8 +125,11 @@ class CorsMiddleware(CORSMiddleware):
         return super().preflight_response(request_headers)
 
     async def send(self, message: Message, send: Send, request_headers: Headers) -> None:
-        origin = request_headers.get("origin")
-        if message["type"] != "http.response.start" or origin is None:
+        if message["type"] != "http.response.start":  # a body frame: every streamed token
+            await send(message)
+            return
+        origin = request_headers.get("origin")  # a scan of the request's headers
+        if origin is None:
             await send(message)
         elif self.is_allowed_origin(origin):
             await super().send(message, send, request_headers)
