@@ -9,13 +9,14 @@ and seeded tokens.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
 from batching.request import Request, SamplingParams
-from speculative import topk
+from speculative import picker, topk
 from speculative.picker import Pick, pick_tokens
 from speculative.sampling import distribution, gumbel_argmax, token_logprob
 from speculative.sequence import Sequence
@@ -183,7 +184,12 @@ def check_distribution(row: npt.NDArray[np.float32], params: SamplingParams) -> 
     np.testing.assert_allclose(probs[order], want_probs[want_order], rtol=1e-9, atol=1e-15)
 
 
-async def test_batched_seeded_tokens_equal_the_per_row_reference() -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["c", "numpy"])
+async def test_batched_seeded_tokens_equal_the_per_row_reference(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # either top-k method: numpy's is what an install without a C compiler samples with
+    monkeypatch.setattr(picker, "RowTopK", functools.partial(RowTopK, native=native))
     m = rows(48, seed=7, scale=2.5)
     picks = []
     for i in range(48):
