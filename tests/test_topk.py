@@ -14,6 +14,8 @@ import functools
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batching.request import Request, SamplingParams
 from speculative import picker, topk
@@ -132,6 +134,31 @@ def test_c_top_k_is_the_k_largest_in_order(vocab: int, k: int) -> None:
         expected = by_value_then_id(clean, k)
         assert not np.isnan(vals[r]).any()  # a NaN makes up k as -inf, in id order
         assert ids[r].tolist() == expected.tolist(), (row, k)
+        assert vals[r].tolist() == clean[expected].tolist()
+
+
+POOL = [-np.inf, -3.0, -1.0, 0.0, 0.5, 2.0, 2.0, 7.0, np.inf, np.nan]  # ties, infs, NaN
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), vocab=st.integers(1, 300), num_rows=st.integers(1, 4))
+def test_c_top_k_against_a_sort(data: st.DataObject, vocab: int, num_rows: int) -> None:
+    """Any shape, any k, rows of few distinct values (ties everywhere), infinities and
+    NaNs: the k largest, ties to the lower id, a NaN only to make up k, as -inf."""
+    k = data.draw(st.integers(1, vocab))
+    cells = data.draw(
+        st.lists(st.sampled_from(POOL), min_size=vocab * num_rows, max_size=vocab * num_rows)
+    )
+    m = np.array(cells, np.float32).reshape(num_rows, vocab)
+    picked = np.array(
+        data.draw(st.lists(st.integers(0, num_rows - 1), min_size=1, max_size=6)), np.int64
+    )
+    ids, vals = native_top_k(m, picked, k)
+    for r, row in enumerate(picked):
+        nan = np.isnan(m[row])
+        clean = np.where(nan, -np.inf, m[row])
+        expected = np.lexsort((np.arange(vocab), nan, -clean))[:k]
+        assert ids[r].tolist() == expected.tolist()
         assert vals[r].tolist() == clean[expected].tolist()
 
 
