@@ -65,6 +65,12 @@ def rows(n: int, seed: int = 0, scale: float = 3.0) -> npt.NDArray[np.float32]:
     return (rng.standard_normal((n, VOCAB)) * scale).astype(np.float32)
 
 
+def by_value_then_id(row: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
+    """The k largest, ties to the lower id: what either top-k method returns."""
+    out: npt.NDArray[np.int64] = np.lexsort((np.arange(len(row)), -row))[:k]
+    return out
+
+
 def test_group_size_divides_the_vocabulary() -> None:
     assert group_size(49152) == 4096 and group_size(262144) == 4096
     assert group_size(32064) == 64 and group_size(50257) is None
@@ -78,7 +84,7 @@ def test_top_k_rows_are_the_k_largest_in_order(k: int) -> None:
     picked = np.array([0, 3, 5, 15])
     ids, vals = top_k_rows(m, group_maxima(m, 128), picked, k, 128)  # groups of 32
     for r, row in enumerate(picked):
-        expected = np.lexsort((np.arange(VOCAB), -m[row]))[:k]  # by value, then lower id
+        expected = by_value_then_id(m[row], k)
         assert ids[r].tolist() == expected.tolist()
         assert vals[r].tolist() == m[row, expected].tolist()
 
@@ -95,7 +101,7 @@ def test_top_k_rows_through_coarse_groups(k: int) -> None:
     assert size == 4096
     ids, vals = top_k_rows(m, group_maxima(m, size), picked, k, size)
     for r, row in enumerate(picked):
-        expected = np.lexsort((np.arange(8192), -m[row]))[:k]
+        expected = by_value_then_id(m[row], k)
         assert ids[r].tolist() == expected.tolist()
         assert vals[r].tolist() == m[row, expected].tolist()
 
@@ -104,11 +110,6 @@ def test_top_k_of_row_any_vocabulary() -> None:
     row = np.random.default_rng(3).standard_normal(50257).astype(np.float32)
     ids, _ = top_k_of_row(row, 10)
     assert ids.tolist() == np.argsort(-row, kind="stable")[:10].tolist()
-
-
-def by_value_then_id(row: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
-    out: npt.NDArray[np.int64] = np.lexsort((np.arange(len(row)), -row))[:k]
-    return out
 
 
 def test_the_c_extension_is_built() -> None:
