@@ -170,14 +170,21 @@ class PrefixCache:
         source, from_slot = target, 0
         own_n = 0  # what ``target`` itself holds of the prompt
         may_reuse = may_reuse and self.is_enabled
+        # A prompt this short is read cold in one short decode, so KV read in a long one
+        # is never exactly its own: it is read again (at most LONG_READ - 1 tokens), and
+        # its text does not depend on what earlier requests left behind.
+        short = len(prompt) < LONG_READ
         if may_reuse:
             for slot in [target, *free]:
-                if (content := self._idle.get(slot)) is not None:
+                if (content := self._idle.get(slot)) is not None and not (
+                    short and content.read_long
+                ):
                     n = min(common_prefix(content.tokens, want), limit)
                     own_n = n if slot == target else own_n
                     if n > from_slot or (n == from_slot and slot == target):
                         source, from_slot = slot, n
-        host_key, from_host = self._host.best(want) if may_reuse else (None, 0)
+        # (how a saved state was read is not kept: assume the worst)
+        host_key, from_host = self._host.best(want) if may_reuse and not short else (None, 0)
         from_host = min(from_host, limit)
         own = self._idle.get(target)
         # In place, a short common prefix (prompts that open alike: "<|im_start|>user\n",
@@ -185,11 +192,11 @@ class PrefixCache:
         # only where it is exactly what reading the prompt cold gives: read in short
         # decodes only, for a prompt short enough to be read in one. A 3-token chat opening
         # kept from a long chat moved the next prompt's logits by up to ~1 (2026-12-06),
-        # and seeded replies then depended on what the slot held before. From MIN_REUSE
-        # tokens a prefix is worth that caveat (llama-server's too) and is always kept.
+        # and seeded replies then depended on what the slot held before. For a longer
+        # prompt, from MIN_REUSE tokens a prefix is worth that caveat (llama-server's too).
         # Elsewhere (another slot, host memory) only a prefix worth a copy counts.
         if own is not None:
-            exact = not own.read_long and len(prompt) < LONG_READ
+            exact = not own.read_long and short
             keep = own_n if own_n >= MIN_REUSE or exact else 0
             elsewhere = max(from_slot if source != target else 0, from_host)
             if (keep or len(own.tokens) < MIN_KEEP) and (
@@ -215,7 +222,6 @@ class PrefixCache:
                     self._mirror_drop(target)  # the draft model recomputes its copy
                     self._trim(target, from_host, mirror=False)
                     self.stats.num_restores += 1
-                    # (how a saved state was read is not kept: assume the worst)
                     return self._placed(target, from_host, "host", read_long=True)
         else:
             self._evict(target, stay_idle, keep_from=None)

@@ -247,3 +247,33 @@ def test_a_short_common_prefix_is_read_again_so_the_logits_are_cold_ones(
     source, placed_at, logits = runner.run(new)
     assert (source, placed_at) == ("none", 0) and same(logits, expected)
     assert runner.cache.stats.num_reused_tokens == 0
+
+
+@pytest.mark.parametrize("where", ["slot", "copy", "host"])
+def test_a_short_prompt_reads_again_a_long_shared_prefix_read_in_a_long_decode(
+    ctx: LlamaContext, model: LlamaModel, where: str
+) -> None:
+    """A prompt under 64 tokens is read cold in one short decode, so KV read in a decode
+    of 64 or more is never exactly its own, however much of it is shared: found in the
+    slot, in another slot or in host memory, it is read again (at most 63 tokens of
+    work), and the logits are a cold read's to the bit whatever the server held before.
+    (A longer prompt still reuses it: ``test_in_place_copy_and_host_restore_...``.)"""
+    old = text_tokens(model, "harbour", MIN_KEEP + 8)
+    new = old[:30] + text_tokens(model, "meadow", 20)
+    assert len(new) < LONG_READ
+    seq = NUM_SLOTS - 1
+    ctx.drop(seq)
+    expected = prefill(ctx, seq, new, 0)
+    ctx.drop(seq)
+    runner = Runner(ctx, host_mb=64)
+    runner.run(old)  # slot 0, in one decode of 72 tokens
+    if where == "copy":  # slot 0 busy: ``old`` moves to another slot
+        runner.run(text_tokens(model, "quay", 20), hold=True)
+    if where == "host":  # every slot overwritten: ``old`` is saved to host memory
+        for i in range(NUM_SLOTS * 2):
+            runner.run(text_tokens(model, f"topic{i}", MIN_KEEP + 8))
+        assert runner.cache.stats.num_saves > 0
+    reused = runner.cache.stats.num_reused_tokens
+    source, _, logits = runner.run(new)
+    assert source == "none" and runner.cache.stats.num_reused_tokens == reused
+    assert np.array_equal(logits, expected)
