@@ -18,7 +18,8 @@ At least one prompt token is always left to evaluate, so sampling has logits.
 Before T is overwritten, what it held moves to the idle slot that matters
 least (an empty one, else the least recently used, whose own content is
 spilled to the host store), so idle caches drift to high ids and running
-sequences keep the low ones.
+sequences keep the low ones. An idle executor makes the saves that the next
+arrivals would make ahead of them (``save_ahead``).
 
 Copies between streams are deferred by llama.cpp to the next decode, so until
 then a copy's destination holds stale data and its source must not change:
@@ -61,6 +62,7 @@ class Content:
     tokens: npt.NDArray[np.int32]  # KV positions 0..n-1 hold these tokens
     used_at: float = field(default_factory=time.monotonic)
     read_long: bool = False  # some of it was read in a decode of LONG_READ tokens or more
+    saved: bool = False  # a copy is in the host store already (``save_ahead``)
 
 
 @dataclass(slots=True)
@@ -250,6 +252,22 @@ class PrefixCache:
         self._ctx.drop(seq_id)
         self._mirror_drop(seq_id)
 
+    def save_ahead(self, free: list[int]) -> bool:
+        """Save now, while the executor is idle, what the next request would save before
+        taking its slot; whether one was saved (call again while idle for the next).
+
+        Arrivals take the lowest free slots, and where every free slot holds a content
+        (no empty one to move it into), each such content worth keeping is saved to host
+        memory first: 16 saves, 21-23 ms of a c=16 wave's admission before its prefill
+        (AMD EPYC, 2 cores, 2026-12-06). Done ahead, the wave only overwrites them."""
+        if self._host.budget <= 0 or any(slot not in self._idle for slot in free):
+            return False
+        for slot in free:
+            content = self._idle[slot]
+            if not content.saved and len(content.tokens) >= MIN_KEEP:
+                return self._save(slot, content)
+        return False
+
     def idle_cells(self) -> int:
         """KV cells the idle slots' contents hold (with a shared pool, an upper bound:
         a copy shares its source's cells)."""
@@ -322,12 +340,18 @@ class PrefixCache:
                 return
         self._save(slot, content)
 
-    def _save(self, slot: int, content: Content) -> None:
-        if slot in self._incoming or self._host.budget <= 0 or len(content.tokens) < MIN_KEEP:
-            return  # stale until the next decode: not readable now
+    def _save(self, slot: int, content: Content) -> bool:
+        """Put ``slot``'s content in the host store (unless it is there already, too short
+        to keep, or stale until the next decode); whether it was saved now."""
+        if content.saved or len(content.tokens) < MIN_KEEP or self._host.budget <= 0:
+            return False
+        if slot in self._incoming:
+            return False  # stale until the next decode: not readable now
         self._ctx.drop(slot, len(content.tokens))  # only what the content says it holds
         self._host.put(content.tokens, self._ctx.save(slot))
+        content.saved = True
         self.stats.num_saves += 1
+        return True
 
     def _copy(self, src: int, dst: int) -> None:
         self._ctx.copy(src, dst)

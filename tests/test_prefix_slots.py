@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from speculative.llama import LlamaContext, LlamaModel
-from speculative.prefix_cache import LONG_READ, MIN_KEEP, PrefixCache
+from speculative.prefix_cache import LONG_READ, MIN_KEEP, Placement, PrefixCache
 from tests.conftest import REPO
 
 MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -77,6 +77,20 @@ class Runner:
     def release(self, seq_id: int, prompt: list[int], read_long: bool = True) -> None:
         self.cache.keep(seq_id, prompt, read_long=read_long)
         self.free = sorted([*self.free, seq_id])
+
+    def wave(self, prompts: list[list[int]]) -> list[Placement]:
+        """Place every prompt (each told how many follow), read them all before one
+        ``after_decode``, then leave their slots."""
+        placed = [
+            self.cache.place(p, self.free, coming=len(prompts) - 1 - i)
+            for i, p in enumerate(prompts)
+        ]
+        for pl, p in zip(placed, prompts, strict=True):
+            prefill(self.ctx, pl.seq_id, p, pl.num_reused)
+        self.cache.after_decode()
+        for pl, p in zip(placed, prompts, strict=True):
+            self.release(pl.seq_id, p)
+        return placed
 
 
 def cold(ctx: LlamaContext, prefix: list[int], rest: list[int]) -> np.ndarray:
@@ -172,26 +186,13 @@ def test_a_wave_into_full_slots_saves_each_content_once_and_copies_none(
     content can still be restored."""
     old = [text_tokens(model, f"old{i}", MIN_KEEP + 16) for i in range(NUM_SLOTS)]
     runner = Runner(ctx, host_mb=64)
-    for i, p in enumerate(old):
-        runner.cache.place(p, runner.free)
-        prefill(ctx, i, p, 0)
-        runner.cache.after_decode()
-    for i, p in enumerate(old):
-        runner.release(i, p)
+    runner.wave(old)
     before = runner.cache.stats.num_copies, runner.cache.stats.num_saves
-    wave = [text_tokens(model, f"new{i}", 40) for i in range(NUM_SLOTS)]
-    placed = [
-        runner.cache.place(p, runner.free, coming=NUM_SLOTS - 1 - i) for i, p in enumerate(wave)
-    ]
+    placed = runner.wave([text_tokens(model, f"new{i}", 40) for i in range(NUM_SLOTS)])
     assert sorted(pl.seq_id for pl in placed) == list(range(NUM_SLOTS))
     copies = runner.cache.stats.num_copies - before[0]
     saves = runner.cache.stats.num_saves - before[1]
     assert (copies, saves) == (0, NUM_SLOTS)
-    for pl, p in zip(placed, wave, strict=True):
-        prefill(ctx, pl.seq_id, p, pl.num_reused)
-    runner.cache.after_decode()
-    for pl, p in zip(placed, wave, strict=True):
-        runner.release(pl.seq_id, p)
     expected = cold(ctx, old[2], [13])
     source, _, logits = runner.run([*old[2], 13])
     assert source == "host" and same(logits, expected)
@@ -277,3 +278,28 @@ def test_a_short_prompt_reads_again_a_long_shared_prefix_read_in_a_long_decode(
     source, _, logits = runner.run(new)
     assert source == "none" and runner.cache.stats.num_reused_tokens == reused
     assert np.array_equal(logits, expected)
+
+
+def test_an_idle_executor_saves_ahead_what_the_next_wave_would_save(
+    ctx: LlamaContext, model: LlamaModel
+) -> None:
+    """Idle, with every free slot holding a content worth keeping, the contents are saved
+    to host memory one call at a time, lowest slot first (arrivals take the lowest);
+    the wave that comes next then places without a save or a copy, and what it
+    overwrote is still restored from host memory with a cold read's logits."""
+    old = [text_tokens(model, f"old{i}", MIN_KEEP + 16) for i in range(NUM_SLOTS)]
+    runner = Runner(ctx, host_mb=64)
+    runner.wave(old[:-1])
+    assert not runner.cache.save_ahead(runner.free)  # an empty slot is left: nothing to do
+    runner.run(old[-1])
+    saves = runner.cache.stats.num_saves
+    for n in range(1, NUM_SLOTS + 1):
+        assert runner.cache.save_ahead(runner.free)
+        assert runner.cache.stats.num_saves == saves + n
+    assert not runner.cache.save_ahead(runner.free)  # all saved: nothing more
+    before = runner.cache.stats.num_copies, runner.cache.stats.num_saves
+    runner.wave([text_tokens(model, f"new{i}", 40) for i in range(NUM_SLOTS)])
+    assert (runner.cache.stats.num_copies, runner.cache.stats.num_saves) == before
+    expected = cold(ctx, old[1], [13])
+    source, _, logits = runner.run([*old[1], 13])
+    assert source == "host" and same(logits, expected)
