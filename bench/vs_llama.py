@@ -78,7 +78,8 @@ def prompts(n: int, salt: str, extra: dict[str, Any] | None = None) -> list[Job]
     ]
 
 
-def start(case: Case, folder: Path, stack: contextlib.ExitStack) -> str:
+def start(case: Case, folder: Path, stack: contextlib.ExitStack, num_seqs: int = NUM_SEQS) -> str:
+    """Start ``case``'s server with ``num_seqs`` slots of ``CTX_PER_SEQ`` tokens."""
     port = free_port()
     threads = str(os.cpu_count() or 1)
     log = RESULTS / "logs" / f"vs-{case.label.replace(' ', '-')}.log"
@@ -86,7 +87,7 @@ def start(case: Case, folder: Path, stack: contextlib.ExitStack) -> str:
         cmd = [
             str(LLAMA_SERVER),
             *("-m", str(case.model), "--host", "127.0.0.1", "--port", str(port)),
-            *("-np", str(NUM_SEQS), "-c", str(NUM_SEQS * CTX_PER_SEQ), "-t", threads),
+            *("-np", str(num_seqs), "-c", str(num_seqs * CTX_PER_SEQ), "-t", threads),
             "--no-webui",
             "--metrics",
         ]
@@ -94,7 +95,7 @@ def start(case: Case, folder: Path, stack: contextlib.ExitStack) -> str:
         config = {
             "server": {
                 "default_model": "m",
-                "max_batch_size": NUM_SEQS,
+                "max_batch_size": num_seqs,
                 "data_dir": str(folder / case.weights / "data"),
             },
             "models": {
