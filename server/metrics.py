@@ -96,6 +96,11 @@ class ModelCollector(Collector):
                 "prompt_tokens_reused",
                 "prompt tokens whose KV came from the prefix cache, not computed",
             ),
+            "num_prompt_tokens_shared": family(
+                CounterMetricFamily,
+                "prompt_tokens_shared",
+                "of the reused prompt tokens, those copied from a request in flight",
+            ),
         }
         host_bytes = family(
             GaugeMetricFamily,

@@ -19,6 +19,17 @@ still keeps up instead of queueing them without end. A fixed target does not gro
 who sets one asks for even gaps first. With nothing decoding, a prompt gets the
 whole step.
 
+The automatic target also weighs who waits on each side. Reading a prompt costs the
+same compute however it is cut, and every running stream pays all of it either way:
+cutting it only spreads the stall into even gaps, and each cut adds a step of
+waiting to the requests that wait for their first token (the prompts being read,
+and the arrivals that will copy one of them: ``speculative.sharing``). Even gaps
+are worth that for many streams beside one long prompt; for a burst of chat turns
+arriving while one reply streams, it made every other arrival's prompt crawl a few
+tokens a step (Sapphire Rapids, 2 cores, 2026-12-07: the whole chat workload 1.31x
+slower, first turns' TTFT 1.9x). So the target grows with the ratio of waiting
+requests to decoding streams, where there are more of the former.
+
 Several prompts share the budget by ``shortest_first``: higher priorities first,
 and within a priority the one with the fewest tokens left, a prompt's count halved
 for every ``AGING_S`` it has waited. A short prompt is then never starved behind a
@@ -70,15 +81,19 @@ class StepBudget:
             overhead = max(extra - num_prompt * self.prompt_token_s, 0.0)
             self.chunk_overhead_s = _average(self.chunk_overhead_s, overhead)
 
-    def prompt_tokens(self, num_decoding: int, capacity: int, waited_s: float = 0.0) -> int:
+    def prompt_tokens(
+        self, num_decoding: int, capacity: int, waited_s: float = 0.0, num_waiting: int = 1
+    ) -> int:
         """Prompt tokens the next step may carry, of ``capacity`` left in the batch, when
-        the oldest prompt being read has waited ``waited_s`` since it arrived."""
+        the oldest prompt being read has waited ``waited_s`` since it arrived and
+        ``num_waiting`` requests wait for those prompts to be read."""
         if self.max_step_ms == 0 or num_decoding == 0 or not self.prompt_token_s:
             return capacity  # off, nobody to stall, or nothing measured yet
         # until a decode-only step is measured, a decoding token counts as a prompt token
         decode_s = self.decode_step_s or num_decoding * self.prompt_token_s
         if self.max_step_ms is None:
             target_s = AUTO_STALL * decode_s * (1 + waited_s / AUTO_GROW_S)
+            target_s *= max(1.0, num_waiting / num_decoding)
         else:
             target_s = self.max_step_ms / 1000
         spare = target_s - decode_s - self.chunk_overhead_s
@@ -98,13 +113,20 @@ class StepBudget:
 
 
 def shortest_first(
-    needs: list[int], priorities: list[int], waits: list[float], budget: int
+    needs: list[int],
+    priorities: list[int],
+    waits: list[float],
+    budget: int,
+    readers: list[int] | None = None,
 ) -> list[int]:
     """Split ``budget`` tokens among prompts needing ``needs``, having waited ``waits``
-    seconds: higher priorities first, then the fewest tokens left (aged), each taking
+    seconds: higher priorities first, then the fewest tokens left (aged) per request
+    waiting on that read (``readers``: itself and those that copy from it), each taking
     what it needs of what is left."""
+    per = readers or [1] * len(needs)
     order = sorted(
-        range(len(needs)), key=lambda i: (-priorities[i], needs[i] * 0.5 ** (waits[i] / AGING_S))
+        range(len(needs)),
+        key=lambda i: (-priorities[i], needs[i] * 0.5 ** (waits[i] / AGING_S) / per[i]),
     )
     shares = [0] * len(needs)
     for i in order:

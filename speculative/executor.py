@@ -25,6 +25,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from batching.bridge import Update
 from batching.faults import FAULTS
 from batching.request import Failure, FinishReason, Request, RequestStatus
@@ -42,6 +44,7 @@ from speculative.prefix_cache import PrefixCache, PrefixStats
 from speculative.proposers import Proposer
 from speculative.scheduler import Scheduler
 from speculative.sequence import Sequence
+from speculative.sharing import shared_source
 from speculative.stats import ExecutorStats
 
 log = logging.getLogger(__name__)
@@ -253,9 +256,14 @@ class Executor:
             raise
         seq = Sequence.start(request, placed.seq_id)
         seq.grammar = grammar
-        seq.prompt_source = source
         seq.num_cached = request.num_cached_tokens = placed.num_reused
         seq.read_long = placed.read_long
+        if source is not None:  # another choice of the same call: its whole prompt, less one
+            seq.prompt_source, seq.num_shared = source, seq.num_prompt - 1
+        elif request.cache_prompt and self._prefix.is_enabled:
+            prompt = np.asarray(request.prompt_tokens, dtype=np.int32)
+            if shared := shared_source(prompt, self._running, placed.num_reused):
+                seq.prompt_source, seq.num_shared = shared
         self.stats.num_prompt_tokens_reused += placed.num_reused
         request.status = RequestStatus.RUNNING
         request.started_at = time.monotonic()

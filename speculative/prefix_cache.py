@@ -231,12 +231,14 @@ class PrefixCache:
         self._mirror_drop(target)
         return self._placed(target, 0, "none")
 
-    def share(self, src: int, dst: int, keep: int) -> None:
-        """Give the placed slot ``dst`` the first ``keep`` positions of the running ``src``
-        (the other choices of an n > 1 request copy the first one's prompt)."""
+    def share(self, src: int, dst: int, keep: int, had: int = 0) -> None:
+        """Give the placed slot ``dst``, which holds ``had`` positions of its prompt, the
+        first ``keep`` positions of the running ``src`` (the other choices of an n > 1
+        request copy the first one's prompt; an arrival copies a prefix being read:
+        ``speculative.sharing``)."""
         self._copy(src, dst)
         self._trim(dst, keep)
-        self.stats.num_reused_tokens += keep
+        self.stats.num_reused_tokens += keep - had
 
     def keep(self, seq_id: int, tokens: list[int], *, read_long: bool = True) -> None:
         """A request left ``seq_id``, whose KV holds ``tokens`` (positions 0..n-1);

@@ -11,7 +11,10 @@ several steps while everyone else keeps decoding. Short prompts (at most
 ``SHORT_PROMPT_TOKENS`` left) go in whole, in admission order, while the batch
 has room: a burst of 64 short requests would otherwise be admitted a few a step
 (measured: 181 steps instead of 67, half the tokens/s). A choice of an n > 1 request
-copies its sibling's prompt KV once that is computed instead of computing it.
+copies its sibling's prompt KV once that is computed instead of computing it, and an
+arrival whose prompt starts like a running sequence's tokens copies those positions
+(``speculative.sharing``); the prompt being read for several such requests goes
+first, and they count among those the budget weighs against the streams.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from speculative.chunk import Chunk, by_seq_id
 from speculative.prefix_cache import PrefixCache
 from speculative.proposers import Draft, Proposer
 from speculative.sequence import Sequence
+from speculative.sharing import num_dependents
 from speculative.stats import ExecutorStats
 
 log = logging.getLogger(__name__)
@@ -79,12 +83,16 @@ class Scheduler:
         if long and budget > 0:
             now = time.monotonic()
             waits = [now - s.request.created_at for s in long]
-            budget = self.budget.prompt_tokens(len(decoding), budget, max(waits))
+            # who waits for a first token: these prompts and the sequences that will copy
+            # from one of them (``speculative.sharing``)
+            dependents = num_dependents(running)
+            num_waiting = len(long) + sum(dependents.get(s.seq_id, 0) for s in long)
+            budget = self.budget.prompt_tokens(len(decoding), budget, max(waits), num_waiting)
             needs = [s.num_pending for s in long]
             priorities = [s.request.priority for s in long]
-            for seq, count in zip(
-                long, shortest_first(needs, priorities, waits, budget), strict=True
-            ):
+            readers = [1 + dependents.get(s.seq_id, 0) for s in long]
+            shares = shortest_first(needs, priorities, waits, budget, readers)
+            for seq, count in zip(long, shares, strict=True):
                 if count:
                     chunks.append(Chunk(seq, seq.num_cached, count))
                     seq.request.num_prefill_steps += 1
@@ -96,22 +104,24 @@ class Scheduler:
         return chunks
 
     def _share_prompts(self, running: list[Sequence]) -> None:
-        """Sequences waiting for another's prompt KV copy it once it is all computed
-        (keeping one token to evaluate, for logits); if that one ended first, they
-        compute their prompts themselves."""
+        """Sequences waiting for another's KV (``Sequence.prompt_source``) copy it once the
+        positions they take are computed; if that one ended first, they read their
+        prompts themselves."""
         for seq in running:
             source = seq.prompt_source
             if source is None:
                 continue
-            if source in running and source.is_prefilling:
+            is_running = source in running
+            if is_running and source.num_cached < seq.num_shared:
                 continue  # not yet
             seq.prompt_source = None
-            if source in running:
-                keep = seq.num_prompt - 1
-                self._prefix.share(source.seq_id, seq.seq_id, keep)
+            keep = seq.num_shared
+            if is_running and keep > seq.num_cached:
+                self._prefix.share(source.seq_id, seq.seq_id, keep, had=seq.num_cached)
                 seq.read_long = source.read_long
+                self.stats.num_prompt_tokens_reused += keep - seq.num_cached
+                self.stats.num_prompt_tokens_shared += keep - seq.num_cached
                 seq.num_cached = seq.request.num_cached_tokens = keep
-                self.stats.num_prompt_tokens_reused += keep
 
     def _propose(self, decoding: list[Sequence], budget: int) -> dict[int, Draft]:
         if self._proposer is None or self._policy is None:

@@ -23,8 +23,11 @@ class Sequence:
     num_cached: int = 0
     num_prompt: int = field(init=False)
     grammar: Grammar | None = None  # the request's grammar state, when it has one
-    # the sequence whose prompt KV this one waits to copy (see Request.prompt_source)
+    # the running sequence whose KV this one waits to copy, and how many of its leading
+    # positions: another choice of an n > 1 request (its whole prompt less one token), or
+    # a request in flight whose prompt starts the same way (``speculative.sharing``)
     prompt_source: Sequence | None = None
+    num_shared: int = 0
     _rng: np.random.Generator | None = None  # made on first use: greedy ones never need it
     # set while a full KV pool keeps it out of steps: its cells, saved (``kv_pool``)
     parked_state: npt.NDArray[np.uint8] | None = None

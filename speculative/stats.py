@@ -46,6 +46,8 @@ class ExecutorStats:
     num_decoded_tokens: int = 0  # prompt, generated and drafted tokens fed to llama_decode
     num_prompt_tokens: int = 0
     num_prompt_tokens_reused: int = 0  # of those, KV taken from the prefix cache
+    # of the reused, KV copied from a request in flight (``speculative.sharing``)
+    num_prompt_tokens_shared: int = 0
     num_generated_tokens: int = 0
     max_seqs_per_decode: int = 0  # the proof that requests shared decode steps
     last_seqs_per_decode: int = 0

@@ -59,3 +59,24 @@ def test_the_automatic_target_is_a_few_decode_steps_and_grows_as_a_prompt_waits(
     fixed = StepBudget(max_step_ms=180, decode_step_s=0.060, prompt_token_s=0.002)
     assert fixed.prompt_tokens(num_decoding=8, capacity=504, waited_s=60.0) == 60
     assert auto.as_dict()["max_step_ms"] == "auto"
+
+
+def test_the_automatic_target_grows_with_the_requests_waiting_per_stream() -> None:
+    auto = StepBudget(decode_step_s=0.060, prompt_token_s=0.002)
+    # one prompt beside 8 streams, or as many waiting as streaming: 3 decode steps
+    assert auto.prompt_tokens(num_decoding=8, capacity=504, num_waiting=1) == 60
+    assert auto.prompt_tokens(num_decoding=4, capacity=504, num_waiting=4) == 60
+    # 7 arrivals (or one prompt and 6 that copy it) beside one stream: 7x the target
+    assert auto.prompt_tokens(num_decoding=1, capacity=504, num_waiting=7) == 504
+    assert auto.prompt_tokens(num_decoding=4, capacity=504, num_waiting=6) == 105  # 270-60 / 2
+    # a fixed target is what its user asked for, whoever waits
+    fixed = StepBudget(max_step_ms=180, decode_step_s=0.060, prompt_token_s=0.002)
+    assert fixed.prompt_tokens(num_decoding=1, capacity=504, num_waiting=7) == 60
+
+
+def test_a_prompt_that_others_wait_to_copy_counts_once_per_reader() -> None:
+    # 600 tokens read for 4 requests (itself and 3 copying it) go before 300 read for one
+    assert shortest_first([300, 600], [0, 0], [0.0, 0.0], 100, [1, 4]) == [0, 100]
+    assert shortest_first([300, 600], [0, 0], [0.0, 0.0], 100, [1, 1]) == [100, 0]
+    # priorities still come first
+    assert shortest_first([300, 600], [1, 0], [0.0, 0.0], 100, [1, 4]) == [100, 0]
