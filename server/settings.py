@@ -130,7 +130,9 @@ class ModelSettings:
         doc="while sequences decode, a step carries only as many prompt tokens as keep it "
         "near this time (costs measured as it runs), so streams keep their pace while a "
         "long prompt is read; null: automatic, 3x a decode-only step, more the longer the "
-        "oldest prompt being read has waited; 0: off, prompt tokens fill the batch",
+        "oldest prompt being read has waited and times the requests waiting for a first "
+        "token per decoding stream where those outnumber the streams; 0: off, prompt "
+        "tokens fill the batch",
         ge=0,
     )
     use_chat_template: bool = spec(
