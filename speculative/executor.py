@@ -262,8 +262,9 @@ class Executor:
             seq.prompt_source, seq.num_shared = source, seq.num_prompt - 1
         elif request.cache_prompt and self._prefix.is_enabled:
             prompt = np.asarray(request.prompt_tokens, dtype=np.int32)
-            if shared := shared_source(prompt, self._running, placed.num_reused):
-                seq.prompt_source, seq.num_shared = shared
+            found = shared_source(prompt, self._running, placed.num_reused, request.priority)
+            if found is not None:
+                seq.prompt_source, seq.num_shared = found
         self.stats.num_prompt_tokens_reused += placed.num_reused
         request.status = RequestStatus.RUNNING
         request.started_at = time.monotonic()

@@ -30,12 +30,17 @@ from speculative.sequence import Sequence
 
 
 def shared_source(
-    prompt: npt.NDArray[np.int32], running: Iterable[Sequence], num_reused: int
+    prompt: npt.NDArray[np.int32],
+    running: Iterable[Sequence],
+    num_reused: int,
+    priority: int = 0,
 ) -> tuple[Sequence, int] | None:
     """The running sequence to copy ``prompt``'s prefix from, and how many positions,
     or None where none starts it with ``MIN_REUSE`` tokens more than ``num_reused``
     (what the prefix cache already put in place). Ties go to the sequence that has
-    computed the most of it: its copy comes soonest."""
+    computed the most of it: its copy comes soonest. A request of ``priority`` never
+    waits on a lower-priority read that has not computed the positions yet: prompts
+    of higher priorities go first, and it would wait behind them."""
     limit = len(prompt) - 1  # one prompt token left to evaluate: sampling needs its logits
     short = len(prompt) < LONG_READ
     best: Sequence | None = None
@@ -46,6 +51,8 @@ def shared_source(
         if (short and seq.read_long) or not seq.tokens or seq.tokens[0] != prompt[0]:
             continue
         n = min(common_prefix(np.asarray(seq.tokens, dtype=np.int32), prompt), limit)
+        if seq.request.priority < priority and seq.num_cached < n:
+            continue
         if n > best_n or (n == best_n and best is not None and seq.num_cached > best.num_cached):
             best, best_n = seq, n
     return None if best is None else (best, best_n)

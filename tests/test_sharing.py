@@ -81,6 +81,15 @@ async def test_waiting_parked_and_long_read_sources_are_skipped_where_they_must_
     assert shared_source(prompt([*short_system, 5]), [c], 0) == (c, len(short_system))
 
 
+async def test_a_request_never_waits_on_a_lower_priority_read_still_to_come() -> None:
+    system = list(range(100, 200))
+    low = running([*system, 1], 0, num_cached=40)
+    assert shared_source(prompt([*system, 2]), [low], 0, priority=1) is None
+    assert shared_source(prompt([*system, 2]), [low], 0, priority=0) == (low, 100)
+    low.num_cached = 101  # computed already: copied at once, whatever its priority
+    assert shared_source(prompt([*system, 2]), [low], 0, priority=1) == (low, 100)
+
+
 @pytest.fixture(scope="module")
 def sharing_server(test_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     config = config_variant(test_config, tmp_path_factory.mktemp("sharing"))
