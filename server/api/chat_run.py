@@ -130,19 +130,7 @@ def _reply(run: ChatRun, parsed: ParsedReply) -> ChatReply:
         finish = str(reason)
     else:  # "cancelled" and "error" never reach a client that is still listening
         finish = "tool_calls" if calls else "stop"
-    stop = matched_stop(run.loaded, run.request)
-    return ChatReply(parsed.text, calls, finish, stop, parsed.reasoning)
-
-
-def matched_stop(loaded: LoadedModel, request: Request) -> str | None:
-    """Which stop string ended the request: the text stops before it, the tokens
-    decoded went on into it (None for an end-of-generation token)."""
-    stops = request.params.stop
-    if request.finish_reason is not FinishReason.STOP or not stops:
-        return None
-    decoded = b"".join(loaded.model.piece(t) for t in request.output_tokens)
-    tail = decoded.decode(errors="replace")[len(request.text) :]
-    return next((s for s in stops if tail.startswith(s)), None)
+    return ChatReply(parsed.text, calls, finish, run.request.stop_word, parsed.reasoning)
 
 
 def call_arguments(call: ToolCall) -> dict[str, Any]:

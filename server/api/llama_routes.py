@@ -166,9 +166,7 @@ class _Result:
         request = self.request
         if request.finish_reason is not FinishReason.STOP:
             return "limit", ""
-        pieces = b"".join(self.loaded.model.piece(t) for t in request.output_tokens)
-        rest = pieces.decode(errors="replace")[len(request.text) :]  # what the stop cut off
-        word = next((s for s in request.params.stop if s in rest), None)
+        word = request.stop_word
         return ("eos", "") if word is None else ("word", word)
 
     def _settings(self) -> dict[str, Any]:
