@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
@@ -18,7 +18,7 @@ from starlette.requests import Request as HttpRequest
 
 from batching.batcher import BatcherStoppedError, QueueFullError
 from batching.faults import FAULTS
-from batching.request import Failure, FinishReason, Request, RequestStatus, SamplingParams
+from batching.request import Request, SamplingParams
 from server.api import sse
 from server.api.llama_fields import ignore_eos_bias
 from server.api.schemas import ServingFields
@@ -371,22 +371,3 @@ async def stream_text(request: Request) -> AsyncIterator[str]:
     async for item in stream_events(request):
         if isinstance(item, str):
             yield item
-
-
-def failure_error(request: Request) -> ApiError:
-    """The error a failed request answers with: 503 when the model could not serve it
-    (executor died, shutdown: retry), 500 when this request itself broke."""
-    message = f"generation failed: {request.error}"
-    if request.failure is Failure.UNAVAILABLE:
-        return ApiError(503, message, {"Retry-After": "1"})
-    return ApiError(500, message)
-
-
-def check_failed(request: Request, partial: Callable[[], dict[str, Any]] | None = None) -> None:
-    """A failed request is a 500 or 503; one past its deadline a 504 with the partial output."""
-    if request.status is RequestStatus.FAILED:
-        raise failure_error(request)
-    if request.finish_reason is FinishReason.TIMEOUT:
-        extra = {"partial": partial()} if partial is not None else {}
-        message = "the request passed its deadline (see `timeout`); `partial` is what it had"
-        raise ApiError(504, message, extra=extra)

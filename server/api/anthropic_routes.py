@@ -178,12 +178,8 @@ async def _events(run: ChatRun) -> AsyncIterator[bytes]:
         elif isinstance(item, CallArgs):
             delta = {"type": "input_json_delta", "partial_json": item.delta}
             frames = blocks.delta("tool_use", delta, {})
-        elif isinstance(item, ApiError):
+        elif isinstance(item, ApiError):  # failed, or past its deadline
             yield _event(anthropic_error(item))
-            return
-        elif item.finish == "timeout":
-            error = ApiError(504, "the request passed its deadline (see `timeout`)")
-            yield _event(anthropic_error(error))
             return
         else:
             if blocks.num_started == 0:  # an empty reply still has its (empty) text block

@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.requests import Request as HttpRequest
 
-from batching.request import FinishReason, Request, RequestStatus
+from batching.request import FinishReason, Request
 from server.api.chat_tools import chat_prompt, tool_grammar
 from server.api.openai_schemas import ChatCompletionBody
 from server.api.reasoning import new_parser, reply_setup
@@ -25,8 +25,6 @@ from server.api.reply_parser import Event, ParsedReply, ReplyParser, parse_reply
 from server.api.tool_calls import ToolCall
 from server.errors import ApiError
 from server.generation import (
-    check_failed,
-    failure_error,
     prepare,
     registry_of,
     result_cache_for,
@@ -36,6 +34,7 @@ from server.generation import (
 )
 from server.models.loaded import LoadedModel
 from server.prompts import Prompt
+from server.serving.failures import check_failed, ending_error
 
 DEFAULT_CHAT_MAX_TOKENS = 512  # as /v1/chat/completions
 
@@ -106,15 +105,15 @@ async def finish_chat(http: HttpRequest, run: ChatRun) -> ChatReply:
 async def stream_chat(run: ChatRun) -> AsyncIterator[Event | ChatReply | ApiError]:
     """The reply's events as they may go out (``reply_parser``: reasoning, content, call
     starts and argument deltas), then the ``ChatReply``, or the ``ApiError`` of a request
-    that failed."""
+    that failed or passed its deadline (every family ends such a stream with its error)."""
     parsed = ParsedReply()
     async for piece in stream_text(run.request):
         events = run.parser.feed(piece)
         parsed.add(events)
         for item in events:
             yield item
-    if run.request.status is RequestStatus.FAILED:
-        yield failure_error(run.request)
+    if (error := ending_error(run.request)) is not None:
+        yield error
         return
     events = run.parser.finish()
     parsed.add(events)

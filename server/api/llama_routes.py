@@ -22,7 +22,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from batching.request import FinishReason, Request, RequestStatus
+from batching.request import FinishReason, Request
 from server.api import embedding_routes, openai_routes
 from server.api.llama_fields import DEFAULT_SAMPLERS
 from server.api.llama_schemas import NativeCompletionBody, NativeEmbeddingBody
@@ -31,8 +31,6 @@ from server.api.routes import json_response, read_body
 from server.api.sse import event, sse_response
 from server.errors import ApiError
 from server.generation import (
-    check_failed,
-    failure_error,
     leased_model,
     prepare,
     registry_of,
@@ -42,6 +40,7 @@ from server.generation import (
     wait_done,
 )
 from server.models.loaded import LoadedModel
+from server.serving.failures import check_failed, ending_error
 
 DEFAULTS = (  # the fields /props shows, with the native body's defaults
     *("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n"),
@@ -126,8 +125,8 @@ class _Result:
             if self.body.timings_per_token:
                 chunk["timings"] = timings(request)
             yield event(chunk)
-        if request.status is RequestStatus.FAILED:
-            yield event(failure_error(request).body())
+        if (error := ending_error(request)) is not None:  # failed, or past its deadline
+            yield event(error.body())
         else:  # the last event is the whole result, its content already sent
             yield event({**self.whole(), "content": "", "tokens": []})
 

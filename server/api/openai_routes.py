@@ -14,7 +14,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from batching.request import Request, RequestStatus, SamplingParams
+from batching.request import Request, SamplingParams
 from server.api.chat_tools import chat_prompt, tool_grammar, trimmable_chat
 from server.api.logprobs import LogprobCursor
 from server.api.openai_schemas import (
@@ -40,9 +40,7 @@ from server.errors import ApiError
 from server.generation import (
     Progress,
     cancel_all,
-    check_failed,
     choices_of,
-    failure_error,
     leased_model,
     merged_streams,
     prepare,
@@ -55,6 +53,7 @@ from server.generation import (
     wait_done,
 )
 from server.prompts import Prompt
+from server.serving.failures import check_failed, ending_error
 
 DEFAULT_CHAT_MAX_TOKENS = 512
 
@@ -295,8 +294,8 @@ async def _chunks(
         shape = shapes[index]
         if isinstance(piece, Progress):
             yield progress_frame(shape.request, piece, first.envelope([], chunk=True))
-        elif piece is None and shape.request.status is RequestStatus.FAILED:
-            yield event(failure_error(shape.request).body())
+        elif piece is None and (error := ending_error(shape.request)) is not None:
+            yield event(error.body())  # a deadline too: the text sent is not the whole reply
             break
         elif not shape.chat:
             if piece is None:

@@ -30,8 +30,6 @@ from server.api.sse import named_event, sse_response
 from server.api.tool_calls import ToolCall
 from server.errors import ApiError
 
-TIMED_OUT = "the request passed its deadline (see `timeout`)"
-
 
 async def create_response(http: HttpRequest) -> Response:
     """OpenAI's Responses API, stateless (streamed as Responses events when stream is true)."""
@@ -212,9 +210,9 @@ class _Shape:
                 frames = self.start(_call(ToolCall(piece.name, ""), arguments=""))
             elif isinstance(piece, CallArgs):
                 frames = self.add("function_call", piece.delta)
-            elif isinstance(piece, ApiError) or piece.finish == "timeout":
-                error = piece if isinstance(piece, ApiError) else ApiError(504, TIMED_OUT)
-                yield self.event("error", code=str(error.status), message=error.message, param=None)
+            elif isinstance(piece, ApiError):  # failed, or past its deadline
+                code = str(piece.status)
+                yield self.event("error", code=code, message=piece.message, param=None)
                 return
             else:
                 if not self.output and self.open is None:  # an empty reply has one message

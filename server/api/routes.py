@@ -18,8 +18,6 @@ from server.api.sse import DONE, event, sse_response
 from server.errors import ApiError
 from server.generation import (
     Progress,
-    check_failed,
-    failure_error,
     prepare,
     progress_frame,
     registry_of,
@@ -34,6 +32,7 @@ from server.models.gpu import host_report
 from server.models.loaded import LoadedModel
 from server.models.registry import ModelRegistry
 from server.schema import parse
+from server.serving.failures import check_failed, failure_error
 from server.tasks.store import TaskStore, TaskStoreUnavailable
 from speculative.prompt import Messages
 
