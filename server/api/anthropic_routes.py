@@ -41,9 +41,9 @@ from server.api.tool_calls import ToolCall
 from server.errors import ApiError
 from server.generation import registry_of
 from server.prompts import encode
+from server.serving.finish import WIRE, Ending, Family
 
 TEXT = {"type": "text", "text": ""}
-STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
 
 @shaped_errors(anthropic_error)
@@ -101,9 +101,8 @@ def tool_use(call: ToolCall) -> dict[str, Any]:
 
 
 def _stop(reply: ChatReply) -> dict[str, Any]:
-    if reply.stop_sequence is not None:
-        return {"stop_reason": "stop_sequence", "stop_sequence": reply.stop_sequence}
-    return {"stop_reason": STOP_REASONS[reply.finish], "stop_sequence": None}
+    word = reply.stop_sequence if reply.ending is Ending.STOP_WORD else None
+    return {"stop_reason": WIRE[Family.ANTHROPIC][reply.ending], "stop_sequence": word}
 
 
 def usage(request: Request) -> dict[str, int]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.requests import Request as HttpRequest
 
-from batching.request import FinishReason, Request
+from batching.request import Request
 from server.api.chat_tools import chat_prompt, tool_grammar
 from server.api.openai_schemas import ChatCompletionBody
 from server.api.reasoning import new_parser, reply_setup
@@ -35,6 +35,7 @@ from server.generation import (
 from server.models.loaded import LoadedModel
 from server.prompts import Prompt
 from server.serving.failures import check_failed, ending_error
+from server.serving.finish import Ending, ending
 
 DEFAULT_CHAT_MAX_TOKENS = 512  # as /v1/chat/completions
 
@@ -63,7 +64,7 @@ class ChatReply:
 
     text: str | None
     calls: list[ToolCall]
-    finish: str  # stop, length, timeout or tool_calls (OpenAI's names)
+    ending: Ending  # each family names it (server.serving.finish.WIRE)
     stop_sequence: str | None  # the stop string that ended it, if one did
     reasoning: str = ""  # the think block, when the model thought
 
@@ -123,13 +124,9 @@ async def stream_chat(run: ChatRun) -> AsyncIterator[Event | ChatReply | ApiErro
 
 
 def _reply(run: ChatRun, parsed: ParsedReply) -> ChatReply:
-    reason = run.request.finish_reason
-    calls = parsed.calls
-    if reason in (FinishReason.LENGTH, FinishReason.TIMEOUT):
-        finish = str(reason)
-    else:  # "cancelled" and "error" never reach a client that is still listening
-        finish = "tool_calls" if calls else "stop"
-    return ChatReply(parsed.text, calls, finish, run.request.stop_word, parsed.reasoning)
+    calls, request = parsed.calls, run.request
+    end = ending(request, bool(calls))
+    return ChatReply(parsed.text, calls, end, request.stop_word, parsed.reasoning)
 
 
 def call_arguments(call: ToolCall) -> dict[str, Any]:

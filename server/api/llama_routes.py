@@ -22,7 +22,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from batching.request import FinishReason, Request
+from batching.request import Request
 from server.api import embedding_routes, openai_routes
 from server.api.llama_fields import DEFAULT_SAMPLERS
 from server.api.llama_schemas import NativeCompletionBody, NativeEmbeddingBody
@@ -41,6 +41,7 @@ from server.generation import (
 )
 from server.models.loaded import LoadedModel
 from server.serving.failures import check_failed, ending_error
+from server.serving.finish import Family, finish_reason
 
 DEFAULTS = (  # the fields /props shows, with the native body's defaults
     *("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n"),
@@ -162,11 +163,7 @@ class _Result:
 
     def _stop(self) -> tuple[str, str]:
         """llama-server's ``stop_type`` (eos, word, limit) and the stop string met."""
-        request = self.request
-        if request.finish_reason is not FinishReason.STOP:
-            return "limit", ""
-        word = request.stop_word
-        return ("eos", "") if word is None else ("word", word)
+        return finish_reason(Family.LLAMA_SERVER, self.request), self.request.stop_word or ""
 
     def _settings(self) -> dict[str, Any]:
         params, body = self.request.params, self.body

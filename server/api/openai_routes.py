@@ -54,6 +54,7 @@ from server.generation import (
 )
 from server.prompts import Prompt
 from server.serving.failures import check_failed, ending_error
+from server.serving.finish import Family, finish_reason
 
 DEFAULT_CHAT_MAX_TOKENS = 512
 
@@ -197,11 +198,7 @@ class _Shape:
         return {"index": self.index, key: delta, "logprobs": logprobs, "finish_reason": finish}
 
     def finish_reason(self, has_calls: bool = False) -> str:
-        # "cancelled" and "error" never reach a client that is still listening
-        reason = str(self.request.finish_reason)
-        if reason in ("length", "timeout"):
-            return reason
-        return "tool_calls" if has_calls else "stop"
+        return finish_reason(Family.OPENAI, self.request, has_calls)
 
     def whole(self) -> dict[str, Any]:
         """The finished choice, its reasoning and tool calls parsed out of the text."""

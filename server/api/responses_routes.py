@@ -29,6 +29,7 @@ from server.api.routes import json_response, read_body
 from server.api.sse import named_event, sse_response
 from server.api.tool_calls import ToolCall
 from server.errors import ApiError
+from server.serving.finish import WIRE, Family
 
 
 async def create_response(http: HttpRequest) -> Response:
@@ -95,13 +96,7 @@ class _Shape:
 
     def response(self, reply: ChatReply | None, output: list[dict[str, Any]]) -> dict[str, Any]:
         body = self.body
-        status = (
-            "in_progress"
-            if reply is None
-            else "incomplete"
-            if reply.finish == "length"
-            else "completed"
-        )
+        status = "in_progress" if reply is None else WIRE[Family.RESPONSES][reply.ending]
         incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
         form = body.text.format if body.text is not None and body.text.format else None
         return {
