@@ -28,6 +28,7 @@ from server.models.loaded import LoadedModel
 from server.models.registry import ModelRegistry
 from server.prompts import Prompt, encode, num_chars
 from server.result_cache import BYPASS, HIT, MISS, ResultCache
+from server.serving.limits import prompt_budget
 from speculative.grammar import Grammar, GrammarError
 from speculative.llama import LlamaModel, ModelClosedError
 
@@ -73,7 +74,7 @@ async def _build(
     model = loaded.model
     check_output_constraints(model, params, grammar)
     limit = loaded.ctx_per_seq
-    budget = limit - params.max_tokens  # what a trimmed chat aims for: room for the output
+    budget = prompt_budget(limit, params.max_tokens)  # what a trimmed chat may keep
     size = num_chars(prompt)
     try:
         if size is not None and size <= INLINE_TOKENIZE_CHARS:

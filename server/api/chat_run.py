@@ -37,8 +37,6 @@ from server.prompts import Prompt
 from server.serving.failures import check_failed, ending_error
 from server.serving.finish import Ending, ending
 
-DEFAULT_CHAT_MAX_TOKENS = 512  # as /v1/chat/completions
-
 
 def build_body(make: Callable[[], ChatCompletionBody]) -> ChatCompletionBody:
     """A translated body; its checks (tool_choice without tools, ...) are the client's 400."""
@@ -84,7 +82,7 @@ async def start_chat(
             prompt = chat_prompt(body, loaded.model)
         finally:
             loaded.release()
-    max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
+    max_tokens = body.output_limit(registry.config.server.max_tokens_limit)
     grammar = tool_grammar(body) or body.grammar_text()
     loaded, request = await prepare(
         registry, body.model, prompt, body.sampling_params(max_tokens), body, grammar=grammar

@@ -190,10 +190,10 @@ class LlamaFields(ServingFields):
             off["temperature"] = 1.0
         return dataclasses.replace(params, **off)  # type: ignore[arg-type]
 
-    def max_tokens_or(self, default: int, unlimited: int) -> int:
-        """``n_predict`` as a token count (-1: ``unlimited``), else ``default``."""
+    def n_predict_tokens(self, unlimited: int) -> int | None:
+        """``n_predict`` as a token count (-1: ``unlimited``); None when not sent."""
         if self.n_predict is None:
-            return default
+            return None
         return unlimited if self.n_predict == -1 else self.n_predict
 
 

@@ -42,6 +42,7 @@ from server.generation import (
 from server.models.loaded import LoadedModel
 from server.serving.failures import check_failed, ending_error
 from server.serving.finish import Family, finish_reason
+from server.serving.limits import max_output_tokens
 
 DEFAULTS = (  # the fields /props shows, with the native body's defaults
     *("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n"),
@@ -56,8 +57,10 @@ async def completion(http: HttpRequest) -> Response:
     if body.stream and len(prompts) > 1:
         raise ApiError(400, "stream: one prompt per streamed request; send several unstreamed")
     registry = registry_of(http)
-    unlimited = registry.config.server.max_tokens_limit  # n_predict -1, llama's default
-    max_tokens = body.max_tokens_or(body.max_tokens or unlimited, unlimited)
+    server_limit = registry.config.server.max_tokens_limit
+    max_tokens = max_output_tokens(
+        server_limit, body.n_predict_tokens(server_limit), body.max_tokens
+    )
     async with leased_model(registry, body.model) as model:
         try:
             params = body.sampling_params(max_tokens, model)

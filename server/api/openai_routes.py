@@ -55,16 +55,13 @@ from server.generation import (
 from server.prompts import Prompt
 from server.serving.failures import check_failed, ending_error
 from server.serving.finish import Family, finish_reason
-
-DEFAULT_CHAT_MAX_TOKENS = 512
+from server.serving.limits import max_output_tokens
 
 
 async def chat_completions(http: HttpRequest) -> Response:
     body = await read_body(http, ChatCompletionBody, precheck=unsupported_message)
     registry = registry_of(http)
-    unlimited = registry.config.server.max_tokens_limit
-    max_tokens = body.max_completion_tokens or body.max_tokens
-    max_tokens = max_tokens or body.max_tokens_or(DEFAULT_CHAT_MAX_TOKENS, unlimited)
+    max_tokens = body.output_limit(registry.config.server.max_tokens_limit)
     async with leased_model(registry, body.model) as model:
         prompt = trimmable_chat(body, model) if body.truncate else chat_prompt(body, model)
     params = body.sampling_params(max_tokens)
@@ -73,8 +70,10 @@ async def chat_completions(http: HttpRequest) -> Response:
 
 async def completions(http: HttpRequest) -> Response:
     body = await read_body(http, CompletionBody, precheck=unsupported_message)
-    unlimited = registry_of(http).config.server.max_tokens_limit
-    max_tokens = body.max_tokens_or(body.max_tokens, unlimited)
+    server_limit = registry_of(http).config.server.max_tokens_limit
+    max_tokens = max_output_tokens(
+        server_limit, body.n_predict_tokens(server_limit), body.max_tokens
+    )
     prompt = body.prompt_value()
     return await _complete(http, body, prompt, body.sampling_params(max_tokens), chat=False)
 
