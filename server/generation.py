@@ -89,6 +89,8 @@ async def _build(
         param = "messages" if hasattr(options, "messages") else "prompt"  # the body's field
         raise context_overflow(len(tokens), limit, loaded.name, param)
     server = registry.config.server
+    # only the prototype's max_tokens can be above: the other families lower theirs
+    # to the limit (server.serving.limits)
     if params.max_tokens > server.max_tokens_limit:
         raise ApiError(
             400,

@@ -64,3 +64,29 @@ async def test_no_limit_runs_to_the_servers_limit_in_every_family(
     assert line["done_reason"] == "length" and line["eval_count"] == LIMIT
     native = await post(client, "/completion", {**GREEDY, "prompt": "Count: 1, 2, 3,"})
     assert native["stop_type"] == "limit" and native["tokens_predicted"] == LIMIT
+
+
+async def test_a_limit_above_the_servers_is_an_upper_bound(client: httpx.AsyncClient) -> None:
+    # Claude Code's max_tokens on every turn; llama-server and Ollama stop at what they
+    # can give, where this server answered 400
+    huge = 32000
+    body = {**GREEDY, "messages": MESSAGES, "max_tokens": huge}
+    message = await post(client, "/v1/messages", body)
+    assert message["stop_reason"] == "max_tokens" and message["usage"]["output_tokens"] == LIMIT
+    assert message["content"][0]["text"]
+    chat = await post(client, "/v1/chat/completions", body)
+    assert chat["choices"][0]["finish_reason"] == "length"
+    assert chat["usage"]["completion_tokens"] == LIMIT and chat["choices"][0]["message"]["content"]
+    options = {"temperature": 0, "num_predict": huge}
+    ollama = {"model": DEFAULT_MODEL, "messages": MESSAGES, "stream": False, "options": options}
+    line = await post(client, "/api/chat", ollama)
+    assert line["done_reason"] == "length" and line["eval_count"] == LIMIT
+    assert line["message"]["content"]
+
+
+async def test_the_prototype_still_refuses_a_limit_above_the_servers(
+    client: httpx.AsyncClient,
+) -> None:
+    reply = await client.post("/generate", json={"prompt": "Hi", "max_tokens": LIMIT + 1})
+    assert reply.status_code == 400
+    assert f"max_tokens: at most {LIMIT} on this server" in reply.json()["error"]["message"]
