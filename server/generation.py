@@ -1,5 +1,9 @@
 """From a validated body to a submitted ``Request``; waiting for it or streaming it.
 
+It imports nothing from ``server.api`` (a stream's frames are rendered there);
+it still reads starlette's request object for the registry, the cache header
+and a client's disconnect.
+
 Shared by the prototype API and the OpenAI-compatible one: they differ in
 JSON shapes, not in how a request is prepared, queued, awaited or cancelled.
 """
@@ -19,16 +23,15 @@ from starlette.requests import Request as HttpRequest
 from batching.batcher import BatcherStoppedError, QueueFullError
 from batching.faults import FAULTS
 from batching.request import Request, SamplingParams
-from server.api import sse
-from server.api.llama_fields import ignore_eos_bias
-from server.api.schemas import ServingFields
 from server.duration import parse_keep_alive
 from server.errors import ApiError, context_overflow
 from server.models.loaded import LoadedModel
 from server.models.registry import ModelRegistry
 from server.prompts import Prompt, encode, num_chars
 from server.result_cache import BYPASS, HIT, MISS, ResultCache
+from server.serving.bias import ignore_eos_bias
 from server.serving.limits import prompt_budget
+from server.serving.options import ServingOptions
 from speculative.grammar import Grammar, GrammarError
 from speculative.llama import LlamaModel, ModelClosedError
 
@@ -40,7 +43,7 @@ async def prepare(
     model_name: str | None,
     prompt: Prompt,
     params: SamplingParams,
-    options: ServingFields,
+    options: ServingOptions,
     *,
     grammar: str | None = None,
     num_top_logprobs: int | None = None,
@@ -67,7 +70,7 @@ async def _build(
     loaded: LoadedModel,
     prompt: Prompt,
     params: SamplingParams,
-    options: ServingFields,
+    options: ServingOptions,
     grammar: str | None,
     num_top_logprobs: int | None,
 ) -> Request:
@@ -214,7 +217,7 @@ def speculation_counts(request: Request) -> dict[str, Any]:
     return counts
 
 
-def result_cache_for(http: HttpRequest, options: ServingFields) -> ResultCache | None:
+def result_cache_for(http: HttpRequest, options: ServingOptions) -> ResultCache | None:
     """The result cache, unless the request or the server opts out."""
     cache = registry_of(http).result_cache
     if cache is None or not options.cache:
@@ -313,13 +316,6 @@ class Progress:
 
 
 KEEPALIVE = Progress(None)
-
-
-def progress_frame(request: Request, progress: Progress, envelope: dict[str, Any]) -> bytes:
-    """An SSE comment for a keep-alive, else ``envelope`` with ``prompt_progress``."""
-    if progress.processed is None:
-        return sse.KEEPALIVE
-    return sse.event({**envelope, "prompt_progress": progress.fields(request)})
 
 
 async def stream_events(

@@ -34,7 +34,7 @@ from server.api.reply_parser import (
     parse_reply,
 )
 from server.api.routes import json_response, read_body
-from server.api.sse import DONE, event, sse_response
+from server.api.sse import DONE, event, progress_frame, sse_response
 from server.api.tool_calls import ToolCall
 from server.errors import ApiError
 from server.generation import (
@@ -44,7 +44,6 @@ from server.generation import (
     leased_model,
     merged_streams,
     prepare,
-    progress_frame,
     registry_of,
     result_cache_for,
     speculation_counts,

@@ -14,12 +14,11 @@ from starlette.routing import Route
 from batching.request import Request, RequestStatus
 from server.api.pages import local_page
 from server.api.schemas import GenerateBody
-from server.api.sse import DONE, event, sse_response
+from server.api.sse import DONE, event, progress_frame, sse_response
 from server.errors import ApiError
 from server.generation import (
     Progress,
     prepare,
-    progress_frame,
     registry_of,
     result_cache_for,
     speculation_counts,
