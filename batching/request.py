@@ -152,6 +152,10 @@ class Request:
     output_tokens: list[int] = field(default_factory=list)
     text: str = ""
     finish_reason: FinishReason | None = None
+    # The stop string that ended the text (cut off ``text``), set with FinishReason.STOP;
+    # None for an end-of-generation token. Routes name it (Anthropic ``stop_sequence``,
+    # llama-server ``stopping_word``) without detokenizing the output again.
+    stop_word: str | None = None
     error: str | None = None
     failure: Failure | None = None  # set with FinishReason.ERROR
     is_cancel_requested: bool = False

@@ -32,6 +32,7 @@ from server.api import (
     task_routes,
     token_routes,
 )
+from server.api.errors import EXCEPTION_HANDLERS
 from server.api.middleware import (
     ApiKeyMiddleware,
     CorsMiddleware,
@@ -40,7 +41,6 @@ from server.api.middleware import (
 )
 from server.api.openapi import ROUTES as DOC_ROUTES
 from server.api.openapi import build_openapi
-from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, RequestMetricsMiddleware
 from server.models.registry import ModelRegistry
 from server.models.reload import ConfigSource, ConfigWatcher

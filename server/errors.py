@@ -2,21 +2,14 @@
 
 Every error a client can see looks like OpenAI's:
 ``{"error": {"message": ..., "type": ..., "code": <status>}}``; the message
-says what to change. Handlers raise ``ApiError``; unexpected exceptions are
-logged and reported as a 500 without internals.
+says what to change. Handlers, models, tasks and serving raise ``ApiError``;
+this module imports no web framework so that all of them can (the responses
+are rendered in ``server.api.errors``).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-import orjson
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-
-log = logging.getLogger(__name__)
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -57,16 +50,6 @@ def error_body(status: int, message: str, extra: dict[str, Any] | None = None) -
     return {"error": {"message": message, "type": kind, "code": status, **(extra or {})}}
 
 
-def error_response(
-    status: int,
-    message: str,
-    headers: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> Response:
-    body = error_body(status, message, extra)
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
-
-
 def context_overflow(num_prompt_tokens: int, n_ctx: int, model: str, param: str) -> ApiError:
     """A prompt too long for the model, in the shape both kinds of clients act on: OpenAI's
     ``code: context_length_exceeded`` (agents compact their history on it) and
@@ -87,30 +70,3 @@ def context_overflow(num_prompt_tokens: int, n_ctx: int, model: str, param: str)
         "n_ctx": n_ctx,
     }
     return ApiError(400, message, extra=extra)
-
-
-async def handle_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message, exc.headers, exc.extra)
-
-
-async def handle_http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    message = exc.detail
-    if exc.status_code == 404:
-        message = f"no route {request.method} {request.url.path}; see /docs for the API"
-    elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
-    return error_response(exc.status_code, message, dict(exc.headers or {}))
-
-
-async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal server error; the server log has the details")
-
-
-EXCEPTION_HANDLERS = {
-    ApiError: handle_api_error,
-    HTTPException: handle_http_exception,
-    Exception: handle_unexpected,
-}

@@ -1,5 +1,9 @@
 """From a validated body to a submitted ``Request``; waiting for it or streaming it.
 
+It imports nothing from ``server.api`` (a stream's frames are rendered there);
+it still reads starlette's request object for the registry, the cache header
+and a client's disconnect.
+
 Shared by the prototype API and the OpenAI-compatible one: they differ in
 JSON shapes, not in how a request is prepared, queued, awaited or cancelled.
 """
@@ -10,7 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
@@ -18,16 +22,16 @@ from starlette.requests import Request as HttpRequest
 
 from batching.batcher import BatcherStoppedError, QueueFullError
 from batching.faults import FAULTS
-from batching.request import Failure, FinishReason, Request, RequestStatus, SamplingParams
-from server.api import sse
-from server.api.llama_fields import ignore_eos_bias
-from server.api.schemas import ServingFields
+from batching.request import Request, SamplingParams
 from server.duration import parse_keep_alive
 from server.errors import ApiError, context_overflow
 from server.models.loaded import LoadedModel
 from server.models.registry import ModelRegistry
 from server.prompts import Prompt, encode, num_chars
 from server.result_cache import BYPASS, HIT, MISS, ResultCache
+from server.serving.bias import ignore_eos_bias
+from server.serving.limits import prompt_budget
+from server.serving.options import ServingOptions
 from speculative.grammar import Grammar, GrammarError
 from speculative.llama import LlamaModel, ModelClosedError
 
@@ -39,7 +43,7 @@ async def prepare(
     model_name: str | None,
     prompt: Prompt,
     params: SamplingParams,
-    options: ServingFields,
+    options: ServingOptions,
     *,
     grammar: str | None = None,
     num_top_logprobs: int | None = None,
@@ -66,14 +70,14 @@ async def _build(
     loaded: LoadedModel,
     prompt: Prompt,
     params: SamplingParams,
-    options: ServingFields,
+    options: ServingOptions,
     grammar: str | None,
     num_top_logprobs: int | None,
 ) -> Request:
     model = loaded.model
     check_output_constraints(model, params, grammar)
     limit = loaded.ctx_per_seq
-    budget = limit - params.max_tokens  # what a trimmed chat aims for: room for the output
+    budget = prompt_budget(limit, params.max_tokens)  # what a trimmed chat may keep
     size = num_chars(prompt)
     try:
         if size is not None and size <= INLINE_TOKENIZE_CHARS:
@@ -88,6 +92,8 @@ async def _build(
         param = "messages" if hasattr(options, "messages") else "prompt"  # the body's field
         raise context_overflow(len(tokens), limit, loaded.name, param)
     server = registry.config.server
+    # only the prototype's max_tokens can be above: the other families lower theirs
+    # to the limit (server.serving.limits)
     if params.max_tokens > server.max_tokens_limit:
         raise ApiError(
             400,
@@ -211,7 +217,7 @@ def speculation_counts(request: Request) -> dict[str, Any]:
     return counts
 
 
-def result_cache_for(http: HttpRequest, options: ServingFields) -> ResultCache | None:
+def result_cache_for(http: HttpRequest, options: ServingOptions) -> ResultCache | None:
     """The result cache, unless the request or the server opts out."""
     cache = registry_of(http).result_cache
     if cache is None or not options.cache:
@@ -312,13 +318,6 @@ class Progress:
 KEEPALIVE = Progress(None)
 
 
-def progress_frame(request: Request, progress: Progress, envelope: dict[str, Any]) -> bytes:
-    """An SSE comment for a keep-alive, else ``envelope`` with ``prompt_progress``."""
-    if progress.processed is None:
-        return sse.KEEPALIVE
-    return sse.event({**envelope, "prompt_progress": progress.fields(request)})
-
-
 async def stream_events(
     request: Request, keepalive_s: float | None = None
 ) -> AsyncIterator[str | Progress]:
@@ -371,22 +370,3 @@ async def stream_text(request: Request) -> AsyncIterator[str]:
     async for item in stream_events(request):
         if isinstance(item, str):
             yield item
-
-
-def failure_error(request: Request) -> ApiError:
-    """The error a failed request answers with: 503 when the model could not serve it
-    (executor died, shutdown: retry), 500 when this request itself broke."""
-    message = f"generation failed: {request.error}"
-    if request.failure is Failure.UNAVAILABLE:
-        return ApiError(503, message, {"Retry-After": "1"})
-    return ApiError(500, message)
-
-
-def check_failed(request: Request, partial: Callable[[], dict[str, Any]] | None = None) -> None:
-    """A failed request is a 500 or 503; one past its deadline a 504 with the partial output."""
-    if request.status is RequestStatus.FAILED:
-        raise failure_error(request)
-    if request.finish_reason is FinishReason.TIMEOUT:
-        extra = {"partial": partial()} if partial is not None else {}
-        message = "the request passed its deadline (see `timeout`); `partial` is what it had"
-        raise ApiError(504, message, extra=extra)

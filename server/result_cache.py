@@ -34,6 +34,7 @@ class Entry:
     text: str
     output_tokens: list[int]
     finish_reason: FinishReason
+    stop_word: str | None
     stored_at: float
     nbytes: int
 
@@ -72,7 +73,7 @@ class ResultCache:
             return False
         self._entries.move_to_end(key)
         request.output_tokens = list(entry.output_tokens)
-        request.text = entry.text
+        request.text, request.stop_word = entry.text, entry.stop_word
         request.num_cached_tokens = request.num_prompt_tokens
         request.status = RequestStatus.RUNNING
         request.started_at = request.first_token_at = time.monotonic()
@@ -104,6 +105,7 @@ class ResultCache:
             request.text,
             list(request.output_tokens),
             request.finish_reason or FinishReason.STOP,
+            request.stop_word,
             time.monotonic(),
             nbytes,
         )

@@ -254,7 +254,12 @@ class ServerSettings:
     )
     threads: int | None = spec(None, doc="llama.cpp threads (all cores when null)", ge=1)
     max_body_bytes: int = spec(4 << 20, doc="largest request body before 413", ge=1024)
-    max_tokens_limit: int = spec(4096, doc="largest max_tokens a request may ask for", ge=1)
+    max_tokens_limit: int = spec(
+        4096,
+        doc="most tokens a reply may have: a larger limit asked is lowered to it "
+        "(a 400 on /generate); no limit asked: this one",
+        ge=1,
+    )
     stream_keepalive_s: float = spec(
         15.0,
         doc="a stream with no text yet (queued, or a long prompt being read) sends an SSE "

@@ -373,7 +373,7 @@ class Executor:
                 return Update(request, "", is_done=True)
             if error is None:
                 text += seq.text.finish()
-            request.text = seq.text.text
+            request.text, request.stop_word = seq.text.text, seq.text.stop_word
             request.mark_done(reason, error, failure)
         return Update(request, text, is_done=True)
 

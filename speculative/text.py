@@ -19,6 +19,9 @@ class TextAssembler:
         self._text = ""  # everything decoded so far, stop string cut off
         self._num_emitted = 0  # chars of _text already handed out
         self.is_stopped = False
+        # The stop string that ended the text (None until one does): the text is cut
+        # before it, so only here is it still known which one matched.
+        self.stop_word: str | None = None
 
     @property
     def text(self) -> str:
@@ -48,9 +51,11 @@ class TextAssembler:
         # A new match can only start within the last (longest stop - 1) chars
         # before the unsearched tail, so the scan stays short for long outputs.
         start = max(0, self._num_emitted - max(map(len, self._stop)))
-        hits = [i for i in (self._text.find(s, start) for s in self._stop) if i >= 0]
+        hits = [(i, s) for s in self._stop if (i := self._text.find(s, start)) >= 0]
         if hits:
-            self._text = self._text[: min(hits)]
+            # the earliest match wins; at one position, the first stop given
+            at, self.stop_word = min(hits, key=lambda hit: hit[0])
+            self._text = self._text[:at]
             self.is_stopped = True
 
     def _held_back(self) -> int:

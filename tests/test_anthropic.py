@@ -121,8 +121,9 @@ async def test_stop_sequence_is_named(claude: AsyncAnthropic) -> None:
     )
     text = plain.content[0].text  # type: ignore[union-attr]
     assert " is " in text
+    stops = ["Paris", " is "]  # " is " comes first in the text: it is the one that matched
     reply = await claude.messages.create(
-        model=DEFAULT_MODEL, messages=ask, max_tokens=24, extra_body=GREEDY, stop_sequences=[" is "]
+        model=DEFAULT_MODEL, messages=ask, max_tokens=24, extra_body=GREEDY, stop_sequences=stops
     )
     assert reply.stop_reason == "stop_sequence" and reply.stop_sequence == " is "
     assert reply.content[0].text == text[: text.index(" is ")]  # type: ignore[union-attr]

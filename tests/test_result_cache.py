@@ -98,6 +98,14 @@ async def test_any_output_changing_parameter_misses(
     assert first.headers["x-cache"] == "HIT" and first.json()["text"] == text
 
 
+async def test_a_hit_names_the_stop_word_that_ended_it(client: httpx.AsyncClient) -> None:
+    body = {"prompt": "Count: 1, 2, 3,", "n_predict": 16, "temperature": 0, "stop": [","]}
+    replies = [await client.post("/completion", json=body) for _ in range(2)]
+    assert [r.headers["x-cache"] for r in replies] == ["MISS", "HIT"]
+    for reply in replies:
+        assert (reply.json()["stop_type"], reply.json()["stopping_word"]) == ("word", ",")
+
+
 async def test_unseeded_sampling_is_never_cached(client: httpx.AsyncClient) -> None:
     body = {**GREEDY, "temperature": 0.9}
     verdicts = [(await post(client, body)).headers["x-cache"] for _ in range(2)]

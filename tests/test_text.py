@@ -25,6 +25,7 @@ def test_stop_string_across_tokens_is_cut_and_never_streamed() -> None:
     assert "".join(out) == "hello "
     assert assembler.text == "hello "
     assert assembler.is_stopped
+    assert assembler.stop_word == "STOP"
     assert "S" not in "".join(out[:2])
 
 
@@ -34,9 +35,25 @@ def test_held_back_prefix_is_released_when_it_is_not_a_stop() -> None:
     assert out[0] == "a "
     assert "".join(out) == "a ## b"
     assert not assembler.is_stopped
+    assert assembler.stop_word is None
 
 
 def test_earliest_of_several_stops_wins() -> None:
     assembler = TextAssembler(("b", "ab"))
     feed_all(assembler, [b"xxab"])
     assert assembler.text == "xx"
+    assert assembler.stop_word == "ab"
+
+
+def test_the_stop_named_is_the_one_that_cut_the_text() -> None:
+    # Both occur in the text the last token brought; the one found first in the list
+    # ("b") is not the one that ended it: the earliest match is.
+    assembler = TextAssembler(("b", "a"))
+    feed_all(assembler, [b"x", b"yab"])
+    assert (assembler.text, assembler.stop_word) == ("xy", "a")
+
+
+def test_at_one_position_the_first_stop_given_is_named() -> None:
+    assembler = TextAssembler(("cd", "c"))
+    feed_all(assembler, [b"abcd"])
+    assert (assembler.text, assembler.stop_word) == ("ab", "cd")

@@ -41,9 +41,9 @@ from server.api.tool_calls import ToolCall
 from server.errors import ApiError
 from server.generation import registry_of
 from server.prompts import encode
+from server.serving.finish import WIRE, Ending, Family
 
 TEXT = {"type": "text", "text": ""}
-STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
 
 @shaped_errors(anthropic_error)
@@ -101,9 +101,8 @@ def tool_use(call: ToolCall) -> dict[str, Any]:
 
 
 def _stop(reply: ChatReply) -> dict[str, Any]:
-    if reply.stop_sequence is not None:
-        return {"stop_reason": "stop_sequence", "stop_sequence": reply.stop_sequence}
-    return {"stop_reason": STOP_REASONS[reply.finish], "stop_sequence": None}
+    word = reply.stop_sequence if reply.ending is Ending.STOP_WORD else None
+    return {"stop_reason": WIRE[Family.ANTHROPIC][reply.ending], "stop_sequence": word}
 
 
 def usage(request: Request) -> dict[str, int]:
@@ -178,12 +177,8 @@ async def _events(run: ChatRun) -> AsyncIterator[bytes]:
         elif isinstance(item, CallArgs):
             delta = {"type": "input_json_delta", "partial_json": item.delta}
             frames = blocks.delta("tool_use", delta, {})
-        elif isinstance(item, ApiError):
+        elif isinstance(item, ApiError):  # failed, or past its deadline
             yield _event(anthropic_error(item))
-            return
-        elif item.finish == "timeout":
-            error = ApiError(504, "the request passed its deadline (see `timeout`)")
-            yield _event(anthropic_error(error))
             return
         else:
             if blocks.num_started == 0:  # an empty reply still has its (empty) text block

@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.requests import Request as HttpRequest
 
-from batching.request import FinishReason, Request, RequestStatus
+from batching.request import Request
 from server.api.chat_tools import chat_prompt, tool_grammar
 from server.api.openai_schemas import ChatCompletionBody
 from server.api.reasoning import new_parser, reply_setup
@@ -25,8 +25,6 @@ from server.api.reply_parser import Event, ParsedReply, ReplyParser, parse_reply
 from server.api.tool_calls import ToolCall
 from server.errors import ApiError
 from server.generation import (
-    check_failed,
-    failure_error,
     prepare,
     registry_of,
     result_cache_for,
@@ -36,8 +34,8 @@ from server.generation import (
 )
 from server.models.loaded import LoadedModel
 from server.prompts import Prompt
-
-DEFAULT_CHAT_MAX_TOKENS = 512  # as /v1/chat/completions
+from server.serving.failures import check_failed, ending_error
+from server.serving.finish import Ending, ending
 
 
 def build_body(make: Callable[[], ChatCompletionBody]) -> ChatCompletionBody:
@@ -64,7 +62,7 @@ class ChatReply:
 
     text: str | None
     calls: list[ToolCall]
-    finish: str  # stop, length, timeout or tool_calls (OpenAI's names)
+    ending: Ending  # each family names it (server.serving.finish.WIRE)
     stop_sequence: str | None  # the stop string that ended it, if one did
     reasoning: str = ""  # the think block, when the model thought
 
@@ -84,7 +82,7 @@ async def start_chat(
             prompt = chat_prompt(body, loaded.model)
         finally:
             loaded.release()
-    max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
+    max_tokens = body.output_limit(registry.config.server.max_tokens_limit)
     grammar = tool_grammar(body) or body.grammar_text()
     loaded, request = await prepare(
         registry, body.model, prompt, body.sampling_params(max_tokens), body, grammar=grammar
@@ -106,15 +104,15 @@ async def finish_chat(http: HttpRequest, run: ChatRun) -> ChatReply:
 async def stream_chat(run: ChatRun) -> AsyncIterator[Event | ChatReply | ApiError]:
     """The reply's events as they may go out (``reply_parser``: reasoning, content, call
     starts and argument deltas), then the ``ChatReply``, or the ``ApiError`` of a request
-    that failed."""
+    that failed or passed its deadline (every family ends such a stream with its error)."""
     parsed = ParsedReply()
     async for piece in stream_text(run.request):
         events = run.parser.feed(piece)
         parsed.add(events)
         for item in events:
             yield item
-    if run.request.status is RequestStatus.FAILED:
-        yield failure_error(run.request)
+    if (error := ending_error(run.request)) is not None:
+        yield error
         return
     events = run.parser.finish()
     parsed.add(events)
@@ -124,25 +122,9 @@ async def stream_chat(run: ChatRun) -> AsyncIterator[Event | ChatReply | ApiErro
 
 
 def _reply(run: ChatRun, parsed: ParsedReply) -> ChatReply:
-    reason = run.request.finish_reason
-    calls = parsed.calls
-    if reason in (FinishReason.LENGTH, FinishReason.TIMEOUT):
-        finish = str(reason)
-    else:  # "cancelled" and "error" never reach a client that is still listening
-        finish = "tool_calls" if calls else "stop"
-    stop = matched_stop(run.loaded, run.request)
-    return ChatReply(parsed.text, calls, finish, stop, parsed.reasoning)
-
-
-def matched_stop(loaded: LoadedModel, request: Request) -> str | None:
-    """Which stop string ended the request: the text stops before it, the tokens
-    decoded went on into it (None for an end-of-generation token)."""
-    stops = request.params.stop
-    if request.finish_reason is not FinishReason.STOP or not stops:
-        return None
-    decoded = b"".join(loaded.model.piece(t) for t in request.output_tokens)
-    tail = decoded.decode(errors="replace")[len(request.text) :]
-    return next((s for s in stops if tail.startswith(s)), None)
+    calls, request = parsed.calls, run.request
+    end = ending(request, bool(calls))
+    return ChatReply(parsed.text, calls, end, request.stop_word, parsed.reasoning)
 
 
 def call_arguments(call: ToolCall) -> dict[str, Any]:

@@ -12,13 +12,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import numpy as np
-
 from batching.request import MAX_TOP_LOGPROBS, SamplingParams
 from server.api.schemas import MAX_GRAMMAR_CHARS, ServingFields
 from server.api.structured import schema_to_gbnf
 from server.schema import spec
-from speculative.llama import LlamaModel
 
 # llama.cpp's default chain; this server's sampler applies the same order, fixed
 SAMPLER_ORDER = (
@@ -59,7 +56,6 @@ NEUTRAL: dict[str, tuple[float | bool, str]] = {
     "n_indent": (0, "a minimum line indentation"),
     "post_sampling_probs": (False, "post-sampling probabilities (n_probs gives the model's own)"),
 }
-BAN = -1e4  # a logit bias far beyond any real logit gap, finite so sampling stays finite
 
 
 @dataclass(slots=True, frozen=True)
@@ -190,14 +186,8 @@ class LlamaFields(ServingFields):
             off["temperature"] = 1.0
         return dataclasses.replace(params, **off)  # type: ignore[arg-type]
 
-    def max_tokens_or(self, default: int, unlimited: int) -> int:
-        """``n_predict`` as a token count (-1: ``unlimited``), else ``default``."""
+    def n_predict_tokens(self, unlimited: int) -> int | None:
+        """``n_predict`` as a token count (-1: ``unlimited``); None when not sent."""
         if self.n_predict is None:
-            return default
+            return None
         return unlimited if self.n_predict == -1 else self.n_predict
-
-
-def ignore_eos_bias(model: LlamaModel) -> tuple[tuple[int, float], ...]:
-    """Logit biases that ban every end-of-generation token (llama-server's ignore_eos),
-    from the model's table (made once per model, by the first caller)."""
-    return tuple((int(t), BAN) for t in np.flatnonzero(model.end_of_generation))

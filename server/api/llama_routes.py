@@ -22,7 +22,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from batching.request import FinishReason, Request, RequestStatus
+from batching.request import Request
 from server.api import embedding_routes, openai_routes
 from server.api.llama_fields import DEFAULT_SAMPLERS
 from server.api.llama_schemas import NativeCompletionBody, NativeEmbeddingBody
@@ -31,8 +31,6 @@ from server.api.routes import json_response, read_body
 from server.api.sse import event, sse_response
 from server.errors import ApiError
 from server.generation import (
-    check_failed,
-    failure_error,
     leased_model,
     prepare,
     registry_of,
@@ -42,6 +40,9 @@ from server.generation import (
     wait_done,
 )
 from server.models.loaded import LoadedModel
+from server.serving.failures import check_failed, ending_error
+from server.serving.finish import Family, finish_reason
+from server.serving.limits import max_output_tokens
 
 DEFAULTS = (  # the fields /props shows, with the native body's defaults
     *("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n"),
@@ -56,8 +57,10 @@ async def completion(http: HttpRequest) -> Response:
     if body.stream and len(prompts) > 1:
         raise ApiError(400, "stream: one prompt per streamed request; send several unstreamed")
     registry = registry_of(http)
-    unlimited = registry.config.server.max_tokens_limit  # n_predict -1, llama's default
-    max_tokens = body.max_tokens_or(body.max_tokens or unlimited, unlimited)
+    server_limit = registry.config.server.max_tokens_limit
+    max_tokens = max_output_tokens(
+        server_limit, body.n_predict_tokens(server_limit), body.max_tokens
+    )
     async with leased_model(registry, body.model) as model:
         try:
             params = body.sampling_params(max_tokens, model)
@@ -126,8 +129,8 @@ class _Result:
             if self.body.timings_per_token:
                 chunk["timings"] = timings(request)
             yield event(chunk)
-        if request.status is RequestStatus.FAILED:
-            yield event(failure_error(request).body())
+        if (error := ending_error(request)) is not None:  # failed, or past its deadline
+            yield event(error.body())
         else:  # the last event is the whole result, its content already sent
             yield event({**self.whole(), "content": "", "tokens": []})
 
@@ -163,13 +166,7 @@ class _Result:
 
     def _stop(self) -> tuple[str, str]:
         """llama-server's ``stop_type`` (eos, word, limit) and the stop string met."""
-        request = self.request
-        if request.finish_reason is not FinishReason.STOP:
-            return "limit", ""
-        pieces = b"".join(self.loaded.model.piece(t) for t in request.output_tokens)
-        rest = pieces.decode(errors="replace")[len(request.text) :]  # what the stop cut off
-        word = next((s for s in request.params.stop if s in rest), None)
-        return ("eos", "") if word is None else ("word", word)
+        return finish_reason(Family.LLAMA_SERVER, self.request), self.request.stop_word or ""
 
     def _settings(self) -> dict[str, Any]:
         params, body = self.request.params, self.body

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from batching.request import SamplingParams
-from server.api.llama_fields import BAN, LlamaFields
+from server.api.llama_fields import LlamaFields
 from server.api.schemas import MAX_PROMPT_CHARS, stop_strings
 from server.prompts import RawPrompt
 from server.schema import spec
+from server.serving.bias import BAN
 from speculative.llama import LlamaModel
 
 MAX_LOGIT_BIAS = 1024

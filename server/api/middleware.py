@@ -21,7 +21,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import error_response
+from server.api.errors import error_response
 
 access_log = logging.getLogger("server.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

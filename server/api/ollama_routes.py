@@ -37,6 +37,7 @@ from server.api.tool_calls import ToolCall
 from server.duration import parse_keep_alive
 from server.errors import ApiError
 from server.generation import leased_model, registry_of
+from server.serving.finish import WIRE, Family
 
 NDJSON = "application/x-ndjson"
 
@@ -141,7 +142,7 @@ def _done(request: Request, reply: ChatReply) -> dict[str, Any]:
     ended = request.finished_at or time.monotonic()
     return {
         "done": True,
-        "done_reason": "length" if reply.finish == "length" else "stop",
+        "done_reason": WIRE[Family.OLLAMA][reply.ending],
         "total_duration": ns(request.created_at, ended),
         "load_duration": 0,
         "prompt_eval_count": request.num_prompt_tokens,

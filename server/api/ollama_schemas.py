@@ -41,7 +41,9 @@ class Options:
     frequency_penalty: float = spec(0.0, doc="penalise tokens by their count", ge=-2, le=2)
     seed: int | None = spec(None, doc="random seed", ge=0, le=2**63 - 1)
     stop: list[str] | None = spec(None, doc="up to 8 stop strings")
-    num_predict: int | None = spec(None, doc="most tokens; -1 or absent: 512", ge=-2, le=32768)
+    num_predict: int | None = spec(
+        None, doc="most tokens; -1, -2 or absent: as many as fit", ge=-2, le=32768
+    )
     repeat_last_n: int = spec(64, doc="only 64, the window of the penalties", ge=64, le=64)
     typical_p: float = spec(1.0, doc="only 1 (off)", ge=1.0, le=1.0)
     tfs_z: float = spec(1.0, doc="only 1 (off)", ge=1.0, le=1.0)

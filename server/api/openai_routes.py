@@ -14,7 +14,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from batching.request import Request, RequestStatus, SamplingParams
+from batching.request import Request, SamplingParams
 from server.api.chat_tools import chat_prompt, tool_grammar, trimmable_chat
 from server.api.logprobs import LogprobCursor
 from server.api.openai_schemas import (
@@ -34,19 +34,16 @@ from server.api.reply_parser import (
     parse_reply,
 )
 from server.api.routes import json_response, read_body
-from server.api.sse import DONE, event, sse_response
+from server.api.sse import DONE, event, progress_frame, sse_response
 from server.api.tool_calls import ToolCall
 from server.errors import ApiError
 from server.generation import (
     Progress,
     cancel_all,
-    check_failed,
     choices_of,
-    failure_error,
     leased_model,
     merged_streams,
     prepare,
-    progress_frame,
     registry_of,
     result_cache_for,
     speculation_counts,
@@ -55,16 +52,15 @@ from server.generation import (
     wait_done,
 )
 from server.prompts import Prompt
-
-DEFAULT_CHAT_MAX_TOKENS = 512
+from server.serving.failures import check_failed, ending_error
+from server.serving.finish import Family, finish_reason
+from server.serving.limits import max_output_tokens
 
 
 async def chat_completions(http: HttpRequest) -> Response:
     body = await read_body(http, ChatCompletionBody, precheck=unsupported_message)
     registry = registry_of(http)
-    unlimited = registry.config.server.max_tokens_limit
-    max_tokens = body.max_completion_tokens or body.max_tokens
-    max_tokens = max_tokens or body.max_tokens_or(DEFAULT_CHAT_MAX_TOKENS, unlimited)
+    max_tokens = body.output_limit(registry.config.server.max_tokens_limit)
     async with leased_model(registry, body.model) as model:
         prompt = trimmable_chat(body, model) if body.truncate else chat_prompt(body, model)
     params = body.sampling_params(max_tokens)
@@ -73,8 +69,10 @@ async def chat_completions(http: HttpRequest) -> Response:
 
 async def completions(http: HttpRequest) -> Response:
     body = await read_body(http, CompletionBody, precheck=unsupported_message)
-    unlimited = registry_of(http).config.server.max_tokens_limit
-    max_tokens = body.max_tokens_or(body.max_tokens, unlimited)
+    server_limit = registry_of(http).config.server.max_tokens_limit
+    max_tokens = max_output_tokens(
+        server_limit, body.n_predict_tokens(server_limit), body.max_tokens
+    )
     prompt = body.prompt_value()
     return await _complete(http, body, prompt, body.sampling_params(max_tokens), chat=False)
 
@@ -198,11 +196,7 @@ class _Shape:
         return {"index": self.index, key: delta, "logprobs": logprobs, "finish_reason": finish}
 
     def finish_reason(self, has_calls: bool = False) -> str:
-        # "cancelled" and "error" never reach a client that is still listening
-        reason = str(self.request.finish_reason)
-        if reason in ("length", "timeout"):
-            return reason
-        return "tool_calls" if has_calls else "stop"
+        return finish_reason(Family.OPENAI, self.request, has_calls)
 
     def whole(self) -> dict[str, Any]:
         """The finished choice, its reasoning and tool calls parsed out of the text."""
@@ -295,8 +289,8 @@ async def _chunks(
         shape = shapes[index]
         if isinstance(piece, Progress):
             yield progress_frame(shape.request, piece, first.envelope([], chunk=True))
-        elif piece is None and shape.request.status is RequestStatus.FAILED:
-            yield event(failure_error(shape.request).body())
+        elif piece is None and (error := ending_error(shape.request)) is not None:
+            yield event(error.body())  # a deadline too: the text sent is not the whole reply
             break
         elif not shape.chat:
             if piece is None:

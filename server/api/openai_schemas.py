@@ -16,6 +16,7 @@ from server.api.schemas import stop_strings
 from server.api.structured import json_object_gbnf, schema_to_gbnf
 from server.prompts import RawPrompt
 from server.schema import spec
+from server.serving.limits import max_output_tokens
 
 MAX_LOGIT_BIAS = 1024
 MAX_CHOICES = 128  # the model's max_batch_size bounds it further
@@ -359,6 +360,12 @@ class ChatCompletionBody(SamplingFields):
         format_type = self.response_format.type if self.response_format else "text"
         if self.tools and self.tool_choice != "none" and format_type != "text":
             raise ValueError("response_format: cannot be combined with tools; send one")
+
+    def output_limit(self, server_limit: int) -> int:
+        """The most tokens the reply may have (``server.serving.limits``); every chat
+        family's body becomes this one, so they share the rule."""
+        asked = (self.max_completion_tokens, self.max_tokens, self.n_predict_tokens(server_limit))
+        return max_output_tokens(server_limit, *asked)
 
     @property
     def tool_choice_forced(self) -> bool:

@@ -29,8 +29,7 @@ from server.api.routes import json_response, read_body
 from server.api.sse import named_event, sse_response
 from server.api.tool_calls import ToolCall
 from server.errors import ApiError
-
-TIMED_OUT = "the request passed its deadline (see `timeout`)"
+from server.serving.finish import WIRE, Family
 
 
 async def create_response(http: HttpRequest) -> Response:
@@ -97,13 +96,7 @@ class _Shape:
 
     def response(self, reply: ChatReply | None, output: list[dict[str, Any]]) -> dict[str, Any]:
         body = self.body
-        status = (
-            "in_progress"
-            if reply is None
-            else "incomplete"
-            if reply.finish == "length"
-            else "completed"
-        )
+        status = "in_progress" if reply is None else WIRE[Family.RESPONSES][reply.ending]
         incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
         form = body.text.format if body.text is not None and body.text.format else None
         return {
@@ -212,9 +205,9 @@ class _Shape:
                 frames = self.start(_call(ToolCall(piece.name, ""), arguments=""))
             elif isinstance(piece, CallArgs):
                 frames = self.add("function_call", piece.delta)
-            elif isinstance(piece, ApiError) or piece.finish == "timeout":
-                error = piece if isinstance(piece, ApiError) else ApiError(504, TIMED_OUT)
-                yield self.event("error", code=str(error.status), message=error.message, param=None)
+            elif isinstance(piece, ApiError):  # failed, or past its deadline
+                code = str(piece.status)
+                yield self.event("error", code=code, message=piece.message, param=None)
                 return
             else:
                 if not self.output and self.open is None:  # an empty reply has one message

@@ -14,14 +14,11 @@ from starlette.routing import Route
 from batching.request import Request, RequestStatus
 from server.api.pages import local_page
 from server.api.schemas import GenerateBody
-from server.api.sse import DONE, event, sse_response
+from server.api.sse import DONE, event, progress_frame, sse_response
 from server.errors import ApiError
 from server.generation import (
     Progress,
-    check_failed,
-    failure_error,
     prepare,
-    progress_frame,
     registry_of,
     result_cache_for,
     speculation_counts,
@@ -34,6 +31,7 @@ from server.models.gpu import host_report
 from server.models.loaded import LoadedModel
 from server.models.registry import ModelRegistry
 from server.schema import parse
+from server.serving.failures import check_failed, failure_error
 from server.tasks.store import TaskStore, TaskStoreUnavailable
 from speculative.prompt import Messages
 

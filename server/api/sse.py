@@ -8,6 +8,9 @@ from typing import Any
 import orjson
 from starlette.responses import StreamingResponse
 
+from batching.request import Request
+from server.generation import Progress
+
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic
 
@@ -27,3 +30,10 @@ def sse_response(
     # no-cache and X-Accel-Buffering keep proxies from holding tokens back
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})}
     return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+
+
+def progress_frame(request: Request, progress: Progress, envelope: dict[str, Any]) -> bytes:
+    """An SSE comment for a keep-alive, else ``envelope`` with ``prompt_progress``."""
+    if progress.processed is None:
+        return KEEPALIVE
+    return event({**envelope, "prompt_progress": progress.fields(request)})
