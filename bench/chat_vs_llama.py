@@ -117,7 +117,11 @@ async def conversation(
 
 async def chat(url: str, salt: str) -> ChatResult:
     ttfts: list[list[float]] = [[] for _ in range(NUM_TURNS)]
-    async with httpx.AsyncClient(base_url=url, timeout=900) as client:
+    # A connection per request: llama-server (cpp-httplib) closes a kept-alive connection
+    # after a few requests, and a turn sent on it as it closes gets no reply (seen here).
+    # The same for both servers; a loopback connect is well under a millisecond.
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, timeout=900, limits=limits) as client:
         started = time.perf_counter()
         words = await asyncio.gather(
             *(conversation(client, salt, i, ttfts) for i in range(NUM_CONVERSATIONS))
