@@ -156,7 +156,9 @@ async def test_a_sampling_error_fails_that_request_only(client: httpx.AsyncClien
     assert_error(failed, 500, "server_error")
     assert "injected fault: sample_error" in failed.json()["error"]["message"]
     assert answers[ok].json()["text"] == alone[ok].json()["text"]
-    assert answers[ok].json()["usage"]["completion_tokens"] == 24
+    # all of it, as alone (the model may end before 24 tokens on some CPUs)
+    tokens = answers[ok].json()["usage"]["completion_tokens"]
+    assert tokens == alone[ok].json()["usage"]["completion_tokens"]
     assert await serves(client)
 
 
