@@ -93,9 +93,7 @@ async def test_seeded_texts_equal_the_recorded_ones(client: httpx.AsyncClient) -
     # CPUs differ in their kernels (AMD EPYC without AVX-512 against the recording's,
     # 2026-12-07: batched and even some lone texts differ). Greedy logprobs tell.
     here = await probe(client)
-    if not all(
-        same(recorded["probe"][way][k], here[way][k]) for way in here for k in here[way]
-    ):
+    if not all(same(recorded["probe"][way][k], here[way][k]) for way in here for k in here[way]):
         pytest.skip(
             "this CPU's llama.cpp gives other logits than the machine that recorded the "
             "fixture; record it here on purpose to compare (--record)"
