@@ -34,13 +34,13 @@ from server.api.chat_run import (
 )
 from server.api.chat_tools import chat_prompt
 from server.api.error_shapes import anthropic_error, shaped_errors
-from server.api.reply_parser import CallArgs, CallStart, Content, Reasoning
 from server.api.routes import json_response, read_body
 from server.api.sse import named_event, sse_response
-from server.api.tool_calls import ToolCall
 from server.errors import ApiError
 from server.generation import registry_of
 from server.prompts import encode
+from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
+from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Ending, Family
 
 TEXT = {"type": "text", "text": ""}

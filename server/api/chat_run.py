@@ -21,8 +21,6 @@ from batching.request import Request
 from server.api.chat_tools import chat_prompt, tool_grammar
 from server.api.openai_schemas import ChatCompletionBody
 from server.api.reasoning import new_parser, reply_setup
-from server.api.reply_parser import Event, ParsedReply, ReplyParser, parse_reply
-from server.api.tool_calls import ToolCall
 from server.errors import ApiError
 from server.generation import (
     prepare,
@@ -34,6 +32,8 @@ from server.generation import (
 )
 from server.models.loaded import LoadedModel
 from server.prompts import Prompt
+from server.serving.chat.reply_parser import Event, ParsedReply, ReplyParser, parse_reply
+from server.serving.chat.tool_calls import ToolCall
 from server.serving.failures import check_failed, ending_error
 from server.serving.finish import Ending, ending
 

@@ -13,10 +13,10 @@ import json
 from typing import Any
 
 from server.api.openai_schemas import ChatCompletionBody, ChatMessage, NamedToolChoice
-from server.api.reply_parser import think_tags
-from server.api.tool_calls import CLOSE, OPEN, call_grammar, tools_system_prompt
 from server.errors import ApiError
 from server.prompts import Prefill, Trimmable
+from server.serving.chat.reply_parser import think_tags
+from server.serving.chat.tool_calls import CLOSE, OPEN, call_grammar, tools_system_prompt
 from speculative.llama import LlamaModel
 from speculative.prompt import JinjaChat, Messages
 

@@ -26,7 +26,6 @@ from batching.request import Request
 from server.api import embedding_routes, openai_routes
 from server.api.llama_fields import DEFAULT_SAMPLERS
 from server.api.llama_schemas import NativeCompletionBody, NativeEmbeddingBody
-from server.api.logprobs import LogprobCursor
 from server.api.routes import json_response, read_body
 from server.api.sse import event, sse_response
 from server.errors import ApiError
@@ -43,6 +42,7 @@ from server.models.loaded import LoadedModel
 from server.serving.failures import check_failed, ending_error
 from server.serving.finish import Family, finish_reason
 from server.serving.limits import max_output_tokens
+from server.serving.logprobs import LogprobCursor
 
 DEFAULTS = (  # the fields /props shows, with the native body's defaults
     *("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n"),

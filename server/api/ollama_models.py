@@ -27,7 +27,6 @@ from starlette.routing import Route
 from server.api.embedding_routes import embed_texts
 from server.api.error_shapes import ollama_error, shaped_errors
 from server.api.ollama_routes import ndjson_response
-from server.api.reply_parser import think_tags
 from server.api.routes import json_response, read_body
 from server.api.schemas import KeepAliveFields
 from server.errors import ApiError
@@ -36,6 +35,7 @@ from server.models.pull import pull_models
 from server.models.registry import ModelRegistry
 from server.models.weights import header_values
 from server.schema import spec
+from server.serving.chat.reply_parser import think_tags
 
 OLLAMA_VERSION = "0.12.0"  # the version of Ollama's API these routes follow
 FTYPES = {

@@ -31,12 +31,12 @@ from server.api.chat_run import (
 )
 from server.api.error_shapes import ollama_error, shaped_errors
 from server.api.ollama_schemas import GenerationFields, OllamaChatBody, OllamaGenerateBody
-from server.api.reply_parser import Content, Reasoning, think_tags
 from server.api.routes import json_response, read_body
-from server.api.tool_calls import ToolCall
 from server.duration import parse_keep_alive
 from server.errors import ApiError
 from server.generation import leased_model, registry_of
+from server.serving.chat.reply_parser import Content, Reasoning, think_tags
+from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Family
 
 NDJSON = "application/x-ndjson"

@@ -16,7 +16,6 @@ from starlette.routing import Route
 
 from batching.request import Request, SamplingParams
 from server.api.chat_tools import chat_prompt, tool_grammar, trimmable_chat
-from server.api.logprobs import LogprobCursor
 from server.api.openai_schemas import (
     ChatCompletionBody,
     CompletionBody,
@@ -24,18 +23,8 @@ from server.api.openai_schemas import (
     unsupported_message,
 )
 from server.api.reasoning import new_parser, reply_setup
-from server.api.reply_parser import (
-    CallArgs,
-    CallStart,
-    Content,
-    Event,
-    Reasoning,
-    ReplyParser,
-    parse_reply,
-)
 from server.api.routes import json_response, read_body
 from server.api.sse import DONE, event, progress_frame, sse_response
-from server.api.tool_calls import ToolCall
 from server.errors import ApiError
 from server.generation import (
     Progress,
@@ -52,9 +41,20 @@ from server.generation import (
     wait_done,
 )
 from server.prompts import Prompt
+from server.serving.chat.reply_parser import (
+    CallArgs,
+    CallStart,
+    Content,
+    Event,
+    Reasoning,
+    ReplyParser,
+    parse_reply,
+)
+from server.serving.chat.tool_calls import ToolCall
 from server.serving.failures import check_failed, ending_error
 from server.serving.finish import Family, finish_reason
 from server.serving.limits import max_output_tokens
+from server.serving.logprobs import LogprobCursor
 
 
 async def chat_completions(http: HttpRequest) -> Response:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from batching.request import MAX_TOP_LOGPROBS, SamplingParams
 from server.api.llama_fields import LlamaFields
 from server.api.schemas import stop_strings
-from server.api.structured import json_object_gbnf, schema_to_gbnf
 from server.prompts import RawPrompt
 from server.schema import spec
 from server.serving.limits import max_output_tokens
+from server.serving.structured import json_object_gbnf, schema_to_gbnf
 
 MAX_LOGIT_BIAS = 1024
 MAX_CHOICES = 128  # the model's max_batch_size bounds it further

@@ -14,7 +14,7 @@ from __future__ import annotations
 from batching.request import Request, ThinkBudget
 from server.api.chat_tools import tool_names
 from server.api.openai_schemas import ChatCompletionBody
-from server.api.reply_parser import ReplyParser, ThinkTags, think_tags
+from server.serving.chat.reply_parser import ReplyParser, ThinkTags, think_tags
 from speculative.llama import LlamaModel
 
 NUM_TAIL_TOKENS = 16  # prompt tokens read back to find an open think tag

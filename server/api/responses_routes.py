@@ -23,12 +23,12 @@ from starlette.routing import Route
 
 from batching.request import Request
 from server.api.chat_run import ChatReply, ChatRun, build_body, finish_chat, start_chat, stream_chat
-from server.api.reply_parser import CallArgs, CallStart, Content, Reasoning
 from server.api.responses_schemas import ResponsesBody, refused_field
 from server.api.routes import json_response, read_body
 from server.api.sse import named_event, sse_response
-from server.api.tool_calls import ToolCall
 from server.errors import ApiError
+from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
+from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Family
 
 

@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from batching.request import SamplingParams
-from server.api.structured import schema_to_gbnf
 from server.duration import parse_keep_alive
 from server.schema import spec
+from server.serving.structured import schema_to_gbnf
 
 MAX_PROMPT_CHARS = 1_000_000
 MAX_STOP_STRINGS = 8
