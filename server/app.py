@@ -18,29 +18,27 @@ from starlette.staticfiles import StaticFiles
 
 from batching.faults import FAULTS
 from server import metrics as metrics_routes
-from server.api import (
-    anthropic_routes,
-    debug_routes,
-    embedding_routes,
-    llama_routes,
-    model_routes,
-    ollama_models,
-    ollama_routes,
-    openai_routes,
-    responses_routes,
-    routes,
-    task_routes,
-    token_routes,
-)
+from server.api import debug_routes
+from server.api import embeddings as embedding_routes
+from server.api.anthropic import routes as anthropic_routes
 from server.api.errors import EXCEPTION_HANDLERS
+from server.api.llama_server import routes as llama_routes
+from server.api.llama_server import tokens as token_routes
 from server.api.middleware import (
     ApiKeyMiddleware,
     CorsMiddleware,
     RequestContextMiddleware,
     load_api_keys,
 )
+from server.api.ollama import models as ollama_models
+from server.api.ollama import routes as ollama_routes
+from server.api.openai import routes as openai_routes
 from server.api.openapi import ROUTES as DOC_ROUTES
 from server.api.openapi import build_openapi
+from server.api.prototype import models as model_routes
+from server.api.prototype import routes
+from server.api.prototype import tasks as task_routes
+from server.api.responses import routes as responses_routes
 from server.metrics import Metrics, RequestMetricsMiddleware
 from server.models.registry import ModelRegistry
 from server.models.reload import ConfigSource, ConfigWatcher

@@ -19,7 +19,7 @@ from starlette.requests import Request as HttpRequest
 
 from batching.request import Request
 from server.api.chat_tools import chat_prompt, tool_grammar
-from server.api.openai_schemas import ChatCompletionBody
+from server.api.openai.schemas import ChatCompletionBody
 from server.api.reasoning import new_parser, reply_setup
 from server.errors import ApiError
 from server.generation import (

@@ -12,7 +12,7 @@ import dataclasses
 import json
 from typing import Any
 
-from server.api.openai_schemas import ChatCompletionBody, ChatMessage, NamedToolChoice
+from server.api.openai.schemas import ChatCompletionBody, ChatMessage, NamedToolChoice
 from server.errors import ApiError
 from server.prompts import Prefill, Trimmable
 from server.serving.chat.reply_parser import think_tags

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from server.api.pages import local_page
-from server.api.routes import json_response
+from server.api.prototype.routes import json_response
 from server.schema import json_schema
 
 ERROR = {"$ref": "#/components/schemas/Error"}

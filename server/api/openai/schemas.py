@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from batching.request import MAX_TOP_LOGPROBS, SamplingParams
 from server.api.llama_fields import LlamaFields
-from server.api.schemas import stop_strings
+from server.api.prototype.schemas import stop_strings
 from server.prompts import RawPrompt
 from server.schema import spec
 from server.serving.limits import max_output_tokens

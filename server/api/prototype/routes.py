@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from batching.request import Request, RequestStatus
 from server.api.pages import local_page
-from server.api.schemas import GenerateBody
+from server.api.prototype.schemas import GenerateBody
 from server.api.sse import DONE, event, progress_frame, sse_response
 from server.errors import ApiError
 from server.generation import (

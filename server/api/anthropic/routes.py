@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batching.request import Request
-from server.api.anthropic_schemas import CountTokensBody, MessagesBody, server_tool
+from server.api.anthropic.schemas import CountTokensBody, MessagesBody, server_tool
 from server.api.chat_run import (
     ChatReply,
     ChatRun,
@@ -34,7 +34,7 @@ from server.api.chat_run import (
 )
 from server.api.chat_tools import chat_prompt
 from server.api.error_shapes import anthropic_error, shaped_errors
-from server.api.routes import json_response, read_body
+from server.api.prototype.routes import json_response, read_body
 from server.api.sse import named_event, sse_response
 from server.errors import ApiError
 from server.generation import registry_of

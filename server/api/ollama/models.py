@@ -24,11 +24,11 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.api.embedding_routes import embed_texts
+from server.api.embeddings import embed_texts
 from server.api.error_shapes import ollama_error, shaped_errors
-from server.api.ollama_routes import ndjson_response
-from server.api.routes import json_response, read_body
-from server.api.schemas import KeepAliveFields
+from server.api.ollama.routes import ndjson_response
+from server.api.prototype.routes import json_response, read_body
+from server.api.prototype.schemas import KeepAliveFields
 from server.errors import ApiError
 from server.generation import registry_of
 from server.models.pull import pull_models

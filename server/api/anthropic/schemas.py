@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from server.api.openai_schemas import (
+from server.api.openai.schemas import (
     ChatCompletionBody,
     ChatMessage,
     FunctionCall,
@@ -24,7 +24,7 @@ from server.api.openai_schemas import (
     Tool,
     ToolCallItem,
 )
-from server.api.schemas import ServingFields
+from server.api.prototype.schemas import ServingFields
 from server.schema import spec
 
 BLOCK_TYPES = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batching.request import RequestStatus
-from server.api.routes import (
+from server.api.prototype.routes import (
     json_response,
     prepare_body,
     prepare_generate,
@@ -21,7 +21,7 @@ from server.api.routes import (
     result_fields,
     tasks_of,
 )
-from server.api.schemas import GenerateBody
+from server.api.prototype.schemas import GenerateBody
 from server.errors import ApiError
 from server.generation import result_cache_for, submit
 from server.models.registry import ModelRegistry

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.api.openai_schemas import (
+from server.api.openai.schemas import (
     EFFORTS,
     ChatCompletionBody,
     ChatMessage,
@@ -25,7 +25,7 @@ from server.api.openai_schemas import (
     Tool,
     ToolCallItem,
 )
-from server.api.schemas import ServingFields
+from server.api.prototype.schemas import ServingFields
 from server.schema import spec
 
 REFUSED = {
