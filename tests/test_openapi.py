@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from server.api.openai.schemas import ChatCompletionBody
+from server.api.chat_body import ChatCompletionBody
 from server.api.prototype.schemas import GenerateBody
 from server.schema import json_schema
 

@@ -18,8 +18,8 @@ from typing import Any
 from starlette.requests import Request as HttpRequest
 
 from batching.request import Request
+from server.api.chat_body import ChatCompletionBody
 from server.api.chat_tools import chat_prompt, tool_grammar
-from server.api.openai.schemas import ChatCompletionBody
 from server.api.reasoning import new_parser, reply_setup
 from server.errors import ApiError
 from server.generation import (

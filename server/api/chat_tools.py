@@ -12,9 +12,10 @@ import dataclasses
 import json
 from typing import Any
 
-from server.api.openai.schemas import ChatCompletionBody, ChatMessage, NamedToolChoice
+from server.api.chat_body import ChatCompletionBody
 from server.errors import ApiError
 from server.prompts import Prefill, Trimmable
+from server.serving.chat.messages import ChatMessage, NamedToolChoice
 from server.serving.chat.reply_parser import think_tags
 from server.serving.chat.tool_calls import CLOSE, OPEN, call_grammar, tools_system_prompt
 from speculative.llama import LlamaModel

@@ -16,8 +16,8 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.api.prototype.routes import json_response, read_body
-from server.api.prototype.schemas import MAX_PROMPT_CHARS
+from server.api.fields import MAX_PROMPT_CHARS
+from server.api.http import json_response, read_body
 from server.errors import ApiError, context_overflow
 from server.generation import registry_of
 from server.schema import spec

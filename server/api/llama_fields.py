@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from batching.request import MAX_TOP_LOGPROBS, SamplingParams
-from server.api.prototype.schemas import MAX_GRAMMAR_CHARS, ServingFields
+from server.api.fields import MAX_GRAMMAR_CHARS, ServingFields
 from server.schema import spec
 from server.serving.structured import schema_to_gbnf
 

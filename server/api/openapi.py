@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from server.api.http import json_response
 from server.api.pages import local_page
-from server.api.prototype.routes import json_response
 from server.schema import json_schema
 
 ERROR = {"$ref": "#/components/schemas/Error"}

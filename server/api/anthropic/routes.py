@@ -34,7 +34,7 @@ from server.api.chat_run import (
 )
 from server.api.chat_tools import chat_prompt
 from server.api.error_shapes import anthropic_error, shaped_errors
-from server.api.prototype.routes import json_response, read_body
+from server.api.http import json_response, read_body
 from server.api.sse import named_event, sse_response
 from server.errors import ApiError
 from server.generation import registry_of

@@ -24,10 +24,10 @@ from starlette.routing import Route
 
 from batching.request import Request
 from server.api import embeddings as embedding_routes
+from server.api.http import json_response, read_body
 from server.api.llama_fields import DEFAULT_SAMPLERS
 from server.api.llama_server.schemas import NativeCompletionBody, NativeEmbeddingBody
 from server.api.openai import routes as openai_routes
-from server.api.prototype.routes import json_response, read_body
 from server.api.sse import event, sse_response
 from server.errors import ApiError
 from server.generation import (

@@ -20,10 +20,10 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
+from server.api.chat_body import ChatCompletionBody, unsupported_message
 from server.api.chat_tools import chat_prompt
-from server.api.openai.schemas import ChatCompletionBody, unsupported_message
-from server.api.prototype.routes import json_response, read_body
-from server.api.prototype.schemas import MAX_PROMPT_CHARS
+from server.api.fields import MAX_PROMPT_CHARS
+from server.api.http import json_response, read_body
 from server.errors import ApiError
 from server.generation import INLINE_TOKENIZE_CHARS, leased_model, registry_of
 from server.prompts import check_ids, encode, encode_mixed

@@ -26,9 +26,9 @@ from starlette.routing import Route
 
 from server.api.embeddings import embed_texts
 from server.api.error_shapes import ollama_error, shaped_errors
+from server.api.fields import KeepAliveFields
+from server.api.http import json_response, read_body
 from server.api.ollama.routes import ndjson_response
-from server.api.prototype.routes import json_response, read_body
-from server.api.prototype.schemas import KeepAliveFields
 from server.errors import ApiError
 from server.generation import registry_of
 from server.models.pull import pull_models

@@ -30,8 +30,8 @@ from server.api.chat_run import (
     stream_chat,
 )
 from server.api.error_shapes import ollama_error, shaped_errors
+from server.api.http import json_response, read_body
 from server.api.ollama.schemas import GenerationFields, OllamaChatBody, OllamaGenerateBody
-from server.api.prototype.routes import json_response, read_body
 from server.duration import parse_keep_alive
 from server.errors import ApiError
 from server.generation import leased_model, registry_of

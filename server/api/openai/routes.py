@@ -15,14 +15,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batching.request import Request, SamplingParams
+from server.api.chat_body import ChatCompletionBody, SamplingFields, unsupported_message
 from server.api.chat_tools import chat_prompt, tool_grammar, trimmable_chat
-from server.api.openai.schemas import (
-    ChatCompletionBody,
-    CompletionBody,
-    SamplingFields,
-    unsupported_message,
-)
-from server.api.prototype.routes import json_response, read_body
+from server.api.http import json_response, read_body
+from server.api.openai.schemas import CompletionBody
 from server.api.reasoning import new_parser, reply_setup
 from server.api.sse import DONE, event, progress_frame, sse_response
 from server.errors import ApiError

@@ -6,8 +6,8 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.api.prototype.routes import json_response, read_body
-from server.api.prototype.schemas import KeepAliveFields
+from server.api.fields import KeepAliveFields
+from server.api.http import json_response, read_body
 from server.generation import registry_of
 
 

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
-import orjson
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
 from batching.request import Request, RequestStatus
+from server.api.http import json_response, read_body
 from server.api.pages import local_page
 from server.api.prototype.schemas import GenerateBody
 from server.api.sse import DONE, event, progress_frame, sse_response
-from server.errors import ApiError
 from server.generation import (
     Progress,
     prepare,
@@ -30,35 +29,11 @@ from server.generation import (
 from server.models.gpu import host_report
 from server.models.loaded import LoadedModel
 from server.models.registry import ModelRegistry
-from server.schema import parse
 from server.serving.failures import check_failed, failure_error
 from server.tasks.store import TaskStore, TaskStoreUnavailable
 from speculative.prompt import Messages
 
-T = TypeVar("T")
 MAX_PER_PAGE = 100
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
-
-
-async def read_body(
-    http: HttpRequest, schema: type[T], precheck: Callable[[object], str | None] | None = None
-) -> T:
-    """Decode and validate a JSON body; ``precheck`` may refuse it first with a message."""
-    raw = await http.body()
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        message = f"the request body is not valid JSON ({exc}); send a JSON object"
-        raise ApiError(400, message) from None
-    if precheck is not None and (refusal := precheck(data)):
-        raise ApiError(400, refusal)
-    try:
-        return parse(schema, data)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
 
 
 def tasks_of(http: HttpRequest) -> TaskStore:

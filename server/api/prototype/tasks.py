@@ -13,14 +13,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batching.request import RequestStatus
-from server.api.prototype.routes import (
-    json_response,
-    prepare_body,
-    prepare_generate,
-    read_body,
-    result_fields,
-    tasks_of,
-)
+from server.api.http import json_response, read_body
+from server.api.prototype.routes import prepare_body, prepare_generate, result_fields, tasks_of
 from server.api.prototype.schemas import GenerateBody
 from server.errors import ApiError
 from server.generation import result_cache_for, submit

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from batching.request import Request
 from server.api.chat_run import ChatReply, ChatRun, build_body, finish_chat, start_chat, stream_chat
-from server.api.prototype.routes import json_response, read_body
+from server.api.http import json_response, read_body
 from server.api.responses.schemas import ResponsesBody, refused_field
 from server.api.sse import named_event, sse_response
 from server.errors import ApiError

@@ -1,0 +1,274 @@
+"""The chat body every chat family's request becomes: OpenAI's chat completion body with
+llama.cpp's extension fields (see server.schema).
+
+Fields OpenAI defines that this server cannot honour are refused by name
+(``UNSUPPORTED``) rather than silently ignored; ``top_k``, ``min_p`` and
+``repeat_penalty`` are accepted as extensions, as llama-server does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batching.request import MAX_TOP_LOGPROBS, SamplingParams
+from server.api.fields import stop_strings
+from server.api.llama_fields import LlamaFields
+from server.schema import spec
+from server.serving.chat.messages import ChatMessage, NamedToolChoice, ResponseFormat, Tool
+from server.serving.limits import max_output_tokens
+
+MAX_LOGIT_BIAS = 1024
+
+
+MAX_CHOICES = 128  # the model's max_batch_size bounds it further
+
+
+REASONING_FORMATS = ("auto", "deepseek", "none")
+
+
+EFFORTS = ("none", "minimal", "low", "medium", "high")  # reasoning_effort
+
+
+# template variables the renderer passes itself (llama-cpp-python's Jinja2ChatFormatter)
+RESERVED_TEMPLATE_NAMES = frozenset(
+    (
+        "messages",
+        "tools",
+        "tool_choice",
+        "functions",
+        "function_call",
+        "bos_token",
+        "eos_token",
+        "add_generation_prompt",
+        "raise_exception",
+        "strftime_now",
+    )
+)
+
+
+UNSUPPORTED = {
+    "functions": "function calling",
+    "function_call": "function calling",
+    "suffix": "suffix (insertion)",
+    "audio": "audio output",
+    "modalities": "modalities other than text",
+    "prediction": "predicted outputs",
+}
+
+
+def unsupported_message(data: object) -> str | None:
+    """A message naming the first field this server refuses, if any is set."""
+    if not isinstance(data, dict):
+        return None
+    for name, what in UNSUPPORTED.items():
+        value = data.get(name)
+        if value not in (None, False):
+            return f"{name}: {what} is not supported by this server; remove the field"
+    if data.get("best_of", 1) != 1:
+        return "best_of: not supported; send n for several choices"
+    if data.get("echo"):
+        return "echo: echoing the prompt is not supported; remove the field"
+    return None
+
+
+@dataclass(slots=True, frozen=True)
+class StreamOptions:
+    """Options for streamed replies."""
+
+    include_usage: bool = spec(False, doc="send a last chunk with token usage")
+
+
+@dataclass(slots=True, frozen=True)
+class SamplingFields(LlamaFields):
+    """Sampling fields shared by chat and text completions."""
+
+    model: str | None = spec(None, doc="a configured model name; the default when omitted")
+    temperature: float = spec(1.0, doc="0 is greedy", ge=0.0, le=2.0)
+    top_p: float = spec(1.0, doc="nucleus mass", gt=0.0, le=1.0)
+    top_k: int = spec(40, doc="extension: k likeliest tokens; 0 disables", ge=0)
+    min_p: float = spec(0.05, doc="extension: min-p filter; 0 disables", ge=0.0, le=1.0)
+    repeat_penalty: float = spec(1.0, doc="extension: llama.cpp repeat penalty", ge=0.01, le=10)
+    presence_penalty: float = spec(0.0, doc="penalise tokens already present", ge=-2, le=2)
+    frequency_penalty: float = spec(0.0, doc="penalise tokens by their count", ge=-2, le=2)
+    seed: int | None = spec(None, doc="random seed", ge=0, le=2**63 - 1)
+    stop: str | list[str] | None = spec(None, doc="up to 8 stop strings")
+    n: int = spec(
+        1,
+        doc="number of choices, up to the model's max_batch_size; the prompt is computed once",
+        ge=1,
+        le=MAX_CHOICES,
+    )
+    stream: bool = spec(False, doc="send server-sent events")
+    stream_options: StreamOptions | None = spec(None, doc="streaming options")
+    user: str | None = spec(None, doc="end-user id (recorded nowhere)")
+    response_format: ResponseFormat | None = spec(
+        None, doc="text, json_object or json_schema (grammar-constrained; no speculation)"
+    )
+    logit_bias: dict[str, float] | None = spec(
+        None, doc="token id (as a string) -> bias added to its logit, -100..100"
+    )
+
+    def __post_init__(self) -> None:
+        LlamaFields.__post_init__(self)
+        stop_strings(self.stop)
+        self.grammar_text()
+        self.bias()
+
+    def grammar_text(self) -> str | None:
+        llama = self.llama_grammar()
+        if self.response_format is None or self.response_format.type == "text":
+            return llama
+        if llama is not None:
+            raise ValueError("response_format, grammar/json_schema: send one of them")
+        return self.response_format.grammar_text()
+
+    def bias(self) -> tuple[tuple[int, float], ...]:
+        """``logit_bias`` as (token id, bias) pairs; the route checks ids against the vocab."""
+        pairs = []
+        items = (self.logit_bias or {}).items()
+        if len(items) > MAX_LOGIT_BIAS:
+            raise ValueError(f"logit_bias: at most {MAX_LOGIT_BIAS} tokens, got {len(items)}")
+        for key, value in items:
+            if not key.isdigit():
+                raise ValueError(f'logit_bias: keys are token ids like "42", got {key!r}')
+            if not -100 <= value <= 100:
+                raise ValueError(f"logit_bias.{key}: must be within -100..100, got {value}")
+            pairs.append((int(key), float(value)))
+        return tuple(pairs)
+
+    def sampling_params(self, max_tokens: int) -> SamplingParams:
+        return self.llama_params(self._sampling_params(max_tokens))
+
+    def _sampling_params(self, max_tokens: int) -> SamplingParams:
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            seed=self.seed,
+            stop=stop_strings(self.stop),
+            logit_bias=self.bias(),
+        )
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+@dataclass(slots=True, frozen=True)
+class ChatCompletionBody(SamplingFields):
+    """POST /v1/chat/completions"""
+
+    messages: list[ChatMessage] = spec(
+        doc="the conversation so far", min_length=1, default_factory=list, required=True
+    )
+    max_tokens: int | None = spec(None, doc="most tokens to generate", ge=1, le=32768)
+    max_completion_tokens: int | None = spec(None, doc="same as max_tokens", ge=1, le=32768)
+    logprobs: bool = spec(False, doc="return each output token's log-probability")
+    top_logprobs: int | None = spec(
+        None,
+        doc="with logprobs: the k likeliest tokens at each position",
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+    )
+
+    tools: list[Tool] | None = spec(None, doc="functions the model may call", max_length=128)
+    tool_choice: str | NamedToolChoice | None = spec(
+        None,
+        doc="none, auto (the default with tools), required (grammar-constrained), "
+        'or {"type": "function", "function": {"name": ...}}',
+        choices=("none", "auto", "required"),
+    )
+    parallel_tool_calls: bool | None = spec(
+        None, doc="auto: the model may call several; required/named: exactly one call"
+    )
+
+    truncate: bool = spec(
+        False,
+        doc="drop the oldest turns (a user turn and its replies) until the prompt leaves "
+        "room for max_tokens; system turns and the newest turn stay",
+    )
+    chat_template_kwargs: dict[str, object] | None = spec(
+        None, doc='extra variables for the chat template, e.g. {"enable_thinking": false}'
+    )
+    reasoning_format: str | None = spec(
+        None,
+        doc="auto (the default) and deepseek: a think block goes to reasoning_content; "
+        "none: it stays in content",
+        choices=REASONING_FORMATS,
+    )
+    reasoning_effort: str | None = spec(
+        None,
+        doc="given to the template as reasoning_effort; none: no thinking (enable_thinking false)",
+        choices=EFFORTS,
+    )
+    reasoning_budget: int | None = spec(
+        None,
+        doc="most thinking tokens: then the think block is closed and the answer follows; "
+        "0: no thinking, -1: no limit",
+        ge=-1,
+    )
+
+    def __post_init__(self) -> None:
+        SamplingFields.__post_init__(self)
+        for name in (self.chat_template_kwargs or {}).keys() & RESERVED_TEMPLATE_NAMES:
+            raise ValueError(
+                f"chat_template_kwargs.{name}: the server sets this template variable itself"
+            )
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs: needs logprobs: true")
+        is_constrained = self.grammar_text() is not None
+        if self.thinking_budget is not None and (is_constrained or self.tool_choice_forced):
+            raise ValueError(
+                "reasoning_budget: cannot be combined with a grammar, response_format or a "
+                "required tool call (the budget's close tag is outside the grammar); send one"
+            )
+        if self.tool_choice not in (None, "none", "auto") and not self.tools:
+            raise ValueError("tool_choice: needs tools")
+        if isinstance(self.tool_choice, NamedToolChoice):
+            names = [tool.function.name for tool in self.tools or []]
+            if self.tool_choice.function.name not in names:
+                raise ValueError(
+                    f"tool_choice.function.name: {self.tool_choice.function.name!r} is not "
+                    f"one of the tools ({', '.join(names)})"
+                )
+        format_type = self.response_format.type if self.response_format else "text"
+        if self.tools and self.tool_choice != "none" and format_type != "text":
+            raise ValueError("response_format: cannot be combined with tools; send one")
+
+    def output_limit(self, server_limit: int) -> int:
+        """The most tokens the reply may have (``server.serving.limits``); every chat
+        family's body becomes this one, so they share the rule."""
+        asked = (self.max_completion_tokens, self.max_tokens, self.n_predict_tokens(server_limit))
+        return max_output_tokens(server_limit, *asked)
+
+    @property
+    def tool_choice_forced(self) -> bool:
+        """tool_choice required or a named function: the reply is one call, by grammar."""
+        return bool(self.tools) and self.tool_choice not in (None, "none", "auto")
+
+    def template_kwargs(self) -> dict[str, object]:
+        """The chat template's extra variables: the client's, and what reasoning_effort and
+        a zero reasoning_budget mean to thinking templates."""
+        kwargs: dict[str, object] = {}
+        if self.reasoning_effort is not None:
+            kwargs["reasoning_effort"] = self.reasoning_effort
+        if self.reasoning_effort == "none" or self.reasoning_budget == 0:
+            kwargs["enable_thinking"] = False
+        return kwargs | (self.chat_template_kwargs or {})
+
+    @property
+    def thinking_budget(self) -> int | None:
+        """Most thinking tokens; None: no limit."""
+        budget = self.reasoning_budget
+        return None if budget is None or budget < 0 else budget
+
+    @property
+    def num_top_logprobs(self) -> int | None:
+        if self.logprobs:
+            return self.top_logprobs or 0
+        return self.n_probs or None  # llama.cpp's name for top_logprobs
