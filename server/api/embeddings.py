@@ -14,7 +14,6 @@ import anyio.to_thread
 import numpy as np
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 from server.api.fields import MAX_PROMPT_CHARS
 from server.api.http import json_response, read_body
@@ -104,7 +103,3 @@ def encode(vector: Vectors, encoding_format: str) -> Any:
     if encoding_format == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode()
     return vector.tolist()
-
-
-BODIES = {"/v1/embeddings": EmbeddingBody}
-ROUTES = [Route("/v1/embeddings", create_embeddings, methods=["POST"])]

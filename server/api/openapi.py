@@ -116,10 +116,3 @@ async def swagger_ui(request: Request) -> Response:
 async def redoc(request: Request) -> Response:
     """Redoc view of the API, served without any outside asset."""
     return local_page("redoc.html")
-
-
-ROUTES = [
-    Route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False),
-    Route("/docs", swagger_ui, methods=["GET"], include_in_schema=False),
-    Route("/redoc", redoc, methods=["GET"], include_in_schema=False),
-]

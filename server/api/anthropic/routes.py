@@ -18,7 +18,6 @@ from typing import Any
 
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 from batching.request import Request
 from server.api.anthropic.schemas import CountTokensBody, MessagesBody, server_tool
@@ -192,10 +191,3 @@ async def _events(run: ChatRun) -> AsyncIterator[bytes]:
 
 def _usage(request: Request) -> dict[str, Any]:
     return {"usage": usage(request)}
-
-
-BODIES = {"/v1/messages": MessagesBody, "/v1/messages/count_tokens": CountTokensBody}
-ROUTES = [
-    Route("/v1/messages", create_message, methods=["POST"]),
-    Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
-]

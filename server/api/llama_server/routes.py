@@ -20,14 +20,12 @@ from typing import Any
 import orjson
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 from batching.request import Request
 from server.api import embeddings as embedding_routes
 from server.api.http import json_response, read_body
 from server.api.llama_fields import DEFAULT_SAMPLERS
 from server.api.llama_server.schemas import NativeCompletionBody, NativeEmbeddingBody
-from server.api.openai import routes as openai_routes
 from server.api.sse import event, sse_response
 from server.errors import ApiError
 from server.generation import (
@@ -278,22 +276,3 @@ async def embedding(http: HttpRequest) -> Response:
         raise ApiError(400, "content: send one or more texts, none empty")
     _, vectors, _ = await embedding_routes.embed_texts(http, body.model, texts, "content")
     return json_response([{"index": i, "embedding": [v.tolist()]} for i, v in enumerate(vectors)])
-
-
-BODIES = {"/completion": NativeCompletionBody, "/embedding": NativeEmbeddingBody}
-ROUTES = [
-    Route("/completion", completion, methods=["POST"]),
-    Route("/completions", completion, methods=["POST"], include_in_schema=False),
-    Route(
-        "/chat/completions",
-        openai_routes.chat_completions,
-        methods=["POST"],
-        include_in_schema=False,
-    ),
-    Route("/models", openai_routes.list_models, methods=["GET"], include_in_schema=False),
-    Route("/embedding", embedding, methods=["POST"]),
-    Route("/embeddings", embedding, methods=["POST"], include_in_schema=False),
-    Route("/health", health, methods=["GET"]),
-    Route("/v1/health", health, methods=["GET"], include_in_schema=False),
-    Route("/props", props, methods=["GET"]),
-]

@@ -18,7 +18,6 @@ from typing import Any
 import anyio.to_thread
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 from server.api.chat_body import ChatCompletionBody, unsupported_message
 from server.api.chat_tools import chat_prompt
@@ -116,15 +115,3 @@ async def apply_template(http: HttpRequest) -> Response:
         tokens = await anyio.to_thread.run_sync(lambda: encode(model, prompt, model.num_vocab))
         text = b"".join(model.piece(t, special=True) for t in tokens)
     return json_response({"prompt": text.decode(errors="replace")})
-
-
-BODIES = {
-    "/tokenize": TokenizeBody,
-    "/detokenize": DetokenizeBody,
-    "/apply-template": ChatCompletionBody,
-}
-ROUTES = [
-    Route("/tokenize", tokenize, methods=["POST"]),
-    Route("/detokenize", detokenize, methods=["POST"]),
-    Route("/apply-template", apply_template, methods=["POST"]),
-]

@@ -267,15 +267,3 @@ def not_here(path: str) -> Route:
     return Route(
         path, refuse, methods=methods.get(path, ["POST"]), name=name, include_in_schema=False
     )
-
-
-BODIES = {"/api/show": ModelBody, "/api/pull": PullBody, "/api/embed": EmbedBody}
-ROUTES = [
-    Route("/api/tags", tags, methods=["GET"]),
-    Route("/api/show", show, methods=["POST"]),
-    Route("/api/ps", ps, methods=["GET"]),
-    Route("/api/version", version, methods=["GET"]),
-    Route("/api/embed", embed, methods=["POST"]),
-    Route("/api/pull", pull, methods=["POST"]),
-    *(not_here(path) for path in NOT_HERE),
-]

@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
 from batching.request import Request
 from server.api.chat_run import (
@@ -168,10 +167,3 @@ async def _load_or_unload(
     took = round((time.monotonic() - started) * 1e9)
     line = {"model": name, "created_at": now_rfc3339()} | fields
     return json_response(line | {"done": True, "done_reason": reason, "load_duration": took})
-
-
-BODIES = {"/api/chat": OllamaChatBody, "/api/generate": OllamaGenerateBody}
-ROUTES = [
-    Route("/api/chat", chat, methods=["POST"]),
-    Route("/api/generate", generate, methods=["POST"]),
-]

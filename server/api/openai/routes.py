@@ -12,7 +12,6 @@ from typing import Any
 
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 from batching.request import Request, SamplingParams
 from server.api.chat_body import ChatCompletionBody, SamplingFields, unsupported_message
@@ -309,12 +308,3 @@ async def _chunks(
                 }
             )
     yield DONE
-
-
-BODIES = {"/v1/chat/completions": ChatCompletionBody, "/v1/completions": CompletionBody}
-ROUTES = [
-    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-    Route("/v1/completions", completions, methods=["POST"]),
-    Route("/v1/models", list_models, methods=["GET"]),
-    Route("/v1/models/{model:path}", get_model, methods=["GET"]),
-]

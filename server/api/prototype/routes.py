@@ -8,7 +8,6 @@ from typing import Any
 
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 from batching.request import Request, RequestStatus
 from server.api.http import json_response, read_body
@@ -158,11 +157,3 @@ def result_fields(request: Request) -> dict[str, Any]:
         "timings": request.timings(),
         "speculative": speculation_counts(request),
     }
-
-
-BODIES = {"/generate": GenerateBody}
-ROUTES = [
-    Route("/", index, methods=["GET"], include_in_schema=False),
-    Route("/health_check", health_check, methods=["GET"]),
-    Route("/generate", generate_route, methods=["POST"]),
-]

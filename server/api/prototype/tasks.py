@@ -10,7 +10,6 @@ from typing import Any
 
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 from batching.request import RequestStatus
 from server.api.http import json_response, read_body
@@ -133,15 +132,3 @@ def _query_int(http: HttpRequest, name: str, default: int, low: int, high: int) 
     if not low <= value <= high:
         raise ApiError(400, f"query parameter {name} must be between {low} and {high}, got {value}")
     return value
-
-
-BODIES = {"/send_text": GenerateBody}
-ROUTES = [
-    Route("/send_text", send_text, methods=["POST"]),
-    Route("/get_task_status/{task_id}", task_status, methods=["GET"]),
-    Route("/poll_task_status/{task_id}", task_status, methods=["GET"]),
-    Route("/tasks/", list_tasks, methods=["GET"]),
-    Route("/tasks", list_tasks, methods=["GET"], include_in_schema=False),
-    Route("/tasks/{task_id}", cancel_task, methods=["DELETE"]),
-    Route("/cancel_task/{task_id}", cancel_task, methods=["POST"]),
-]

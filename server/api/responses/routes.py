@@ -19,7 +19,6 @@ from typing import Any
 
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 from batching.request import Request
 from server.api.chat_run import ChatReply, ChatRun, build_body, finish_chat, start_chat, stream_chat
@@ -219,7 +218,3 @@ class _Shape:
                 frames.append(self.event(kind, response=final))
             for frame in frames:
                 yield frame
-
-
-BODIES = {"/v1/responses": ResponsesBody}
-ROUTES = [Route("/v1/responses", create_response, methods=["POST"])]
