@@ -2,7 +2,7 @@
 
 Anthropic's Messages, OpenAI's Responses and Ollama's ``/api/chat`` each turn
 their body into a ``ChatCompletionBody``; from there the prompt
-(``chat_tools.chat_prompt``), the grammar (tools, ``response_format``), the
+(``server.serving.chat.prompt.chat_prompt``), the grammar (tools, ``response_format``), the
 sampling parameters and the tool-call parsing are the chat-completions route's
 own, so a greedy reply is the same whichever API asked for it. Each family
 only shapes what comes out: a whole ``ChatReply``, or text pieces then one.
@@ -19,8 +19,6 @@ from starlette.requests import Request as HttpRequest
 
 from batching.request import Request
 from server.api.chat_body import ChatCompletionBody
-from server.api.chat_tools import chat_prompt, tool_grammar
-from server.api.reasoning import new_parser, reply_setup
 from server.errors import ApiError
 from server.generation import (
     prepare,
@@ -32,6 +30,8 @@ from server.generation import (
 )
 from server.models.loaded import LoadedModel
 from server.prompts import Prompt
+from server.serving.chat.prompt import chat_prompt, tool_grammar
+from server.serving.chat.reasoning import new_parser, reply_setup
 from server.serving.chat.reply_parser import Event, ParsedReply, ReplyParser, parse_reply
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.failures import check_failed, ending_error

@@ -31,13 +31,13 @@ from server.api.chat_run import (
     stream_chat,
     usage_counts,
 )
-from server.api.chat_tools import chat_prompt
 from server.api.error_shapes import anthropic_error, shaped_errors
 from server.api.http import json_response, read_body
 from server.api.sse import named_event, sse_response
 from server.errors import ApiError
 from server.generation import registry_of
 from server.prompts import encode
+from server.serving.chat.prompt import chat_prompt
 from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Ending, Family

@@ -20,13 +20,13 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from server.api.chat_body import ChatCompletionBody, unsupported_message
-from server.api.chat_tools import chat_prompt
 from server.api.fields import MAX_PROMPT_CHARS
 from server.api.http import json_response, read_body
 from server.errors import ApiError
 from server.generation import INLINE_TOKENIZE_CHARS, leased_model, registry_of
 from server.prompts import check_ids, encode, encode_mixed
 from server.schema import spec
+from server.serving.chat.prompt import chat_prompt
 from speculative.llama import LlamaModel, ModelClosedError
 
 MAX_TOKENS = 1_000_000

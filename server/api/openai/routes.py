@@ -15,10 +15,8 @@ from starlette.responses import Response
 
 from batching.request import Request, SamplingParams
 from server.api.chat_body import ChatCompletionBody, SamplingFields, unsupported_message
-from server.api.chat_tools import chat_prompt, tool_grammar, trimmable_chat
 from server.api.http import json_response, read_body
 from server.api.openai.schemas import CompletionBody
-from server.api.reasoning import new_parser, reply_setup
 from server.api.sse import DONE, event, progress_frame, sse_response
 from server.errors import ApiError
 from server.generation import (
@@ -36,6 +34,8 @@ from server.generation import (
     wait_done,
 )
 from server.prompts import Prompt
+from server.serving.chat.prompt import chat_prompt, tool_grammar, trimmable_chat
+from server.serving.chat.reasoning import new_parser, reply_setup
 from server.serving.chat.reply_parser import (
     CallArgs,
     CallStart,

@@ -12,8 +12,8 @@ prefill that begins thinking.
 from __future__ import annotations
 
 from batching.request import Request, ThinkBudget
-from server.api.chat_tools import tool_names
 from server.serving.chat.ask import ChatAsk
+from server.serving.chat.prompt import tool_names
 from server.serving.chat.reply_parser import ReplyParser, ThinkTags, think_tags
 from speculative.llama import LlamaModel
 
