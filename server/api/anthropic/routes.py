@@ -21,16 +21,7 @@ from starlette.responses import Response
 
 from batching.request import Request
 from server.api.anthropic.schemas import CountTokensBody, MessagesBody, server_tool
-from server.api.chat_run import (
-    ChatReply,
-    ChatRun,
-    build_body,
-    call_arguments,
-    finish_chat,
-    start_chat,
-    stream_chat,
-    usage_counts,
-)
+from server.api.chat_run import build_body, finish_chat, start_chat, stream_chat
 from server.api.error_shapes import anthropic_error, shaped_errors
 from server.api.http import json_response, read_body
 from server.api.sse import named_event, sse_response
@@ -38,6 +29,7 @@ from server.errors import ApiError
 from server.generation import registry_of
 from server.prompts import encode
 from server.serving.chat.prompt import chat_prompt
+from server.serving.chat.reply import ChatReply, ChatRun, call_arguments, usage_counts
 from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Ending, Family

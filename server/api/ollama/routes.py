@@ -20,20 +20,14 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response, StreamingResponse
 
 from batching.request import Request
-from server.api.chat_run import (
-    ChatReply,
-    build_body,
-    call_arguments,
-    finish_chat,
-    start_chat,
-    stream_chat,
-)
+from server.api.chat_run import build_body, finish_chat, start_chat, stream_chat
 from server.api.error_shapes import ollama_error, shaped_errors
 from server.api.http import json_response, read_body
 from server.api.ollama.schemas import GenerationFields, OllamaChatBody, OllamaGenerateBody
 from server.duration import parse_keep_alive
 from server.errors import ApiError
 from server.generation import leased_model, registry_of
+from server.serving.chat.reply import ChatReply, call_arguments
 from server.serving.chat.reply_parser import Content, Reasoning, think_tags
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Family

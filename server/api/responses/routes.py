@@ -21,11 +21,12 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from batching.request import Request
-from server.api.chat_run import ChatReply, ChatRun, build_body, finish_chat, start_chat, stream_chat
+from server.api.chat_run import build_body, finish_chat, start_chat, stream_chat
 from server.api.http import json_response, read_body
 from server.api.responses.schemas import ResponsesBody, refused_field
 from server.api.sse import named_event, sse_response
 from server.errors import ApiError
+from server.serving.chat.reply import ChatReply, ChatRun
 from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Family
