@@ -2,7 +2,7 @@
 
 Works with the official ``anthropic`` client (and so Claude Code, given a
 model name this server knows). The body is translated to a chat-completions
-body (``anthropic_schemas``) and run as one (``chat_run``). A stream is
+body (``server.api.anthropic.schemas``) and run as one (``chat_run``). A stream is
 Anthropic's event sequence: ``message_start``, ``ping``, per block
 ``content_block_start`` / ``_delta`` / ``_stop``, ``message_delta``,
 ``message_stop``; a failure mid-stream is an ``error`` event. Errors are

@@ -22,7 +22,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from batching.request import Request
-from server.api import embeddings as embedding_routes
+from server.api import embeddings
 from server.api.http import json_response, read_body
 from server.api.llama_fields import DEFAULT_SAMPLERS
 from server.api.llama_server.schemas import NativeCompletionBody, NativeEmbeddingBody
@@ -269,10 +269,10 @@ async def embedding(http: HttpRequest) -> Response:
     except orjson.JSONDecodeError:
         data = None
     if not isinstance(data, dict) or "content" not in data:
-        return await embedding_routes.create_embeddings(http)
+        return await embeddings.create_embeddings(http)
     body = await read_body(http, NativeEmbeddingBody)
     texts = [body.content] if isinstance(body.content, str) else body.content
     if not texts or not all(texts):
         raise ApiError(400, "content: send one or more texts, none empty")
-    _, vectors, _ = await embedding_routes.embed_texts(http, body.model, texts, "content")
+    _, vectors, _ = await embeddings.embed_texts(http, body.model, texts, "content")
     return json_response([{"index": i, "embedding": [v.tolist()]} for i, v in enumerate(vectors)])

@@ -1,7 +1,7 @@
 """Ollama's generation routes: ``POST /api/chat`` and ``POST /api/generate``.
 
 Works with the official ``ollama`` client and LangChain's ``ChatOllama``.
-Each body becomes a chat-completions body (``ollama_schemas``) run through
+Each body becomes a chat-completions body (``server.api.ollama.schemas``) run through
 ``chat_run``; a stream (Ollama's default) is NDJSON, one object a line, the
 last one ``done: true`` with the counts and durations (nanoseconds). A request
 without messages (or with an empty prompt) loads the model, and with

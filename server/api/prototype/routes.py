@@ -1,4 +1,4 @@
-"""The prototype's JSON API: health, generate, and background tasks."""
+"""The prototype's JSON API: its page, health and /generate (tasks: ``tasks``)."""
 
 from __future__ import annotations
 

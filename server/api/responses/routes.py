@@ -2,7 +2,7 @@
 
 Works with the official ``openai`` client's ``client.responses.create``
 (Codex CLI speaks only this API). The body becomes a chat-completions body
-(``responses_schemas``) run through ``chat_run``. A stream is the Responses
+(``server.api.responses.schemas``) run through ``chat_run``. A stream is the Responses
 event sequence: ``response.created``, ``response.in_progress``, per output
 item ``response.output_item.added`` ... (text: ``content_part.added``,
 ``output_text.delta``, ``output_text.done``, ``content_part.done``; a call:
