@@ -21,7 +21,7 @@ from server.models.registry import ModelRegistry
 from server.schema import parse
 from server.tasks.store import Orphan, Task, TaskStatus, TaskStore
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("server.api.task_routes")  # the name its log lines had before the move
 
 MAX_PER_PAGE = 100
 CANCEL_WAIT_S = 5.0
