@@ -19,6 +19,7 @@ from server.api.fields import MAX_PROMPT_CHARS
 from server.api.http import json_response, read_body
 from server.errors import ApiError, context_overflow
 from server.generation import registry_of
+from server.models.registry import ModelRegistry
 from server.schema import spec
 
 MAX_INPUTS = 2048  # OpenAI's limit per request
@@ -59,7 +60,7 @@ class EmbeddingBody:
 async def create_embeddings(http: HttpRequest) -> Response:
     """Embed one text or many, batched into as few decodes as fit (OpenAI's /v1/embeddings)."""
     body = await read_body(http, EmbeddingBody)
-    name, vectors, num_tokens = await embed_texts(http, body.model, body.texts)
+    name, vectors, num_tokens = await embed_texts(registry_of(http), body.model, body.texts)
     data = [
         {"object": "embedding", "index": i, "embedding": encode(vector, body.encoding_format)}
         for i, vector in enumerate(vectors)
@@ -69,7 +70,7 @@ async def create_embeddings(http: HttpRequest) -> Response:
 
 
 async def embed_texts(
-    http: HttpRequest,
+    registry: ModelRegistry,
     model: str | None,
     texts: list[str],
     field: str = "input",
@@ -78,7 +79,6 @@ async def embed_texts(
 ) -> tuple[str, Vectors, int]:
     """The model's name, a unit vector per text (rows), and the tokens they took; an
     input longer than the model embeds is cut (``truncate``) or a 400 naming it."""
-    registry = registry_of(http)
     name = registry.resolve_name(model)
     async with registry.embedders.lease(name) as embedder:
         inputs = await anyio.to_thread.run_sync(lambda: [embedder.tokenize(t) for t in texts])

@@ -274,5 +274,5 @@ async def embedding(http: HttpRequest) -> Response:
     texts = [body.content] if isinstance(body.content, str) else body.content
     if not texts or not all(texts):
         raise ApiError(400, "content: send one or more texts, none empty")
-    _, vectors, _ = await embeddings.embed_texts(http, body.model, texts, "content")
+    _, vectors, _ = await embeddings.embed_texts(registry_of(http), body.model, texts, "content")
     return json_response([{"index": i, "embedding": [v.tolist()]} for i, v in enumerate(vectors)])

@@ -196,7 +196,7 @@ async def embed(http: HttpRequest) -> Response:
         raise ApiError(400, "input: send one or more non-empty texts")
     started = asyncio.get_running_loop().time()
     name, vectors, num_tokens = await embed_texts(
-        http, body.model, texts, "input", truncate=body.truncate
+        registry_of(http), body.model, texts, "input", truncate=body.truncate
     )
     if body.dimensions is not None and body.dimensions != vectors.shape[1]:
         raise ApiError(400, f"dimensions: model {name!r} embeds in {vectors.shape[1]} only")
