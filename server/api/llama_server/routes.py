@@ -38,6 +38,7 @@ from server.generation import (
     wait_done,
 )
 from server.models.loaded import LoadedModel
+from server.serving.embeddings import embed_texts
 from server.serving.failures import check_failed, ending_error
 from server.serving.finish import Family, finish_reason
 from server.serving.limits import max_output_tokens
@@ -274,5 +275,5 @@ async def embedding(http: HttpRequest) -> Response:
     texts = [body.content] if isinstance(body.content, str) else body.content
     if not texts or not all(texts):
         raise ApiError(400, "content: send one or more texts, none empty")
-    _, vectors, _ = await embeddings.embed_texts(registry_of(http), body.model, texts, "content")
+    _, vectors, _ = await embed_texts(registry_of(http), body.model, texts, "content")
     return json_response([{"index": i, "embedding": [v.tolist()]} for i, v in enumerate(vectors)])

@@ -24,7 +24,6 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.api.embeddings import embed_texts
 from server.api.error_shapes import ollama_error, shaped_errors
 from server.api.fields import KeepAliveFields
 from server.api.http import json_response, read_body
@@ -36,6 +35,7 @@ from server.models.registry import ModelRegistry
 from server.models.weights import header_values
 from server.schema import spec
 from server.serving.chat.reply_parser import think_tags
+from server.serving.embeddings import embed_texts
 
 OLLAMA_VERSION = "0.12.0"  # the version of Ollama's API these routes follow
 FTYPES = {
