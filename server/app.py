@@ -17,21 +17,6 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from batching.faults import FAULTS
-from server import metrics as metrics_routes
-from server.api import (
-    anthropic_routes,
-    debug_routes,
-    embedding_routes,
-    llama_routes,
-    model_routes,
-    ollama_models,
-    ollama_routes,
-    openai_routes,
-    responses_routes,
-    routes,
-    task_routes,
-    token_routes,
-)
 from server.api.errors import EXCEPTION_HANDLERS
 from server.api.middleware import (
     ApiKeyMiddleware,
@@ -39,8 +24,9 @@ from server.api.middleware import (
     RequestContextMiddleware,
     load_api_keys,
 )
-from server.api.openapi import ROUTES as DOC_ROUTES
 from server.api.openapi import build_openapi
+from server.api.prototype.tasks import rerun_orphans
+from server.api.routes import API_ROUTES, BODIES, DEBUG_ROUTES, SERVICE_ROUTES
 from server.metrics import Metrics, RequestMetricsMiddleware
 from server.models.registry import ModelRegistry
 from server.models.reload import ConfigSource, ConfigWatcher
@@ -48,29 +34,11 @@ from server.settings import Config
 from server.tasks.backends import open_task_store
 
 STATIC = Path(__file__).resolve().parent / "static"
-API_ROUTES = [
-    *routes.ROUTES,
-    *task_routes.ROUTES,
-    *openai_routes.ROUTES,
-    *embedding_routes.ROUTES,
-    *token_routes.ROUTES,
-    *model_routes.ROUTES,
-    *anthropic_routes.ROUTES,
-    *ollama_routes.ROUTES,
-    *ollama_models.ROUTES,
-    *responses_routes.ROUTES,
-    *llama_routes.ROUTES,  # llama-server's paths: after the routes they alias
-]
 
 
 def api_description() -> dict[str, Any]:
     """The OpenAPI document of the API routes (served at /openapi.json)."""
-    bodies = routes.BODIES | task_routes.BODIES | openai_routes.BODIES
-    bodies |= embedding_routes.BODIES | token_routes.BODIES | model_routes.BODIES
-    bodies |= llama_routes.BODIES
-    bodies |= anthropic_routes.BODIES | ollama_routes.BODIES | ollama_models.BODIES
-    bodies |= responses_routes.BODIES
-    return build_openapi(API_ROUTES, bodies)
+    return build_openapi(API_ROUTES, BODIES)
 
 
 def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
@@ -90,7 +58,7 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
         await tasks.start()
         # held here: a task's run may not be garbage-collected while it is in flight
         app.state.rerun = asyncio.get_running_loop().create_task(
-            task_routes.rerun_orphans(registry, tasks), name="rerun-orphaned-tasks"
+            rerun_orphans(registry, tasks), name="rerun-orphaned-tasks"
         )
         watching = None
         loop = asyncio.get_running_loop()
@@ -126,9 +94,9 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
     keys = load_api_keys(settings.api_keys_file)
     if keys:
         middleware.append(Middleware(ApiKeyMiddleware, keys=keys))
-    test_routes = debug_routes.ROUTES if FAULTS.is_enabled else []
+    test_routes = DEBUG_ROUTES if FAULTS.is_enabled else []
     app = Starlette(
-        routes=[*API_ROUTES, *metrics_routes.ROUTES, *DOC_ROUTES, *test_routes, static],
+        routes=[*API_ROUTES, *SERVICE_ROUTES, *test_routes, static],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=middleware,
         lifespan=lifespan,

@@ -224,6 +224,3 @@ async def metrics_endpoint(http: HttpRequest) -> Response:
     """Prometheus metrics."""
     metrics: Metrics = http.app.state.metrics
     return Response(metrics.render(), media_type=CONTENT_TYPE)
-
-
-ROUTES = [Route("/metrics", metrics_endpoint, methods=["GET"])]

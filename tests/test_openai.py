@@ -11,7 +11,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from server.api.openai_schemas import UNSUPPORTED
+from server.api.chat_body import UNSUPPORTED
 from tests.conftest import DEFAULT_MODEL, SECOND_MODEL
 
 QUESTION: list[ChatCompletionMessageParam] = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from server.api.openai_schemas import ChatCompletionBody
-from server.api.schemas import GenerateBody
+from server.api.chat_body import ChatCompletionBody
+from server.api.prototype.schemas import GenerateBody
 from server.schema import json_schema
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.api.reply_parser import (
+from server.serving.chat.reply_parser import (
     CallArgs,
     CallStart,
     Content,
@@ -13,7 +13,7 @@ from server.api.reply_parser import (
     parse_reply,
     think_tags,
 )
-from server.api.tool_calls import ToolCall
+from server.serving.chat.tool_calls import ToolCall
 
 THINK = ThinkTags("<think>", "</think>")
 CALL = '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>'

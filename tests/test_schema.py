@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.api.schemas import GenerateBody
+from server.api.prototype.schemas import GenerateBody
 from server.schema import json_schema, parse
 
 

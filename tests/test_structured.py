@@ -20,7 +20,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from batching.request import SamplingParams
-from server.api.structured import integer_range, schema_to_gbnf
+from server.serving.structured import integer_range, schema_to_gbnf
 from speculative.grammar import Grammar
 from speculative.llama import LlamaModel
 from speculative.sampling import distribution

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from server.api.tool_calls import call_grammar
+from server.serving.chat.tool_calls import call_grammar
 
 
 def test_call_grammar_wraps_the_schema_in_markers() -> None:

@@ -2,7 +2,7 @@
 
 Anthropic's Messages, OpenAI's Responses and Ollama's ``/api/chat`` each turn
 their body into a ``ChatCompletionBody``; from there the prompt
-(``chat_tools.chat_prompt``), the grammar (tools, ``response_format``), the
+(``server.serving.chat.prompt.chat_prompt``), the grammar (tools, ``response_format``), the
 sampling parameters and the tool-call parsing are the chat-completions route's
 own, so a greedy reply is the same whichever API asked for it. Each family
 only shapes what comes out: a whole ``ChatReply``, or text pieces then one.
@@ -10,19 +10,11 @@ only shapes what comes out: a whole ``ChatReply``, or text pieces then one.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any
 
 from starlette.requests import Request as HttpRequest
 
-from batching.request import Request
-from server.api.chat_tools import chat_prompt, tool_grammar
-from server.api.openai_schemas import ChatCompletionBody
-from server.api.reasoning import new_parser, reply_setup
-from server.api.reply_parser import Event, ParsedReply, ReplyParser, parse_reply
-from server.api.tool_calls import ToolCall
+from server.api.chat_body import ChatCompletionBody
 from server.errors import ApiError
 from server.generation import (
     prepare,
@@ -32,10 +24,12 @@ from server.generation import (
     submit,
     wait_done,
 )
-from server.models.loaded import LoadedModel
 from server.prompts import Prompt
+from server.serving.chat.prompt import chat_prompt, tool_grammar
+from server.serving.chat.reasoning import new_parser, reply_setup
+from server.serving.chat.reply import ChatReply, ChatRun, reply_of
+from server.serving.chat.reply_parser import Event, ParsedReply, parse_reply
 from server.serving.failures import check_failed, ending_error
-from server.serving.finish import Ending, ending
 
 
 def build_body(make: Callable[[], ChatCompletionBody]) -> ChatCompletionBody:
@@ -44,27 +38,6 @@ def build_body(make: Callable[[], ChatCompletionBody]) -> ChatCompletionBody:
         return make()
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-
-
-@dataclass(slots=True)
-class ChatRun:
-    """A submitted chat request and the parser of its reply (reasoning, content, calls)."""
-
-    loaded: LoadedModel
-    request: Request
-    parser: ReplyParser
-    verdict: str  # X-Cache
-
-
-@dataclass(slots=True, frozen=True)
-class ChatReply:
-    """The end of a reply: its content, calls and reasoning (streamed: as sent already)."""
-
-    text: str | None
-    calls: list[ToolCall]
-    ending: Ending  # each family names it (server.serving.finish.WIRE)
-    stop_sequence: str | None  # the stop string that ended it, if one did
-    reasoning: str = ""  # the think block, when the model thought
 
 
 async def start_chat(
@@ -98,7 +71,7 @@ async def finish_chat(http: HttpRequest, run: ChatRun) -> ChatReply:
     request = run.request
     await wait_done(request, http)
     check_failed(request, partial=lambda: {"text": request.text})
-    return _reply(run, parse_reply(request.text, run.parser))
+    return reply_of(run, parse_reply(request.text, run.parser))
 
 
 async def stream_chat(run: ChatRun) -> AsyncIterator[Event | ChatReply | ApiError]:
@@ -118,26 +91,4 @@ async def stream_chat(run: ChatRun) -> AsyncIterator[Event | ChatReply | ApiErro
     parsed.add(events)
     for item in events:
         yield item
-    yield _reply(run, parsed)
-
-
-def _reply(run: ChatRun, parsed: ParsedReply) -> ChatReply:
-    calls, request = parsed.calls, run.request
-    end = ending(request, bool(calls))
-    return ChatReply(parsed.text, calls, end, request.stop_word, parsed.reasoning)
-
-
-def call_arguments(call: ToolCall) -> dict[str, Any]:
-    """A call's arguments as the object Anthropic and Ollama send (the JSON text a model
-    wrote may be another JSON value)."""
-    try:
-        value = json.loads(call.arguments)
-    except ValueError:
-        value = call.arguments
-    return value if isinstance(value, dict) else {"arguments": value}
-
-
-def usage_counts(request: Request) -> tuple[int, int, int]:
-    """(prompt tokens computed, prompt tokens from the prefix cache, output tokens)."""
-    cached = request.num_cached_tokens
-    return request.num_prompt_tokens - cached, cached, request.num_output_tokens
+    yield reply_of(run, parsed)

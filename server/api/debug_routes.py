@@ -9,7 +9,6 @@ from __future__ import annotations
 import orjson
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 from batching.faults import FAULTS
 from server.errors import ApiError
@@ -33,9 +32,3 @@ async def arm_fault(http: HttpRequest) -> Response:
 async def armed_faults(http: HttpRequest) -> Response:
     """The faults still armed (a fault that fired its last shot is gone)."""
     return Response(orjson.dumps({"armed": FAULTS.armed()}), media_type="application/json")
-
-
-ROUTES = [
-    Route("/debug/faults", arm_fault, methods=["POST"], include_in_schema=False),
-    Route("/debug/faults", armed_faults, methods=["GET"], include_in_schema=False),
-]

@@ -13,9 +13,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from batching.request import MAX_TOP_LOGPROBS, SamplingParams
-from server.api.schemas import MAX_GRAMMAR_CHARS, ServingFields
-from server.api.structured import schema_to_gbnf
+from server.api.fields import MAX_GRAMMAR_CHARS, ServingFields
 from server.schema import spec
+from server.serving.structured import schema_to_gbnf
 
 # llama.cpp's default chain; this server's sampler applies the same order, fixed
 SAMPLER_ORDER = (

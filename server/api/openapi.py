@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from server.api.http import json_response
 from server.api.pages import local_page
-from server.api.routes import json_response
 from server.schema import json_schema
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -116,10 +116,3 @@ async def swagger_ui(request: Request) -> Response:
 async def redoc(request: Request) -> Response:
     """Redoc view of the API, served without any outside asset."""
     return local_page("redoc.html")
-
-
-ROUTES = [
-    Route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False),
-    Route("/docs", swagger_ui, methods=["GET"], include_in_schema=False),
-    Route("/redoc", redoc, methods=["GET"], include_in_schema=False),
-]

@@ -1,193 +1,129 @@
-"""The prototype's JSON API: health, generate, and background tasks."""
+"""Every route of the server in one table, as llama-server's is: each family's paths,
+the aliases other clients call them by, and the bodies /openapi.json describes.
+
+Order matters: Starlette takes the first match, so llama-server's un-prefixed
+paths come after the routes they alias. ``include_in_schema=False`` keeps an
+alias (or a page) out of the API description.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import orjson
-from starlette.requests import Request as HttpRequest
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from batching.request import Request, RequestStatus
-from server.api.pages import local_page
-from server.api.schemas import GenerateBody
-from server.api.sse import DONE, event, progress_frame, sse_response
-from server.errors import ApiError
-from server.generation import (
-    Progress,
-    prepare,
-    registry_of,
-    result_cache_for,
-    speculation_counts,
-    stream_events,
-    submit,
-    usage,
-    wait_done,
-)
-from server.models.gpu import host_report
-from server.models.loaded import LoadedModel
-from server.models.registry import ModelRegistry
-from server.schema import parse
-from server.serving.failures import check_failed, failure_error
-from server.tasks.store import TaskStore, TaskStoreUnavailable
-from speculative.prompt import Messages
+from server import metrics
+from server.api import debug_routes, embeddings, openapi
+from server.api.anthropic import routes as anthropic
+from server.api.anthropic.schemas import CountTokensBody, MessagesBody
+from server.api.chat_body import ChatCompletionBody
+from server.api.embeddings import EmbeddingBody
+from server.api.fields import KeepAliveFields
+from server.api.llama_server import routes as llama_server
+from server.api.llama_server import tokens
+from server.api.llama_server.schemas import NativeCompletionBody, NativeEmbeddingBody
+from server.api.llama_server.tokens import DetokenizeBody, TokenizeBody
+from server.api.ollama import models as ollama_models
+from server.api.ollama import routes as ollama
+from server.api.ollama.models import NOT_HERE, EmbedBody, ModelBody, PullBody, not_here
+from server.api.ollama.schemas import OllamaChatBody, OllamaGenerateBody
+from server.api.openai import routes as openai
+from server.api.openai.schemas import CompletionBody
+from server.api.prototype import models as prototype_models
+from server.api.prototype import routes as prototype
+from server.api.prototype import tasks
+from server.api.prototype.schemas import GenerateBody
+from server.api.responses import routes as responses
+from server.api.responses.schemas import ResponsesBody
 
-T = TypeVar("T")
-MAX_PER_PAGE = 100
+GET, POST, DELETE = ["GET"], ["POST"], ["DELETE"]
+HIDDEN: dict[str, Any] = {"include_in_schema": False}
 
+API_ROUTES: list[BaseRoute] = [
+    # the prototype API: its page, health, /generate, background tasks, model load/unload
+    Route("/", prototype.index, methods=GET, **HIDDEN),
+    Route("/health_check", prototype.health_check, methods=GET),
+    Route("/generate", prototype.generate_route, methods=POST),
+    Route("/send_text", tasks.send_text, methods=POST),
+    Route("/get_task_status/{task_id}", tasks.task_status, methods=GET),
+    Route("/poll_task_status/{task_id}", tasks.task_status, methods=GET),
+    Route("/tasks/", tasks.list_tasks, methods=GET),
+    Route("/tasks", tasks.list_tasks, methods=GET, **HIDDEN),
+    Route("/tasks/{task_id}", tasks.cancel_task, methods=DELETE),
+    Route("/cancel_task/{task_id}", tasks.cancel_task, methods=POST),
+    # OpenAI
+    Route("/v1/chat/completions", openai.chat_completions, methods=POST),
+    Route("/v1/completions", openai.completions, methods=POST),
+    Route("/v1/models", openai.list_models, methods=GET),
+    Route("/v1/models/{model:path}", openai.get_model, methods=GET),
+    Route("/v1/embeddings", embeddings.create_embeddings, methods=POST),
+    # llama-server's tokenizer routes
+    Route("/tokenize", tokens.tokenize, methods=POST),
+    Route("/detokenize", tokens.detokenize, methods=POST),
+    Route("/apply-template", tokens.apply_template, methods=POST),
+    # the prototype API's model routes
+    Route("/models/{name}/load", prototype_models.load_model, methods=POST),
+    Route("/models/{name}/unload", prototype_models.unload_model, methods=POST),
+    # Anthropic
+    Route("/v1/messages", anthropic.create_message, methods=POST),
+    Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=POST),
+    # Ollama
+    Route("/api/chat", ollama.chat, methods=POST),
+    Route("/api/generate", ollama.generate, methods=POST),
+    Route("/api/tags", ollama_models.tags, methods=GET),
+    Route("/api/show", ollama_models.show, methods=POST),
+    Route("/api/ps", ollama_models.ps, methods=GET),
+    Route("/api/version", ollama_models.version, methods=GET),
+    Route("/api/embed", ollama_models.embed, methods=POST),
+    Route("/api/pull", ollama_models.pull, methods=POST),
+    *(not_here(path) for path in NOT_HERE),  # 501s naming what to do instead
+    # OpenAI Responses
+    Route("/v1/responses", responses.create_response, methods=POST),
+    # llama-server's native paths, and its un-prefixed aliases of the OpenAI ones
+    Route("/completion", llama_server.completion, methods=POST),
+    Route("/completions", llama_server.completion, methods=POST, **HIDDEN),
+    Route("/chat/completions", openai.chat_completions, methods=POST, **HIDDEN),
+    Route("/models", openai.list_models, methods=GET, **HIDDEN),
+    Route("/embedding", llama_server.embedding, methods=POST),
+    Route("/embeddings", llama_server.embedding, methods=POST, **HIDDEN),
+    Route("/health", llama_server.health, methods=GET),
+    Route("/v1/health", llama_server.health, methods=GET, **HIDDEN),
+    Route("/props", llama_server.props, methods=GET),
+]
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+# the body each POST route validates with (server.schema), for /openapi.json
+BODIES: dict[str, type] = {
+    "/generate": GenerateBody,
+    "/send_text": GenerateBody,
+    "/v1/chat/completions": ChatCompletionBody,
+    "/v1/completions": CompletionBody,
+    "/v1/embeddings": EmbeddingBody,
+    "/tokenize": TokenizeBody,
+    "/detokenize": DetokenizeBody,
+    "/apply-template": ChatCompletionBody,
+    "/models/{name}/load": KeepAliveFields,
+    "/completion": NativeCompletionBody,
+    "/embedding": NativeEmbeddingBody,
+    "/v1/messages": MessagesBody,
+    "/v1/messages/count_tokens": CountTokensBody,
+    "/api/chat": OllamaChatBody,
+    "/api/generate": OllamaGenerateBody,
+    "/api/show": ModelBody,
+    "/api/pull": PullBody,
+    "/api/embed": EmbedBody,
+    "/v1/responses": ResponsesBody,
+}
 
+# beside the API: Prometheus metrics, the API's description and its viewers
+SERVICE_ROUTES: list[BaseRoute] = [
+    Route("/metrics", metrics.metrics_endpoint, methods=GET),
+    Route("/openapi.json", openapi.openapi_json, methods=GET, **HIDDEN),
+    Route("/docs", openapi.swagger_ui, methods=GET, **HIDDEN),
+    Route("/redoc", openapi.redoc, methods=GET, **HIDDEN),
+]
 
-async def read_body(
-    http: HttpRequest, schema: type[T], precheck: Callable[[object], str | None] | None = None
-) -> T:
-    """Decode and validate a JSON body; ``precheck`` may refuse it first with a message."""
-    raw = await http.body()
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        message = f"the request body is not valid JSON ({exc}); send a JSON object"
-        raise ApiError(400, message) from None
-    if precheck is not None and (refusal := precheck(data)):
-        raise ApiError(400, refusal)
-    try:
-        return parse(schema, data)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-
-
-def tasks_of(http: HttpRequest) -> TaskStore:
-    tasks: TaskStore = http.app.state.tasks
-    return tasks
-
-
-async def index(http: HttpRequest) -> Response:
-    """The web UI: prompt, model picker, live tokens, task mode."""
-    return local_page("index.html")
-
-
-async def health_check(http: HttpRequest) -> Response:
-    """Liveness for anyone; details (paths, counters, errors) only with a valid API key
-    when keys are set."""
-    registry = registry_of(http)
-    brief = {name: {"loaded": name in registry.loaded} for name in registry.config.models}
-    body: dict[str, Any] = {"status": "ok", "models": brief}
-    watcher = http.app.state.config_watcher
-    if watcher is not None and watcher.error is not None:
-        body["config_error"] = watcher.error  # the old config keeps serving meanwhile
-    if not getattr(http.state, "is_authorized", True):
-        return json_response(body)
-    models: dict[str, Any] = {}
-    for name, settings in registry.config.models.items():
-        loaded = registry.loaded.get(name)
-        models[name] = {"loaded": loaded is not None, "path": settings.path}
-        if loaded is not None:
-            models[name] |= loaded.describe()
-        elif (estimate := registry.estimated_bytes(name)) is not None:
-            models[name]["estimated_bytes"] = estimate
-        if (embedding := registry.embedding_bytes(name)) is not None:
-            models[name]["embedding_context_bytes"] = embedding
-        if (failure := registry.failures.get(name)) is not None:
-            models[name]["last_error"] = failure.error.message
-        models[name]["load_attempts"] = registry.num_load_attempts.get(name, 0)
-    body |= {
-        "default_model": registry.config.server.default_model,
-        "loaded_models": list(registry.loaded),
-        "unloading_models": list(registry.unloading),
-        "running": sum(m.batcher.num_running for m in registry.loaded.values()),
-        "waiting": sum(m.batcher.num_waiting for m in registry.loaded.values()),
-        "tasks": await _task_count(tasks_of(http)),
-        "task_store": tasks_of(http).describe(),
-        "hardware": host_report(),
-        # this (event-loop) thread's CPU time: what HTTP, SSE and queues cost it
-        "process": {"loop_cpu_seconds": round(time.thread_time(), 4)},
-        "memory": registry.memory(),
-        "config": watcher.describe() if watcher is not None else None,
-        "models": models,
-    }
-    return json_response(body)
-
-
-async def _task_count(store: TaskStore) -> int | None:
-    """None while the store is unreachable: the health check answers whatever the store does."""
-    try:
-        return await store.count()
-    except TaskStoreUnavailable:
-        return None
-
-
-async def generate_route(http: HttpRequest) -> Response:
-    body = await read_body(http, GenerateBody)
-    loaded, request = await prepare_body(http, body)
-    verdict = submit(loaded, request, stream=body.stream, cache=result_cache_for(http, body))
-    headers = {"X-Cache": verdict}
-    if body.stream:
-        keepalive_s = registry_of(http).config.server.stream_keepalive_s
-        return sse_response(_generate_events(request, keepalive_s), headers)
-    await wait_done(request, http)
-    return json_response(result_body(request), headers=headers)
-
-
-async def prepare_body(http: HttpRequest, body: GenerateBody) -> tuple[LoadedModel, Request]:
-    """A prototype-API body made into a request, ready to submit; logged with the HTTP one.
-
-    A chat model gets the prompt as a user turn in its own template.
-    """
-    loaded, request = await prepare_generate(registry_of(http), body)
-    http.state.log["generation"] = request
-    return loaded, request
-
-
-async def prepare_generate(
-    registry: ModelRegistry, body: GenerateBody
-) -> tuple[LoadedModel, Request]:
-    """``prepare_body`` without an HTTP request (a task run again after a restart)."""
-    settings = registry.config.models[registry.resolve_name(body.model_name)]
-    prompt: str | Messages = [("user", body.prompt)] if settings.use_chat_template else body.prompt
-    params = body.sampling_params()
-    grammar = body.grammar_text()
-    return await prepare(registry, body.model_name, prompt, params, body, grammar=grammar)
-
-
-async def _generate_events(request: Request, keepalive_s: float) -> AsyncIterator[bytes]:
-    async for piece in stream_events(request, keepalive_s):
-        if isinstance(piece, Progress):
-            yield progress_frame(request, piece, {"id": request.id, "model": request.model})
-            continue
-        yield event({"id": request.id, "model": request.model, "text": piece})
-    if request.status is RequestStatus.FAILED:
-        yield event(failure_error(request).body())
-    else:
-        yield event({**result_fields(request), "text": ""})  # finish_reason may be "timeout"
-    yield DONE
-
-
-def result_body(request: Request) -> dict[str, Any]:
-    """The JSON reply for a finished request (shared by /generate and tasks)."""
-    check_failed(request, partial=lambda: result_fields(request))
-    return result_fields(request)
-
-
-def result_fields(request: Request) -> dict[str, Any]:
-    return {
-        "id": request.id,
-        "model": request.model,
-        "text": request.text,
-        "finish_reason": str(request.finish_reason),
-        "usage": usage(request),
-        "timings": request.timings(),
-        "speculative": speculation_counts(request),
-    }
-
-
-BODIES = {"/generate": GenerateBody}
-ROUTES = [
-    Route("/", index, methods=["GET"], include_in_schema=False),
-    Route("/health_check", health_check, methods=["GET"]),
-    Route("/generate", generate_route, methods=["POST"]),
+# test-only fault injection, mounted when EDGE_LLM_FAULTS is set (batching.faults)
+DEBUG_ROUTES: list[BaseRoute] = [
+    Route("/debug/faults", debug_routes.arm_fault, methods=POST, **HIDDEN),
+    Route("/debug/faults", debug_routes.armed_faults, methods=GET, **HIDDEN),
 ]

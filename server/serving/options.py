@@ -1,6 +1,6 @@
 """What a request asks of the server beyond sampling, as the core reads it.
 
-Every family's body carries these fields (``server.api.schemas.ServingFields``
+Every family's body carries these fields (``server.api.fields.ServingFields``
 holds them on the wire); the core asks only for the fields, so that it imports
 no body schema of the HTTP layer.
 """

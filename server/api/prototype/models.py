@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
-from server.api.routes import json_response, read_body
-from server.api.schemas import KeepAliveFields
+from server.api.fields import KeepAliveFields
+from server.api.http import json_response, read_body
 from server.generation import registry_of
 
 
@@ -34,10 +33,3 @@ async def unload_model(http: HttpRequest) -> Response:
     name = registry.resolve_name(http.path_params["name"])
     was_loaded = await registry.unload(name)
     return json_response({"model": name, "loaded": False, "was_loaded": was_loaded})
-
-
-BODIES = {"/models/{name}/load": KeepAliveFields}
-ROUTES = [
-    Route("/models/{name}/load", load_model, methods=["POST"]),
-    Route("/models/{name}/unload", unload_model, methods=["POST"]),
-]

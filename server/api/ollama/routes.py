@@ -1,7 +1,7 @@
 """Ollama's generation routes: ``POST /api/chat`` and ``POST /api/generate``.
 
 Works with the official ``ollama`` client and LangChain's ``ChatOllama``.
-Each body becomes a chat-completions body (``ollama_schemas``) run through
+Each body becomes a chat-completions body (``server.api.ollama.schemas``) run through
 ``chat_run``; a stream (Ollama's default) is NDJSON, one object a line, the
 last one ``done: true`` with the counts and durations (nanoseconds). A request
 without messages (or with an empty prompt) loads the model, and with
@@ -18,25 +18,18 @@ from typing import Any
 import orjson
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
 from batching.request import Request
-from server.api.chat_run import (
-    ChatReply,
-    build_body,
-    call_arguments,
-    finish_chat,
-    start_chat,
-    stream_chat,
-)
+from server.api.chat_run import build_body, finish_chat, start_chat, stream_chat
 from server.api.error_shapes import ollama_error, shaped_errors
-from server.api.ollama_schemas import GenerationFields, OllamaChatBody, OllamaGenerateBody
-from server.api.reply_parser import Content, Reasoning, think_tags
-from server.api.routes import json_response, read_body
-from server.api.tool_calls import ToolCall
+from server.api.http import json_response, read_body
+from server.api.ollama.schemas import GenerationFields, OllamaChatBody, OllamaGenerateBody
 from server.duration import parse_keep_alive
 from server.errors import ApiError
 from server.generation import leased_model, registry_of
+from server.serving.chat.reply import ChatReply, call_arguments
+from server.serving.chat.reply_parser import Content, Reasoning, think_tags
+from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Family
 
 NDJSON = "application/x-ndjson"
@@ -168,10 +161,3 @@ async def _load_or_unload(
     took = round((time.monotonic() - started) * 1e9)
     line = {"model": name, "created_at": now_rfc3339()} | fields
     return json_response(line | {"done": True, "done_reason": reason, "load_duration": took})
-
-
-BODIES = {"/api/chat": OllamaChatBody, "/api/generate": OllamaGenerateBody}
-ROUTES = [
-    Route("/api/chat", chat, methods=["POST"]),
-    Route("/api/generate", generate, methods=["POST"]),
-]

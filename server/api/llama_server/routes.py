@@ -20,14 +20,12 @@ from typing import Any
 import orjson
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 from batching.request import Request
-from server.api import embedding_routes, openai_routes
+from server.api import embeddings
+from server.api.http import json_response, read_body
 from server.api.llama_fields import DEFAULT_SAMPLERS
-from server.api.llama_schemas import NativeCompletionBody, NativeEmbeddingBody
-from server.api.logprobs import LogprobCursor
-from server.api.routes import json_response, read_body
+from server.api.llama_server.schemas import NativeCompletionBody, NativeEmbeddingBody
 from server.api.sse import event, sse_response
 from server.errors import ApiError
 from server.generation import (
@@ -40,9 +38,11 @@ from server.generation import (
     wait_done,
 )
 from server.models.loaded import LoadedModel
+from server.serving.embeddings import embed_texts
 from server.serving.failures import check_failed, ending_error
 from server.serving.finish import Family, finish_reason
 from server.serving.limits import max_output_tokens
+from server.serving.logprobs import LogprobCursor
 
 DEFAULTS = (  # the fields /props shows, with the native body's defaults
     *("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n"),
@@ -270,29 +270,10 @@ async def embedding(http: HttpRequest) -> Response:
     except orjson.JSONDecodeError:
         data = None
     if not isinstance(data, dict) or "content" not in data:
-        return await embedding_routes.create_embeddings(http)
+        return await embeddings.create_embeddings(http)
     body = await read_body(http, NativeEmbeddingBody)
     texts = [body.content] if isinstance(body.content, str) else body.content
     if not texts or not all(texts):
         raise ApiError(400, "content: send one or more texts, none empty")
-    _, vectors, _ = await embedding_routes.embed_texts(http, body.model, texts, "content")
+    _, vectors, _ = await embed_texts(registry_of(http), body.model, texts, "content")
     return json_response([{"index": i, "embedding": [v.tolist()]} for i, v in enumerate(vectors)])
-
-
-BODIES = {"/completion": NativeCompletionBody, "/embedding": NativeEmbeddingBody}
-ROUTES = [
-    Route("/completion", completion, methods=["POST"]),
-    Route("/completions", completion, methods=["POST"], include_in_schema=False),
-    Route(
-        "/chat/completions",
-        openai_routes.chat_completions,
-        methods=["POST"],
-        include_in_schema=False,
-    ),
-    Route("/models", openai_routes.list_models, methods=["GET"], include_in_schema=False),
-    Route("/embedding", embedding, methods=["POST"]),
-    Route("/embeddings", embedding, methods=["POST"], include_in_schema=False),
-    Route("/health", health, methods=["GET"]),
-    Route("/v1/health", health, methods=["GET"], include_in_schema=False),
-    Route("/props", props, methods=["GET"]),
-]

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from server.api.openai_schemas import (
-    ChatCompletionBody,
+from server.api.chat_body import ChatCompletionBody
+from server.api.fields import ServingFields
+from server.schema import spec
+from server.serving.chat.messages import (
     ChatMessage,
     FunctionCall,
     FunctionDef,
@@ -24,8 +26,6 @@ from server.api.openai_schemas import (
     Tool,
     ToolCallItem,
 )
-from server.api.schemas import ServingFields
-from server.schema import spec
 
 BLOCK_TYPES = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")
 REFUSED_BLOCKS = ("image", "document", "search_result", "server_tool_use", "container_upload")

@@ -24,18 +24,18 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.api.embedding_routes import embed_texts
 from server.api.error_shapes import ollama_error, shaped_errors
-from server.api.ollama_routes import ndjson_response
-from server.api.reply_parser import think_tags
-from server.api.routes import json_response, read_body
-from server.api.schemas import KeepAliveFields
+from server.api.fields import KeepAliveFields
+from server.api.http import json_response, read_body
+from server.api.ollama.routes import ndjson_response
 from server.errors import ApiError
 from server.generation import registry_of
 from server.models.pull import pull_models
 from server.models.registry import ModelRegistry
 from server.models.weights import header_values
 from server.schema import spec
+from server.serving.chat.reply_parser import think_tags
+from server.serving.embeddings import embed_texts
 
 OLLAMA_VERSION = "0.12.0"  # the version of Ollama's API these routes follow
 FTYPES = {
@@ -196,7 +196,7 @@ async def embed(http: HttpRequest) -> Response:
         raise ApiError(400, "input: send one or more non-empty texts")
     started = asyncio.get_running_loop().time()
     name, vectors, num_tokens = await embed_texts(
-        http, body.model, texts, "input", truncate=body.truncate
+        registry_of(http), body.model, texts, "input", truncate=body.truncate
     )
     if body.dimensions is not None and body.dimensions != vectors.shape[1]:
         raise ApiError(400, f"dimensions: model {name!r} embeds in {vectors.shape[1]} only")
@@ -267,15 +267,3 @@ def not_here(path: str) -> Route:
     return Route(
         path, refuse, methods=methods.get(path, ["POST"]), name=name, include_in_schema=False
     )
-
-
-BODIES = {"/api/show": ModelBody, "/api/pull": PullBody, "/api/embed": EmbedBody}
-ROUTES = [
-    Route("/api/tags", tags, methods=["GET"]),
-    Route("/api/show", show, methods=["POST"]),
-    Route("/api/ps", ps, methods=["GET"]),
-    Route("/api/version", version, methods=["GET"]),
-    Route("/api/embed", embed, methods=["POST"]),
-    Route("/api/pull", pull, methods=["POST"]),
-    *(not_here(path) for path in NOT_HERE),
-]

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from server.api.structured import schema_to_gbnf
+from server.serving.structured import schema_to_gbnf
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.api.openai_schemas import (
-    EFFORTS,
-    ChatCompletionBody,
+from server.api.chat_body import EFFORTS, ChatCompletionBody
+from server.api.fields import ServingFields
+from server.schema import spec
+from server.serving.chat.messages import (
     ChatMessage,
     FunctionCall,
     FunctionDef,
@@ -25,8 +26,6 @@ from server.api.openai_schemas import (
     Tool,
     ToolCallItem,
 )
-from server.api.schemas import ServingFields
-from server.schema import spec
 
 REFUSED = {
     "previous_response_id": "this server keeps no responses; send the whole conversation "

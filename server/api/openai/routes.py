@@ -12,30 +12,12 @@ from typing import Any
 
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 from batching.request import Request, SamplingParams
-from server.api.chat_tools import chat_prompt, tool_grammar, trimmable_chat
-from server.api.logprobs import LogprobCursor
-from server.api.openai_schemas import (
-    ChatCompletionBody,
-    CompletionBody,
-    SamplingFields,
-    unsupported_message,
-)
-from server.api.reasoning import new_parser, reply_setup
-from server.api.reply_parser import (
-    CallArgs,
-    CallStart,
-    Content,
-    Event,
-    Reasoning,
-    ReplyParser,
-    parse_reply,
-)
-from server.api.routes import json_response, read_body
+from server.api.chat_body import ChatCompletionBody, SamplingFields, unsupported_message
+from server.api.http import json_response, read_body
+from server.api.openai.schemas import CompletionBody
 from server.api.sse import DONE, event, progress_frame, sse_response
-from server.api.tool_calls import ToolCall
 from server.errors import ApiError
 from server.generation import (
     Progress,
@@ -52,9 +34,22 @@ from server.generation import (
     wait_done,
 )
 from server.prompts import Prompt
+from server.serving.chat.prompt import chat_prompt, tool_grammar, trimmable_chat
+from server.serving.chat.reasoning import new_parser, reply_setup
+from server.serving.chat.reply_parser import (
+    CallArgs,
+    CallStart,
+    Content,
+    Event,
+    Reasoning,
+    ReplyParser,
+    parse_reply,
+)
+from server.serving.chat.tool_calls import ToolCall
 from server.serving.failures import check_failed, ending_error
 from server.serving.finish import Family, finish_reason
 from server.serving.limits import max_output_tokens
+from server.serving.logprobs import LogprobCursor
 
 
 async def chat_completions(http: HttpRequest) -> Response:
@@ -313,12 +308,3 @@ async def _chunks(
                 }
             )
     yield DONE
-
-
-BODIES = {"/v1/chat/completions": ChatCompletionBody, "/v1/completions": CompletionBody}
-ROUTES = [
-    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-    Route("/v1/completions", completions, methods=["POST"]),
-    Route("/v1/models", list_models, methods=["GET"]),
-    Route("/v1/models/{model:path}", get_model, methods=["GET"]),
-]

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from server.api.openai_schemas import (
-    EFFORTS,
-    ChatCompletionBody,
+from server.api.chat_body import EFFORTS, ChatCompletionBody
+from server.api.fields import ServingFields
+from server.schema import spec
+from server.serving.chat.messages import (
     ChatMessage,
     FunctionCall,
     JsonSchemaFormat,
@@ -24,8 +25,6 @@ from server.api.openai_schemas import (
     Tool,
     ToolCallItem,
 )
-from server.api.schemas import ServingFields
-from server.schema import spec
 
 
 @dataclass(slots=True, frozen=True)

@@ -12,15 +12,15 @@ prefill that begins thinking.
 from __future__ import annotations
 
 from batching.request import Request, ThinkBudget
-from server.api.chat_tools import tool_names
-from server.api.openai_schemas import ChatCompletionBody
-from server.api.reply_parser import ReplyParser, ThinkTags, think_tags
+from server.serving.chat.ask import ChatAsk
+from server.serving.chat.prompt import tool_names
+from server.serving.chat.reply_parser import ReplyParser, ThinkTags, think_tags
 from speculative.llama import LlamaModel
 
 NUM_TAIL_TOKENS = 16  # prompt tokens read back to find an open think tag
 
 
-def model_tags(model: LlamaModel, body: ChatCompletionBody) -> ThinkTags | None:
+def model_tags(model: LlamaModel, body: ChatAsk) -> ThinkTags | None:
     """The think tags the model writes: its template's; with reasoning_format deepseek,
     ``<think>`` even where the template does not say so."""
     tags = think_tags(model.template_text)
@@ -39,7 +39,7 @@ def is_thinking_at_start(model: LlamaModel, request: Request, tags: ThinkTags | 
 
 
 def reply_setup(
-    model: LlamaModel, body: ChatCompletionBody, request: Request
+    model: LlamaModel, body: ChatAsk, request: Request
 ) -> tuple[ThinkTags | None, bool]:
     """The tags to split the reply at (none with reasoning_format none), whether it starts
     thinking, and the request's thinking budget set (before it is submitted: the executor
@@ -59,7 +59,7 @@ def reply_setup(
     return (None, False) if body.reasoning_format == "none" else (tags, is_open)
 
 
-def new_parser(body: ChatCompletionBody, tags: ThinkTags | None, is_open: bool) -> ReplyParser:
+def new_parser(body: ChatAsk, tags: ThinkTags | None, is_open: bool) -> ReplyParser:
     """A fresh parser for one choice of ``body``'s reply."""
     max_calls = 1 if body.parallel_tool_calls is False else None
     return ReplyParser(tags, is_thinking=is_open, tool_names=tool_names(body), max_calls=max_calls)

@@ -8,20 +8,20 @@ fallback for templates that cannot render tools: a system turn describing them
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
-from server.api.openai_schemas import ChatCompletionBody, ChatMessage, NamedToolChoice
-from server.api.reply_parser import think_tags
-from server.api.tool_calls import CLOSE, OPEN, call_grammar, tools_system_prompt
 from server.errors import ApiError
 from server.prompts import Prefill, Trimmable
+from server.serving.chat.ask import ChatAsk
+from server.serving.chat.messages import ChatMessage, NamedToolChoice
+from server.serving.chat.reply_parser import think_tags
+from server.serving.chat.tool_calls import CLOSE, OPEN, call_grammar, tools_system_prompt
 from speculative.llama import LlamaModel
 from speculative.prompt import JinjaChat, Messages
 
 
-def active_tools(body: ChatCompletionBody) -> list[dict[str, Any]] | None:
+def active_tools(body: ChatAsk) -> list[dict[str, Any]] | None:
     """The tools the model is shown (none with ``tool_choice: "none"``), as plain JSON."""
     if not body.tools or body.tool_choice == "none":
         return None
@@ -35,15 +35,18 @@ def active_tools(body: ChatCompletionBody) -> list[dict[str, Any]] | None:
     return tools
 
 
-def tool_names(body: ChatCompletionBody) -> set[str] | None:
+def tool_names(body: ChatAsk) -> set[str] | None:
     """Names whose calls are parsed out of the reply; None: the reply is only content."""
     tools = active_tools(body)
     return None if tools is None else {t["function"]["name"] for t in tools}
 
 
-def chat_prompt(body: ChatCompletionBody, model: LlamaModel) -> Messages | JinjaChat | Prefill:
-    """The chat for the model's template; a last assistant turn is continued (prefill)."""
-    messages, prefill = body.messages, None
+def chat_prompt(
+    body: ChatAsk, model: LlamaModel, turns: list[ChatMessage] | None = None
+) -> Messages | JinjaChat | Prefill:
+    """The chat (``body``'s turns, or ``turns`` kept of them) for the model's template; a
+    last assistant turn is continued (prefill)."""
+    messages, prefill = body.messages if turns is None else turns, None
     if messages[-1].role == "assistant" and not messages[-1].tool_calls:
         if len(messages) > 1 and messages[-2].role == "assistant":
             raise ApiError(
@@ -56,7 +59,7 @@ def chat_prompt(body: ChatCompletionBody, model: LlamaModel) -> Messages | Jinja
     return chat if prefill is None else Prefill(chat, prefill)
 
 
-def trimmable_chat(body: ChatCompletionBody, model: LlamaModel) -> Trimmable:
+def trimmable_chat(body: ChatAsk, model: LlamaModel) -> Trimmable:
     """The chat, losing whole turns from the oldest (``truncate: true``): a turn is a user
     message and what follows it up to the next one, so no reply loses its question; the
     leading system turns and the newest turn are always kept (as llama-server's
@@ -71,14 +74,12 @@ def trimmable_chat(body: ChatCompletionBody, model: LlamaModel) -> Trimmable:
         if num_dropped == 0:
             return chat_prompt(body, model)
         kept = messages[:head] + messages[cuts[num_dropped - 1] :]
-        return chat_prompt(dataclasses.replace(body, messages=kept), model)
+        return chat_prompt(body, model, kept)
 
     return Trimmable(build, len(cuts))
 
 
-def _chat(
-    body: ChatCompletionBody, messages: list[ChatMessage], model: LlamaModel
-) -> Messages | JinjaChat:
+def _chat(body: ChatAsk, messages: list[ChatMessage], model: LlamaModel) -> Messages | JinjaChat:
     turns = [(_role(m), m.text()) for m in messages]
     tools = active_tools(body)
     has_tool_turns = any(m.role == "tool" or m.tool_calls for m in messages)
@@ -93,7 +94,7 @@ def _chat(
     return JinjaChat(jinja, tools, _fallback(messages, tools), kwargs)
 
 
-def tool_grammar(body: ChatCompletionBody) -> str | None:
+def tool_grammar(body: ChatAsk) -> str | None:
     """With ``required`` or a named function: one call, arguments valid for its schema."""
     if body.tools is None or body.tool_choice in (None, "none", "auto"):
         return None
@@ -107,7 +108,7 @@ def tool_grammar(body: ChatCompletionBody) -> str | None:
         raise ApiError(400, str(exc)) from None
 
 
-def check_markup(model: LlamaModel, body: ChatCompletionBody, tools: object) -> None:
+def check_markup(model: LlamaModel, body: ChatAsk, tools: object) -> None:
     """Tool definitions and earlier calls are written into the template's own text, which
     is tokenized with control tokens parsed: they must not smuggle one in."""
     written = [("tools", json.dumps(tools))]

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
-from server.api.tool_calls import CLOSE, OPEN, ToolCall, decode_call
+from server.serving.chat.tool_calls import CLOSE, OPEN, ToolCall, decode_call
 
 
 @dataclass(slots=True, frozen=True)

@@ -18,16 +18,15 @@ from typing import Any
 import anyio.to_thread
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
-from server.api.chat_tools import chat_prompt
-from server.api.openai_schemas import ChatCompletionBody, unsupported_message
-from server.api.routes import json_response, read_body
-from server.api.schemas import MAX_PROMPT_CHARS
+from server.api.chat_body import ChatCompletionBody, unsupported_message
+from server.api.fields import MAX_PROMPT_CHARS
+from server.api.http import json_response, read_body
 from server.errors import ApiError
 from server.generation import INLINE_TOKENIZE_CHARS, leased_model, registry_of
 from server.prompts import check_ids, encode, encode_mixed
 from server.schema import spec
+from server.serving.chat.prompt import chat_prompt
 from speculative.llama import LlamaModel, ModelClosedError
 
 MAX_TOKENS = 1_000_000
@@ -116,15 +115,3 @@ async def apply_template(http: HttpRequest) -> Response:
         tokens = await anyio.to_thread.run_sync(lambda: encode(model, prompt, model.num_vocab))
         text = b"".join(model.piece(t, special=True) for t in tokens)
     return json_response({"prompt": text.decode(errors="replace")})
-
-
-BODIES = {
-    "/tokenize": TokenizeBody,
-    "/detokenize": DetokenizeBody,
-    "/apply-template": ChatCompletionBody,
-}
-ROUTES = [
-    Route("/tokenize", tokenize, methods=["POST"]),
-    Route("/detokenize", detokenize, methods=["POST"]),
-    Route("/apply-template", apply_template, methods=["POST"]),
-]

@@ -2,7 +2,7 @@
 
 Works with the official ``openai`` client's ``client.responses.create``
 (Codex CLI speaks only this API). The body becomes a chat-completions body
-(``responses_schemas``) run through ``chat_run``. A stream is the Responses
+(``server.api.responses.schemas``) run through ``chat_run``. A stream is the Responses
 event sequence: ``response.created``, ``response.in_progress``, per output
 item ``response.output_item.added`` ... (text: ``content_part.added``,
 ``output_text.delta``, ``output_text.done``, ``content_part.done``; a call:
@@ -19,16 +19,16 @@ from typing import Any
 
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 from batching.request import Request
-from server.api.chat_run import ChatReply, ChatRun, build_body, finish_chat, start_chat, stream_chat
-from server.api.reply_parser import CallArgs, CallStart, Content, Reasoning
-from server.api.responses_schemas import ResponsesBody, refused_field
-from server.api.routes import json_response, read_body
+from server.api.chat_run import build_body, finish_chat, start_chat, stream_chat
+from server.api.http import json_response, read_body
+from server.api.responses.schemas import ResponsesBody, refused_field
 from server.api.sse import named_event, sse_response
-from server.api.tool_calls import ToolCall
 from server.errors import ApiError
+from server.serving.chat.reply import ChatReply, ChatRun
+from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
+from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Family
 
 
@@ -219,7 +219,3 @@ class _Shape:
                 frames.append(self.event(kind, response=final))
             for frame in frames:
                 yield frame
-
-
-BODIES = {"/v1/responses": ResponsesBody}
-ROUTES = [Route("/v1/responses", create_response, methods=["POST"])]

@@ -10,20 +10,16 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-import anyio.to_thread
-import numpy as np
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
-from server.api.routes import json_response, read_body
-from server.api.schemas import MAX_PROMPT_CHARS
-from server.errors import ApiError, context_overflow
+from server.api.fields import MAX_PROMPT_CHARS
+from server.api.http import json_response, read_body
 from server.generation import registry_of
 from server.schema import spec
+from server.serving.embeddings import Vectors, embed_texts
 
 MAX_INPUTS = 2048  # OpenAI's limit per request
-Vectors = np.ndarray[Any, np.dtype[np.float32]]  # one row per input, or one vector
 
 
 @dataclass(slots=True, frozen=True)
@@ -60,7 +56,7 @@ class EmbeddingBody:
 async def create_embeddings(http: HttpRequest) -> Response:
     """Embed one text or many, batched into as few decodes as fit (OpenAI's /v1/embeddings)."""
     body = await read_body(http, EmbeddingBody)
-    name, vectors, num_tokens = await embed_texts(http, body.model, body.texts)
+    name, vectors, num_tokens = await embed_texts(registry_of(http), body.model, body.texts)
     data = [
         {"object": "embedding", "index": i, "embedding": encode(vector, body.encoding_format)}
         for i, vector in enumerate(vectors)
@@ -69,42 +65,7 @@ async def create_embeddings(http: HttpRequest) -> Response:
     return json_response({"object": "list", "data": data, "model": name, "usage": usage})
 
 
-async def embed_texts(
-    http: HttpRequest,
-    model: str | None,
-    texts: list[str],
-    field: str = "input",
-    *,
-    truncate: bool = False,
-) -> tuple[str, Vectors, int]:
-    """The model's name, a unit vector per text (rows), and the tokens they took; an
-    input longer than the model embeds is cut (``truncate``) or a 400 naming it."""
-    registry = registry_of(http)
-    name = registry.resolve_name(model)
-    async with registry.embedders.lease(name) as embedder:
-        inputs = await anyio.to_thread.run_sync(lambda: [embedder.tokenize(t) for t in texts])
-        for i, tokens in enumerate(inputs):
-            if len(tokens) > embedder.max_tokens and truncate:
-                inputs[i] = tokens[: embedder.max_tokens]
-            elif len(tokens) > embedder.max_tokens:  # at most one batch (batch_tokens) a text
-                where = field if len(texts) == 1 else f"{field}[{i}]"
-                overflow = context_overflow(len(tokens), embedder.max_tokens, name, where)
-                message = (
-                    f"{where}: {len(tokens)} tokens, but model {name!r} embeds at most "
-                    f"{embedder.max_tokens} per input (its batch_tokens, the maximum context "
-                    "length of an input), so it exceeds the available context size; shorten "
-                    "or split it"
-                )
-                raise ApiError(400, message, extra=overflow.extra)
-        vectors = await anyio.to_thread.run_sync(embedder.embed, inputs)
-    return name, vectors, sum(len(tokens) for tokens in inputs)
-
-
 def encode(vector: Vectors, encoding_format: str) -> Any:
     if encoding_format == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode()
     return vector.tolist()
-
-
-BODIES = {"/v1/embeddings": EmbeddingBody}
-ROUTES = [Route("/v1/embeddings", create_embeddings, methods=["POST"])]

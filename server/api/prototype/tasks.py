@@ -10,25 +10,18 @@ from typing import Any
 
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 from batching.request import RequestStatus
-from server.api.routes import (
-    json_response,
-    prepare_body,
-    prepare_generate,
-    read_body,
-    result_fields,
-    tasks_of,
-)
-from server.api.schemas import GenerateBody
+from server.api.http import json_response, read_body
+from server.api.prototype.routes import prepare_body, prepare_generate, result_fields, tasks_of
+from server.api.prototype.schemas import GenerateBody
 from server.errors import ApiError
 from server.generation import result_cache_for, submit
 from server.models.registry import ModelRegistry
 from server.schema import parse
 from server.tasks.store import Orphan, Task, TaskStatus, TaskStore
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("server.api.task_routes")  # the name its log lines had before the move
 
 MAX_PER_PAGE = 100
 CANCEL_WAIT_S = 5.0
@@ -139,15 +132,3 @@ def _query_int(http: HttpRequest, name: str, default: int, low: int, high: int) 
     if not low <= value <= high:
         raise ApiError(400, f"query parameter {name} must be between {low} and {high}, got {value}")
     return value
-
-
-BODIES = {"/send_text": GenerateBody}
-ROUTES = [
-    Route("/send_text", send_text, methods=["POST"]),
-    Route("/get_task_status/{task_id}", task_status, methods=["GET"]),
-    Route("/poll_task_status/{task_id}", task_status, methods=["GET"]),
-    Route("/tasks/", list_tasks, methods=["GET"]),
-    Route("/tasks", list_tasks, methods=["GET"], include_in_schema=False),
-    Route("/tasks/{task_id}", cancel_task, methods=["DELETE"]),
-    Route("/cancel_task/{task_id}", cancel_task, methods=["POST"]),
-]

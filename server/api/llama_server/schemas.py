@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from batching.request import SamplingParams
+from server.api.fields import MAX_PROMPT_CHARS, stop_strings
 from server.api.llama_fields import LlamaFields
-from server.api.schemas import MAX_PROMPT_CHARS, stop_strings
 from server.prompts import RawPrompt
 from server.schema import spec
 from server.serving.bias import BAN

@@ -2,7 +2,7 @@
 
 Works with the official ``anthropic`` client (and so Claude Code, given a
 model name this server knows). The body is translated to a chat-completions
-body (``anthropic_schemas``) and run as one (``chat_run``). A stream is
+body (``server.api.anthropic.schemas``) and run as one (``chat_run``). A stream is
 Anthropic's event sequence: ``message_start``, ``ping``, per block
 ``content_block_start`` / ``_delta`` / ``_stop``, ``message_delta``,
 ``message_stop``; a failure mid-stream is an ``error`` event. Errors are
@@ -18,29 +18,20 @@ from typing import Any
 
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
-from starlette.routing import Route
 
 from batching.request import Request
-from server.api.anthropic_schemas import CountTokensBody, MessagesBody, server_tool
-from server.api.chat_run import (
-    ChatReply,
-    ChatRun,
-    build_body,
-    call_arguments,
-    finish_chat,
-    start_chat,
-    stream_chat,
-    usage_counts,
-)
-from server.api.chat_tools import chat_prompt
+from server.api.anthropic.schemas import CountTokensBody, MessagesBody, server_tool
+from server.api.chat_run import build_body, finish_chat, start_chat, stream_chat
 from server.api.error_shapes import anthropic_error, shaped_errors
-from server.api.reply_parser import CallArgs, CallStart, Content, Reasoning
-from server.api.routes import json_response, read_body
+from server.api.http import json_response, read_body
 from server.api.sse import named_event, sse_response
-from server.api.tool_calls import ToolCall
 from server.errors import ApiError
 from server.generation import registry_of
 from server.prompts import encode
+from server.serving.chat.prompt import chat_prompt
+from server.serving.chat.reply import ChatReply, ChatRun, call_arguments, usage_counts
+from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
+from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Ending, Family
 
 TEXT = {"type": "text", "text": ""}
@@ -192,10 +183,3 @@ async def _events(run: ChatRun) -> AsyncIterator[bytes]:
 
 def _usage(request: Request) -> dict[str, Any]:
     return {"usage": usage(request)}
-
-
-BODIES = {"/v1/messages": MessagesBody, "/v1/messages/count_tokens": CountTokensBody}
-ROUTES = [
-    Route("/v1/messages", create_message, methods=["POST"]),
-    Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
-]

@@ -1,0 +1,37 @@
+"""JSON replies and request bodies: what every family's routes share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import orjson
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response
+
+from server.errors import ApiError
+from server.schema import parse
+
+T = TypeVar("T")
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+async def read_body(
+    http: HttpRequest, schema: type[T], precheck: Callable[[object], str | None] | None = None
+) -> T:
+    """Decode and validate a JSON body; ``precheck`` may refuse it first with a message."""
+    raw = await http.body()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        message = f"the request body is not valid JSON ({exc}); send a JSON object"
+        raise ApiError(400, message) from None
+    if precheck is not None and (refusal := precheck(data)):
+        raise ApiError(400, refusal)
+    try:
+        return parse(schema, data)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None

@@ -1,0 +1,1 @@
+"""The prototype JSON API: /generate, background tasks, health, model load/unload."""
