@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio.to_thread
@@ -41,7 +41,7 @@ INLINE_TOKENIZE_CHARS = 8192  # longer prompts are tokenized off the event loop
 async def prepare(
     registry: ModelRegistry,
     model_name: str | None,
-    prompt: Prompt,
+    prompt: Prompt | Callable[[LlamaModel], Prompt],
     params: SamplingParams,
     options: ServingOptions,
     *,
@@ -50,11 +50,15 @@ async def prepare(
 ) -> tuple[LoadedModel, Request]:
     """Load the model if needed, build and check the prompt; nothing is queued yet.
 
-    ``prompt`` is raw text, or chat messages rendered with the model's template;
-    ``grammar`` (GBNF) constrains the output; ``num_top_logprobs`` asks for logprobs.
+    ``prompt`` is raw text, or chat messages rendered with the model's template, or
+    what makes those from the model (its template, its vocabulary): the one lease
+    this takes serves both, within the body's timeout. ``grammar`` (GBNF) constrains
+    the output; ``num_top_logprobs`` asks for logprobs.
     """
     loaded = await registry.get(model_name, options.timeout)
     try:
+        if callable(prompt):
+            prompt = prompt(loaded.model)
         request = await _build(registry, loaded, prompt, params, options, grammar, num_top_logprobs)
     except BaseException:
         loaded.release()

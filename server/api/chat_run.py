@@ -10,6 +10,7 @@ only shapes what comes out: a whole ``ChatReply``, or text pieces then one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable
 
 from starlette.requests import Request as HttpRequest
@@ -30,6 +31,7 @@ from server.serving.chat.reasoning import new_parser, reply_setup
 from server.serving.chat.reply import ChatReply, ChatRun, reply_of
 from server.serving.chat.reply_parser import Event, ParsedReply, parse_reply
 from server.serving.failures import check_failed, ending_error
+from speculative.llama import LlamaModel
 
 
 def build_body(make: Callable[[], ChatCompletionBody]) -> ChatCompletionBody:
@@ -46,15 +48,10 @@ async def start_chat(
     """Prepare and queue ``body`` as /v1/chat/completions would (one choice); with
     ``raw_prompt``, that text is the prompt as it is (no chat template)."""
     registry = registry_of(http)
-    prompt: Prompt
-    if raw_prompt is not None:
-        prompt = raw_prompt
-    else:
-        loaded = await registry.get(body.model)
-        try:
-            prompt = chat_prompt(body, loaded.model)
-        finally:
-            loaded.release()
+    # the messages are rendered under prepare's one lease of the model
+    prompt: Prompt | Callable[[LlamaModel], Prompt] = (
+        raw_prompt if raw_prompt is not None else functools.partial(chat_prompt, body)
+    )
     max_tokens = body.output_limit(registry.config.server.max_tokens_limit)
     grammar = tool_grammar(body) or body.grammar_text()
     loaded, request = await prepare(
