@@ -27,6 +27,7 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from server.app import api_description
+from server.serving.limits import MAX_ASKED_TOKENS
 from tests.conftest import REPO, running_server, shipped_config, write_config
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
@@ -59,7 +60,7 @@ def quick(case: schemathesis.Case) -> schemathesis.Case:  # type: ignore[type-ar
             value = case.body.get(field)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 continue
-            if float(value).is_integer() and 1 <= value <= 32768:  # 8.0 is an integer too
+            if float(value).is_integer() and 1 <= value <= MAX_ASKED_TOKENS:  # 8.0 is an integer
                 case.body[field] = min(int(value), 8)
         case.body.setdefault("max_tokens", 8)
     return case

@@ -66,10 +66,13 @@ async def test_no_limit_runs_to_the_servers_limit_in_every_family(
     assert native["stop_type"] == "limit" and native["tokens_predicted"] == LIMIT
 
 
-async def test_a_limit_above_the_servers_is_an_upper_bound(client: httpx.AsyncClient) -> None:
-    # Claude Code's max_tokens on every turn; llama-server and Ollama stop at what they
-    # can give, where this server answered 400
-    huge = 32000
+@pytest.mark.parametrize("huge", [32000, 64000, 128000])
+async def test_a_limit_above_the_servers_is_an_upper_bound(
+    client: httpx.AsyncClient, huge: int
+) -> None:
+    # Claude Code's max_tokens on every turn (64,000 for some models, 128,000 for the
+    # newest); llama-server and Ollama stop at what they can give, where this server
+    # answered 400
     body = {**GREEDY, "messages": MESSAGES, "max_tokens": huge}
     message = await post(client, "/v1/messages", body)
     assert message["stop_reason"] == "max_tokens" and message["usage"]["output_tokens"] == LIMIT

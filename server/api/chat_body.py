@@ -15,7 +15,7 @@ from server.api.fields import stop_strings
 from server.api.llama_fields import LlamaFields
 from server.schema import spec
 from server.serving.chat.messages import ChatMessage, NamedToolChoice, ResponseFormat, Tool
-from server.serving.limits import max_output_tokens
+from server.serving.limits import MAX_ASKED_TOKENS, max_output_tokens
 
 MAX_LOGIT_BIAS = 1024
 
@@ -166,8 +166,10 @@ class ChatCompletionBody(SamplingFields):
     messages: list[ChatMessage] = spec(
         doc="the conversation so far", min_length=1, default_factory=list, required=True
     )
-    max_tokens: int | None = spec(None, doc="most tokens to generate", ge=1, le=32768)
-    max_completion_tokens: int | None = spec(None, doc="same as max_tokens", ge=1, le=32768)
+    max_tokens: int | None = spec(None, doc="most tokens to generate", ge=1, le=MAX_ASKED_TOKENS)
+    max_completion_tokens: int | None = spec(
+        None, doc="same as max_tokens", ge=1, le=MAX_ASKED_TOKENS
+    )
     logprobs: bool = spec(False, doc="return each output token's log-probability")
     top_logprobs: int | None = spec(
         None,

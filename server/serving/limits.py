@@ -12,6 +12,11 @@ with a 400 (documented in docs/reliability.md); the other families clamp it.
 
 from __future__ import annotations
 
+# The largest output limit a body may carry: above the server's limit it is lowered
+# (below), so only a number no client means (a typo of several digits) is refused.
+# Claude Code sends 32,000 or 64,000; Anthropic's newest models take 128,000.
+MAX_ASKED_TOKENS = 1 << 20
+
 
 def max_output_tokens(server_limit: int, *asked: int | None) -> int:
     """The first of ``asked`` that the client set (None: not set, in the family's order

@@ -26,6 +26,7 @@ from server.serving.chat.messages import (
     Tool,
     ToolCallItem,
 )
+from server.serving.limits import MAX_ASKED_TOKENS
 
 BLOCK_TYPES = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")
 REFUSED_BLOCKS = ("image", "document", "search_result", "server_tool_use", "container_upload")
@@ -262,7 +263,9 @@ class CountTokensBody(PromptFields):
 class MessagesBody(PromptFields):
     """POST /v1/messages"""
 
-    max_tokens: int = spec(1, doc="most tokens to generate", ge=1, le=32768, required=True)
+    max_tokens: int = spec(
+        1, doc="most tokens to generate", ge=1, le=MAX_ASKED_TOKENS, required=True
+    )
     stop_sequences: list[str] | None = spec(None, doc="up to 8 stop strings")
     stream: bool = spec(False, doc="send Anthropic's server-sent events")
     temperature: float | None = spec(None, doc="0 is greedy; default 1", ge=0.0, le=1.0)

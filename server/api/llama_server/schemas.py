@@ -14,6 +14,7 @@ from server.api.llama_fields import LlamaFields
 from server.prompts import RawPrompt
 from server.schema import spec
 from server.serving.bias import BAN
+from server.serving.limits import MAX_ASKED_TOKENS
 from speculative.llama import LlamaModel
 
 MAX_LOGIT_BIAS = 1024
@@ -39,7 +40,7 @@ class NativeCompletionBody(LlamaFields):
     frequency_penalty: float = spec(0.0, doc="penalise tokens by their count", ge=-2, le=2)
     seed: int = spec(-1, doc="random seed; -1: random", ge=-1, le=2**63 - 1)
     stop: list[str] | str | None = spec(None, doc="stop strings, left out of the content")
-    max_tokens: int | None = spec(None, doc="same as n_predict", ge=1, le=32768)
+    max_tokens: int | None = spec(None, doc="same as n_predict", ge=1, le=MAX_ASKED_TOKENS)
     stream: bool = spec(False, doc="server-sent events: a piece per event, then the result")
     logit_bias: list[list[object]] | dict[str, object] | None = spec(
         None,

@@ -25,6 +25,7 @@ from server.serving.chat.messages import (
     Tool,
     ToolCallItem,
 )
+from server.serving.limits import MAX_ASKED_TOKENS
 
 
 @dataclass(slots=True, frozen=True)
@@ -41,7 +42,7 @@ class Options:
     seed: int | None = spec(None, doc="random seed", ge=0, le=2**63 - 1)
     stop: list[str] | None = spec(None, doc="up to 8 stop strings")
     num_predict: int | None = spec(
-        None, doc="most tokens; -1, -2 or absent: as many as fit", ge=-2, le=32768
+        None, doc="most tokens; -1, -2 or absent: as many as fit", ge=-2, le=MAX_ASKED_TOKENS
     )
     repeat_last_n: int = spec(64, doc="only 64, the window of the penalties", ge=64, le=64)
     typical_p: float = spec(1.0, doc="only 1 (off)", ge=1.0, le=1.0)

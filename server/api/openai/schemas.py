@@ -9,6 +9,7 @@ from batching.request import MAX_TOP_LOGPROBS
 from server.api.chat_body import SamplingFields
 from server.prompts import RawPrompt
 from server.schema import spec
+from server.serving.limits import MAX_ASKED_TOKENS
 
 
 @dataclass(slots=True, frozen=True)
@@ -20,7 +21,7 @@ class CompletionBody(SamplingFields):
         doc="the text to continue, or its token ids (one prompt per request)",
         required=True,
     )
-    max_tokens: int = spec(16, doc="most tokens to generate", ge=1, le=32768)
+    max_tokens: int = spec(16, doc="most tokens to generate", ge=1, le=MAX_ASKED_TOKENS)
     echo: bool = spec(False, doc="not supported; must be false")
     best_of: int = spec(1, doc="not supported; must be 1", ge=1, le=1)
     logprobs: int | None = spec(

@@ -13,6 +13,7 @@ from server.api.fields import (
     stop_strings,
 )
 from server.schema import spec
+from server.serving.limits import MAX_ASKED_TOKENS
 from server.serving.structured import schema_to_gbnf
 
 
@@ -26,7 +27,7 @@ class GenerateBody(ServingFields):
         max_length=MAX_PROMPT_CHARS,
     )
     model_name: str | None = spec(None, doc="a configured model name; the default when omitted")
-    max_tokens: int = spec(128, doc="most tokens to generate", ge=1, le=32768)
+    max_tokens: int = spec(128, doc="most tokens to generate", ge=1, le=MAX_ASKED_TOKENS)
     temperature: float = spec(
         0.8, doc="0 is greedy (deterministic); higher is more random", ge=0.0, le=5.0
     )

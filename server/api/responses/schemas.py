@@ -26,6 +26,7 @@ from server.serving.chat.messages import (
     Tool,
     ToolCallItem,
 )
+from server.serving.limits import MAX_ASKED_TOKENS
 
 REFUSED = {
     "previous_response_id": "this server keeps no responses; send the whole conversation "
@@ -155,7 +156,9 @@ class ResponsesBody(ServingFields):
     )
     model: str | None = spec(None, doc="a configured model name; the default when omitted")
     instructions: str | None = spec(None, doc="a system turn before the input")
-    max_output_tokens: int | None = spec(None, doc="most tokens to generate", ge=1, le=32768)
+    max_output_tokens: int | None = spec(
+        None, doc="most tokens to generate", ge=1, le=MAX_ASKED_TOKENS
+    )
     temperature: float | None = spec(None, doc="0 is greedy; default 1", ge=0.0, le=2.0)
     top_p: float | None = spec(None, doc="nucleus mass", gt=0.0, le=1.0)
     tools: list[FunctionTool] | None = spec(
