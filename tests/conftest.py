@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 import pytest
+from openai import AsyncOpenAI
 
 from server.launcher import LiveServer, free_port, started
 
@@ -240,3 +241,10 @@ def server(test_config: Path) -> Iterator[str]:
 async def client(server: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server, timeout=120) as c:
         yield c
+
+
+@pytest.fixture
+async def oai(server: str) -> AsyncIterator[AsyncOpenAI]:
+    """The official openai client on the shared server (no retries: a test sees each reply)."""
+    async with AsyncOpenAI(base_url=server + "/v1", api_key="unused", max_retries=0) as client:
+        yield client
