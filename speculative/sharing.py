@@ -48,7 +48,12 @@ def shared_source(
     for seq in running:
         if seq.prompt_source is not None or seq.parked_state is not None:
             continue  # it holds nothing of its own yet, or its KV is out of the cache
-        if (short and seq.read_long) or not seq.tokens or seq.tokens[0] != prompt[0]:
+        if short and seq.read_long:
+            continue
+        # n >= best_n needs position best_n - 1 to match: an O(1) test that spares the
+        # array copy of every running sequence's tokens at each admission
+        at = best_n - 1
+        if at >= limit or len(seq.tokens) <= at or seq.tokens[at] != prompt[at]:
             continue
         n = min(common_prefix(np.asarray(seq.tokens, dtype=np.int32), prompt), limit)
         if seq.request.priority < priority and seq.num_cached < n:
