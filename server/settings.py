@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from server.connection_settings import ConnectionSettings
 from server.duration import parse_keep_alive
 from server.paths import config_home, data_home
 from server.schema import parse, spec
@@ -259,6 +260,11 @@ class ServerSettings:
         doc="most tokens a reply may have: a larger limit asked is lowered to it "
         "(a 400 on /generate); no limit asked: this one",
         ge=1,
+    )
+    connections: ConnectionSettings = spec(
+        default_factory=ConnectionSettings,
+        doc="HTTP connection limits: request read timeout, keep-alive, open connections, "
+        "header size",
     )
     stream_keepalive_s: float = spec(
         15.0,

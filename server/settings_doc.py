@@ -15,6 +15,7 @@ from typing import Any, get_args, get_type_hints
 import orjson
 
 from server.cli import LOG_LEVELS, SERVE_FLAGS, flag_name
+from server.connection_settings import ConnectionSettings
 from server.schema import declared_fields, describe_type, is_required
 from server.settings import (
     CONFIG_SEARCH,
@@ -58,6 +59,12 @@ SECTIONS: tuple[tuple[str, type[Any], str], ...] = (
         ResultCacheSettings,
         "`server.result_cache.<setting>`: the exact-match cache of greedy and seeded "
         "results ([caches-and-priorities.md](caches-and-priorities.md)); set in the file.",
+    ),
+    (
+        "Connections",
+        ConnectionSettings,
+        "`server.connections.<setting>`: limits on HTTP connections "
+        "([reliability.md](reliability.md#slow-idle-and-hostile-connections)); set in the file.",
     ),
     (
         "Model settings",
