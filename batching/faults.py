@@ -44,6 +44,7 @@ NAMES = (
     "store_delay",
     "embedder_delay",
     "sample_error",
+    "pick_error",
     "place_error",
 )
 
