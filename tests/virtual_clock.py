@@ -38,7 +38,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         super().__init__()
         self.now = 0.0
-        self._selector = _JumpingSelector(self._selector, self)  # type: ignore[assignment,has-type]
+        self._selector = _JumpingSelector(self._selector, self)  # type: ignore[has-type,arg-type]
 
     def time(self) -> float:
         return self.now
