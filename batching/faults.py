@@ -45,6 +45,7 @@ NAMES = (
     "embedder_delay",
     "sample_error",
     "pick_error",
+    "speed_noise",
     "place_error",
 )
 
