@@ -17,6 +17,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from batching.faults import FAULTS
+from server.api.batches.runner import BatchRunner
 from server.api.errors import EXCEPTION_HANDLERS
 from server.api.middleware import (
     ApiKeyMiddleware,
@@ -32,6 +33,8 @@ from server.models.registry import ModelRegistry
 from server.models.reload import ConfigSource, ConfigWatcher
 from server.settings import Config
 from server.tasks.backends import open_task_store
+from server.tasks.batches import BatchStore
+from server.tasks.files import FileStore
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -50,6 +53,9 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
 
     settings = config.server
     tasks = open_task_store(settings)
+    data = Path(settings.data_dir)
+    files = FileStore(data / "files", max_age_s=settings.files_max_age_hours * 3600)
+    batches = BatchStore(data / "batches.sqlite3", max_age_s=settings.files_max_age_hours * 3600)
 
     watcher = ConfigWatcher(source, registry) if source is not None else None
 
@@ -60,6 +66,7 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
         app.state.rerun = asyncio.get_running_loop().create_task(
             rerun_orphans(registry, tasks), name="rerun-orphaned-tasks"
         )
+        await app.state.batch_runner.resume()
         watching = None
         loop = asyncio.get_running_loop()
         if watcher is not None:
@@ -72,14 +79,22 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
             app.state.rerun.cancel()
             if watching is not None:
                 watching.cancel()
-            await registry.close()
+            await app.state.batch_runner.close()  # first: its lines must not fail as the
+            await registry.close()  # models close, but run again on the next start
             await tasks.close()
+            batches.close()
+            files.close()
 
     static = Mount("/static", app=StaticFiles(directory=STATIC), name="static")
     flags = SimpleNamespace(is_draining=False)  # set on SIGTERM; read by every request
     middleware = [
         Middleware(RequestMetricsMiddleware, metrics=metrics),
-        Middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, state=flags),
+        Middleware(
+            RequestContextMiddleware,
+            max_body_bytes=settings.max_body_bytes,
+            state=flags,
+            body_limits={"/v1/files": settings.max_file_bytes},  # a batch's input file
+        ),
     ]
     # No origin is allowed unless listed; preflights are answered either way (see CorsMiddleware)
     middleware.append(
@@ -105,6 +120,8 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
     app.state.registry = registry
     app.state.config_watcher = watcher
     app.state.tasks = tasks
+    app.state.files = files
+    app.state.batch_runner = BatchRunner(app, batches, files, settings)
     app.state.metrics = metrics
     app.state.openapi = api_description()
     return app

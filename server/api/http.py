@@ -35,3 +35,17 @@ async def read_body(
         return parse(schema, data)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
+
+
+def query_int(http: HttpRequest, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]; a 400 otherwise."""
+    raw = http.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"query parameter {name} must be between {low} and {high}, got {value}")
+    return value

@@ -73,7 +73,8 @@ def usage(request: Request) -> dict[str, Any]:
     cached = request.num_cached_tokens
     return {
         "input_tokens": request.num_prompt_tokens,
-        "input_tokens_details": {"cached_tokens": cached},
+        # nothing is written to a cache apart from the prefix cache's own: no write count
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
         "output_tokens": request.num_output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},  # not counted apart
         "total_tokens": request.num_prompt_tokens + request.num_output_tokens,

@@ -1,0 +1,159 @@
+"""Runs batches: each line through its route, at a low priority, a few at a time.
+
+At most ``batch_concurrency`` lines of a batch are in flight, each a request
+queued with ``batch_priority``, so a draining batch leaves the rest of the
+batcher's slots (and the head of its queue) to interactive requests. A line is
+answered when its answer is committed (``server.tasks.batches``); a batch cut
+short by a ``kill -9`` or a shutdown resumes when the server starts, running
+only the lines not yet answered. Shutting down cancels the lines in flight
+without answering them: they run again on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+from starlette.applications import Starlette
+
+from server.api.inprocess import call_route
+from server.serving.background import BACKGROUND_PRIORITY
+from server.serving.batch_input import BatchLine, parse_batch_input
+from server.settings import ServerSettings
+from server.tasks.batches import BatchStore
+from server.tasks.files import FileStore
+
+log = logging.getLogger("server.batches")
+RETRY_STATUSES = (429, 503)  # busy or a model loading: the line is tried again
+RETRY_S = 1.0
+
+
+class BatchRunner:
+    def __init__(
+        self, app: Starlette, batches: BatchStore, files: FileStore, settings: ServerSettings
+    ) -> None:
+        self.app = app
+        self.batches = batches
+        self.files = files
+        self.settings = settings
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._cancelling: set[str] = set()
+
+    async def resume(self) -> None:
+        """Start-up: run on every batch a dead or stopped process left unfinished."""
+        for batch_id in await self.batches.unfinished():
+            self.start(batch_id)
+
+    def start(self, batch_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(batch_id), name=batch_id)
+        self._running[batch_id] = task
+        task.add_done_callback(lambda _: self._running.pop(batch_id, None))
+
+    async def cancel(self, batch: dict[str, Any]) -> None:
+        """Cancel the lines in flight; the batch ends cancelled with what was answered."""
+        batch |= {"status": "cancelling", "cancelling_at": int(time.time())}
+        await self.batches.save(batch)
+        self._cancelling.add(batch["id"])
+        task = self._running.get(batch["id"])
+        if task is None:  # nothing runs it here (it was just resumed, or another process)
+            await self._finalize(batch["id"], "cancelled")
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+
+    async def close(self) -> None:
+        """Shutting down: stop every batch; their unanswered lines run on the next start."""
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self, batch_id: str) -> None:
+        BACKGROUND_PRIORITY.set(self.settings.batch_priority)  # this task's requests only
+        try:
+            batch = await self.batches.get(batch_id)
+            assert batch is not None
+            if batch["status"] in ("in_progress", "validating"):
+                ending = await self._run_lines(batch)
+                await self._finalize(batch_id, ending)
+            else:  # finalizing or cancelling when the process died
+                ending = "cancelled" if batch["status"] == "cancelling" else "completed"
+                await self._finalize(batch_id, ending)
+        except asyncio.CancelledError:
+            if batch_id not in self._cancelling:
+                raise  # a shutdown: the batch resumes on the next start
+            self._cancelling.discard(batch_id)
+            await self._finalize(batch_id, "cancelled")
+        except Exception as exc:  # the input file vanished, or worse: the batch fails alone
+            log.exception("batch %s failed", batch_id)
+            await self._fail(batch_id, str(exc))
+
+    async def _run_lines(self, batch: dict[str, Any]) -> str:
+        """Answer every line not answered yet; the batch's ending status."""
+        file = await self.files.get(batch["input_file_id"])
+        if file is None:
+            raise ValueError(f"its input file {batch['input_file_id']} was deleted")
+        lines = parse_batch_input(
+            await self.files.content(file),
+            endpoint=batch["endpoint"],
+            max_lines=self.settings.max_batch_requests,
+        )
+        answered = await self.batches.answered_lines(batch["id"])
+        todo = deque(line for line in lines if line.index not in answered)
+        is_expired = False
+
+        async def worker() -> None:
+            nonlocal is_expired
+            while todo and not self.app.state.flags.is_draining:
+                if time.time() > batch["expires_at"]:
+                    is_expired = True
+                    return
+                await self._answer(batch["id"], todo.popleft())
+
+        await asyncio.gather(*(worker() for _ in range(self.settings.batch_concurrency)))
+        if self.app.state.flags.is_draining and todo:
+            raise asyncio.CancelledError  # stopping: resume on the next start
+        return "expired" if is_expired else "completed"
+
+    async def _answer(self, batch_id: str, line: BatchLine) -> None:
+        request_id = "batch_req_" + uuid.uuid4().hex[:24]
+        while True:
+            status, body = await call_route(self.app, line.url, line.body, request_id)
+            if status not in RETRY_STATUSES or self.app.state.flags.is_draining:
+                break
+            await asyncio.sleep(RETRY_S)
+        response = {"status_code": status, "request_id": request_id, "body": body}
+        answer = {"id": request_id, "custom_id": line.custom_id, "response": response}
+        await self.batches.answer(batch_id, line.index, status == 200, answer | {"error": None})
+
+    async def _finalize(self, batch_id: str, ending: str) -> None:
+        """Write the output and error files from the answers; the batch ends ``ending``."""
+        batch = await self.batches.get(batch_id)
+        assert batch is not None
+        batch |= {"status": "finalizing", "finalizing_at": int(time.time())}
+        await self.batches.save(batch)
+        suffix = batch_id.removeprefix("batch_")
+        for is_ok, kind in ((True, "output"), (False, "error")):
+            answers = await self.batches.answers(batch_id, is_ok)
+            if answers:
+                data = b"\n".join(answers) + b"\n"
+                name = f"{batch_id}_{kind}.jsonl"
+                file = await self.files.add(name, "batch_output", data, f"file-{kind}-{suffix}")
+                batch[f"{kind}_file_id"] = file.id
+        batch |= {"status": ending, f"{ending}_at": int(time.time())}
+        await self.batches.save(batch)
+
+    async def _fail(self, batch_id: str, reason: str) -> None:
+        batch = await self.batches.get(batch_id)
+        if batch is None:
+            return
+        error = {"code": "batch_failed", "message": reason, "param": None, "line": None}
+        batch |= {"status": "failed", "failed_at": int(time.time())}
+        batch["errors"] = {"object": "list", "data": [error]}
+        await self.batches.save(batch)
