@@ -27,6 +27,7 @@ from server.api.middleware import (
 )
 from server.api.openapi import build_openapi
 from server.api.prototype.tasks import rerun_orphans
+from server.api.responses.background import BackgroundResponses
 from server.api.routes import API_ROUTES, BODIES, DEBUG_ROUTES, SERVICE_ROUTES
 from server.metrics import Metrics, RequestMetricsMiddleware
 from server.models.registry import ModelRegistry
@@ -35,6 +36,7 @@ from server.settings import Config
 from server.tasks.backends import open_task_store
 from server.tasks.batches import BatchStore
 from server.tasks.files import FileStore
+from server.tasks.responses import ResponseStore
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -56,6 +58,11 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
     data = Path(settings.data_dir)
     files = FileStore(data / "files", max_age_s=settings.files_max_age_hours * 3600)
     batches = BatchStore(data / "batches.sqlite3", max_age_s=settings.files_max_age_hours * 3600)
+    responses = ResponseStore(
+        data / "responses.sqlite3",
+        max_responses=settings.max_stored_responses,
+        max_age_s=settings.responses_max_age_hours * 3600,
+    )
 
     watcher = ConfigWatcher(source, registry) if source is not None else None
 
@@ -67,6 +74,8 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
             rerun_orphans(registry, tasks), name="rerun-orphaned-tasks"
         )
         await app.state.batch_runner.resume()
+        await app.state.background_responses.resume()
+        await responses.expire()
         watching = None
         loop = asyncio.get_running_loop()
         if watcher is not None:
@@ -79,10 +88,14 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
             app.state.rerun.cancel()
             if watching is not None:
                 watching.cancel()
-            await app.state.batch_runner.close()  # first: its lines must not fail as the
-            await registry.close()  # models close, but run again on the next start
+            # first: their requests must not fail as the models close, but run again on
+            # the next start
+            await app.state.batch_runner.close()
+            await app.state.background_responses.close()
+            await registry.close()
             await tasks.close()
             batches.close()
+            responses.close()
             files.close()
 
     static = Mount("/static", app=StaticFiles(directory=STATIC), name="static")
@@ -122,6 +135,8 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
     app.state.tasks = tasks
     app.state.files = files
     app.state.batch_runner = BatchRunner(app, batches, files, settings)
+    app.state.responses = responses
+    app.state.background_responses = BackgroundResponses(app, responses, settings.batch_priority)
     app.state.metrics = metrics
     app.state.openapi = api_description()
     return app

@@ -23,14 +23,23 @@ async def read_body(
     http: HttpRequest, schema: type[T], precheck: Callable[[object], str | None] | None = None
 ) -> T:
     """Decode and validate a JSON body; ``precheck`` may refuse it first with a message."""
-    raw = await http.body()
+    data = await read_json(http)
+    if precheck is not None and (refusal := precheck(data)):
+        raise ApiError(400, refusal)
+    return parse_body(schema, data)
+
+
+async def read_json(http: HttpRequest) -> object:
+    """The body, decoded; a 400 when it is not JSON."""
     try:
-        data = orjson.loads(raw)
+        return orjson.loads(await http.body())
     except orjson.JSONDecodeError as exc:
         message = f"the request body is not valid JSON ({exc}); send a JSON object"
         raise ApiError(400, message) from None
-    if precheck is not None and (refusal := precheck(data)):
-        raise ApiError(400, refusal)
+
+
+def parse_body(schema: type[T], data: object) -> T:
+    """Decoded JSON validated as ``schema``; a 400 saying what to fix."""
     try:
         return parse(schema, data)
     except ValueError as exc:

@@ -37,6 +37,7 @@ from server.api.prototype import routes as prototype
 from server.api.prototype import tasks
 from server.api.prototype.schemas import GenerateBody
 from server.api.responses import routes as responses
+from server.api.responses import stored
 from server.api.responses.schemas import ResponsesBody
 
 GET, POST, DELETE = ["GET"], ["POST"], ["DELETE"]
@@ -82,6 +83,9 @@ API_ROUTES: list[BaseRoute] = [
     *(not_here(path) for path in NOT_HERE),  # 501s naming what to do instead
     # OpenAI Responses
     Route("/v1/responses", responses.create_response, methods=POST),
+    Route("/v1/responses/{response_id}", stored.get_response, methods=GET),
+    Route("/v1/responses/{response_id}", stored.delete_response, methods=DELETE),
+    Route("/v1/responses/{response_id}/cancel", stored.cancel_response, methods=POST),
     # OpenAI Files and Batches
     Route("/v1/files", files.upload_file, methods=POST),
     Route("/v1/files", files.list_files, methods=GET),

@@ -48,6 +48,11 @@ class BatchRunner:
         """Start-up: run on every batch a dead or stopped process left unfinished."""
         for batch_id in await self.batches.unfinished():
             self.start(batch_id)
+        for batch in await self.batches.expire():  # retention: ended batches and their files
+            for kind in ("output_file_id", "error_file_id"):
+                if batch.get(kind):
+                    await self.files.delete(batch[kind])
+        await self.files.expire()
 
     def start(self, batch_id: str) -> None:
         task = asyncio.get_running_loop().create_task(self._run(batch_id), name=batch_id)

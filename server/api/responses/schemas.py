@@ -1,8 +1,8 @@
 """The request body of OpenAI's Responses API, and its translation to a chat body.
 
-Stateless, as llama-server and Ollama serve it: nothing is stored, so
-``previous_response_id`` and ``conversation`` are refused (send the whole
-conversation as ``input`` items). Items become chat turns: ``message`` items
+A response is stored unless ``store`` is false (``server.api.responses.stored``):
+``previous_response_id`` continues a stored one, its conversation put before
+``input`` (``conversation`` objects are refused). Items become chat turns: ``message`` items
 turns, ``function_call`` items an assistant turn's ``tool_calls`` (a run of
 them one turn), ``function_call_output`` items ``tool`` turns, ``reasoning``
 items dropped.
@@ -29,10 +29,8 @@ from server.serving.chat.messages import (
 from server.serving.limits import MAX_ASKED_TOKENS
 
 REFUSED = {
-    "previous_response_id": "this server keeps no responses; send the whole conversation "
-    "as input items",
-    "conversation": "this server keeps no conversations; send the whole conversation as input",
-    "background": "background responses are not supported",
+    "conversation": "this server keeps no conversation objects; continue with "
+    "previous_response_id or send the whole conversation as input",
     "prompt": "stored prompts are not supported; send instructions and input",
     "context_management": "context management is not supported",
     "moderation": "moderation is not supported",
@@ -60,9 +58,13 @@ def refused_field(data: object) -> str | None:
 
 @dataclass(slots=True, frozen=True)
 class InputContentPart:
-    """Text of a message item (input_text, output_text); other kinds are refused."""
+    """Text of a message item (input_text, output_text), or of a reasoning item
+    (reasoning_text, summary_text: a reply's reasoning sent back, dropped)."""
 
-    type: str = spec(doc="input_text or output_text", choices=("input_text", "output_text"))
+    type: str = spec(
+        doc="input_text or output_text; reasoning items: reasoning_text or summary_text",
+        choices=("input_text", "output_text", "reasoning_text", "summary_text"),
+    )
     text: str = spec(doc="the text")
     annotations: list[object] | None = spec(None, doc="accepted and not used")
     logprobs: list[object] | None = spec(None, doc="accepted and not used")
@@ -173,7 +175,9 @@ class ResponsesBody(ServingFields):
         None, doc="effort; a thinking model's think block comes as a reasoning item"
     )
     stream: bool = spec(False, doc="send the Responses API's server-sent events")
-    store: bool | None = spec(None, doc="accepted; nothing is ever stored")
+    store: bool | None = spec(
+        None, doc="keep the response (GET /v1/responses/{id}, previous_response_id); default true"
+    )
     metadata: dict[str, str] | None = spec(None, doc="echoed in the response")
     include: list[str] | None = spec(None, doc="accepted; nothing more to include")
     user: str | None = spec(None, doc="end-user id (recorded nowhere)")
@@ -187,9 +191,13 @@ class ResponsesBody(ServingFields):
         None, doc="only 0 (/v1/chat/completions has logprobs)", ge=0, le=0
     )
     stream_options: dict[str, object] | None = spec(None, doc="accepted")
-    previous_response_id: str | None = spec(None, doc="refused: nothing is stored")
-    conversation: object = spec(None, doc="refused: nothing is stored")
-    background: bool | None = spec(None, doc="refused unless false")
+    previous_response_id: str | None = spec(
+        None, doc="a stored response: its conversation and output come before input"
+    )
+    conversation: object = spec(None, doc="refused: use previous_response_id")
+    background: bool | None = spec(
+        None, doc="answer at once with a queued response; poll GET /v1/responses/{id}"
+    )
 
     def chat(self) -> ChatCompletionBody:
         """The same request as /v1/chat/completions takes it (a ValueError is the client's)."""
