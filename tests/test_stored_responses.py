@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -10,7 +12,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.responses import Response
 
-from tests.conftest import DEFAULT_MODEL, wait_until
+from tests.conftest import DEFAULT_MODEL, config_variant, live_server, wait_until
 
 GREEDY: dict[str, Any] = {"model": DEFAULT_MODEL, "temperature": 0}
 QUESTION = "Tell me one fact about the Moon."
@@ -98,3 +100,59 @@ async def test_background_responses_are_polled_and_cancelled(oai: AsyncOpenAI) -
     assert (await oai.responses.retrieve(long.id)).status == "cancelled"
     with pytest.raises(openai.BadRequestError, match="only a background response"):
         await oai.responses.cancel(direct.id)
+
+
+async def test_text_format_is_echoed_whole(oai: AsyncOpenAI) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    form = {"type": "json_schema", "name": "city", "schema": schema, "strict": True}
+    reply = await oai.responses.create(
+        input="Name a city as JSON.", text={"format": form}, max_output_tokens=40, **GREEDY
+    )
+    assert reply.text is not None and reply.text.format is not None
+    echoed = reply.text.format.model_dump(by_alias=True, exclude_none=True)
+    assert echoed == form
+
+
+async def test_a_stream_past_its_deadline_ends_with_response_failed(oai: AsyncOpenAI) -> None:
+    stream = await oai.responses.create(
+        input="List the numbers from 1 to 10000, separated by commas.",
+        max_output_tokens=2000,
+        stream=True,
+        extra_body={"timeout": 0.5},
+        **GREEDY,
+    )
+    events = [event async for event in stream]
+    failed = events[-1]
+    assert failed.type == "response.failed", [e.type for e in events[-3:]]
+    assert failed.response.error is not None and failed.response.error.code == "server_error"
+    errors = [e for e in events if e.type == "error"]
+    assert errors and isinstance(errors[0].code, str)
+    stored = await oai.responses.retrieve(failed.response.id)
+    assert stored.status == "failed"
+
+
+async def test_a_background_response_cut_short_by_kill_9_runs_again(
+    test_config: Path, tmp_path: Path
+) -> None:
+    config = config_variant(test_config, tmp_path)
+    body: dict[str, Any] = {
+        "input": "List the numbers from 1 to 10000, separated by commas.",
+        "max_output_tokens": 200,
+        **GREEDY,
+    }
+    with live_server(config, name="background-kill") as live:
+        async with AsyncOpenAI(base_url=live.url + "/v1", api_key="-", max_retries=0) as oai:
+            queued = await oai.responses.create(background=True, **body)
+            await wait_until(
+                lambda: oai.responses.retrieve(queued.id),
+                lambda r: r.status == "in_progress",
+                what="a running response",
+            )
+            live.process.send_signal(signal.SIGKILL)
+        live.process.wait(10)
+    with live_server(config, name="background-kill-after") as live:
+        async with AsyncOpenAI(base_url=live.url + "/v1", api_key="-", max_retries=0) as oai:
+            done = await settled(oai, queued.id)
+            assert done.status == "incomplete" and done.background is True  # 200 tokens
+            direct = await oai.responses.create(store=False, **body)
+            assert done.output_text == direct.output_text
