@@ -104,7 +104,7 @@ async def test_background_responses_are_polled_and_cancelled(oai: AsyncOpenAI) -
 
 async def test_text_format_is_echoed_whole(oai: AsyncOpenAI) -> None:
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-    form = {"type": "json_schema", "name": "city", "schema": schema, "strict": True}
+    form: Any = {"type": "json_schema", "name": "city", "schema": schema, "strict": True}
     reply = await oai.responses.create(
         input="Name a city as JSON.", text={"format": form}, max_output_tokens=40, **GREEDY
     )
