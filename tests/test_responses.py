@@ -227,3 +227,19 @@ async def test_stateful_and_unknown_features_are_refused(oai: AsyncOpenAI) -> No
     with pytest.raises(openai.BadRequestError) as builtin:
         await oai.responses.create(model=DEFAULT_MODEL, input="Hi", tools=[{"type": "web_search"}])
     assert "tools[0]: 'web_search'" in builtin.value.message
+
+
+async def test_truncation_auto_drops_the_oldest_turns(oai: AsyncOpenAI) -> None:
+    filler = "The committee reviewed the quarterly figures and the staffing plan. " * 12
+    turns: list[Any] = []
+    for i in range(20):  # ~3,000 tokens: more than the model's 2,048-token context
+        turns += [{"role": "user", "content": f"{i}: {filler}"}]
+        turns += [{"role": "assistant", "content": "Noted."}]
+    turns.append({"role": "user", "content": "Say hi"})
+    with pytest.raises(openai.BadRequestError, match="context"):
+        await oai.responses.create(model=DEFAULT_MODEL, input=turns, max_output_tokens=8)
+    reply = await oai.responses.create(
+        model=DEFAULT_MODEL, input=turns, max_output_tokens=8, truncation="auto"
+    )
+    assert reply.truncation == "auto" and reply.usage is not None
+    assert 1000 < reply.usage.input_tokens < 2048

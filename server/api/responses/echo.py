@@ -30,7 +30,7 @@ def echo(body: ResponsesBody) -> dict[str, Any]:
         "reasoning": {"effort": None, "summary": None},
         "store": body.store is not False,  # OpenAI's default: stored
         "background": body.background is True,
-        "truncation": "disabled",
+        "truncation": body.truncation or "disabled",
         "metadata": body.metadata or {},
     }
 

@@ -185,7 +185,12 @@ class ResponsesBody(ServingFields):
     prompt_cache_key: str | None = spec(None, doc="accepted; the prefix cache is automatic")
     prompt_cache_retention: str | None = spec(None, doc="accepted; the prefix cache is automatic")
     service_tier: str | None = spec(None, doc="accepted; there is one tier")
-    truncation: str | None = spec(None, doc="accepted: input is never truncated")
+    truncation: str | None = spec(
+        None,
+        doc="auto: the oldest turns are dropped until the input fits with room for the "
+        "output; disabled (the default): an input too long is a 400",
+        choices=("auto", "disabled"),
+    )
     max_tool_calls: int | None = spec(None, doc="accepted", ge=1)
     top_logprobs: int | None = spec(
         None, doc="only 0 (/v1/chat/completions has logprobs)", ge=0, le=0
@@ -225,6 +230,7 @@ class ResponsesBody(ServingFields):
             tool_choice=choice,
             parallel_tool_calls=self.parallel_tool_calls,
             response_format=self.response_format(),
+            truncate=self.truncation == "auto",
             **self.serving(),  # type: ignore[arg-type]
             **{k: v for k, v in sampling.items() if v is not None},  # type: ignore[arg-type]
         )
