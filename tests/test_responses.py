@@ -12,7 +12,7 @@ import jsonschema
 import openai
 import pytest
 from openai import AsyncOpenAI
-from openai.types.responses import FunctionToolParam
+from openai.types.responses import FunctionToolParam, ResponseOutputMessage, ResponseOutputText
 
 from tests.conftest import DEFAULT_MODEL
 
@@ -243,3 +243,43 @@ async def test_truncation_auto_drops_the_oldest_turns(oai: AsyncOpenAI) -> None:
     )
     assert reply.truncation == "auto" and reply.usage is not None
     assert 1000 < reply.usage.input_tokens < 2048
+
+
+async def test_include_logprobs_as_the_chat_route_gives_them(oai: AsyncOpenAI) -> None:
+    include: Any = ["message.output_text.logprobs"]
+    reply = await oai.responses.create(
+        model=DEFAULT_MODEL,
+        input="Say hi",
+        max_output_tokens=6,
+        temperature=0,
+        include=include,
+        top_logprobs=2,
+        extra_body=FRESH,
+    )
+    chat = await oai.chat.completions.create(
+        model=DEFAULT_MODEL,
+        messages=[{"role": "user", "content": "Say hi"}],
+        max_tokens=6,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=2,
+        extra_body=FRESH,
+    )
+    message = reply.output[0]
+    assert isinstance(message, ResponseOutputMessage)
+    part = message.content[0]
+    assert isinstance(part, ResponseOutputText) and part.logprobs
+    assert chat.choices[0].logprobs is not None and chat.choices[0].logprobs.content
+    assert [p.token for p in part.logprobs] == [p.token for p in chat.choices[0].logprobs.content]
+    assert all(len(p.top_logprobs) == 2 for p in part.logprobs)
+    stream = await oai.responses.create(
+        model=DEFAULT_MODEL,
+        input="Say hi",
+        max_output_tokens=6,
+        temperature=0,
+        include=include,
+        stream=True,
+        extra_body=FRESH,
+    )
+    deltas = [e async for e in stream if e.type == "response.output_text.delta"]
+    assert [p.token for e in deltas for p in e.logprobs] == [p.token for p in part.logprobs]

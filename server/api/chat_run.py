@@ -56,7 +56,13 @@ async def start_chat(
     max_tokens = body.output_limit(registry.config.server.max_tokens_limit)
     grammar = tool_grammar(body) or body.grammar_text()
     loaded, request = await prepare(
-        registry, body.model, prompt, body.sampling_params(max_tokens), body, grammar=grammar
+        registry,
+        body.model,
+        prompt,
+        body.sampling_params(max_tokens),
+        body,
+        grammar=grammar,
+        num_top_logprobs=body.num_top_logprobs,
     )
     http.state.log["generation"] = request
     parser = new_parser(body, *reply_setup(loaded.model, body, request))

@@ -34,6 +34,7 @@ from server.serving.chat.reply import ChatReply, ChatRun
 from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Family
+from server.serving.logprobs import LogprobCursor
 from server.tasks.responses import ResponseStore
 
 
@@ -57,7 +58,9 @@ async def create_response(http: HttpRequest) -> Response:
     reply = await finish_chat(http, run)
     has_text = reply.text or not reply.calls
     items = [_reasoning(shape.reasoning_id, reply.reasoning)] if reply.reasoning else []
-    items += [_message(shape.message_id, reply.text or "", "completed")] if has_text else []
+    if has_text:
+        logprobs = shape.all_logprobs()
+        items.append(_message(shape.message_id, reply.text or "", "completed", logprobs))
     items += [_call(call) for call in reply.calls]
     response = shape.response(reply, items)
     if response["store"]:
@@ -86,8 +89,11 @@ async def _start_background(
     return json_response(response)
 
 
-def _message(id: str, text: str | None, status: str) -> dict[str, Any]:
-    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": []}]
+def _message(
+    id: str, text: str | None, status: str, logprobs: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
+    content = [] if text is None else [part]
     return {"type": "message", "id": id, "status": status, "role": "assistant", "content": content}
 
 
@@ -133,6 +139,19 @@ class _Shape:
         self.created_at = int(time.time())
         self.num_events = 0
         self.final: dict[str, Any] | None = None  # the Response a stream ended with
+        self.cursor = LogprobCursor(run.loaded.model, run.request)
+        self.logprobs: list[dict[str, Any]] = []  # handed out so far (include: logprobs)
+
+    def new_logprobs(self) -> list[dict[str, Any]]:
+        """The logprobs of the tokens since the last call (none unless asked for)."""
+        taken = self.cursor.chat()
+        entries: list[dict[str, Any]] = taken["content"] if taken else []
+        self.logprobs += entries
+        return entries
+
+    def all_logprobs(self) -> list[dict[str, Any]]:
+        self.new_logprobs()
+        return self.logprobs
 
     def response(self, reply: ChatReply | None, output: list[dict[str, Any]]) -> dict[str, Any]:
         body = self.body
@@ -188,7 +207,7 @@ class _Shape:
         self.open["text"] = self.open.get("text", "") + text
         extra: dict[str, Any] = {}
         if kind == "message":
-            name, extra = "response.output_text.delta", {"logprobs": []}
+            name, extra = "response.output_text.delta", {"logprobs": self.new_logprobs()}
         elif kind == "reasoning":
             name = "response.reasoning_text.delta"
         else:
@@ -202,10 +221,12 @@ class _Shape:
         at, text = self._at(item), item.pop("text", "")
         frames = []
         if item["type"] == "message":
-            frames.append(self.event("response.output_text.done", **at, text=text, logprobs=[]))
-            done = {"type": "output_text", "text": text, "annotations": []}
-            frames.append(self.event("response.content_part.done", **at, part=done))
-            item = _message(self.message_id, text, "completed")
+            logprobs = self.all_logprobs()
+            done_text = self.event("response.output_text.done", **at, text=text, logprobs=logprobs)
+            item = _message(self.message_id, text, "completed", logprobs)
+            frames.append(done_text)
+            part = item["content"][0]
+            frames.append(self.event("response.content_part.done", **at, part=part))
         elif item["type"] == "reasoning":
             frames.append(self.event("response.reasoning_text.done", **at, text=text))
             item = _reasoning(self.reasoning_id, text)

@@ -28,6 +28,7 @@ from server.serving.chat.messages import (
 )
 from server.serving.limits import MAX_ASKED_TOKENS
 
+LOGPROBS = "message.output_text.logprobs"  # the include value that asks for logprobs
 REFUSED = {
     "conversation": "this server keeps no conversation objects; continue with "
     "previous_response_id or send the whole conversation as input",
@@ -179,7 +180,11 @@ class ResponsesBody(ServingFields):
         None, doc="keep the response (GET /v1/responses/{id}, previous_response_id); default true"
     )
     metadata: dict[str, str] | None = spec(None, doc="echoed in the response")
-    include: list[str] | None = spec(None, doc="accepted; nothing more to include")
+    include: list[str] | None = spec(
+        None,
+        doc="message.output_text.logprobs: the tokens' logprobs in output_text parts; "
+        "other values are accepted and add nothing",
+    )
     user: str | None = spec(None, doc="end-user id (recorded nowhere)")
     safety_identifier: str | None = spec(None, doc="recorded nowhere")
     prompt_cache_key: str | None = spec(None, doc="accepted; the prefix cache is automatic")
@@ -193,7 +198,10 @@ class ResponsesBody(ServingFields):
     )
     max_tool_calls: int | None = spec(None, doc="accepted", ge=1)
     top_logprobs: int | None = spec(
-        None, doc="only 0 (/v1/chat/completions has logprobs)", ge=0, le=0
+        None,
+        doc="with include message.output_text.logprobs: this many alternatives per token",
+        ge=0,
+        le=20,
     )
     stream_options: dict[str, object] | None = spec(None, doc="accepted")
     previous_response_id: str | None = spec(
@@ -231,6 +239,8 @@ class ResponsesBody(ServingFields):
             parallel_tool_calls=self.parallel_tool_calls,
             response_format=self.response_format(),
             truncate=self.truncation == "auto",
+            logprobs=LOGPROBS in (self.include or ()),
+            top_logprobs=self.top_logprobs if LOGPROBS in (self.include or ()) else None,
             **self.serving(),  # type: ignore[arg-type]
             **{k: v for k, v in sampling.items() if v is not None},  # type: ignore[arg-type]
         )
