@@ -283,3 +283,27 @@ async def test_include_logprobs_as_the_chat_route_gives_them(oai: AsyncOpenAI) -
     )
     deltas = [e async for e in stream if e.type == "response.output_text.delta"]
     assert [p.token for e in deltas for p in e.logprobs] == [p.token for p in part.logprobs]
+
+
+async def test_the_servers_own_output_items_replay(oai: AsyncOpenAI) -> None:
+    """Codex sends ``response.output`` back: every item kind this server emits, its
+    reasoning item with reasoning_text parts included, is accepted as input."""
+    first = await oai.responses.create(
+        model=DEFAULT_MODEL, input="Say hi", max_output_tokens=4, temperature=0, store=False
+    )
+    reasoning: Any = {
+        "type": "reasoning",
+        "id": "rs_1",
+        "summary": [{"type": "summary_text", "text": "short"}],
+        "content": [{"type": "reasoning_text", "text": "The user greets me."}],
+    }
+    items: list[Any] = [
+        {"role": "user", "content": "Say hi"},
+        reasoning,
+        *(item.model_dump(exclude_none=True) for item in first.output),
+        {"role": "user", "content": "Again"},
+    ]
+    again = await oai.responses.create(
+        model=DEFAULT_MODEL, input=items, max_output_tokens=4, temperature=0, store=False
+    )
+    assert again.status in ("completed", "incomplete")
