@@ -20,7 +20,14 @@ from openai.types import Batch, CreateEmbeddingResponse, FileObject
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response as ResponseObject
 
-from tests.conftest import DEFAULT_MODEL, config_variant, live_server, running_server, wait_until
+from tests.conftest import (
+    DEFAULT_MODEL,
+    config_variant,
+    health,
+    live_server,
+    running_server,
+    wait_until,
+)
 
 CHAT = {"model": DEFAULT_MODEL, "max_tokens": 8, "temperature": 0}
 ENDPOINT_BODIES: dict[str, dict[str, Any]] = {
@@ -210,3 +217,27 @@ async def test_a_batch_survives_kill_9_each_line_answered_once(
                 **last, extra_body={"ignore_eos": True}
             )
             assert texts["req-23"] == direct.choices[0].message.content
+
+
+async def test_a_batch_keeps_one_line_in_flight_while_interactive_requests_run(
+    oai: AsyncOpenAI, server: str
+) -> None:
+    body = {**CHAT, "max_tokens": 32, "ignore_eos": True}
+    bodies = [{**body, "messages": [{"role": "user", "content": f"Poem {i}"}]} for i in range(40)]
+    url: Literal["/v1/chat/completions"] = "/v1/chat/completions"
+    upload = await oai.files.create(file=("in.jsonl", jsonl(url, bodies)), purpose="batch")
+    batch = await oai.batches.create(input_file_id=upload.id, endpoint=url, completion_window="24h")
+    async with httpx.AsyncClient(base_url=server, timeout=120) as client:
+        running = lambda: health(client)  # noqa: E731
+        await wait_until(running, lambda h: h["running"] == 2, what="two batch lines running")
+        interactive = {**body, "max_tokens": 400, "stream": True}
+        interactive["messages"] = [{"role": "user", "content": "Tell a long story."}]
+        async with client.stream("POST", "/v1/chat/completions", json=interactive) as reply:
+            lines = reply.aiter_lines()
+            await anext(lines)
+            # the lines in flight end; then one batch line runs beside the stream
+            await wait_until(running, lambda h: h["running"] == 2, what="one line + the stream")
+            for _ in range(5):
+                assert (await health(client))["running"] <= 2
+                await anext(lines)
+    await oai.batches.cancel(batch.id)

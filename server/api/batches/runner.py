@@ -2,7 +2,10 @@
 
 At most ``batch_concurrency`` lines of a batch are in flight, each a request
 queued with ``batch_priority``, so a draining batch leaves the rest of the
-batcher's slots (and the head of its queue) to interactive requests. A line is
+batcher's slots (and the head of its queue) to interactive requests. While any
+interactive request runs or waits, a batch keeps only one line in flight: on a
+CPU every sequence more in a step makes the step slower for all of them, and
+the interactive ones are the ones someone watches. A line is
 answered when its answer is committed (``server.tasks.batches``); a batch cut
 short by a ``kill -9`` or a shutdown resumes when the server starts, running
 only the lines not yet answered. Shutting down cancels the lines in flight
@@ -22,6 +25,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 from server.api.inprocess import call_route
+from server.models.registry import ModelRegistry
 from server.serving.background import BACKGROUND_PRIORITY
 from server.serving.batch_input import BatchLine, parse_batch_input
 from server.settings import ServerSettings
@@ -31,6 +35,7 @@ from server.tasks.files import FileStore
 log = logging.getLogger("server.batches")
 RETRY_STATUSES = (429, 503)  # busy or a model loading: the line is tried again
 RETRY_S = 1.0
+GATE_S = 0.05  # how often a held-back worker looks whether interactive requests left
 
 
 class BatchRunner:
@@ -43,6 +48,7 @@ class BatchRunner:
         self.settings = settings
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
+        self._num_in_flight = 0  # batch lines submitted and not yet answered, all batches
 
     async def resume(self) -> None:
         """Start-up: run on every batch a dead or stopped process left unfinished."""
@@ -113,26 +119,40 @@ class BatchRunner:
         todo = deque(line for line in lines if line.index not in answered)
         is_expired = False
 
-        async def worker() -> None:
+        async def worker(index: int) -> None:
             nonlocal is_expired
             while todo and not self.app.state.flags.is_draining:
+                if index > 0 and self._has_interactive_load():
+                    await asyncio.sleep(GATE_S)
+                    continue
                 if time.time() > batch["expires_at"]:
                     is_expired = True
                     return
                 await self._answer(batch["id"], todo.popleft())
 
-        await asyncio.gather(*(worker() for _ in range(self.settings.batch_concurrency)))
+        await asyncio.gather(*(worker(i) for i in range(self.settings.batch_concurrency)))
         if self.app.state.flags.is_draining and todo:
             raise asyncio.CancelledError  # stopping: resume on the next start
         return "expired" if is_expired else "completed"
 
+    def _has_interactive_load(self) -> bool:
+        """Requests other than this runner's lines are running or waiting."""
+        registry: ModelRegistry = self.app.state.registry
+        loaded = registry.loaded.values()
+        busy = sum(m.batcher.num_running + m.batcher.num_waiting for m in loaded)
+        return busy > self._num_in_flight
+
     async def _answer(self, batch_id: str, line: BatchLine) -> None:
         request_id = "batch_req_" + uuid.uuid4().hex[:24]
-        while True:
-            status, body = await call_route(self.app, line.url, line.body, request_id)
-            if status not in RETRY_STATUSES or self.app.state.flags.is_draining:
-                break
-            await asyncio.sleep(RETRY_S)
+        self._num_in_flight += 1
+        try:
+            while True:
+                status, body = await call_route(self.app, line.url, line.body, request_id)
+                if status not in RETRY_STATUSES or self.app.state.flags.is_draining:
+                    break
+                await asyncio.sleep(RETRY_S)
+        finally:
+            self._num_in_flight -= 1
         response = {"status_code": status, "request_id": request_id, "body": body}
         answer = {"id": request_id, "custom_id": line.custom_id, "response": response}
         await self.batches.answer(batch_id, line.index, status == 200, answer | {"error": None})
