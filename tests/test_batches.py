@@ -54,7 +54,9 @@ def jsonl(url: str, bodies: list[dict[str, Any]]) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(test_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    config = config_variant(test_config, tmp_path_factory.mktemp("batches"), batch_concurrency=2)
+    folder = tmp_path_factory.mktemp("batches")
+    limits = {"max_body_bytes": 64 << 10, "max_file_bytes": 256 << 10}
+    config = config_variant(test_config, folder, batch_concurrency=2, **limits)
     with running_server(config, name="batches") as url:
         yield url
 
@@ -241,3 +243,17 @@ async def test_a_batch_keeps_one_line_in_flight_while_interactive_requests_run(
                 assert (await health(client))["running"] <= 2
                 await anext(lines)
     await oai.batches.cancel(batch.id)
+
+
+async def test_uploads_have_their_own_size_limit(oai: AsyncOpenAI, server: str) -> None:
+    line = orjson.dumps({"custom_id": "x", "url": "/v1/embeddings", "body": {"input": "x"}})
+    lines = [line.replace(b'"x"', f'"{i}"'.encode(), 1) for i in range(2000)]
+    data = b"\n".join(lines)  # ~120 KB: over max_body_bytes, under max_file_bytes
+    assert 64 << 10 < len(data) < 256 << 10
+    assert (await oai.files.create(file=("big.jsonl", data), purpose="batch")).bytes == len(data)
+    async with httpx.AsyncClient(base_url=server) as client:
+        files = {"file": ("huge.jsonl", data * 3)}
+        reply = await client.post("/v1/files", files=files, data={"purpose": "batch"})
+        assert reply.status_code == 413, reply.text
+        chat = await client.post("/v1/chat/completions", content=b" " * (100 << 10))
+        assert chat.status_code == 413  # the other routes keep max_body_bytes
