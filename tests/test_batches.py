@@ -257,3 +257,34 @@ async def test_uploads_have_their_own_size_limit(oai: AsyncOpenAI, server: str) 
         assert reply.status_code == 413, reply.text
         chat = await client.post("/v1/chat/completions", content=b" " * (100 << 10))
         assert chat.status_code == 413  # the other routes keep max_body_bytes
+
+
+async def test_a_line_cut_short_task_max_attempts_times_is_answered_with_an_error(
+    test_config: Path, tmp_path: Path
+) -> None:
+    """One line at a time, one attempt allowed: the line running at the kill is not run
+    again but answered as failed; every other line runs."""
+    config = config_variant(test_config, tmp_path, batch_concurrency=1, task_max_attempts=1)
+    body = {**CHAT, "max_tokens": 24, "ignore_eos": True}
+    bodies = [{**body, "messages": [{"role": "user", "content": f"Ode {i}"}]} for i in range(6)]
+    url: Literal["/v1/chat/completions"] = "/v1/chat/completions"
+    with live_server(config, name="batch-spent") as live:
+        async with AsyncOpenAI(base_url=live.url + "/v1", api_key="-", max_retries=0) as oai:
+            upload = await oai.files.create(file=("in.jsonl", jsonl(url, bodies)), purpose="batch")
+            batch = await oai.batches.create(
+                input_file_id=upload.id, endpoint=url, completion_window="24h"
+            )
+            await wait_until(
+                lambda: oai.batches.retrieve(batch.id),
+                lambda b: b.request_counts is not None and b.request_counts.completed >= 1,
+                what="a first answer",
+            )
+            live.process.send_signal(signal.SIGKILL)
+        live.process.wait(10)
+    with live_server(config, name="batch-spent-after") as live:
+        async with AsyncOpenAI(base_url=live.url + "/v1", api_key="-", max_retries=0) as oai:
+            batch = await finished(oai, batch.id)
+            assert batch.status == "completed" and batch.request_counts is not None
+            assert (batch.request_counts.completed, batch.request_counts.failed) == (5, 1)
+            [spent] = await lines_of(oai, batch.error_file_id)
+            assert spent["response"] is None and "cut short" in spent["error"]["message"]

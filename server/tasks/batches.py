@@ -26,6 +26,12 @@ CREATE TABLE IF NOT EXISTS batches (
     created_at REAL NOT NULL,
     batch TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS runs (
+    batch_id TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, line)
+);
 CREATE TABLE IF NOT EXISTS answers (
     batch_id TEXT NOT NULL,
     line INTEGER NOT NULL,
@@ -77,6 +83,16 @@ class BatchStore:
             (batch_id, line, int(is_ok), orjson.dumps(answer).decode()),
         )
 
+    async def begin(self, batch_id: str, line: int) -> int:
+        """A line starts a run: its number (1 for the first; more after a process died in it)."""
+        rows = await self._db.execute(
+            "INSERT INTO runs (batch_id, line, attempts) VALUES (?, ?, 1) ON CONFLICT "
+            "(batch_id, line) DO UPDATE SET attempts = attempts + 1 RETURNING attempts",
+            (batch_id, line),
+        )
+        attempts: int = rows[0][0]
+        return attempts
+
     async def answered_lines(self, batch_id: str) -> set[int]:
         rows = await self._db.execute("SELECT line FROM answers WHERE batch_id = ?", (batch_id,))
         return {row[0] for row in rows}
@@ -115,4 +131,5 @@ class BatchStore:
     def _delete(self, ids: list[str]) -> None:
         for batch_id in ids:
             self._db.db.execute("DELETE FROM answers WHERE batch_id = ?", (batch_id,))
+            self._db.db.execute("DELETE FROM runs WHERE batch_id = ?", (batch_id,))
             self._db.db.execute("DELETE FROM batches WHERE id = ?", (batch_id,))

@@ -9,7 +9,10 @@ the interactive ones are the ones someone watches. A line is
 answered when its answer is committed (``server.tasks.batches``); a batch cut
 short by a ``kill -9`` or a shutdown resumes when the server starts, running
 only the lines not yet answered. Shutting down cancels the lines in flight
-without answering them: they run again on the next start.
+without answering them: they run again on the next start. As with tasks
+(``server.tasks.store``), a line whose runs were cut short ``task_max_attempts``
+times is answered with an error instead of a run: a request that takes the
+server down cannot take it down in a loop.
 """
 
 from __future__ import annotations
@@ -144,6 +147,16 @@ class BatchRunner:
 
     async def _answer(self, batch_id: str, line: BatchLine) -> None:
         request_id = "batch_req_" + uuid.uuid4().hex[:24]
+        attempts = await self.batches.begin(batch_id, line.index)
+        if attempts > self.settings.task_max_attempts:
+            message = (
+                f"failed after {attempts - 1} runs, each cut short by the server process "
+                "dying while it ran; it was not run again"
+            )
+            error = {"code": "server_error", "message": message}
+            spent = {"id": request_id, "custom_id": line.custom_id, "response": None}
+            await self.batches.answer(batch_id, line.index, False, spent | {"error": error})
+            return
         self._num_in_flight += 1
         try:
             while True:
