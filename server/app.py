@@ -136,7 +136,9 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
     app.state.files = files
     app.state.batch_runner = BatchRunner(app, batches, files, settings)
     app.state.responses = responses
-    app.state.background_responses = BackgroundResponses(app, responses, settings.batch_priority)
+    app.state.background_responses = BackgroundResponses(
+        app, responses, priority=settings.batch_priority, max_attempts=settings.task_max_attempts
+    )
     app.state.metrics = metrics
     app.state.openapi = api_description()
     return app

@@ -2,7 +2,8 @@
 batch priority through the route itself, their state kept in the response store.
 
 A background response cut short by a ``kill -9`` or a shutdown runs again when the
-server starts (its record keeps the body to run); one cancelled ends ``cancelled``.
+server starts (its record keeps the body to run), until ``task_max_attempts`` runs
+were cut short (then it fails, as a task does); one cancelled ends ``cancelled``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ OUTER = ("background", "previous_response_id", "stream", "store")
 
 
 class BackgroundResponses:
-    def __init__(self, app: Starlette, store: ResponseStore, priority: int) -> None:
+    def __init__(
+        self, app: Starlette, store: ResponseStore, *, priority: int, max_attempts: int
+    ) -> None:
         self.app = app
         self.store = store
         self.priority = priority
+        self.max_attempts = max_attempts
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
 
@@ -70,6 +74,13 @@ class BackgroundResponses:
     async def _run(self, record: dict[str, Any]) -> None:
         BACKGROUND_PRIORITY.set(self.priority)
         queued = record["response"]
+        record = record | {"attempts": record.get("attempts", 0) + 1}  # runs begun
+        if record["attempts"] > self.max_attempts:
+            runs = record["attempts"] - 1
+            message = f"failed after {runs} runs, each cut short by the server process dying"
+            failed = {"status": "failed", "error": {"code": "server_error", "message": message}}
+            await self.store.put(record | {"response": queued | failed})
+            return
         try:
             await self.store.put(record | {"response": queued | {"status": "in_progress"}})
             status, body = await call_route(self.app, "/v1/responses", record["request"])
