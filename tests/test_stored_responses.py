@@ -131,10 +131,12 @@ async def test_a_stream_past_its_deadline_ends_with_response_failed(oai: AsyncOp
     assert stored.status == "failed"
 
 
+@pytest.mark.parametrize("max_attempts", [3, 1])
 async def test_a_background_response_cut_short_by_kill_9_runs_again(
-    test_config: Path, tmp_path: Path
+    test_config: Path, tmp_path: Path, max_attempts: int
 ) -> None:
-    config = config_variant(test_config, tmp_path)
+    """Run again after the restart; with one attempt allowed, failed with the reason."""
+    config = config_variant(test_config, tmp_path, task_max_attempts=max_attempts)
     body: dict[str, Any] = {
         "input": "List the numbers from 1 to 10000, separated by commas.",
         "max_output_tokens": 200,
@@ -153,6 +155,10 @@ async def test_a_background_response_cut_short_by_kill_9_runs_again(
     with live_server(config, name="background-kill-after") as live:
         async with AsyncOpenAI(base_url=live.url + "/v1", api_key="-", max_retries=0) as oai:
             done = await settled(oai, queued.id)
+            if max_attempts == 1:
+                assert done.status == "failed" and done.error is not None
+                assert "cut short" in done.error.message
+                return
             assert done.status == "incomplete" and done.background is True  # 200 tokens
             direct = await oai.responses.create(store=False, **body)
             assert done.output_text == direct.output_text
