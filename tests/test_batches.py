@@ -15,7 +15,7 @@ from typing import Any, Literal
 import httpx
 import orjson
 import pytest
-from openai import AsyncOpenAI, BadRequestError
+from openai import AsyncOpenAI, BadRequestError, NotFoundError
 from openai.types import Batch, CreateEmbeddingResponse, FileObject
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response as ResponseObject
@@ -127,6 +127,9 @@ async def test_every_batch_endpoint(oai: AsyncOpenAI, url: str) -> None:
             REPLY_TYPES[url].model_validate(body)
         else:
             assert body["object"] == "text_completion" and body["choices"][0]["text"]
+        if url == "/v1/responses":  # a batch's responses are not stored unless asked
+            with pytest.raises(NotFoundError):
+                await oai.responses.retrieve(body["id"])
 
 
 async def test_a_malformed_line_is_a_400_that_names_it(oai: AsyncOpenAI) -> None:

@@ -66,6 +66,9 @@ def _parse_line(raw: bytes, number: int, endpoint: str | None) -> BatchLine:
         raise ValueError(f"{where}: url {url!r} differs from the batch's endpoint {endpoint!r}")
     if not isinstance(body, dict):
         raise ValueError(f"{where}: body must be a JSON object (the request to {url})")
-    if body.get("stream"):
-        raise ValueError(f"{where}: a batch's requests cannot stream; remove body.stream")
+    if body.get("stream") or body.get("background"):
+        raise ValueError(
+            f"{where}: a batch's requests are answered in its output file: "
+            "remove body.stream and body.background"
+        )
     return BatchLine(0, custom_id, url, body)

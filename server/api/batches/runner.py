@@ -32,7 +32,7 @@ from server.models.registry import ModelRegistry
 from server.serving.background import BACKGROUND_PRIORITY
 from server.serving.batch_input import BatchLine, parse_batch_input
 from server.settings import ServerSettings
-from server.tasks.batches import BatchStore
+from server.tasks.batches import FINAL, BatchStore
 from server.tasks.files import FileStore
 
 log = logging.getLogger("server.batches")
@@ -70,13 +70,17 @@ class BatchRunner:
 
     async def cancel(self, batch: dict[str, Any]) -> None:
         """Cancel the lines in flight; the batch ends cancelled with what was answered."""
+        task = self._running.get(batch["id"])
+        if task is None:  # not running: it ended since it was read, or never resumed here
+            latest = await self.batches.get(batch["id"])
+            if latest is None or latest["status"] in FINAL:
+                return
         batch |= {"status": "cancelling", "cancelling_at": int(time.time())}
         await self.batches.save(batch)
-        self._cancelling.add(batch["id"])
-        task = self._running.get(batch["id"])
-        if task is None:  # nothing runs it here (it was just resumed, or another process)
+        if task is None:
             await self._finalize(batch["id"], "cancelled")
             return
+        self._cancelling.add(batch["id"])
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(task)
@@ -147,6 +151,9 @@ class BatchRunner:
 
     async def _answer(self, batch_id: str, line: BatchLine) -> None:
         request_id = "batch_req_" + uuid.uuid4().hex[:24]
+        body = line.body
+        if line.url == "/v1/responses":  # not kept unless asked: a batch would crowd out
+            body = {"store": False} | body  # the conversations clients continue
         attempts = await self.batches.begin(batch_id, line.index)
         if attempts > self.settings.task_max_attempts:
             message = (
@@ -160,13 +167,13 @@ class BatchRunner:
         self._num_in_flight += 1
         try:
             while True:
-                status, body = await call_route(self.app, line.url, line.body, request_id)
+                status, reply = await call_route(self.app, line.url, body, request_id)
                 if status not in RETRY_STATUSES or self.app.state.flags.is_draining:
                     break
                 await asyncio.sleep(RETRY_S)
         finally:
             self._num_in_flight -= 1
-        response = {"status_code": status, "request_id": request_id, "body": body}
+        response = {"status_code": status, "request_id": request_id, "body": reply}
         answer = {"id": request_id, "custom_id": line.custom_id, "response": response}
         await self.batches.answer(batch_id, line.index, status == 200, answer | {"error": None})
 
