@@ -18,7 +18,6 @@ server down cannot take it down in a loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -28,6 +27,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 from server.api.inprocess import call_route
+from server.api.runs import Runs
 from server.models.registry import ModelRegistry
 from server.serving.background import BACKGROUND_PRIORITY
 from server.serving.batch_input import BatchLine, parse_batch_input
@@ -49,8 +49,7 @@ class BatchRunner:
         self.batches = batches
         self.files = files
         self.settings = settings
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._cancelling: set[str] = set()
+        self._runs = Runs()
         self._num_in_flight = 0  # batch lines submitted and not yet answered, all batches
 
     async def resume(self) -> None:
@@ -64,33 +63,25 @@ class BatchRunner:
         await self.files.expire()
 
     def start(self, batch_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(batch_id), name=batch_id)
-        self._running[batch_id] = task
-        task.add_done_callback(lambda _: self._running.pop(batch_id, None))
+        self._runs.start(batch_id, self._run(batch_id))
 
     async def cancel(self, batch: dict[str, Any]) -> None:
         """Cancel the lines in flight; the batch ends cancelled with what was answered."""
-        task = self._running.get(batch["id"])
-        if task is None:  # not running: it ended since it was read, or never resumed here
+        is_running = self._runs.is_running(batch["id"])
+        if not is_running:  # it ended since it was read, or never resumed here
             latest = await self.batches.get(batch["id"])
             if latest is None or latest["status"] in FINAL:
                 return
         batch |= {"status": "cancelling", "cancelling_at": int(time.time())}
         await self.batches.save(batch)
-        if task is None:
+        if is_running:
+            await self._runs.cancel(batch["id"])
+        else:
             await self._finalize(batch["id"], "cancelled")
-            return
-        self._cancelling.add(batch["id"])
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(task)
 
     async def close(self) -> None:
         """Shutting down: stop every batch; their unanswered lines run on the next start."""
-        tasks = list(self._running.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._runs.close()
 
     async def _run(self, batch_id: str) -> None:
         BACKGROUND_PRIORITY.set(self.settings.batch_priority)  # this task's requests only
@@ -104,9 +95,8 @@ class BatchRunner:
                 ending = "cancelled" if batch["status"] == "cancelling" else "completed"
                 await self._finalize(batch_id, ending)
         except asyncio.CancelledError:
-            if batch_id not in self._cancelling:
+            if not self._runs.is_cancel_asked(batch_id):
                 raise  # a shutdown: the batch resumes on the next start
-            self._cancelling.discard(batch_id)
             await self._finalize(batch_id, "cancelled")
         except Exception as exc:  # the input file vanished, or worse: the batch fails alone
             log.exception("batch %s failed", batch_id)

@@ -9,13 +9,13 @@ were cut short (then it fails, as a task does); one cancelled ends ``cancelled``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 from starlette.applications import Starlette
 
 from server.api.inprocess import call_route
+from server.api.runs import Runs
 from server.serving.background import BACKGROUND_PRIORITY
 from server.tasks.responses import ResponseStore
 
@@ -32,8 +32,7 @@ class BackgroundResponses:
         self.store = store
         self.priority = priority
         self.max_attempts = max_attempts
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._cancelling: set[str] = set()
+        self._runs = Runs()
 
     async def start(self, record: dict[str, Any], data: dict[str, Any]) -> None:
         """Record a queued response and run it (``data``: the body, history spliced in)."""
@@ -49,27 +48,17 @@ class BackgroundResponses:
     async def cancel(self, record: dict[str, Any]) -> dict[str, Any]:
         """Cancel a running background response; its Response as it ends."""
         response_id = record["response"]["id"]
-        task = self._running.get(response_id)
-        if task is None:
+        if not self._runs.is_running(response_id):
             return dict(record["response"])
-        self._cancelling.add(response_id)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(task)
+        await self._runs.cancel(response_id)
         stored = await self.store.get(response_id)
         return dict(stored["response"]) if stored else dict(record["response"])
 
     async def close(self) -> None:
-        tasks = list(self._running.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._runs.close()
 
     def _spawn(self, record: dict[str, Any]) -> None:
-        response_id = record["response"]["id"]
-        task = asyncio.get_running_loop().create_task(self._run(record), name=response_id)
-        self._running[response_id] = task
-        task.add_done_callback(lambda _: self._running.pop(response_id, None))
+        self._runs.start(record["response"]["id"], self._run(record))
 
     async def _run(self, record: dict[str, Any]) -> None:
         BACKGROUND_PRIORITY.set(self.priority)
@@ -85,9 +74,8 @@ class BackgroundResponses:
             await self.store.put(record | {"response": queued | {"status": "in_progress"}})
             status, body = await call_route(self.app, "/v1/responses", record["request"])
         except asyncio.CancelledError:
-            if queued["id"] not in self._cancelling:
+            if not self._runs.is_cancel_asked(queued["id"]):
                 raise  # a shutdown: it runs again on the next start
-            self._cancelling.discard(queued["id"])
             await self.store.put(record | {"response": queued | {"status": "cancelled"}})
             return
         if status == 200:
