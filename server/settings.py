@@ -306,6 +306,37 @@ class ServerSettings:
         ge=1,
         le=100,
     )
+    max_file_bytes: int = spec(
+        100 << 20,
+        doc="largest file POST /v1/files takes (a batch's input); the body limit of that route",
+        ge=1024,
+    )
+    files_max_age_hours: float = spec(
+        720.0, doc="uploaded files and batch output files older than this are deleted", gt=0
+    )
+    max_batch_requests: int = spec(
+        50_000, doc="most requests (lines) in one batch input file", ge=1
+    )
+    batch_concurrency: int = spec(
+        4,
+        doc="requests of one batch in flight at once: what is left of max_batch_size serves "
+        "interactive requests while a batch drains",
+        ge=1,
+        le=1024,
+    )
+    batch_priority: int = spec(
+        -50,
+        doc="priority of a batch's requests and of background responses (interactive ones "
+        "have 0 unless they ask otherwise; higher is admitted first)",
+        ge=-100,
+        le=100,
+    )
+    responses_max_age_hours: float = spec(
+        720.0, doc="stored responses (POST /v1/responses with store) older than this expire", gt=0
+    )
+    max_stored_responses: int = spec(
+        10_000, doc="stored responses kept (the oldest expire first)", ge=1
+    )
     drain_timeout_s: float = spec(
         30.0, doc="on SIGTERM, how long running requests may finish", ge=0
     )

@@ -26,7 +26,7 @@ from server.generation import (
     wait_done,
 )
 from server.prompts import Prompt
-from server.serving.chat.prompt import chat_prompt, tool_grammar
+from server.serving.chat.prompt import chat_prompt, tool_grammar, trimmable_chat
 from server.serving.chat.reasoning import new_parser, reply_setup
 from server.serving.chat.reply import ChatReply, ChatRun, reply_of
 from server.serving.chat.reply_parser import Event, ParsedReply, parse_reply
@@ -49,13 +49,20 @@ async def start_chat(
     ``raw_prompt``, that text is the prompt as it is (no chat template)."""
     registry = registry_of(http)
     # the messages are rendered under prepare's one lease of the model
+    render = trimmable_chat if body.truncate else chat_prompt  # oldest turns dropped to fit
     prompt: Prompt | Callable[[LlamaModel], Prompt] = (
-        raw_prompt if raw_prompt is not None else functools.partial(chat_prompt, body)
+        raw_prompt if raw_prompt is not None else functools.partial(render, body)
     )
     max_tokens = body.output_limit(registry.config.server.max_tokens_limit)
     grammar = tool_grammar(body) or body.grammar_text()
     loaded, request = await prepare(
-        registry, body.model, prompt, body.sampling_params(max_tokens), body, grammar=grammar
+        registry,
+        body.model,
+        prompt,
+        body.sampling_params(max_tokens),
+        body,
+        grammar=grammar,
+        num_top_logprobs=body.num_top_logprobs,
     )
     http.state.log["generation"] = request
     parser = new_parser(body, *reply_setup(loaded.model, body, request))
