@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: setup models browser cluster-deps gateway-deps cluster run run-app test run-tests lint docs-config docs-deps bench quantize clean \
-	container-deps container-base container-build container-build-python service-images container-run llama-server start-inference-service stop-inference-service test-inference-service \
+	container-deps container-base container-build container-build-python service-images smg-image container-run llama-server start-inference-service stop-inference-service test-inference-service \
 	binary binary-with-model convert convert-deps test-convert
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 
@@ -218,7 +218,16 @@ SERVICE_URL ?= http://127.0.0.1:$(or $(EDGE_LLM_SERVICE_PORT),8080)
 service-images: container-build
 	$(BUILD) -t localhost/edge-llm-redis -f deploy/redis.Containerfile .
 	$(BUILD) -t localhost/edge-llm-nginx -f deploy/nginx.Containerfile .
-	$(if $(GATEWAY),$(BUILD) --build-arg SMG='$(SMG)' -t localhost/edge-llm-smg -f deploy/smg.Containerfile .)
+	$(if $(GATEWAY),$(MAKE) smg-image)
+
+# SMG's image: its wheels (for Debian 12's Python 3.11 and glibc) fetched here, installed
+# offline in the build
+SMG_WHEELS := build/container/smg-wheels
+smg-image: container-base
+	rm -rf $(SMG_WHEELS) && mkdir -p $(SMG_WHEELS)
+	$(PY) -m pip download -q --only-binary :all: --python-version 3.11 \
+	  --platform manylinux_2_17_$(shell uname -m) -d $(SMG_WHEELS) '$(SMG)'
+	$(BUILD) -t localhost/edge-llm-smg -f deploy/smg.Containerfile .
 
 start-inference-service: models service-images
 	$(COMPOSE) up -d
