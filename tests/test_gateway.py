@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ ROUTED = "x-smg-routed-worker-id"  # SMG's header: the replica it sent the reque
 TOPICS = ("lighthouses", "volcanoes", "bees", "glaciers")
 
 
-def start_cluster(folder: Path, faults: str = "") -> Iterator[Cluster]:
+def start_cluster(folder: Path, faults: str = "") -> Generator[Cluster, None, None]:
     config = write_config(folder, shipped_config(folder, result_cache={"enabled": False}))
     env = {"EDGE_LLM_FAULTS": faults}
     with running_cluster(config, folder / "cluster", env=env, gateway="cache_aware") as cluster:
@@ -130,8 +130,12 @@ async def test_kill_9_of_a_replica_behind_the_gateway(tmp_path: Path) -> None:
     answered, and once SMG's health check has marked the dead replica, only the
     survivor is chosen."""
     # every step 50 ms or more: a task of 80 tokens outlives the kill on a fast machine too
-    for cluster in start_cluster(tmp_path, faults="step_delay=*@0.05"):
-        await kill_behind_gateway(cluster)
+    clusters = start_cluster(tmp_path, faults="step_delay=*@0.05")
+    try:
+        for cluster in clusters:
+            await kill_behind_gateway(cluster)
+    finally:
+        clusters.close()  # a failure stops the processes now, not when collected
 
 
 async def kill_behind_gateway(cluster: Cluster) -> None:
@@ -156,6 +160,7 @@ async def kill_behind_gateway(cluster: Cluster) -> None:
             except Exception as exc:  # an APIStatusError: the request cut by the kill
                 status = getattr(exc, "status_code", 0)
                 outcomes.append((sent_at, status, "error: " + str(exc)[:200]))
+                await asyncio.sleep(0.1)  # an error may come at once: never spin
 
     async def send_tasks(lb: httpx.AsyncClient) -> None:
         # 8 at most: more would queue on the survivor behind the dead one's, past timeouts
@@ -177,29 +182,34 @@ async def kill_behind_gateway(cluster: Cluster) -> None:
             records = [await task_record(lb, t) for t in list(tasks)]
             return [r["task_id"] for r in records if r.get("replica") == dead_id]
 
-        # the dead replica runs a task and has answered the gateway: the kill proves something
-        owned = await wait_until(owned_by_dead, bool, what="a task running on the replica")
-        await wait_until(
-            lambda: asyncio.sleep(0, outcomes),
-            lambda seen: any(o[2] == dead.url for o in seen),
-            what="a completion answered by the replica",
-        )
-        killed_at = time.time()
-        dead.process.kill()  # SIGKILL: no drain, no goodbye to Redis or the gateway
-        await wait_until(
-            lambda: lb.get(cluster.gateway.url + "/workers"),  # type: ignore[union-attr]
-            lambda reply: not worker_health(reply.json())[dead.url],
-            within=30,
-            what="SMG marking the dead replica unhealthy",
-        )
-        marked_at = time.time()
-        await wait_until(
-            lambda: asyncio.sleep(0, outcomes),
-            lambda seen: sum(o[0] > marked_at for o in seen) >= 8,
-            what="8 completions sent and answered after the mark",
-        )
-        stop.set()
-        await asyncio.gather(*workers)
+        try:
+            # the dead replica runs a task and has answered the gateway: the kill proves something
+            owned = await wait_until(
+                owned_by_dead, bool, within=120, what="a task running on the replica"
+            )
+            await wait_until(
+                lambda: asyncio.sleep(0, outcomes),
+                lambda seen: any(o[2] == dead.url for o in seen),
+                within=120,
+                what="a completion answered by the replica",
+            )
+            killed_at = time.time()
+            dead.process.kill()  # SIGKILL: no drain, no goodbye to Redis or the gateway
+            await wait_until(
+                lambda: lb.get(cluster.gateway.url + "/workers"),  # type: ignore[union-attr]
+                lambda reply: not worker_health(reply.json())[dead.url],
+                within=30,
+                what="SMG marking the dead replica unhealthy",
+            )
+            marked_at = time.time()
+            await wait_until(
+                lambda: asyncio.sleep(0, outcomes),
+                lambda seen: sum(o[0] > marked_at for o in seen) >= 8,
+                what="8 completions sent and answered after the mark",
+            )
+        finally:  # on a failure too: workers left running would spin on closed clients
+            stop.set()
+            await asyncio.gather(*workers, return_exceptions=True)
         for task_id in tasks:
             record = await wait_for_status(lb, task_id, "done", "failed", within=180)
             assert record["status"] == "done", record
