@@ -139,7 +139,6 @@ async def test_kill_9_of_a_replica_behind_the_gateway(tmp_path: Path) -> None:
 
 
 async def kill_behind_gateway(cluster: Cluster) -> None:
-    dead, survivor = cluster.replicas
     assert cluster.gateway is not None
     outcomes: list[tuple[float, int, str]] = []  # (sent at, status, replica chosen)
     tasks: list[str] = []
@@ -174,25 +173,32 @@ async def kill_behind_gateway(cluster: Cluster) -> None:
     async with openai, httpx.AsyncClient(base_url=cluster.url, timeout=120) as lb:
         for replica in cluster.replicas:  # both have loaded the model before the load
             await lb.post(replica.url + "/generate", json={"prompt": "Hi", "max_tokens": 2})
-        dead_id = (await lb.get(dead.url + "/health_check")).json()["task_store"]["replica"]
+        ids = {}  # replica URL -> its id in task records
+        for replica in cluster.replicas:
+            health = (await lb.get(replica.url + "/health_check")).json()
+            ids[replica.url] = health["task_store"]["replica"]
         workers = [asyncio.ensure_future(chat(i)) for i in range(3)]
         workers.append(asyncio.ensure_future(send_tasks(lb)))
 
-        async def owned_by_dead() -> list[str]:
+        async def owned() -> dict[str, list[str]]:
+            """Replica URL -> the tasks it runs, for those SMG has sent a completion to."""
             records = [await task_record(lb, t) for t in list(tasks)]
-            return [r["task_id"] for r in records if r.get("replica") == dead_id]
+            chosen = {o[2] for o in outcomes}
+            return {
+                url: [r["task_id"] for r in records if r.get("replica") == ids[url]]
+                for url in ids
+                if url in chosen and any(r.get("replica") == ids[url] for r in records)
+            }
 
         try:
-            # the dead replica runs a task and has answered the gateway: the kill proves something
-            owned = await wait_until(
-                owned_by_dead, bool, within=120, what="a task running on the replica"
+            # the replica to kill runs a task and has answered the gateway (cache-aware may
+            # prefer either one): the kill proves something
+            busy = await wait_until(
+                owned, bool, within=120, what="a replica running a task and answering SMG"
             )
-            await wait_until(
-                lambda: asyncio.sleep(0, outcomes),
-                lambda seen: any(o[2] == dead.url for o in seen),
-                within=120,
-                what="a completion answered by the replica",
-            )
+            dead = next(r for r in cluster.replicas if r.url in busy)
+            survivor = next(r for r in cluster.replicas if r is not dead)
+            owned_by_dead = busy[dead.url]
             killed_at = time.time()
             dead.process.kill()  # SIGKILL: no drain, no goodbye to Redis or the gateway
             await wait_until(
@@ -215,7 +221,7 @@ async def kill_behind_gateway(cluster: Cluster) -> None:
             assert record["status"] == "done", record
         rerun = [t for t in tasks if (await task_record(lb, t))["attempts"] > 1]
 
-    assert set(owned) & set(rerun), (owned, rerun)  # the dead one's were run again
+    assert set(owned_by_dead) & set(rerun), (owned_by_dead, rerun)  # the dead one's were run again
     after = [o for o in outcomes if o[0] > marked_at]
     assert after and all(o[1] == 200 and o[2] == survivor.url for o in after), [
         o for o in after if o[1] != 200 or o[2] != survivor.url
