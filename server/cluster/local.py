@@ -1,7 +1,7 @@
 """The deploy/ topology without containers: redis-server, two replicas and nginx on
 loopback, everything under one temporary folder (``make cluster``; the cluster test),
 with SMG, the cache-aware gateway, behind nginx's completion routes if asked for
-(``make cluster GATEWAY=smg``; the gateway test).
+(``make cluster GATEWAY=cache_aware``; the gateway test).
 
 nginx runs deploy/nginx.conf itself, with only what differs on one host
 rewritten: the upstream servers become the replicas' loopback ports, the listen
@@ -171,6 +171,7 @@ def main() -> int:
                 print(f"nginx:    {cluster.url}", flush=True)
                 if cluster.gateway is not None:
                     print(f"gateway:  {cluster.gateway.url} ({args.gateway})", flush=True)
+                    print(f"          metrics {cluster.gateway_metrics}", flush=True)
                 for i, replica in enumerate(cluster.replicas, 1):
                     print(f"replica{i}: {replica.url}", flush=True)
                 print(f"redis:    {cluster.redis.url}\nfiles:    {tmp}", flush=True)
