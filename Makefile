@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup models browser cluster-deps cluster run run-app test run-tests lint docs-config docs-deps bench quantize clean \
-	container-deps container-base container-build container-build-python service-images container-run llama-server start-inference-service stop-inference-service test-inference-service \
+.PHONY: setup models browser cluster-deps gateway-deps cluster run run-app test run-tests lint docs-config docs-deps bench quantize clean \
+	container-deps container-base container-build container-build-python service-images smg-image container-run llama-server start-inference-service stop-inference-service test-inference-service \
 	binary binary-with-model convert convert-deps test-convert
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 
@@ -91,9 +91,24 @@ docs-deps:
 	@command -v curl >/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq curl; }
 
+# SMG, the cache-aware gateway (make cluster GATEWAY=..., tests/test_gateway.py, the
+# compose override), in a virtual environment of its own: its grpcio and protobuf 7 would
+# clash with the convert extra's protobuf < 5 in .venv.
+SMG := smg==1.13.0
+SMG_VENV := .venv-smg
+$(SMG_VENV)/.stamp-$(SMG):
+	$(PYTHON) -m venv $(SMG_VENV)
+	$(SMG_VENV)/bin/pip install -q '$(SMG)'
+	rm -f $(SMG_VENV)/.stamp-* && touch '$@'
+
+gateway-deps: $(SMG_VENV)/.stamp-$(SMG)
+
 # Redis + two replicas + nginx on loopback under a temporary folder; Ctrl-C stops them.
-cluster: models cluster-deps
-	$(PY) -m server.cluster
+# GATEWAY=cache_aware (or another SMG policy: round_robin, prefix_hash, ...): SMG behind
+# nginx's completion routes (docs/scaling-out.md).
+GATEWAY ?=
+cluster: models cluster-deps $(if $(GATEWAY),gateway-deps)
+	$(PY) -m server.cluster $(if $(GATEWAY),--gateway $(GATEWAY))
 
 lint: setup
 	$(PY) -m ruff check .
@@ -101,7 +116,7 @@ lint: setup
 	$(PY) -m mypy
 
 # container-base: podman and the base image (~1.5 min once) before tests/test_container.py
-test run-tests: models browser cluster-deps docs-deps container-base lint
+test run-tests: models browser cluster-deps gateway-deps docs-deps container-base lint
 	$(PY) -m pytest
 
 # docs/configuration.md is generated from server/settings.py and server/cli.py; a test
@@ -212,12 +227,24 @@ container-run:
 # apply, so compose only starts them. podman-compose where installed, else Docker's.
 COMPOSE_CMD ?= $(shell command -v podman-compose >/dev/null 2>&1 && echo podman-compose || \
 	echo docker compose)
-COMPOSE = EDGE_LLM_BASE=$(CONTAINER_BASE) $(COMPOSE_CMD) -p edge-llm -f deploy/compose.yaml
+# GATEWAY=cache_aware (or another SMG policy): deploy/compose.gateway.yaml on top
+COMPOSE = EDGE_LLM_BASE=$(CONTAINER_BASE) $(if $(GATEWAY),EDGE_LLM_GATEWAY_POLICY=$(GATEWAY)) \
+	$(COMPOSE_CMD) -p edge-llm -f deploy/compose.yaml $(if $(GATEWAY),-f deploy/compose.gateway.yaml)
 SERVICE_URL ?= http://127.0.0.1:$(or $(EDGE_LLM_SERVICE_PORT),8080)
 
 service-images: container-build
 	$(BUILD) -t localhost/edge-llm-redis -f deploy/redis.Containerfile .
 	$(BUILD) -t localhost/edge-llm-nginx -f deploy/nginx.Containerfile .
+	$(if $(GATEWAY),$(MAKE) smg-image)
+
+# SMG's image: its wheels (for Debian 12's Python 3.11 and glibc) fetched here, installed
+# offline in the build
+SMG_WHEELS := build/container/smg-wheels
+smg-image: container-base
+	rm -rf $(SMG_WHEELS) && mkdir -p $(SMG_WHEELS)
+	$(PY) -m pip download -q --only-binary :all: --python-version 3.11 \
+	  --platform manylinux_2_17_$(shell uname -m) -d $(SMG_WHEELS) '$(SMG)'
+	$(BUILD) -t localhost/edge-llm-smg -f deploy/smg.Containerfile .
 
 start-inference-service: models service-images
 	$(COMPOSE) up -d
@@ -268,4 +295,4 @@ test-convert: convert-deps models
 	EDGE_LLM_TEST_CONVERT=1 $(PY) -m pytest tests/convert -p no:randomly
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist speculative/_topk.*.so
+	rm -rf $(VENV) $(SMG_VENV) .pytest_cache .mypy_cache .ruff_cache build dist speculative/_topk.*.so

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batching.request import Request
 from server.models.registry import ModelRegistry
+from server.router_metrics import RouterCollector
 from speculative import devices
 
 PREFIX = "edge_llm"
@@ -50,6 +51,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(ModelCollector(models))
+        # the gauges routers read (Gateway API Inference Extension), apart: see its module
+        self.registry.register(RouterCollector(models))
 
     def observe_done(self, request: Request) -> None:
         """Event loop: a request finished; record its time to first token."""

@@ -101,6 +101,7 @@ OTHER_VARIABLES = (
     ("EDGE_LLM_ONEFILE", "`make binary`: `1` builds PyInstaller's one-file form"),
     ("EDGE_LLM_TEST_CONVERT", "`make test-convert`: run tests/convert/"),
     ("EDGE_LLM_BASE", "`deploy/compose.yaml`: the base image the service images build from"),
+    ("EDGE_LLM_GATEWAY_POLICY", "`deploy/compose.gateway.yaml`: SMG's policy (`cache_aware`)"),
     ("EDGE_LLM_SERVICE_PORT", "`make *-inference-service`: nginx's port on the host (8080)"),
     ("EDGE_LLM_CONTAINER_CONF", "the Makefile's container targets: podman's containers.conf"),
 )

@@ -76,6 +76,7 @@ class Executor:
         self._policy = policy
         self._inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._free_seq_ids = list(range(num_seqs))  # ascending: see _schedule
+        self.num_kv_cells = context.pool_tokens or self.ctx_per_seq * num_seqs
         self._prefix = PrefixCache(context, prefix_cache_bytes, proposer, enabled=prefix_cache)
         self.pool = (
             KvPool(context, self._prefix, proposer, max_draft) if context.pool_tokens else None
@@ -128,6 +129,16 @@ class Executor:
         None where all of it stays resident."""
         pages = self._ctx.pages
         return pages.resident_bytes() if pages is not None else None
+
+    @property
+    def kv_usage(self) -> float:
+        """Share (0-1) of the KV cells the running sequences hold, their whole prompts
+        counted (admission reserves them). Idle prefix-cache contents are left out: they
+        are given back whenever a sequence needs room, so they are no pressure (vLLM's
+        kv_cache_usage_perc leaves its cached free blocks out too). Read from other
+        threads: a snapshot of the list, no lock, off by a step at most."""
+        held = sum(len(s.tokens) for s in list(self._running) if s.parked_state is None)
+        return min(1.0, held / self.num_kv_cells)
 
     @property
     def is_alive(self) -> bool:

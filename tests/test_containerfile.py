@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
-CONTAINERFILES = ("Containerfile", "deploy/nginx.Containerfile", "deploy/redis.Containerfile")
+CONTAINERFILES = (
+    "Containerfile",
+    "deploy/nginx.Containerfile",
+    "deploy/redis.Containerfile",
+    "deploy/smg.Containerfile",
+)
 
 
 def instructions(name: str = "Containerfile") -> list[tuple[str, str]]:
@@ -58,3 +66,22 @@ def test_compose_restarts_services_and_outwaits_the_drain() -> None:
     assert text.count("restart: unless-stopped") == 3
     grace = int(re.search(r"stop_grace_period: (\d+)s", text).group(1))  # type: ignore[union-attr]
     assert grace > 30  # drain_timeout_s's default
+
+
+def test_the_gateway_override_fronts_the_compose_replicas() -> None:
+    """deploy/compose.gateway.yaml: SMG sends to the replicas compose.yaml runs, and nginx
+    includes the gateway's locations from the folder its config names."""
+    base = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())
+    override = yaml.safe_load((REPO / "deploy" / "compose.gateway.yaml").read_text())
+    command = override["services"]["gateway"]["command"]
+    start = command.index("--worker-urls") + 1
+    urls = list(itertools.takewhile(lambda a: not a.startswith("--"), command[start:]))
+    replicas = sorted(n for n in base["services"] if n.startswith("replica"))
+    assert urls == [f"http://{name}:8000" for name in replicas]
+    port = next(a for a in command if a.startswith("--port=")).removeprefix("--port=")
+    assert f"gateway:{port}" in (REPO / "deploy" / "nginx-gateway.conf").read_text()
+    ((mount,),) = [override["services"]["nginx"]["volumes"]]
+    source, target, _ = mount.split(":")
+    assert (REPO / "deploy" / source).exists()
+    include = re.search(r"include (\S+)/\*\.conf;", (REPO / "deploy" / "nginx.conf").read_text())
+    assert include and str(Path(target).parent) == include.group(1)

@@ -1,13 +1,17 @@
 """The deploy/ topology without containers: redis-server, two replicas and nginx on
-loopback, everything under one temporary folder (``make cluster``; the cluster test).
+loopback, everything under one temporary folder (``make cluster``; the cluster test),
+with SMG, the cache-aware gateway, behind nginx's completion routes if asked for
+(``make cluster GATEWAY=cache_aware``; the gateway test).
 
 nginx runs deploy/nginx.conf itself, with only what differs on one host
 rewritten: the upstream servers become the replicas' loopback ports, the listen
-port a free one, and logs, pid and temporary files go under the folder.
+port a free one, and logs, pid and temporary files go under the folder; with the
+gateway, deploy/nginx-gateway.conf is included, its address SMG's loopback port.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -25,6 +29,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from server.cluster import gateway as smg
 from server.cluster.redis_server import RedisProcess
 from server.launcher import LiveServer, free_port, started
 
@@ -39,6 +44,8 @@ class Cluster:
     redis: RedisProcess
     replicas: list[LiveServer] = field(default_factory=list)
     nginx: subprocess.Popen[bytes] | None = None
+    gateway: LiveServer | None = None  # SMG, when asked for
+    gateway_metrics: str = ""  # SMG's Prometheus page
 
     @property
     def access_log(self) -> Path:
@@ -54,6 +61,7 @@ def nginx_conf(replica_ports: list[int], port: int, folder: Path) -> str:
     text = re.sub(r"(^\s*server replica\d+:\d+ .*;\n)+", lines, text, flags=re.M)
     text = text.replace("listen 8080;", f"listen 127.0.0.1:{port};")
     text = text.replace("/var/log/nginx/access.log", str(folder / "access.log"))
+    text = text.replace("/etc/nginx/edge-llm.d/", f"{folder / 'edge-llm.d'}/")
     paths = "".join(
         f"    {kind}_temp_path {folder / kind};\n"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -70,7 +78,10 @@ def _start_nginx(cluster: Cluster, replica_ports: list[int]) -> None:
     if not Path(binary).exists():
         raise RuntimeError("nginx is not installed; `make cluster-deps` installs it")
     folder = cluster.folder / "nginx"
-    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "edge-llm.d").mkdir(parents=True, exist_ok=True)
+    if cluster.gateway is not None:
+        locations = smg.nginx_locations(cluster.gateway.url.removeprefix("http://"))
+        (folder / "edge-llm.d" / "gateway.conf").write_text(locations)
     port = int(cluster.url.rsplit(":", 1)[1])
     (folder / "nginx.conf").write_text(nginx_conf(replica_ports, port, folder))
     cmd = [binary, "-p", str(folder), "-e", str(folder / "error.log")]
@@ -88,10 +99,16 @@ def _start_nginx(cluster: Cluster, replica_ports: list[int]) -> None:
 
 @contextlib.contextmanager
 def running_cluster(
-    config: Path, folder: Path, num_replicas: int = 2, env: dict[str, str] | None = None
+    config: Path,
+    folder: Path,
+    num_replicas: int = 2,
+    env: dict[str, str] | None = None,
+    gateway: str = "",
 ) -> Iterator[Cluster]:
-    """Redis, ``num_replicas`` servers of ``config`` sharing it, nginx in front; all stopped
-    (nginx first, then the replicas with SIGTERM, then Redis) when the block ends."""
+    """Redis, ``num_replicas`` servers of ``config`` sharing it, nginx in front, and SMG
+    with the policy ``gateway`` (e.g. ``cache_aware``) behind nginx's completion routes
+    if one is named; all stopped (nginx first, then SMG, the replicas with SIGTERM, then
+    Redis) when the block ends."""
     redis = RedisProcess(free_port(), folder / "redis")
     cluster = Cluster(folder, f"http://127.0.0.1:{free_port()}", redis)
     env = {**(env or {}), "EDGE_LLM_TASK_STORE": redis.url}
@@ -108,6 +125,8 @@ def running_cluster(
             live = stack.enter_context(started(cmd, port, log, REPO, env=replica_env))
             cluster.replicas.append(live)
             ports.append(port)
+        if gateway:
+            _start_gateway(cluster, stack, gateway)
         try:
             _start_nginx(cluster, ports)
             yield cluster
@@ -121,16 +140,38 @@ def running_cluster(
                     cluster.nginx.wait()
 
 
+def _start_gateway(cluster: Cluster, stack: contextlib.ExitStack, policy: str) -> None:
+    """SMG on a free port; up once it has checked every replica (``/readiness``)."""
+    port, metrics_port = free_port(), free_port()
+    workers = [r.url for r in cluster.replicas]
+    cmd = [smg.smg_binary(), *smg.smg_args(workers, "127.0.0.1", port, metrics_port, policy)]
+    log = cluster.folder / "gateway.log"
+    live = started(cmd, port, log, REPO, health="/readiness", env={"NO_COLOR": "1"})
+    cluster.gateway = stack.enter_context(live)
+    cluster.gateway_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+
+
 def main() -> int:
     """``make cluster``: run until Ctrl-C or SIGTERM, then stop everything."""
+    parser = argparse.ArgumentParser(prog="python -m server.cluster")
+    parser.add_argument(
+        "--gateway",
+        choices=["", *smg.POLICIES],
+        default="",
+        help="SMG with this policy behind nginx's completion routes (default: none)",
+    )
+    args = parser.parse_args()
     config = Path(os.environ.get("EDGE_LLM_CONFIG", REPO / "config.json")).resolve()
     orjson.loads(config.read_bytes())  # a missing or broken config fails here, clearly
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with tempfile.TemporaryDirectory(prefix="edge-llm-cluster-") as tmp:
         try:
-            with running_cluster(config, Path(tmp)) as cluster:
+            with running_cluster(config, Path(tmp), gateway=args.gateway) as cluster:
                 print(f"nginx:    {cluster.url}", flush=True)
+                if cluster.gateway is not None:
+                    print(f"gateway:  {cluster.gateway.url} ({args.gateway})", flush=True)
+                    print(f"          metrics {cluster.gateway_metrics}", flush=True)
                 for i, replica in enumerate(cluster.replicas, 1):
                     print(f"replica{i}: {replica.url}", flush=True)
                 print(f"redis:    {cluster.redis.url}\nfiles:    {tmp}", flush=True)
