@@ -305,6 +305,12 @@ class ServerSettings:
         "llama-server does (off: a typo gets a 404 listing the models)",
     )
     log_format: str = spec("text", doc="request log lines", choices=("text", "json"))
+    strict_fields: bool = spec(
+        False,
+        doc="refuse a request body with a field its API does not define (a 400 naming it); "
+        "off: such fields are ignored and named in the X-Ignored-Fields reply header and "
+        "the request's log line",
+    )
 
 
 @dataclass(slots=True, frozen=True)

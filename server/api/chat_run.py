@@ -26,7 +26,7 @@ from server.generation import (
     wait_done,
 )
 from server.prompts import Prompt
-from server.serving.chat.prompt import chat_prompt, tool_grammar
+from server.serving.chat.prompt import chat_prompt, tool_grammar, trimmable_chat
 from server.serving.chat.reasoning import new_parser, reply_setup
 from server.serving.chat.reply import ChatReply, ChatRun, reply_of
 from server.serving.chat.reply_parser import Event, ParsedReply, parse_reply
@@ -49,8 +49,9 @@ async def start_chat(
     ``raw_prompt``, that text is the prompt as it is (no chat template)."""
     registry = registry_of(http)
     # the messages are rendered under prepare's one lease of the model
+    render = trimmable_chat if body.truncate else chat_prompt  # truncate: Ollama's default
     prompt: Prompt | Callable[[LlamaModel], Prompt] = (
-        raw_prompt if raw_prompt is not None else functools.partial(chat_prompt, body)
+        raw_prompt if raw_prompt is not None else functools.partial(render, body)
     )
     max_tokens = body.output_limit(registry.config.server.max_tokens_limit)
     grammar = tool_grammar(body) or body.grammar_text()

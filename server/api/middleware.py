@@ -25,6 +25,8 @@ from server.api.errors import error_response
 
 access_log = logging.getLogger("server.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+MAX_IGNORED_HEADER = 1024
 ALWAYS_OPEN = ("/health_check",)  # answered while draining, and without a key
 # no data in them: no key needed (llama-server's /health is public too)
 PUBLIC_PAGES = ("/", "/docs", "/redoc", "/openapi.json", "/health", "/v1/health")
@@ -59,6 +61,7 @@ class RequestContextMiddleware:
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
+                    *ignored_header(fields.get("ignored_fields")),
                 ]
             await send(message)
 
@@ -68,12 +71,13 @@ class RequestContextMiddleware:
                     503,
                     "the server is shutting down; retry on another instance or after it restarts",
                     {"Retry-After": "5"},
+                    path=scope["path"],
                 )
                 await response(scope, receive, send_with_id)
                 return
             declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                response = error_response(413, self._too_large())
+                response = error_response(413, self._too_large(), path=scope["path"])
                 await response(scope, receive, send_with_id)
                 return
             await self.app(scope, self._counting(receive), send_with_id)
@@ -111,6 +115,18 @@ class RequestContextMiddleware:
             return message
 
         return counted
+
+
+def ignored_header(names: list[str] | None) -> list[tuple[bytes, bytes]]:
+    """``X-Ignored-Fields``: the body's fields the server did not know (``read_body``).
+    The names are the client's: anything but printable ASCII becomes ``?`` (a header
+    cannot carry it), and a long list is cut (the log line keeps them all)."""
+    if not names:
+        return []
+    text = ", ".join(NOT_PRINTABLE.sub("?", name) for name in names)
+    if len(text) > MAX_IGNORED_HEADER:
+        text = text[: MAX_IGNORED_HEADER - 3] + "..."
+    return [(b"x-ignored-fields", text.encode())]
 
 
 class CorsMiddleware(CORSMiddleware):
@@ -161,7 +177,9 @@ class ApiKeyMiddleware:
                 "a valid API key is required: send 'Authorization: Bearer <key>' or "
                 "'X-API-Key: <key>'"
             )
-            response = error_response(401, message, {"WWW-Authenticate": "Bearer"})
+            response = error_response(
+                401, message, {"WWW-Authenticate": "Bearer"}, path=scope["path"]
+            )
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

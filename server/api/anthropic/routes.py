@@ -20,7 +20,8 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from batching.request import Request
-from server.api.anthropic.schemas import CountTokensBody, MessagesBody, server_tool
+from server.api.anthropic.schemas import CountTokensBody, MessagesBody
+from server.api.anthropic.tools import server_tool
 from server.api.chat_run import build_body, finish_chat, start_chat, stream_chat
 from server.api.error_shapes import anthropic_error, shaped_errors
 from server.api.http import json_response, read_body

@@ -66,6 +66,7 @@ class InputContentPart:
     text: str = spec(doc="the text")
     annotations: list[object] | None = spec(None, doc="accepted and not used")
     logprobs: list[object] | None = spec(None, doc="accepted and not used")
+    prompt_cache_breakpoint: object = spec(None, doc="accepted; the prefix cache is automatic")
 
 
 @dataclass(slots=True, frozen=True)
@@ -89,6 +90,9 @@ class InputItem:
     status: str | None = spec(None, doc="accepted")
     summary: list[object] | None = spec(None, doc="reasoning: accepted and dropped")
     encrypted_content: str | None = spec(None, doc="reasoning: accepted and dropped")
+    caller: object = spec(None, doc="function_call(_output): accepted and not shown")
+    namespace: str | None = spec(None, doc="function_call(_output): accepted and not shown")
+    phase: str | None = spec(None, doc="message: accepted and not shown")
 
     def __post_init__(self) -> None:
         needs = {"message": ("role", "content"), "function_call": ("call_id", "name", "arguments")}
@@ -113,6 +117,13 @@ class FunctionTool:
     description: str | None = spec(None, doc="what it does, for the model")
     parameters: dict[str, object] | None = spec(None, doc="a JSON Schema of its arguments")
     strict: bool | None = spec(None, doc="with tool_choice required or named: enforced")
+    defer_loading: bool | None = spec(
+        None, doc="accepted; the tool is always in the prompt (there is no tool search)"
+    )
+    output_schema: dict[str, object] | None = spec(
+        None, doc="accepted; the shape of the tool's result, which the client sends back"
+    )
+    allowed_callers: list[str] | None = spec(None, doc="accepted; the model is the only caller")
 
 
 @dataclass(slots=True, frozen=True)
@@ -145,6 +156,10 @@ class Reasoning:
     )
     summary: str | None = spec(None, doc="accepted; the reasoning comes whole, not summarised")
     generate_summary: str | None = spec(None, doc="accepted; no reasoning to summarise")
+    context: str | None = spec(
+        None, doc="accepted; earlier turns' reasoning is dropped, as the chat templates do"
+    )
+    mode: str | None = spec(None, doc="accepted; there is one mode")
 
 
 @dataclass(slots=True, frozen=True)
@@ -190,6 +205,9 @@ class ResponsesBody(ServingFields):
     previous_response_id: str | None = spec(None, doc="refused: nothing is stored")
     conversation: object = spec(None, doc="refused: nothing is stored")
     background: bool | None = spec(None, doc="refused unless false")
+    background_options: object = spec(None, doc="accepted; responses are never in background")
+    access_programs: object = spec(None, doc="accepted and not used")
+    prompt_cache_options: object = spec(None, doc="accepted; the prefix cache is automatic")
 
     def chat(self) -> ChatCompletionBody:
         """The same request as /v1/chat/completions takes it (a ValueError is the client's)."""
