@@ -330,6 +330,8 @@ class Config:
         for model, settings in self.models.items():
             if name in settings.aliases:
                 return model
+        if name.endswith(":latest"):  # Ollama's default tag: "m" and "m:latest" are one model
+            return self.model_named(name.removesuffix(":latest"))
         return self.server.default_model if self.server.unknown_model_fallback else None
 
     def batch_size(self, name: str) -> int:

@@ -26,7 +26,7 @@ from openai.types.responses import response_create_params
 
 from server.api.anthropic.schemas import REFUSED_BLOCKS, CountTokensBody, MessagesBody
 from server.api.chat_body import UNSUPPORTED, ChatCompletionBody
-from server.api.ollama.models import EmbedBody
+from server.api.ollama.embeddings import EmbedBody, EmbeddingsBody
 from server.api.ollama.schemas import OllamaChatBody, OllamaGenerateBody
 from server.api.openai.schemas import CompletionBody
 from server.api.responses.schemas import REFUSED, ResponsesBody
@@ -59,6 +59,7 @@ CASES = [
     ("ollama chat", ollama_types.ChatRequest, OllamaChatBody),
     ("ollama generate", ollama_types.GenerateRequest, OllamaGenerateBody),
     ("ollama embed", ollama_types.EmbedRequest, EmbedBody),
+    ("ollama embeddings", ollama_types.EmbeddingsRequest, EmbeddingsBody),
 ]
 
 
