@@ -202,3 +202,15 @@ async def test_a_history_replayed_from_ollama_and_the_legacy_embeddings(server: 
         current = await llama.embed(DEFAULT_MODEL, "a cat sat on the mat")
         assert legacy.embedding == pytest.approx(current.embeddings[0], abs=1e-6)
         assert (await llama.embeddings(DEFAULT_MODEL, "")).embedding == []
+
+
+async def test_num_ctx_bounds_prompt_and_reply_together(client: httpx.AsyncClient) -> None:
+    """Ollama's num_ctx below the model's context: the reply ends where it does."""
+    options: dict[str, Any] = {"temperature": 0, "num_ctx": 48}
+    body = {"model": DEFAULT_MODEL, "stream": False, "options": options}
+    body["messages"] = [{"role": "user", "content": "Write a long story about a dragon."}]
+    reply = (await client.post("/api/chat", json=body)).json()
+    assert reply["prompt_eval_count"] + reply["eval_count"] == 48, reply
+    assert reply["done_reason"] == "length"
+    options |= {"num_ctx": 1 << 20, "num_predict": 4}  # above: the model's context
+    assert (await client.post("/api/chat", json=body)).json()["eval_count"] == 4

@@ -217,6 +217,12 @@ class ChatCompletionBody(SamplingFields):
         "0: no thinking, -1: no limit",
         ge=-1,
     )
+    context_limit: int | None = spec(
+        None,
+        doc="extension: the most tokens prompt and reply take together (Ollama's num_ctx); "
+        "above the model's context: the model's",
+        ge=1,
+    )
     # OpenAI's fields that cannot change the reply here (the policy: server.api.http)
     metadata: dict[str, str] | None = spec(None, doc="accepted; recorded nowhere")
     store: bool | None = spec(None, doc="accepted; nothing is stored")
@@ -231,6 +237,8 @@ class ChatCompletionBody(SamplingFields):
 
     def __post_init__(self) -> None:
         SamplingFields.__post_init__(self)
+        if not self.messages:  # a translated body (an empty Responses input) is not parsed
+            raise ValueError("messages: the conversation is empty; send at least one turn")
         for name in (self.chat_template_kwargs or {}).keys() & RESERVED_TEMPLATE_NAMES:
             raise ValueError(
                 f"chat_template_kwargs.{name}: the server sets this template variable itself"

@@ -1,8 +1,9 @@
 """Request bodies of Ollama's native API, and their translation to a chat body.
 
-``options`` are Ollama's runner options: the sampling ones are honoured; those
-that shape how a model is loaded (``num_ctx``, ``num_gpu``, ``num_thread``, ...)
-are accepted and left to config.json, which decides how each model is loaded;
+``options`` are Ollama's runner options: the sampling ones are honoured, and
+``num_ctx`` bounds prompt and reply together (at most the model's context); those
+that shape how a model is loaded (``num_gpu``, ``num_thread``, ...) are accepted
+and left to config.json, which decides how each model is loaded;
 samplers this server lacks are accepted only at their neutral value. Unset
 options take Ollama's documented defaults (temperature 0.8, top_p 0.9, ...).
 Ollama's tool calls carry no ids: each ``tool`` turn answers the earliest
@@ -54,7 +55,12 @@ class Options:
     mirostat_eta: float | None = spec(None, doc="accepted; mirostat is off")
     penalize_newline: bool | None = spec(None, doc="accepted (Ollama dropped it too)")
     num_keep: int | None = spec(None, doc="accepted; context shifting is not done")
-    num_ctx: int | None = spec(None, doc="accepted; config.json sets the context size")
+    num_ctx: int | None = spec(
+        None,
+        doc="the most tokens prompt and reply take together (the chat truncated to it, the "
+        "reply ended at it); above the model's context (config.json, /api/ps): the model's",
+        ge=1,
+    )
     num_batch: int | None = spec(None, doc="accepted; config.json sets batch_tokens")
     num_gpu: int | None = spec(None, doc="accepted; config.json sets gpu_layers")
     main_gpu: int | None = spec(None, doc="accepted; config.json places the model")
@@ -86,6 +92,7 @@ class Options:
             "repeat_last_n": self.repeat_last_n,
             "stop": self.stop,
             "max_tokens": limit,
+            "context_limit": self.num_ctx,
         }
 
 
