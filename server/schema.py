@@ -260,11 +260,9 @@ def json_schema(cls: type[Any], components: dict[str, Any]) -> dict[str, Any]:
         elif field.default is not _MISSING:
             prop["default"] = field.default
         properties[field.name] = prop
-    schema: dict[str, Any] = {
-        "type": "object",
-        "properties": properties,
-        "additionalProperties": False,
-    }
+    # open: a request body's unknown field is ignored and reported (server.api.http), a
+    # 400 only with strict_fields
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
     if cls.__doc__:
         schema["description"] = cls.__doc__.strip().splitlines()[0]
     if required:
