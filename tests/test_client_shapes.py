@@ -20,6 +20,7 @@ import orjson
 import pydantic
 import pytest
 from anthropic.types import Message, RawMessageStreamEvent
+from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from tests.conftest import DEFAULT_MODEL, config_variant, running_server, slow_steps
@@ -171,6 +172,27 @@ async def test_openai_chat_replies_and_chunks_are_valid(client: httpx.AsyncClien
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 
+async def test_openai_text_completions_are_valid(client: httpx.AsyncClient) -> None:
+    body = {"model": DEFAULT_MODEL, "prompt": "The capital of France is", "max_tokens": 4}
+    check(Completion, (await client.post("/v1/completions", json=body)).json(), EXTENSIONS)
+    async with client.stream("POST", "/v1/completions", json=body | {"stream": True}) as reply:
+        chunks = [c async for c in sse_events(reply)]
+    # the SDK's type has no null finish_reason, which every chunk but the last carries (as
+    # OpenAI's own do: the SDK builds them unvalidated): the last one is checked
+    assert check(Completion, chunks[-1], EXTENSIONS).choices[0].finish_reason == "length"
+
+
+async def test_input_examples_are_shown_to_the_model(client: httpx.AsyncClient) -> None:
+    """Anthropic shows a tool's input_examples to the model: they take prompt tokens."""
+    body = {k: CLAUDE_CODE[k] for k in ("model", "system", "messages")}
+    plain = {k: v for k, v in READ_TOOL.items() if k != "input_examples"}
+    counts = []
+    for tool in (plain, READ_TOOL):
+        reply = await client.post("/v1/messages/count_tokens", json=body | {"tools": [tool]})
+        counts.append(reply.json()["input_tokens"])
+    assert counts[1] > counts[0]
+
+
 async def test_open_webuis_ollama_chat_is_valid_line_by_line(client: httpx.AsyncClient) -> None:
     lines = []
     async with client.stream("POST", "/api/chat", json=OPEN_WEBUI) as reply:
@@ -183,6 +205,11 @@ async def test_open_webuis_ollama_chat_is_valid_line_by_line(client: httpx.Async
             lines.append(ollama.ChatResponse.model_validate(data))
     assert lines[-1].done and lines[-1].done_reason in ("stop", "length")
     assert "Paris" in "".join(line.message.content or "" for line in lines)
+    generate = {k: OPEN_WEBUI[k] for k in ("model", "options")}
+    generate |= {"prompt": "What is the capital of France?", "stream": False}
+    whole = (await client.post("/api/generate", json=generate)).json()
+    assert set(whole) <= set(ollama.GenerateResponse.model_fields), whole
+    assert "Paris" in (ollama.GenerateResponse.model_validate(whole).response or "")
 
 
 async def test_a_history_replayed_from_ollama_and_the_legacy_embeddings(server: str) -> None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from server.api.middleware import MAX_IGNORED_HEADER, ignored_header
-from tests.conftest import DEFAULT_MODEL, config_variant, running_server
+from tests.conftest import ARTIFACTS, DEFAULT_MODEL, config_variant, running_server, wait_until
 
 CHAT = {"model": DEFAULT_MODEL, "max_tokens": 1, "temperature": 0}
 OLLAMA = {"model": DEFAULT_MODEL, "stream": False}
@@ -44,6 +44,20 @@ async def test_unknown_fields_are_ignored_and_named(client: httpx.AsyncClient, f
     assert set(named) == NAMED[family]
     clean = await client.post(path, json=bodies(False)[family][1])
     assert clean.status_code == 200 and "x-ignored-fields" not in clean.headers
+
+
+async def test_the_requests_log_line_names_them(client: httpx.AsyncClient) -> None:
+    """One line per request (the access log's) carries them; the shared server's log."""
+    body = CHAT | {"messages": [{"role": "user", "content": "Hi"}], "zz_log_probe": 1}
+    reply = await client.post("/v1/chat/completions", json=body)
+    request_id = reply.headers["x-request-id"]
+
+    async def lines() -> list[str]:
+        text = (ARTIFACTS / "server.log").read_text()
+        return [line for line in text.splitlines() if request_id in line]
+
+    (line,) = await wait_until(lines, bool, 30, "the request's log line")
+    assert "ignored_fields=['zz_log_probe']" in line
 
 
 async def test_a_stream_names_them_too(client: httpx.AsyncClient) -> None:
