@@ -33,14 +33,18 @@ def spec(
     choices: tuple[str, ...] | None = None,
     default_factory: Any = _MISSING,
     required: bool = False,
+    wire: str | None = None,
 ) -> Any:
     """A dataclass field with documentation and bounds checked by ``parse``.
 
     ``required`` with a default: for subclasses of schemas whose fields have
     defaults, where Python needs one but the client must still send the field.
+    ``wire``: the field's name in JSON where Python cannot take it (``async``).
     """
     bounds = {"ge": ge, "le": le, "gt": gt, "min_length": min_length, "max_length": max_length}
     metadata: dict[str, Any] = {"doc": doc, "choices": choices, "required": required}
+    if wire is not None:
+        metadata["wire"] = wire
     metadata |= {k: v for k, v in bounds.items() if v is not None}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
@@ -58,11 +62,19 @@ _FIELDS: dict[type[Any], dict[str, dataclasses.Field[Any]]] = {}
 _HINTS: dict[type[Any], dict[str, Any]] = {}
 
 
+def wire_name(field: dataclasses.Field[Any]) -> str:
+    """The field's name in JSON."""
+    name: str = field.metadata.get("wire", field.name)
+    return name
+
+
 def _fields(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
+    """The fields by their names in JSON."""
     if (fields := _FIELDS.get(cls)) is None:
         by_name = {f.name: f for f in dataclasses.fields(cls) if f.init}
         order = [n for klass in cls.__mro__ for n in vars(klass).get("__annotations__", {})]
-        fields = _FIELDS[cls] = {n: by_name[n] for n in dict.fromkeys(order) if n in by_name}
+        named = [by_name[n] for n in dict.fromkeys(order) if n in by_name]
+        fields = _FIELDS[cls] = {wire_name(f): f for f in named}
     return fields
 
 
@@ -95,8 +107,8 @@ def parse(cls: type[T], data: object, path: str = "", ignored: list[str] | None 
     values: dict[str, Any] = {}
     for name, field in fields.items():
         if name in data:
-            values[name] = _convert(
-                hints[name], data[name], _join(path, name), field.metadata, ignored
+            values[field.name] = _convert(
+                hints[field.name], data[name], _join(path, name), field.metadata, ignored
             )
         elif is_required(field):
             raise ValueError(f"missing required field {_join(path, name)!r}")
@@ -256,10 +268,10 @@ def json_schema(cls: type[Any], components: dict[str, Any]) -> dict[str, Any]:
         if meta.get("choices"):
             prop["enum"] = list(meta["choices"])
         if is_required(field):
-            required.append(field.name)
+            required.append(wire_name(field))
         elif field.default is not _MISSING:
             prop["default"] = field.default
-        properties[field.name] = prop
+        properties[wire_name(field)] = prop
     # open: a request body's unknown field is ignored and reported (server.api.http), a
     # 400 only with strict_fields
     schema: dict[str, Any] = {"type": "object", "properties": properties}

@@ -30,12 +30,12 @@ from server.api.ollama.embeddings import EmbedBody, EmbeddingsBody
 from server.api.ollama.schemas import OllamaChatBody, OllamaGenerateBody
 from server.api.openai.schemas import CompletionBody
 from server.api.responses.schemas import REFUSED, ResponsesBody
-from server.schema import declared_fields
+from server.schema import declared_fields, wire_name
 
 LITERALS = (typing.Literal, typing_extensions.Literal)
 
 # fields an SDK defines that the server refuses by name with a 400 saying why
-# (``UNSUPPORTED``, ``REFUSED``), or that no dataclass field can be named
+# (``UNSUPPORTED``, ``REFUSED``)
 REFUSED_BY_NAME = {
     "chat": {
         *UNSUPPORTED,
@@ -46,8 +46,6 @@ REFUSED_BY_NAME = {
     "completions": {*UNSUPPORTED},
     "responses": {
         *REFUSED,
-        "tools.async",  # a Python keyword: ignored and reported (X-Ignored-Fields)
-        "input.async",
     },
 }
 CASES = [
@@ -102,7 +100,7 @@ def missing_fields(sdk: Any, ours: Any, path: str = "", seen: set[Any] | None = 
             if (obj, cls) in seen:
                 continue
             seen.add((obj, cls))
-            fields = {f.name: f for f in declared_fields(cls)}
+            fields = {wire_name(f): f for f in declared_fields(cls)}
             keys = _sdk_keys(obj)
             kinds = set(_literals(keys.get("type")))
             taken = set(fields["type"].metadata.get("choices") or ()) if "type" in fields else set()
@@ -117,7 +115,7 @@ def missing_fields(sdk: Any, ours: Any, path: str = "", seen: set[Any] | None = 
                 choices = fields[key].metadata.get("choices")
                 if choices and key != "type":
                     missing |= {f"{where}={v}" for v in _literals(annotation) if v not in choices}
-                missing |= missing_fields(annotation, hints[key], where, seen)
+                missing |= missing_fields(annotation, hints[fields[key].name], where, seen)
     return missing
 
 

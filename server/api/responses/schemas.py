@@ -93,6 +93,7 @@ class InputItem:
     caller: object = spec(None, doc="function_call(_output): accepted and not shown")
     namespace: str | None = spec(None, doc="function_call(_output): accepted and not shown")
     phase: str | None = spec(None, doc="message: accepted and not shown")
+    is_async: bool | None = spec(None, wire="async", doc="function_call: accepted")
 
     def __post_init__(self) -> None:
         needs = {"message": ("role", "content"), "function_call": ("call_id", "name", "arguments")}
@@ -124,6 +125,9 @@ class FunctionTool:
         None, doc="accepted; the shape of the tool's result, which the client sends back"
     )
     allowed_callers: list[str] | None = spec(None, doc="accepted; the model is the only caller")
+    is_async: bool | None = spec(
+        None, wire="async", doc="accepted; a call is answered before the reply goes on"
+    )
 
 
 @dataclass(slots=True, frozen=True)
