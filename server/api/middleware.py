@@ -25,7 +25,7 @@ from server.api.errors import error_response
 
 access_log = logging.getLogger("server.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+NOT_VISIBLE = re.compile(r"[^\x21-\x7e]")  # a header value cannot begin or end with a space
 MAX_IGNORED_HEADER = 1024
 ALWAYS_OPEN = ("/health_check",)  # answered while draining, and without a key
 # no data in them: no key needed (llama-server's /health is public too)
@@ -120,10 +120,11 @@ class RequestContextMiddleware:
 def ignored_header(names: list[str] | None) -> list[tuple[bytes, bytes]]:
     """``X-Ignored-Fields``: the body's fields the server did not know (``read_body``).
     The names are the client's: anything but printable ASCII becomes ``?`` (a header
-    cannot carry it), and a long list is cut (the log line keeps them all)."""
+    cannot carry it, nor a space at either end), an empty name is ``""``, and a long list
+    is cut (the log line keeps them all)."""
     if not names:
         return []
-    text = ", ".join(NOT_PRINTABLE.sub("?", name) for name in names)
+    text = ", ".join(NOT_VISIBLE.sub("?", name) or '""' for name in names)
     if len(text) > MAX_IGNORED_HEADER:
         text = text[: MAX_IGNORED_HEADER - 3] + "..."
     return [(b"x-ignored-fields", text.encode())]
