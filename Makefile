@@ -53,8 +53,25 @@ $(GPU_STAMP): $(STAMP)
 
 setup: $(STAMP) $(GPU_STAMP)
 
-models: setup
-	$(PY) -m server pull
+# Models that `pull` converts from a Hugging Face checkpoint (config.json's converted_from:
+# the all-MiniLM-L6-v2 embedding model) need llama.cpp's converter and torch: they get an
+# environment of their own, build/convert-venv (~1.2 GB, ~3 min once), made only while
+# such a model is missing, so .venv stays without torch. torch's CPU build comes from the
+# configured indexes where they have it, else from PyTorch's own (TORCH_INDEX).
+CONVERT_VENV := build/convert-venv
+CONVERTED_MODELS := models/all-MiniLM-L6-v2.f16.gguf
+
+$(CONVERT_VENV)/.stamp: pyproject.toml | setup
+	$(PYTHON) -m venv $(CONVERT_VENV)
+	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))\
+	  ['project']['optional-dependencies']['convert']))" > $(CONVERT_VENV)/requirements.txt
+	$(CONVERT_VENV)/bin/python -m pip install -r $(CONVERT_VENV)/requirements.txt || \
+	  $(CONVERT_VENV)/bin/python -m pip install --extra-index-url $(TORCH_INDEX) \
+	  -r $(CONVERT_VENV)/requirements.txt
+	touch $@
+
+models: setup $(if $(wildcard $(CONVERTED_MODELS)),,$(CONVERT_VENV)/.stamp)
+	EDGE_LLM_CONVERT_PYTHON=$(abspath $(CONVERT_VENV))/bin/python $(PY) -m server pull
 
 run run-app: models
 	$(PY) -m server serve

@@ -44,6 +44,8 @@ NAMES = (
     "store_delay",
     "embedder_delay",
     "sample_error",
+    "pick_error",
+    "speed_noise",
     "place_error",
 )
 

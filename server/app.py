@@ -17,6 +17,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from batching.faults import FAULTS
+from server.api.batches.runner import BatchRunner
 from server.api.errors import EXCEPTION_HANDLERS
 from server.api.middleware import (
     ApiKeyMiddleware,
@@ -26,12 +27,16 @@ from server.api.middleware import (
 )
 from server.api.openapi import build_openapi
 from server.api.prototype.tasks import rerun_orphans
+from server.api.responses.background import BackgroundResponses
 from server.api.routes import API_ROUTES, BODIES, DEBUG_ROUTES, SERVICE_ROUTES
 from server.metrics import Metrics, RequestMetricsMiddleware
 from server.models.registry import ModelRegistry
 from server.models.reload import ConfigSource, ConfigWatcher
 from server.settings import Config
 from server.tasks.backends import open_task_store
+from server.tasks.batches import BatchStore
+from server.tasks.files import FileStore
+from server.tasks.responses import ResponseStore
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -50,6 +55,14 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
 
     settings = config.server
     tasks = open_task_store(settings)
+    data = Path(settings.data_dir)
+    files = FileStore(data / "files", max_age_s=settings.files_max_age_hours * 3600)
+    batches = BatchStore(data / "batches.sqlite3", max_age_s=settings.files_max_age_hours * 3600)
+    responses = ResponseStore(
+        data / "responses.sqlite3",
+        max_responses=settings.max_stored_responses,
+        max_age_s=settings.responses_max_age_hours * 3600,
+    )
 
     watcher = ConfigWatcher(source, registry) if source is not None else None
 
@@ -60,6 +73,9 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
         app.state.rerun = asyncio.get_running_loop().create_task(
             rerun_orphans(registry, tasks), name="rerun-orphaned-tasks"
         )
+        await app.state.batch_runner.resume()
+        await app.state.background_responses.resume()
+        await responses.expire()
         watching = None
         loop = asyncio.get_running_loop()
         if watcher is not None:
@@ -72,14 +88,26 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
             app.state.rerun.cancel()
             if watching is not None:
                 watching.cancel()
+            # first: their requests must not fail as the models close, but run again on
+            # the next start
+            await app.state.batch_runner.close()
+            await app.state.background_responses.close()
             await registry.close()
             await tasks.close()
+            batches.close()
+            responses.close()
+            files.close()
 
     static = Mount("/static", app=StaticFiles(directory=STATIC), name="static")
     flags = SimpleNamespace(is_draining=False)  # set on SIGTERM; read by every request
     middleware = [
         Middleware(RequestMetricsMiddleware, metrics=metrics),
-        Middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, state=flags),
+        Middleware(
+            RequestContextMiddleware,
+            max_body_bytes=settings.max_body_bytes,
+            state=flags,
+            body_limits={"/v1/files": settings.max_file_bytes},  # a batch's input file
+        ),
     ]
     # No origin is allowed unless listed; preflights are answered either way (see CorsMiddleware)
     middleware.append(
@@ -105,6 +133,12 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
     app.state.registry = registry
     app.state.config_watcher = watcher
     app.state.tasks = tasks
+    app.state.files = files
+    app.state.batch_runner = BatchRunner(app, batches, files, settings)
+    app.state.responses = responses
+    app.state.background_responses = BackgroundResponses(
+        app, responses, priority=settings.batch_priority, max_attempts=settings.task_max_attempts
+    )
     app.state.metrics = metrics
     app.state.openapi = api_description()
     return app

@@ -29,6 +29,7 @@ from server.models.loaded import LoadedModel
 from server.models.registry import ModelRegistry
 from server.prompts import Prompt, encode, num_chars
 from server.result_cache import BYPASS, HIT, MISS, ResultCache
+from server.serving.background import priority_of
 from server.serving.bias import ignore_eos_bias
 from server.serving.limits import prompt_budget
 from server.serving.options import ServingOptions
@@ -57,6 +58,12 @@ async def prepare(
     """
     loaded = await registry.get(model_name, options.timeout)
     try:
+        if not loaded.model.generates:
+            raise ApiError(
+                400,
+                f"model {loaded.name!r} is an embedding model ({loaded.model.architecture}, "
+                "an encoder): it cannot generate text; send it to /v1/embeddings (or /api/embed)",
+            )
         if callable(prompt):
             prompt = prompt(loaded.model)
         request = await _build(registry, loaded, prompt, params, options, grammar, num_top_logprobs)
@@ -118,7 +125,7 @@ async def _build(
     request.num_top_logprobs = num_top_logprobs
     request.is_speculative = options.speculative and grammar is None
     request.cache_prompt = options.cache_prompt
-    request.priority = options.priority
+    request.priority = priority_of(options.priority)  # lowered for batches
     request.wants_progress = options.return_progress
     request.deadline = request.created_at + (options.timeout or server.request_timeout_s)
     return request

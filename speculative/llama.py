@@ -90,6 +90,9 @@ class LlamaModel:
         self.num_vocab = int(C.llama_vocab_n_tokens(self.vocab))
         self.num_ctx_train = int(C.llama_model_n_ctx_train(self._ptr))
         self.chat_template: bytes | None = C.llama_model_chat_template(self._ptr, None)
+        self.architecture = self._meta("general.architecture") or ""
+        # an encoder (BERT and kin: attention not causal) embeds text but cannot write it
+        self.generates = self._meta(f"{self.architecture}.attention.causal") != "false"
         self._pieces: dict[int, bytes] = {}
         self._eog: npt.NDArray[np.bool_] | None = None
         self._refs = 1  # users of a shared model; freed when the last one closes
@@ -101,6 +104,11 @@ class LlamaModel:
     @property
     def ptr(self) -> ctypes.c_void_p:
         return self._ptr  # type: ignore[no-any-return]
+
+    def _meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(256)
+        n = C.llama_model_meta_val_str(self._ptr, key.encode(), buf, 256)
+        return buf.value.decode() if n >= 0 else None
 
     def close(self) -> None:
         with _shared_lock:

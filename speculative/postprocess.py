@@ -87,12 +87,14 @@ class Postprocessor:
         """Every pick's token in one batched pass; if that raises, each on its own, so a
         broken one fails its request only (None)."""
         try:
+            FAULTS.check("pick_error")
             return list(pick_tokens(matrix, picks))
         except Exception:
             log.exception("batched sampling failed on %s; sampling row by row", self.name)
         out: list[int | None] = []
         for p in picks:
             try:
+                FAULTS.check("pick_error")
                 out.append(pick_tokens(matrix, [p])[0])
             except Exception as exc:
                 log.exception("sampling failed for request %s", p.seq.request.id)

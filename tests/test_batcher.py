@@ -154,15 +154,20 @@ class Batches(Recorder):
         super().admit(requests)
 
 
+# The gathering wait of the wave tests: the margins below are multiples of it, wide
+# enough that a loaded box's stall of the loop (~100 ms) does not cross them.
+WAVE_WAIT_S = 0.15
+
+
 async def running_wave() -> tuple[Batcher, Batches, list[Request]]:
-    """A batcher (4 slots, 50 ms wait) whose 4 slots run a wave of requests."""
+    """A batcher (4 slots, WAVE_WAIT_S wait) whose 4 slots run a wave of requests."""
     executor = Batches()
-    batcher = Batcher(executor, max_batch_size=4, max_wait_ms=50, max_queue=8)
+    batcher = Batcher(executor, max_batch_size=4, max_wait_ms=WAVE_WAIT_S * 1000, max_queue=8)
     batcher.start()
     wave = [new_request() for _ in range(4)]
     for request in wave:
         batcher.submit(request)
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(2 * WAVE_WAIT_S)
     assert executor.sizes == [4]
     return batcher, executor, wave
 
@@ -177,7 +182,7 @@ async def test_a_wave_that_frees_its_slots_one_by_one_is_refilled_in_one_batch()
     for _ in range(4):
         batcher.submit(new_request())
         await asyncio.sleep(0.002)
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(3 * WAVE_WAIT_S)
     assert executor.sizes == [4, 4]
     await batcher.stop()
 
@@ -189,14 +194,14 @@ async def test_freed_slots_are_expected_back_until_refilled_or_stale() -> None:
     for request in wave:
         batcher.on_done(request)
     assert batcher.expected_arrivals() == 4
-    for _ in range(4):  # 100 ms apart: past the 50 ms wait, within the expected gap
+    for _ in range(4):  # two waits apart: past the wait, within the expected gap (four)
         batcher.submit(new_request())
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(0.3)
+        await asyncio.sleep(2 * WAVE_WAIT_S)
+    await asyncio.sleep(6 * WAVE_WAIT_S)
     assert executor.sizes == [4, 4]
     assert batcher.expected_arrivals() == 0  # refilled
     batcher.on_done(executor.admitted[-1])
     assert batcher.expected_arrivals() == 1
-    await asyncio.sleep(BURST_WAITS * 0.05 + 0.1)  # past the window: no longer expected
+    await asyncio.sleep((BURST_WAITS + 2) * WAVE_WAIT_S)  # past the window: not expected
     assert batcher.expected_arrivals() == 0
     await batcher.stop()

@@ -1,10 +1,18 @@
+"""Gathering a batch: how long ``collect_batch`` waits, and for whom.
+
+On a virtual clock (tests/virtual_clock.py): the margins here are tens of
+milliseconds, and a loaded box's stall would push a real sleep past them.
+"""
+
 from __future__ import annotations
 
 import asyncio
 
 from batching.collate import BURST_WAITS, EXPECTED_GAP_WAITS, collect_batch
+from tests.virtual_clock import on_virtual_clock
 
 
+@on_virtual_clock
 async def test_full_batch_returns_without_waiting() -> None:
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(5):
@@ -17,6 +25,7 @@ async def test_full_batch_returns_without_waiting() -> None:
     assert queue.qsize() == 2
 
 
+@on_virtual_clock
 async def test_timeout_returns_a_partial_batch() -> None:
     queue: asyncio.Queue[int] = asyncio.Queue()
     queue.put_nowait(1)
@@ -27,6 +36,7 @@ async def test_timeout_returns_a_partial_batch() -> None:
     assert 0.04 <= loop.time() - started < 2.0
 
 
+@on_virtual_clock
 async def test_items_arriving_within_the_wait_join_the_batch() -> None:
     queue: asyncio.Queue[int] = asyncio.Queue()
 
@@ -41,12 +51,14 @@ async def test_items_arriving_within_the_wait_join_the_batch() -> None:
     assert batch == [0, 1, 2]
 
 
+@on_virtual_clock
 async def test_waits_for_the_first_item_however_long() -> None:
     queue: asyncio.Queue[int] = asyncio.Queue()
     asyncio.get_running_loop().call_later(0.1, queue.put_nowait, 7)
     assert await collect_batch(queue, max_size=2, max_wait=0.0) == [7]
 
 
+@on_virtual_clock
 async def test_nothing_is_lost_when_the_wait_times_out() -> None:
     queue: asyncio.Queue[int] = asyncio.Queue()
     queue.put_nowait(0)
@@ -56,6 +68,7 @@ async def test_nothing_is_lost_when_the_wait_times_out() -> None:
     assert await collect_batch(queue, max_size=2, max_wait=0.0) == [1]
 
 
+@on_virtual_clock
 async def test_cancelled_while_gathering_puts_items_back() -> None:
     # found in review: Batcher.stop cancelled collection with requests held in a local list
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -69,6 +82,7 @@ async def test_cancelled_while_gathering_puts_items_back() -> None:
     assert [queue.get_nowait() for _ in range(queue.qsize())] == [1, 2]
 
 
+@on_virtual_clock
 async def test_a_burst_spread_past_the_wait_is_gathered_while_it_keeps_coming() -> None:
     """Items 40 ms apart with a 100 ms wait: all 6 (200 ms in all) join, and an item that
     comes after a longer pause does not."""
@@ -87,6 +101,7 @@ async def test_a_burst_spread_past_the_wait_is_gathered_while_it_keeps_coming() 
     await task
 
 
+@on_virtual_clock
 async def test_a_never_ending_burst_is_cut_at_burst_waits() -> None:
     queue: asyncio.Queue[int] = asyncio.Queue()
 
@@ -110,6 +125,7 @@ async def spaced(queue: asyncio.Queue[int], count: int, gap: float) -> None:
         await asyncio.sleep(gap)
 
 
+@on_virtual_clock
 async def test_expected_items_are_waited_for_across_longer_silences() -> None:
     """Items 100 ms apart with a 50 ms wait: told 4 are coming, the gathering takes all 4;
     told nothing, it stops at the first silence (the split wave this prevents)."""
@@ -120,6 +136,7 @@ async def test_expected_items_are_waited_for_across_longer_silences() -> None:
         await task
 
 
+@on_virtual_clock
 async def test_once_the_expected_items_are_in_the_usual_wait_applies() -> None:
     queue: asyncio.Queue[int] = asyncio.Queue()
     task = asyncio.create_task(spaced(queue, 4, 0.1))
@@ -127,6 +144,7 @@ async def test_once_the_expected_items_are_in_the_usual_wait_applies() -> None:
     await task
 
 
+@on_virtual_clock
 async def test_an_expected_item_that_never_comes_costs_one_longer_silence() -> None:
     queue: asyncio.Queue[int] = asyncio.Queue()
     queue.put_nowait(0)

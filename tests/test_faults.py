@@ -162,6 +162,36 @@ async def test_a_sampling_error_fails_that_request_only(client: httpx.AsyncClien
     assert await serves(client)
 
 
+@pytest.mark.parametrize("shots", [1, 2], ids=["batched-pick", "batched-and-one-row"])
+async def test_a_failed_batched_pick_is_retried_row_by_row(
+    client: httpx.AsyncClient, shots: int
+) -> None:
+    """The batched pick of a step's tokens fails: each row is picked on its own. One shot:
+    both requests finish as alone. Two shots (the batched pick, then the first row): that
+    row's request fails, its neighbour finishes as alone."""
+    prompts = ["Name three colours.", "Name three rivers."]
+    body = {**SHORT, "max_tokens": 24}
+    alone = [await client.post("/generate", json={**body, "prompt": p}) for p in prompts]
+    async with slow_steps(client):  # both decoding in the same steps when the fault fires
+        replies = [
+            asyncio.ensure_future(client.post("/generate", json={**body, "prompt": p}))
+            for p in prompts
+        ]
+        await wait_for(lambda h: h["running"] == 2, client)
+        await arm_fault(client, "pick_error", times=shots)
+        await wait_for_faults(client, lambda names: "pick_error" not in names)
+        answers = await asyncio.gather(*replies)
+    ok = [i for i, r in enumerate(answers) if r.status_code == 200]
+    assert len(ok) == 3 - shots, [r.text for r in answers]
+    for i in ok:
+        assert answers[i].json()["text"] == alone[i].json()["text"]
+    if shots == 2:
+        failed = answers[1 - ok[0]]
+        assert_error(failed, 500, "server_error")
+        assert "injected fault: pick_error" in failed.json()["error"]["message"]
+    assert await serves(client)
+
+
 async def test_draft_failure_resyncs_the_draft_model(client: httpx.AsyncClient) -> None:
     model = SPECULATIVE_MODELS[1]  # target + Q2_K draft model
     body = {**SHORT, "model_name": model, "max_tokens": 48}

@@ -15,6 +15,7 @@ from server.launcher import LiveServer
 from tests.conftest import (
     ARTIFACTS,
     REPO,
+    arm_fault,
     config_variant,
     health,
     live_server,
@@ -71,8 +72,12 @@ async def test_tasks_are_answered_once_after_the_process_dies(
     open at the kill ends with a transport error, not a hang."""
     config = config_variant(test_config, tmp_path)
     body = {"max_tokens": 12, "temperature": 0}
-    with live_server(config, "--max-batch-size", "4", name=f"kill-{kill.name}") as live:
+    # Faults on for the first process only: its steps are slowed (50 ms each, ~8 s for the
+    # load), so the kill finds work under way on a fast machine too.
+    faults = {"EDGE_LLM_FAULTS": ""}
+    with live_server(config, "--max-batch-size", "4", name=f"kill-{kill.name}", env=faults) as live:
         async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+            await arm_fault(client, "step_delay", None, 0.05)
             ids = [
                 await send_task(client, {**body, "prompt": PROMPTS[i % len(PROMPTS)]})
                 for i in range(NUM_TASKS)

@@ -4,6 +4,7 @@ and keep-alives, on the live server."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import orjson
 import pytest
 
 from bench.loadgen import long_prompt
-from speculative.budget import AUTO_STALL
+from speculative.budget import AUTO_STALL, MIN_PROMPT_TOKENS
 from tests.conftest import DEFAULT_MODEL, config_variant, health, running_server, wait_until
 
 
@@ -114,5 +115,12 @@ async def test_by_default_the_step_target_follows_the_host(server: str) -> None:
     assert budget["max_step_ms"] == "auto" and budget["decode_step_ms"] > 0, budget
     # what the automatic target left for prompt tokens per step, at the measured costs
     per_step = (AUTO_STALL - 1) * budget["decode_step_ms"] / budget["prompt_token_ms"]
-    if per_step < beside["usage"]["prompt_tokens"] / 4:  # a host where a step is slow
-        assert beside["timings"]["prompt_steps"] >= 3, (beside["timings"], budget)
+    tokens, steps = beside["usage"]["prompt_tokens"], beside["timings"]["prompt_steps"]
+    # On any host: never starved. Each step carried about what the target leaves at the
+    # measured costs or more (the target grows while the prompt waits), so the prompt took
+    # no more steps than that allows (halved for costs that drift during the run).
+    most = math.ceil(tokens / max(MIN_PROMPT_TOKENS, per_step / 2)) + 1
+    assert steps <= most, (beside["timings"], budget)
+    # Where a step is slow: fed in parts, so the streams keep their pace.
+    if per_step < tokens / 4:
+        assert steps >= 3, (beside["timings"], budget)

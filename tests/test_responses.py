@@ -12,7 +12,7 @@ import jsonschema
 import openai
 import pytest
 from openai import AsyncOpenAI
-from openai.types.responses import FunctionToolParam
+from openai.types.responses import FunctionToolParam, ResponseOutputMessage, ResponseOutputText
 
 from tests.conftest import DEFAULT_MODEL
 
@@ -220,13 +220,90 @@ async def test_later_turns_read_the_prefix_cache(oai: AsyncOpenAI) -> None:
 async def test_stateful_and_unknown_features_are_refused(oai: AsyncOpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as stored:
         await oai.responses.create(model=DEFAULT_MODEL, input="Hi", previous_response_id="resp_1")
-    assert (
-        "previous_response_id" in stored.value.message
-        and "whole conversation" in stored.value.message
-    )
+    assert "previous_response_id: no stored response 'resp_1'" in stored.value.message
     with pytest.raises(openai.BadRequestError) as conversation:
         await oai.responses.create(model=DEFAULT_MODEL, input="Hi", conversation="conv_1")
     assert "conversation" in conversation.value.message
     with pytest.raises(openai.BadRequestError) as builtin:
         await oai.responses.create(model=DEFAULT_MODEL, input="Hi", tools=[{"type": "web_search"}])
     assert "tools[0]: 'web_search'" in builtin.value.message
+
+
+async def test_truncation_auto_drops_the_oldest_turns(oai: AsyncOpenAI) -> None:
+    filler = "The committee reviewed the quarterly figures and the staffing plan. " * 12
+    turns: list[Any] = []
+    for i in range(20):  # ~3,000 tokens: more than the model's 2,048-token context
+        turns += [{"role": "user", "content": f"{i}: {filler}"}]
+        turns += [{"role": "assistant", "content": "Noted."}]
+    turns.append({"role": "user", "content": "Say hi"})
+    with pytest.raises(openai.BadRequestError, match="context"):
+        await oai.responses.create(model=DEFAULT_MODEL, input=turns, max_output_tokens=8)
+    reply = await oai.responses.create(
+        model=DEFAULT_MODEL, input=turns, max_output_tokens=8, truncation="auto"
+    )
+    assert reply.truncation == "auto" and reply.usage is not None
+    assert 1000 < reply.usage.input_tokens < 2048
+
+
+async def test_include_logprobs_as_the_chat_route_gives_them(oai: AsyncOpenAI) -> None:
+    include: Any = ["message.output_text.logprobs"]
+    reply = await oai.responses.create(
+        model=DEFAULT_MODEL,
+        input="Say hi",
+        max_output_tokens=6,
+        temperature=0,
+        include=include,
+        top_logprobs=2,
+        extra_body=FRESH,
+    )
+    chat = await oai.chat.completions.create(
+        model=DEFAULT_MODEL,
+        messages=[{"role": "user", "content": "Say hi"}],
+        max_tokens=6,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=2,
+        extra_body=FRESH,
+    )
+    message = reply.output[0]
+    assert isinstance(message, ResponseOutputMessage)
+    part = message.content[0]
+    assert isinstance(part, ResponseOutputText) and part.logprobs
+    assert chat.choices[0].logprobs is not None and chat.choices[0].logprobs.content
+    assert [p.token for p in part.logprobs] == [p.token for p in chat.choices[0].logprobs.content]
+    assert all(len(p.top_logprobs) == 2 for p in part.logprobs)
+    stream = await oai.responses.create(
+        model=DEFAULT_MODEL,
+        input="Say hi",
+        max_output_tokens=6,
+        temperature=0,
+        include=include,
+        stream=True,
+        extra_body=FRESH,
+    )
+    deltas = [e async for e in stream if e.type == "response.output_text.delta"]
+    assert [p.token for e in deltas for p in e.logprobs] == [p.token for p in part.logprobs]
+
+
+async def test_the_servers_own_output_items_replay(oai: AsyncOpenAI) -> None:
+    """Codex sends ``response.output`` back: every item kind this server emits, its
+    reasoning item with reasoning_text parts included, is accepted as input."""
+    first = await oai.responses.create(
+        model=DEFAULT_MODEL, input="Say hi", max_output_tokens=4, temperature=0, store=False
+    )
+    reasoning: Any = {
+        "type": "reasoning",
+        "id": "rs_1",
+        "summary": [{"type": "summary_text", "text": "short"}],
+        "content": [{"type": "reasoning_text", "text": "The user greets me."}],
+    }
+    items: list[Any] = [
+        {"role": "user", "content": "Say hi"},
+        reasoning,
+        *(item.model_dump(exclude_none=True) for item in first.output),
+        {"role": "user", "content": "Again"},
+    ]
+    again = await oai.responses.create(
+        model=DEFAULT_MODEL, input=items, max_output_tokens=4, temperature=0, store=False
+    )
+    assert again.status in ("completed", "incomplete")

@@ -50,14 +50,20 @@ async def start_chat(
     ``raw_prompt``, that text is the prompt as it is (no chat template)."""
     registry = registry_of(http)
     # the messages are rendered under prepare's one lease of the model
-    render = trimmable_chat if body.truncate else chat_prompt  # truncate: Ollama's default
+    render = trimmable_chat if body.truncate else chat_prompt  # oldest turns dropped to fit
     prompt: Prompt | Callable[[LlamaModel], Prompt] = (
         raw_prompt if raw_prompt is not None else functools.partial(render, body)
     )
     max_tokens = body.output_limit(registry.config.server.max_tokens_limit)
     grammar = tool_grammar(body) or body.grammar_text()
     loaded, request = await prepare(
-        registry, body.model, prompt, body.sampling_params(max_tokens), body, grammar=grammar
+        registry,
+        body.model,
+        prompt,
+        body.sampling_params(max_tokens),
+        body,
+        grammar=grammar,
+        num_top_logprobs=body.num_top_logprobs,
     )
     http.state.log["generation"] = request
     parser = new_parser(body, *reply_setup(loaded.model, body, request))

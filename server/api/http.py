@@ -32,20 +32,45 @@ async def read_body(
     http: HttpRequest, schema: type[T], precheck: Callable[[object], str | None] | None = None
 ) -> T:
     """Decode and validate a JSON body; ``precheck`` may refuse it first with a message."""
-    raw = await http.body()
+    data = await read_json(http)
+    if precheck is not None and (refusal := precheck(data)):
+        raise ApiError(400, refusal)
+    return parse_body(schema, data, http)
+
+
+async def read_json(http: HttpRequest) -> object:
+    """The body, decoded; a 400 when it is not JSON."""
     try:
-        data = orjson.loads(raw)
+        return orjson.loads(await http.body())
     except orjson.JSONDecodeError as exc:
         message = f"the request body is not valid JSON ({exc}); send a JSON object"
         raise ApiError(400, message) from None
-    if precheck is not None and (refusal := precheck(data)):
-        raise ApiError(400, refusal)
-    strict = registry_of(http).config.server.strict_fields
+
+
+def parse_body(schema: type[T], data: object, http: HttpRequest | None = None) -> T:
+    """Decoded JSON validated as ``schema``; a 400 saying what to fix. With the request
+    ``http``, the field policy: unknown fields ignored and reported (or, with
+    strict_fields, refused); without, refused."""
+    strict = http is None or registry_of(http).config.server.strict_fields
     ignored: list[str] | None = None if strict else []
     try:
         body = parse(schema, data, ignored=ignored)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-    if ignored:
+    if ignored and http is not None:
         http.state.log["ignored_fields"] = ignored  # the middleware's header and log line
     return body
+
+
+def query_int(http: HttpRequest, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]; a 400 otherwise."""
+    raw = http.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"query parameter {name} must be between {low} and {high}, got {value}")
+    return value

@@ -37,9 +37,17 @@ class RequestContextMiddleware:
     work while draining, bounds the body size, and writes one log line per request.
     Handlers add fields to the line through ``request.state.log``."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, state: Any) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        state: Any,
+        body_limits: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_limits = body_limits or {}  # paths that take larger bodies (uploads)
         self.state = state  # the application's state: ``is_draining`` lives there
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,12 +83,13 @@ class RequestContextMiddleware:
                 )
                 await response(scope, receive, send_with_id)
                 return
+            limit = self.body_limits.get(scope["path"], self.max_body_bytes)
             declared = headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                response = error_response(413, self._too_large(), path=scope["path"])
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                response = error_response(413, self._too_large(limit), path=scope["path"])
                 await response(scope, receive, send_with_id)
                 return
-            await self.app(scope, self._counting(receive), send_with_id)
+            await self.app(scope, self._counting(receive, limit), send_with_id)
         finally:
             access_log.info(
                 "%s %s %s",
@@ -99,10 +108,10 @@ class RequestContextMiddleware:
                 },
             )
 
-    def _too_large(self) -> str:
-        return f"the request body is larger than {self.max_body_bytes} bytes; send less"
+    def _too_large(self, limit: int) -> str:
+        return f"the request body is larger than {limit} bytes; send less"
 
-    def _counting(self, receive: Receive) -> Receive:
+    def _counting(self, receive: Receive, limit: int) -> Receive:
         """A chunked body has no Content-Length: count it as it arrives."""
         seen = 0
 
@@ -110,8 +119,8 @@ class RequestContextMiddleware:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_body_bytes:
-                raise HTTPException(413, self._too_large())
+            if seen > limit:
+                raise HTTPException(413, self._too_large(limit))
             return message
 
         return counted

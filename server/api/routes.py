@@ -16,9 +16,12 @@ from server import metrics
 from server.api import debug_routes, embeddings, openapi
 from server.api.anthropic import routes as anthropic
 from server.api.anthropic.schemas import CountTokensBody, MessagesBody
+from server.api.batches import routes as batches
+from server.api.batches.schemas import BatchBody
 from server.api.chat_body import ChatCompletionBody
 from server.api.embeddings import EmbeddingBody
 from server.api.fields import KeepAliveFields
+from server.api.files import routes as files
 from server.api.llama_server import routes as llama_server
 from server.api.llama_server import tokens
 from server.api.llama_server.schemas import NativeCompletionBody, NativeEmbeddingBody
@@ -36,6 +39,7 @@ from server.api.prototype import routes as prototype
 from server.api.prototype import tasks
 from server.api.prototype.schemas import GenerateBody
 from server.api.responses import routes as responses
+from server.api.responses import stored
 from server.api.responses.schemas import ResponsesBody
 
 GET, POST, DELETE = ["GET"], ["POST"], ["DELETE"]
@@ -82,6 +86,19 @@ API_ROUTES: list[BaseRoute] = [
     *(not_here(path) for path in NOT_HERE),  # 501s naming what to do instead
     # OpenAI Responses
     Route("/v1/responses", responses.create_response, methods=POST),
+    Route("/v1/responses/{response_id}", stored.get_response, methods=GET),
+    Route("/v1/responses/{response_id}", stored.delete_response, methods=DELETE),
+    Route("/v1/responses/{response_id}/cancel", stored.cancel_response, methods=POST),
+    # OpenAI Files and Batches
+    Route("/v1/files", files.upload_file, methods=POST),
+    Route("/v1/files", files.list_files, methods=GET),
+    Route("/v1/files/{file_id}", files.get_file, methods=GET),
+    Route("/v1/files/{file_id}", files.delete_file, methods=DELETE),
+    Route("/v1/files/{file_id}/content", files.file_content, methods=GET),
+    Route("/v1/batches", batches.create_batch, methods=POST),
+    Route("/v1/batches", batches.list_batches, methods=GET),
+    Route("/v1/batches/{batch_id}", batches.get_batch, methods=GET),
+    Route("/v1/batches/{batch_id}/cancel", batches.cancel_batch, methods=POST),
     # llama-server's native paths, and its un-prefixed aliases of the OpenAI ones
     Route("/completion", llama_server.completion, methods=POST),
     Route("/completions", llama_server.completion, methods=POST, **HIDDEN),
@@ -116,6 +133,7 @@ BODIES: dict[str, type] = {
     "/api/embed": EmbedBody,
     "/api/embeddings": EmbeddingsBody,
     "/v1/responses": ResponsesBody,
+    "/v1/batches": BatchBody,
 }
 
 # beside the API: Prometheus metrics, the API's description and its viewers

@@ -46,7 +46,12 @@ def load_key(config: Config, name: str) -> tuple[object, ...]:
     server = config.server
     return (
         replace(  # what does not matter once loaded
-            settings, keep_alive=None, use_chat_template=True, source=None, quantized_from=None
+            settings,
+            keep_alive=None,
+            use_chat_template=True,
+            source=None,
+            quantized_from=None,
+            converted_from=None,
         ),
         config.batch_size(name),
         config.threads(name),

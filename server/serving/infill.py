@@ -1,0 +1,79 @@
+"""Fill in the middle: code before and after a gap (and other files of the project) made
+into the prompt of a FIM model, as llama-server's ``/infill`` builds it.
+
+The repo-level layout of Qwen2.5 Coder's report (arXiv 2409.12186), which llama-server
+uses for every FIM model::
+
+    [REPO]myproject\n [SEP]name0\n text0 ... [SEP]filename\n
+    [PRE]prefix [SUF]suffix [MID]prompt
+
+Only token ids: the prefix, suffix and files are the user's code, tokenized with no
+markup parsed, so code that contains ``<|fim_prefix|>`` is text, not a control token.
+What fits: as llama-server, the prefix's last 3/4 of a batch, the suffix's first 1/4
+(less the prompt), then as many of the files' last tokens as the context leaves after a
+batch and twice the reply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from server.errors import ApiError
+from server.prompts import RawPrompt
+from speculative.fim import fim_tokens
+from speculative.llama import LlamaModel
+
+# llama-server's separator between files for a model without a file-separator token
+CHUNK_SEPARATOR = "\n\n--- snippet ---\n\n"
+
+
+@dataclass(slots=True, frozen=True)
+class InfillInput:
+    prefix: str
+    suffix: str
+    prompt: str = ""  # text the reply starts with, right after the prefix
+    files: list[tuple[str, str]] = field(default_factory=list)  # (filename, text)
+
+
+def infill_prompt(
+    model: LlamaModel,
+    infill: InfillInput,
+    *,
+    name: str,
+    batch_tokens: int,
+    max_tokens: int,
+    context: int,
+) -> RawPrompt:
+    """The token ids of the FIM prompt; a 400 naming the model when it has no FIM tokens."""
+    fim = fim_tokens(model)
+    if fim is None:
+        raise ApiError(
+            400,
+            f"model {name!r} has no fill-in-the-middle tokens, so it cannot infill; use a "
+            "code model that has them (qwen2.5-coder-0.5b)",
+        )
+
+    def text(value: str) -> list[int]:
+        return model.tokenize(value, add_special=False)
+
+    extra: list[int] = []
+    if fim.repo is not None:
+        extra += [fim.repo, *text("myproject\n")]
+    for filename, body in infill.files:
+        if fim.file_sep is not None:
+            extra += [fim.file_sep, *text(filename + "\n")]
+        else:
+            extra += text(CHUNK_SEPARATOR)
+        extra += text(body)
+    if fim.file_sep is not None:
+        extra += [fim.file_sep, *text("filename\n")]
+    prompt = text(infill.prompt)
+    prefix = text(infill.prefix)
+    suffix = text(infill.suffix)
+    prefix = prefix[len(prefix) - min(len(prefix), 3 * (batch_tokens // 4)) :]
+    suffix = suffix[: max(0, min(len(suffix), batch_tokens // 4 - (2 + len(prompt))))]
+    num_extra = min(max(0, context - batch_tokens - 2 * max_tokens), len(extra))
+    ids = extra[len(extra) - num_extra :]  # before the BOS, as llama-server puts them
+    ids += [] if fim.bos is None else [fim.bos]
+    ids += [fim.prefix, *prefix, *prompt, fim.suffix, *suffix, fim.middle]
+    return RawPrompt(tuple(ids))
