@@ -116,7 +116,7 @@ def create_app(config: Config, source: ConfigSource | None = None) -> Starlette:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Ignored-Fields"],
         )
     )
     keys = load_api_keys(settings.api_keys_file)

@@ -88,6 +88,9 @@ async def _build(
     model = loaded.model
     check_output_constraints(model, params, grammar)
     limit = loaded.ctx_per_seq
+    asked = getattr(options, "context_limit", None)  # Ollama's num_ctx, at most the model's
+    if asked is not None:
+        limit = min(limit, asked)
     budget = prompt_budget(limit, params.max_tokens)  # what a trimmed chat may keep
     size = num_chars(prompt)
     try:
@@ -102,6 +105,8 @@ async def _build(
     if len(tokens) >= limit:
         param = "messages" if hasattr(options, "messages") else "prompt"  # the body's field
         raise context_overflow(len(tokens), limit, loaded.name, param)
+    if asked is not None:  # the reply ends where the asked context does (finish: length)
+        params = dataclasses.replace(params, max_tokens=min(params.max_tokens, limit - len(tokens)))
     server = registry.config.server
     # only the prototype's max_tokens can be above: the other families lower theirs
     # to the limit (server.serving.limits)

@@ -33,14 +33,18 @@ def spec(
     choices: tuple[str, ...] | None = None,
     default_factory: Any = _MISSING,
     required: bool = False,
+    wire: str | None = None,
 ) -> Any:
     """A dataclass field with documentation and bounds checked by ``parse``.
 
     ``required`` with a default: for subclasses of schemas whose fields have
     defaults, where Python needs one but the client must still send the field.
+    ``wire``: the field's name in JSON where Python cannot take it (``async``).
     """
     bounds = {"ge": ge, "le": le, "gt": gt, "min_length": min_length, "max_length": max_length}
     metadata: dict[str, Any] = {"doc": doc, "choices": choices, "required": required}
+    if wire is not None:
+        metadata["wire"] = wire
     metadata |= {k: v for k, v in bounds.items() if v is not None}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
@@ -58,11 +62,19 @@ _FIELDS: dict[type[Any], dict[str, dataclasses.Field[Any]]] = {}
 _HINTS: dict[type[Any], dict[str, Any]] = {}
 
 
+def wire_name(field: dataclasses.Field[Any]) -> str:
+    """The field's name in JSON."""
+    name: str = field.metadata.get("wire", field.name)
+    return name
+
+
 def _fields(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
+    """The fields by their names in JSON."""
     if (fields := _FIELDS.get(cls)) is None:
         by_name = {f.name: f for f in dataclasses.fields(cls) if f.init}
         order = [n for klass in cls.__mro__ for n in vars(klass).get("__annotations__", {})]
-        fields = _FIELDS[cls] = {n: by_name[n] for n in dict.fromkeys(order) if n in by_name}
+        named = [by_name[n] for n in dict.fromkeys(order) if n in by_name]
+        fields = _FIELDS[cls] = {wire_name(f): f for f in named}
     return fields
 
 
@@ -74,28 +86,38 @@ def _hints(cls: type[Any]) -> dict[str, Any]:
     return hints
 
 
-def parse(cls: type[T], data: object, path: str = "") -> T:
-    """Validate decoded JSON against the dataclass ``cls`` and build it."""
+def parse(cls: type[T], data: object, path: str = "", ignored: list[str] | None = None) -> T:
+    """Validate decoded JSON against the dataclass ``cls`` and build it.
+
+    An unknown field is a ``ValueError`` (a typo in the config file must not pass), or,
+    given an ``ignored`` list, skipped and its path appended there: request bodies take
+    fields a newer client sends, and the server reports them (``server.api.http``)."""
     if not isinstance(data, dict):
         raise ValueError(f"{_where(path)}expected a JSON object, got {_json_type(data)}")
     fields = _fields(cls)
     unknown = sorted(set(data) - set(fields))
-    if unknown:
+    if unknown and ignored is None:
         raise ValueError(
             f"{_where(path)}unknown field(s) {', '.join(map(repr, unknown))}; "
             f"known fields are {', '.join(fields)}"
         )
+    if ignored is not None:
+        ignored += (_join(path, name) for name in unknown)
     hints = _hints(cls)
     values: dict[str, Any] = {}
     for name, field in fields.items():
         if name in data:
-            values[name] = _convert(hints[name], data[name], _join(path, name), field.metadata)
+            values[field.name] = _convert(
+                hints[field.name], data[name], _join(path, name), field.metadata, ignored
+            )
         elif is_required(field):
             raise ValueError(f"missing required field {_join(path, name)!r}")
     return cls(**values)
 
 
-def _convert(tp: Any, value: object, path: str, meta: typing.Mapping[str, Any]) -> Any:
+def _convert(
+    tp: Any, value: object, path: str, meta: typing.Mapping[str, Any], ignored: list[str] | None
+) -> Any:
     if tp is object:  # any JSON value, taken as is (a JSON Schema, for instance)
         return value
     origin = get_origin(tp)
@@ -105,8 +127,13 @@ def _convert(tp: Any, value: object, path: str, meta: typing.Mapping[str, Any]) 
             return None
         errors = []
         for option in (o for o in options if o is not type(None)):
+            # an option that fails leaves no ignored fields behind: only the one taken counts
+            seen: list[str] | None = None if ignored is None else []
             try:
-                return _convert(option, value, path, meta)
+                converted = _convert(option, value, path, meta, seen)
+                if ignored is not None and seen is not None:
+                    ignored += seen
+                return converted
             except ValueError as exc:
                 # a list that fails as a list says more than "expected X or Y"
                 if isinstance(value, list) and get_origin(option) is list:
@@ -123,14 +150,16 @@ def _convert(tp: Any, value: object, path: str, meta: typing.Mapping[str, Any]) 
             raise ValueError(f"{path}: expected {describe_type(tp)}, got {_json_type(value)}")
         _check_length(value, path, meta, "items")
         (item_tp,) = get_args(tp)
-        return [_convert(item_tp, item, f"{path}[{i}]", {}) for i, item in enumerate(value)]
+        return [
+            _convert(item_tp, item, f"{path}[{i}]", {}, ignored) for i, item in enumerate(value)
+        ]
     if origin is dict:
         if not isinstance(value, dict):
             raise ValueError(f"{path}: expected a JSON object, got {_json_type(value)}")
         _, value_tp = get_args(tp)
-        return {k: _convert(value_tp, v, _join(path, k), {}) for k, v in value.items()}
+        return {k: _convert(value_tp, v, _join(path, k), {}, ignored) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
-        return parse(tp, value, path)  # type: ignore[arg-type]
+        return parse(tp, value, path, ignored)  # type: ignore[arg-type]
     if tp is bool:
         if not isinstance(value, bool):
             raise ValueError(f"{path}: expected true or false, got {_json_type(value)}")
@@ -239,15 +268,13 @@ def json_schema(cls: type[Any], components: dict[str, Any]) -> dict[str, Any]:
         if meta.get("choices"):
             prop["enum"] = list(meta["choices"])
         if is_required(field):
-            required.append(field.name)
+            required.append(wire_name(field))
         elif field.default is not _MISSING:
             prop["default"] = field.default
-        properties[field.name] = prop
-    schema: dict[str, Any] = {
-        "type": "object",
-        "properties": properties,
-        "additionalProperties": False,
-    }
+        properties[wire_name(field)] = prop
+    # open: a request body's unknown field is ignored and reported (server.api.http), a
+    # 400 only with strict_fields
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
     if cls.__doc__:
         schema["description"] = cls.__doc__.strip().splitlines()[0]
     if required:

@@ -354,6 +354,12 @@ class ServerSettings:
         "llama-server does (off: a typo gets a 404 listing the models)",
     )
     log_format: str = spec("text", doc="request log lines", choices=("text", "json"))
+    strict_fields: bool = spec(
+        False,
+        doc="refuse a request body with a field its API does not define (a 400 naming it); "
+        "off: such fields are ignored and named in the X-Ignored-Fields reply header and "
+        "the request's log line",
+    )
 
 
 @dataclass(slots=True, frozen=True)
@@ -373,6 +379,8 @@ class Config:
         for model, settings in self.models.items():
             if name in settings.aliases:
                 return model
+        if name.endswith(":latest"):  # Ollama's default tag: "m" and "m:latest" are one model
+            return self.model_named(name.removesuffix(":latest"))
         return self.server.default_model if self.server.unknown_model_fallback else None
 
     def batch_size(self, name: str) -> int:

@@ -85,6 +85,21 @@ async def test_greedy_reply_equals_chat_completions(claude: AsyncAnthropic, serv
     assert reply.usage.input_tokens + cache_read == usage["prompt_tokens"]
 
 
+async def test_system_turns_in_messages_stand_where_they_are(
+    claude: AsyncAnthropic, server: str
+) -> None:
+    """The SDK's role "system" message: a system turn at its place, as chat's."""
+    turns: Any = [{"role": "system", "content": SYSTEM}, *TURNS]
+    reply = await claude.messages.create(
+        model=DEFAULT_MODEL, messages=turns, max_tokens=8, extra_body=FRESH
+    )
+    reference = await chat_completion(
+        server, {"messages": turns, "max_tokens": 8, "temperature": 0, "cache_prompt": False}
+    )
+    assert reply.content[0].text == reference["choices"][0]["message"]["content"]  # type: ignore[union-attr]
+    assert reply.usage.input_tokens == reference["usage"]["prompt_tokens"]
+
+
 async def test_stream_has_anthropics_event_sequence(claude: AsyncAnthropic) -> None:
     question: list[MessageParam] = [{"role": "user", "content": "Write a story about a dragon."}]
     whole = await claude.messages.create(
@@ -279,8 +294,10 @@ async def test_errors_are_anthropics_shape(claude: AsyncAnthropic, server: str) 
         )
     assert "tools[0]: 'web_search_20250305'" in server_side.value.message
     async with AsyncAnthropic(base_url=server, api_key="wrong", max_retries=0) as stranger:
-        with pytest.raises(anthropic.AuthenticationError):
+        with pytest.raises(anthropic.AuthenticationError) as stranger_refused:
             await stranger.messages.create(model=DEFAULT_MODEL, messages=TURNS, max_tokens=8)
+    # the key check runs before any route, and still answers in Anthropic's shape
+    assert stranger_refused.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
     async with AsyncAnthropic(base_url=server, auth_token=KEY, max_retries=0) as bearer:
         reply = await bearer.messages.create(model=DEFAULT_MODEL, messages=TURNS, max_tokens=2)
     assert reply.usage.output_tokens == 2

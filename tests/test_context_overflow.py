@@ -9,12 +9,15 @@ test_chat_truncate.py check these).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
+from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 
 from speculative.llama import LlamaModel
@@ -121,3 +124,36 @@ async def test_a_last_assistant_turn_is_continued(
     two = {**chat, "messages": [*turns, {"role": "assistant", "content": " Pa"}]}
     refused = await client.post("/v1/chat/completions", json=two)
     assert refused.status_code == 400 and "prefill" in refused.json()["error"]["message"]
+
+
+async def test_anthropic_client_reads_prompt_is_too_long(server: str) -> None:
+    """Claude Code and litellm compact the conversation on Anthropic's wording."""
+    async with AsyncAnthropic(base_url=server, api_key="unused", max_retries=0) as claude:
+        with pytest.raises(anthropic.BadRequestError) as raised:
+            await claude.messages.create(  # Claude Code's limit, streamed as it streams
+                model=DEFAULT_MODEL,
+                max_tokens=32000,
+                messages=[{"role": "user", "content": LONG}],
+                stream=True,
+            )
+    assert isinstance(raised.value.body, dict)
+    error = raised.value.body["error"]
+    assert re.match(r"prompt is too long: \d+ tokens > 2048 maximum", error["message"])
+    assert error["type"] == "invalid_request_error"
+    assert error["code"] == "context_length_exceeded"
+
+
+async def test_ollama_drops_the_oldest_turns_unless_truncate_is_false(
+    client: httpx.AsyncClient,
+) -> None:
+    """Ollama's truncate defaults to true; false is an overflow, its code kept."""
+    body = {"model": DEFAULT_MODEL, "messages": conversation(40), "stream": False}
+    body["options"] = {"temperature": 0, "num_predict": 16}
+    reply = await client.post("/api/chat", json=body)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["prompt_eval_count"] < 2048
+    assert "Paris" in reply.json()["message"]["content"]
+    refused = await client.post("/api/chat", json=body | {"truncate": False})
+    assert refused.status_code == 400
+    assert refused.json()["code"] == "context_length_exceeded"
+    assert "exceeds the available context size" in refused.json()["error"]

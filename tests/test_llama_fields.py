@@ -103,7 +103,6 @@ async def test_native_logit_bias_bans_text(client: httpx.AsyncClient) -> None:
         ("post_sampling_probs", True, "post-sampling probabilities"),
         ("lora", [{"id": 0, "scale": 1.0}], "no LoRA adapters"),
         ("n_predict", 0, "evaluate the prompt only"),
-        ("n_fancy", 1, "unknown field(s) 'n_fancy'"),
     ],
 )
 async def test_fields_without_a_feature_are_refused_by_name(

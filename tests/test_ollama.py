@@ -196,9 +196,12 @@ async def test_refusals_name_what_to_change(
         await llama.chat(DEFAULT_MODEL, ASK, think=True)
     assert thinking.value.status_code == 400
     assert "does not support thinking" in thinking.value.error
-    with pytest.raises(ollama.ResponseError) as unknown:
-        await llama.chat(DEFAULT_MODEL, ASK, options={"warp_speed": 9})
-    assert unknown.value.status_code == 400 and "warp_speed" in unknown.value.error
+    # an unknown option is ignored, as Ollama warns and ignores it, and named in a header
+    body = {"model": DEFAULT_MODEL, "messages": ASK, "stream": False}
+    options = {"warp_speed": 9, "num_predict": 1}
+    unknown = await client.post("/api/chat", json=body | {"options": options})
+    assert unknown.status_code == 200
+    assert unknown.headers["x-ignored-fields"] == "options.warp_speed"
     with pytest.raises(ollama.ResponseError) as mirostat:
         await llama.chat(DEFAULT_MODEL, ASK, options={"mirostat": 2})
     assert "options.mirostat" in mirostat.value.error

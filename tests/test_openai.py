@@ -110,6 +110,8 @@ REFUSED: dict[str, Any] = {
     "audio": {"voice": "alloy", "format": "wav"},
     "modalities": ["text", "audio"],
     "prediction": {"type": "content", "content": "Paris"},
+    "web_search_options": {"search_context_size": "low"},
+    "moderation": {"model": "omni-moderation-latest"},
 }
 ROUTES: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"messages": QUESTION},

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from server.api.prototype.schemas import GenerateBody
+from server.api.responses.schemas import FunctionTool
 from server.schema import json_schema, parse
 
 
@@ -52,9 +53,17 @@ def test_json_schema_describes_the_same_fields() -> None:
     components: dict[str, object] = {}
     schema = json_schema(GenerateBody, components)
     assert schema["required"] == ["prompt"]
-    assert schema["additionalProperties"] is False
+    assert "additionalProperties" not in schema  # unknown fields: ignored and reported
     props = schema["properties"]
     assert props["max_tokens"]["minimum"] == 1
     assert props["prompt"]["minLength"] == 1
     assert props["temperature"]["default"] == 0.8
     assert {"type": "null"} in props["seed"]["anyOf"]
+
+
+def test_a_field_python_cannot_name_has_its_json_name() -> None:
+    tool = parse(FunctionTool, {"name": "f", "async": True})
+    assert tool.is_async is True
+    assert "async" in json_schema(FunctionTool, {})["properties"]
+    with pytest.raises(ValueError, match="unknown field"):
+        parse(FunctionTool, {"name": "f", "is_async": True})

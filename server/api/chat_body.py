@@ -26,7 +26,7 @@ MAX_CHOICES = 128  # the model's max_batch_size bounds it further
 REASONING_FORMATS = ("auto", "deepseek", "none")
 
 
-EFFORTS = ("none", "minimal", "low", "medium", "high")  # reasoning_effort
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")  # reasoning_effort
 
 
 # template variables the renderer passes itself (llama-cpp-python's Jinja2ChatFormatter)
@@ -53,6 +53,8 @@ UNSUPPORTED = {
     "audio": "audio output",
     "modalities": "modalities other than text",
     "prediction": "predicted outputs",
+    "web_search_options": "web search",
+    "moderation": "moderation",
 }
 
 
@@ -76,6 +78,7 @@ class StreamOptions:
     """Options for streamed replies."""
 
     include_usage: bool = spec(False, doc="send a last chunk with token usage")
+    include_obfuscation: bool | None = spec(None, doc="accepted; chunks carry no padding")
 
 
 @dataclass(slots=True, frozen=True)
@@ -214,9 +217,28 @@ class ChatCompletionBody(SamplingFields):
         "0: no thinking, -1: no limit",
         ge=-1,
     )
+    context_limit: int | None = spec(
+        None,
+        doc="extension: the most tokens prompt and reply take together (Ollama's num_ctx); "
+        "above the model's context: the model's",
+        ge=1,
+    )
+    # OpenAI's fields that cannot change the reply here (the policy: server.api.http)
+    metadata: dict[str, str] | None = spec(None, doc="accepted; recorded nowhere")
+    store: bool | None = spec(None, doc="accepted; nothing is stored")
+    service_tier: str | None = spec(None, doc="accepted; there is one tier")
+    safety_identifier: str | None = spec(None, doc="accepted; recorded nowhere")
+    prompt_cache_key: str | None = spec(None, doc="accepted; the prefix cache is automatic")
+    prompt_cache_retention: str | None = spec(None, doc="accepted; the prefix cache is automatic")
+    prompt_cache_options: object = spec(None, doc="accepted; the prefix cache is automatic")
+    verbosity: str | None = spec(None, doc="accepted; the model is not told")
+    moderation: object = spec(None, doc="refused: nothing is moderated")
+    web_search_options: object = spec(None, doc="refused: no web search")
 
     def __post_init__(self) -> None:
         SamplingFields.__post_init__(self)
+        if not self.messages:  # a translated body (an empty Responses input) is not parsed
+            raise ValueError("messages: the conversation is empty; send at least one turn")
         for name in (self.chat_template_kwargs or {}).keys() & RESERVED_TEMPLATE_NAMES:
             raise ValueError(
                 f"chat_template_kwargs.{name}: the server sets this template variable itself"

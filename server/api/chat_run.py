@@ -18,10 +18,11 @@ from starlette.requests import Request as HttpRequest
 from server.api.chat_body import ChatCompletionBody
 from server.errors import ApiError
 from server.generation import (
+    Progress,
     prepare,
     registry_of,
     result_cache_for,
-    stream_text,
+    stream_events,
     submit,
     wait_done,
 )
@@ -82,8 +83,22 @@ async def stream_chat(run: ChatRun) -> AsyncIterator[Event | ChatReply | ApiErro
     """The reply's events as they may go out (``reply_parser``: reasoning, content, call
     starts and argument deltas), then the ``ChatReply``, or the ``ApiError`` of a request
     that failed or passed its deadline (every family ends such a stream with its error)."""
+    async for item in stream_chat_alive(run, None):
+        if not isinstance(item, Progress):
+            yield item
+
+
+async def stream_chat_alive(
+    run: ChatRun, keepalive_s: float | None
+) -> AsyncIterator[Event | ChatReply | ApiError | Progress]:
+    """``stream_chat`` with a ``Progress`` every ``keepalive_s`` until the first text
+    (queued, or a long prompt being read) and prompt progress when the body asked for it:
+    a family with a keep-alive of its own (Anthropic's ``ping``) sends one for each."""
     parsed = ParsedReply()
-    async for piece in stream_text(run.request):
+    async for piece in stream_events(run.request, keepalive_s):
+        if isinstance(piece, Progress):
+            yield piece
+            continue
         events = run.parser.feed(piece)
         parsed.add(events)
         for item in events:

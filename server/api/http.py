@@ -1,4 +1,12 @@
-"""JSON replies and request bodies: what every family's routes share."""
+"""JSON replies and request bodies: what every family's routes share.
+
+The field policy, one for every family: a field the family's official API defines
+is declared in its schema (honoured, ignored where that cannot change the reply, or
+refused by a ``ValueError`` saying why); any other field is ignored and reported, in
+the ``X-Ignored-Fields`` reply header (set by ``RequestContextMiddleware``) and the
+request's log line, or refused with ``server.strict_fields``. SDKs add fields every
+few weeks: a server that refuses each one breaks with every client update.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from server.errors import ApiError
+from server.generation import registry_of
 from server.schema import parse
 
 T = TypeVar("T")
@@ -26,7 +35,7 @@ async def read_body(
     data = await read_json(http)
     if precheck is not None and (refusal := precheck(data)):
         raise ApiError(400, refusal)
-    return parse_body(schema, data)
+    return parse_body(schema, data, http)
 
 
 async def read_json(http: HttpRequest) -> object:
@@ -38,12 +47,19 @@ async def read_json(http: HttpRequest) -> object:
         raise ApiError(400, message) from None
 
 
-def parse_body(schema: type[T], data: object) -> T:
-    """Decoded JSON validated as ``schema``; a 400 saying what to fix."""
+def parse_body(schema: type[T], data: object, http: HttpRequest | None = None) -> T:
+    """Decoded JSON validated as ``schema``; a 400 saying what to fix. With the request
+    ``http``, the field policy: unknown fields ignored and reported (or, with
+    strict_fields, refused); without, refused."""
+    strict = http is None or registry_of(http).config.server.strict_fields
+    ignored: list[str] | None = None if strict else []
     try:
-        return parse(schema, data)
+        body = parse(schema, data, ignored=ignored)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
+    if ignored and http is not None:
+        http.state.log["ignored_fields"] = ignored  # the middleware's header and log line
+    return body
 
 
 def query_int(http: HttpRequest, name: str, default: int, low: int, high: int) -> int:

@@ -25,6 +25,8 @@ from server.api.errors import error_response
 
 access_log = logging.getLogger("server.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+NOT_VISIBLE = re.compile(r"[^\x21-\x7e]")  # a header value cannot begin or end with a space
+MAX_IGNORED_HEADER = 1024
 ALWAYS_OPEN = ("/health_check",)  # answered while draining, and without a key
 # no data in them: no key needed (llama-server's /health is public too)
 PUBLIC_PAGES = ("/", "/docs", "/redoc", "/openapi.json", "/health", "/v1/health")
@@ -67,6 +69,7 @@ class RequestContextMiddleware:
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
+                    *ignored_header(fields.get("ignored_fields")),
                 ]
             await send(message)
 
@@ -76,13 +79,14 @@ class RequestContextMiddleware:
                     503,
                     "the server is shutting down; retry on another instance or after it restarts",
                     {"Retry-After": "5"},
+                    path=scope["path"],
                 )
                 await response(scope, receive, send_with_id)
                 return
             limit = self.body_limits.get(scope["path"], self.max_body_bytes)
             declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
-                response = error_response(413, self._too_large(limit))
+                response = error_response(413, self._too_large(limit), path=scope["path"])
                 await response(scope, receive, send_with_id)
                 return
             await self.app(scope, self._counting(receive, limit), send_with_id)
@@ -120,6 +124,19 @@ class RequestContextMiddleware:
             return message
 
         return counted
+
+
+def ignored_header(names: list[str] | None) -> list[tuple[bytes, bytes]]:
+    """``X-Ignored-Fields``: the body's fields the server did not know (``read_body``).
+    The names are the client's: anything but printable ASCII becomes ``?`` (a header
+    cannot carry it, nor a space at either end), an empty name is ``""``, and a long list
+    is cut (the log line keeps them all)."""
+    if not names:
+        return []
+    text = ", ".join(NOT_VISIBLE.sub("?", name) or '""' for name in names)
+    if len(text) > MAX_IGNORED_HEADER:
+        text = text[: MAX_IGNORED_HEADER - 3] + "..."
+    return [(b"x-ignored-fields", text.encode())]
 
 
 class CorsMiddleware(CORSMiddleware):
@@ -170,7 +187,9 @@ class ApiKeyMiddleware:
                 "a valid API key is required: send 'Authorization: Bearer <key>' or "
                 "'X-API-Key: <key>'"
             )
-            response = error_response(401, message, {"WWW-Authenticate": "Bearer"})
+            response = error_response(
+                401, message, {"WWW-Authenticate": "Bearer"}, path=scope["path"]
+            )
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

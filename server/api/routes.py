@@ -26,9 +26,11 @@ from server.api.llama_server import routes as llama_server
 from server.api.llama_server import tokens
 from server.api.llama_server.schemas import NativeCompletionBody, NativeEmbeddingBody
 from server.api.llama_server.tokens import DetokenizeBody, TokenizeBody
+from server.api.ollama import embeddings as ollama_embeddings
 from server.api.ollama import models as ollama_models
 from server.api.ollama import routes as ollama
-from server.api.ollama.models import NOT_HERE, EmbedBody, ModelBody, PullBody, not_here
+from server.api.ollama.embeddings import EmbedBody, EmbeddingsBody
+from server.api.ollama.models import NOT_HERE, ModelBody, PullBody, not_here
 from server.api.ollama.schemas import OllamaChatBody, OllamaGenerateBody
 from server.api.openai import routes as openai
 from server.api.openai.schemas import CompletionBody
@@ -78,7 +80,8 @@ API_ROUTES: list[BaseRoute] = [
     Route("/api/show", ollama_models.show, methods=POST),
     Route("/api/ps", ollama_models.ps, methods=GET),
     Route("/api/version", ollama_models.version, methods=GET),
-    Route("/api/embed", ollama_models.embed, methods=POST),
+    Route("/api/embed", ollama_embeddings.embed, methods=POST),
+    Route("/api/embeddings", ollama_embeddings.embeddings, methods=POST),
     Route("/api/pull", ollama_models.pull, methods=POST),
     *(not_here(path) for path in NOT_HERE),  # 501s naming what to do instead
     # OpenAI Responses
@@ -128,6 +131,7 @@ BODIES: dict[str, type] = {
     "/api/show": ModelBody,
     "/api/pull": PullBody,
     "/api/embed": EmbedBody,
+    "/api/embeddings": EmbeddingsBody,
     "/v1/responses": ResponsesBody,
     "/v1/batches": BatchBody,
 }

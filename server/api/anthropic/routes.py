@@ -20,13 +20,14 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from batching.request import Request
-from server.api.anthropic.schemas import CountTokensBody, MessagesBody, server_tool
-from server.api.chat_run import build_body, finish_chat, start_chat, stream_chat
+from server.api.anthropic.schemas import CountTokensBody, MessagesBody
+from server.api.anthropic.tools import server_tool
+from server.api.chat_run import build_body, finish_chat, start_chat, stream_chat_alive
 from server.api.error_shapes import anthropic_error, shaped_errors
 from server.api.http import json_response, read_body
 from server.api.sse import named_event, sse_response
 from server.errors import ApiError
-from server.generation import registry_of
+from server.generation import Progress, registry_of
 from server.prompts import encode
 from server.serving.chat.prompt import chat_prompt
 from server.serving.chat.reply import ChatReply, ChatRun, call_arguments, usage_counts
@@ -44,7 +45,8 @@ async def create_message(http: HttpRequest) -> Response:
     run = await start_chat(http, build_body(body.chat), stream=body.stream)
     headers = {"X-Cache": run.verdict}
     if body.stream:
-        return sse_response(_events(run), headers)
+        keepalive_s = registry_of(http).config.server.stream_keepalive_s
+        return sse_response(_events(run, keepalive_s), headers)
     reply = await finish_chat(http, run)
     message = _message(run.request, message_id(run.request))
     thinking = [_thinking(reply.reasoning)] if reply.reasoning else []
@@ -146,19 +148,23 @@ class _Blocks:
         return [*frames, _event({"type": "content_block_stop", "index": index})]
 
 
-async def _events(run: ChatRun) -> AsyncIterator[bytes]:
+async def _events(run: ChatRun, keepalive_s: float) -> AsyncIterator[bytes]:
+    """Anthropic's events. ``message_start`` goes out at once, as Anthropic sends it, and
+    a ``ping`` every ``keepalive_s`` while the request waits or its prompt is read, so a
+    client and the proxies between see bytes before the first token. Its usage is the
+    prompt before admission (all of it computed); ``message_delta`` has the final split
+    between computed and cached tokens."""
     request = run.request
-    started = False
     blocks = _Blocks()
-    async for item in stream_chat(run):
-        if not started:  # after the first piece: the prompt's cached tokens are known
-            started = True
-            message = _message(request, message_id(request)) | {"content": []}
-            message |= {"stop_reason": None, "stop_sequence": None, "usage": usage(request)}
-            yield _event({"type": "message_start", "message": message})
-            yield _event({"type": "ping"})
+    message = _message(request, message_id(request)) | {"content": []}
+    message |= {"stop_reason": None, "stop_sequence": None, "usage": usage(request)}
+    yield _event({"type": "message_start", "message": message})
+    yield _event({"type": "ping"})
+    async for item in stream_chat_alive(run, keepalive_s):
         frames: list[bytes] = []
-        if isinstance(item, Reasoning):
+        if isinstance(item, Progress):
+            frames = [_event({"type": "ping"})]
+        elif isinstance(item, Reasoning):
             delta = {"type": "thinking_delta", "thinking": item.text}
             frames = blocks.delta("thinking", delta, _thinking(""))
         elif isinstance(item, Content):

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from server.api.anthropic.tools import CacheControl, ToolChoice, ToolDef
 from server.api.chat_body import ChatCompletionBody
 from server.api.fields import ServingFields
 from server.schema import spec
 from server.serving.chat.messages import (
     ChatMessage,
     FunctionCall,
-    FunctionDef,
     JsonSchemaFormat,
     NamedFunction,
     NamedToolChoice,
@@ -30,14 +30,6 @@ from server.serving.limits import MAX_ASKED_TOKENS
 
 BLOCK_TYPES = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")
 REFUSED_BLOCKS = ("image", "document", "search_result", "server_tool_use", "container_upload")
-
-
-@dataclass(slots=True, frozen=True)
-class CacheControl:
-    """A cache breakpoint; accepted, and needless here (every prefix is cached)."""
-
-    type: str = spec("ephemeral", doc="ephemeral", choices=("ephemeral",))
-    ttl: str | None = spec(None, doc="5m or 1h (ignored)")
 
 
 @dataclass(slots=True, frozen=True)
@@ -68,6 +60,8 @@ class ContentBlock:
     source: object = spec(None, doc="image, document: refused (the models read text only)")
     cache_control: CacheControl | None = spec(None, doc="accepted; the prefix cache is automatic")
     citations: list[object] | None = spec(None, doc="accepted and not used")
+    caller: object = spec(None, doc="tool_use: who made the call (accepted; not shown)")
+    toolset_name: str | None = spec(None, doc="tool_use, tool_result: accepted; not shown")
 
     def __post_init__(self) -> None:
         if self.type in REFUSED_BLOCKS:
@@ -91,57 +85,19 @@ class ContentBlock:
 class Message:
     """One turn: a string, or a list of content blocks."""
 
-    role: str = spec(doc="user or assistant", choices=("user", "assistant"))
+    role: str = spec(
+        doc="user, assistant, or system (a system turn where it stands)",
+        choices=("user", "assistant", "system"),
+    )
     content: str | list[ContentBlock] = spec(doc="the text, or content blocks")
 
     def __post_init__(self) -> None:
         blocks = self.content if isinstance(self.content, list) else []
-        allowed = {"user": ("text", "tool_result"), "assistant": ("text", "tool_use")}
+        allowed: dict[str, tuple[str, ...]] = {"system": ("text",)}
+        allowed |= {"user": ("text", "tool_result"), "assistant": ("text", "tool_use")}
         for block in blocks:
             if block.type not in (*allowed[self.role], "thinking", "redacted_thinking"):
                 raise ValueError(f"content: a {self.role} message has no {block.type} blocks")
-
-
-@dataclass(slots=True, frozen=True)
-class ToolDef:
-    """A tool the model may call (a client tool; server tools are not run here)."""
-
-    name: str = spec(doc="letters, digits, _ and -", min_length=1, max_length=64)
-    input_schema: dict[str, object] | None = spec(
-        None, doc="a JSON Schema of the input (an object)", required=True
-    )
-    description: str | None = spec(None, doc="what it does, for the model")
-    type: str | None = spec(
-        None, doc='"custom" or absent; server tools are refused', choices=("custom",)
-    )
-    cache_control: CacheControl | None = spec(None, doc="accepted; the prefix cache is automatic")
-
-
-def server_tool(data: object) -> str | None:
-    """A message naming the first of Anthropic's server tools (web search, code execution,
-    ...) in the body: this server runs none, and they have no input_schema to parse."""
-    tools = data.get("tools") if isinstance(data, dict) else None
-    for i, tool in enumerate(tools if isinstance(tools, list) else []):
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind not in (None, "custom"):
-            return (
-                f"tools[{i}]: {kind!r} is a tool Anthropic runs on its servers; this server "
-                "runs none: describe the tool with name and input_schema"
-            )
-    return None
-
-
-@dataclass(slots=True, frozen=True)
-class ToolChoice:
-    """How the model uses the tools."""
-
-    type: str = spec(doc="auto, any, tool or none", choices=("auto", "any", "tool", "none"))
-    name: str | None = spec(None, doc="with tool: which one")
-    disable_parallel_tool_use: bool = spec(False, doc="at most one call")
-
-    def __post_init__(self) -> None:
-        if (self.type == "tool") != (self.name is not None):
-            raise ValueError('tool_choice.name: required with type "tool", and only then')
 
 
 @dataclass(slots=True, frozen=True)
@@ -198,6 +154,9 @@ class PromptFields(ServingFields):
     cache_control: CacheControl | None = spec(None, doc="accepted; the prefix cache is automatic")
     output_config: OutputConfig | None = spec(None, doc="effort (accepted) and format")
     output_format: JsonOutputFormat | None = spec(None, doc="a JSON Schema the reply must follow")
+    speed: str | None = spec(None, doc="accepted; there is one speed")
+    user_profile_id: str | None = spec(None, doc="accepted; recorded nowhere")
+    workspace_id: str | None = spec(None, doc="accepted; recorded nowhere")
 
     def chat_body(self, **sampling: object) -> ChatCompletionBody:
         """The same request as /v1/chat/completions takes it (a ValueError is the client's)."""
@@ -208,10 +167,7 @@ class PromptFields(ServingFields):
             messages.append(ChatMessage(role="system", content=text))
         for message in self.messages:
             messages += _chat_turns(message)
-        tools = [
-            Tool(function=FunctionDef(t.name, t.description, t.input_schema))
-            for t in self.tools or []
-        ]
+        tools = [Tool(function=t.function()) for t in self.tools or []]
         extra: dict[str, object] = {}
         choice = self.tool_choice
         if choice is not None:
@@ -250,8 +206,9 @@ def _chat_turns(message: Message) -> list[ChatMessage]:
         for b in message.content
         if b.type == "tool_result"
     ]
-    has_text = any(b.type == "text" for b in message.content)
-    return [*turns, ChatMessage(role="user", content=text)] if has_text or not turns else turns
+    if turns and not any(b.type == "text" for b in message.content):
+        return turns
+    return [*turns, ChatMessage(role=message.role, content=text)]
 
 
 @dataclass(slots=True, frozen=True)
@@ -273,10 +230,8 @@ class MessagesBody(PromptFields):
     top_k: int | None = spec(None, doc="k likeliest tokens; 0 disables", ge=0)
     metadata: Metadata | None = spec(None, doc="accepted; recorded nowhere")
     service_tier: str | None = spec(None, doc="accepted; there is one tier")
-    speed: str | None = spec(None, doc="accepted; there is one speed")
     inference_geo: str | None = spec(None, doc="accepted; inference is here")
-    user_profile_id: str | None = spec(None, doc="accepted; recorded nowhere")
-    workspace_id: str | None = spec(None, doc="accepted; recorded nowhere")
+    container: object = spec(None, doc="accepted; no containers (server tools are refused)")
     diagnostics: Diagnostics | None = spec(None, doc="accepted; nothing is reported")
 
     def chat(self) -> ChatCompletionBody:

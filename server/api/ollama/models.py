@@ -1,4 +1,4 @@
-"""Ollama's model routes: tags, show, ps, version, embed, pull; a 501 for the rest.
+"""Ollama's model routes: tags, show, ps, version, pull; a 501 for the rest.
 
 A model is a config.json entry: ``/api/tags`` lists those whose file is
 present, ``/api/pull`` runs the server's own pull (wheels from the package
@@ -25,7 +25,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.api.error_shapes import ollama_error, shaped_errors
-from server.api.fields import KeepAliveFields
 from server.api.http import json_response, read_body
 from server.api.ollama.routes import ndjson_response
 from server.errors import ApiError
@@ -35,7 +34,6 @@ from server.models.registry import ModelRegistry
 from server.models.weights import header_values
 from server.schema import spec
 from server.serving.chat.reply_parser import think_tags
-from server.serving.embeddings import embed_texts
 
 OLLAMA_VERSION = "0.12.0"  # the version of Ollama's API these routes follow
 FTYPES = {
@@ -75,17 +73,6 @@ class PullBody:
     name: str | None = spec(None, doc="the same, as older clients send it")
     stream: bool = spec(True, doc="NDJSON progress lines (Ollama's default)")
     insecure: bool = spec(False, doc="accepted; the package index is pip's")
-
-
-@dataclass(slots=True, frozen=True, kw_only=True)
-class EmbedBody(KeepAliveFields):
-    """POST /api/embed"""
-
-    model: str = spec(doc="a configured model name", min_length=1)
-    input: str | list[str] = spec(doc="a text or a list of texts")
-    truncate: bool = spec(True, doc="cut inputs longer than the model embeds; false: a 400")
-    options: dict[str, object] | None = spec(None, doc="accepted; embedding has no sampling")
-    dimensions: int | None = spec(None, doc="refused unless the model's own size", ge=1)
 
 
 def _details(path: str) -> dict[str, Any]:
@@ -185,31 +172,6 @@ async def ps(http: HttpRequest) -> Response:
 async def version(http: HttpRequest) -> Response:
     """The version of Ollama's API these routes follow."""
     return json_response({"version": OLLAMA_VERSION})
-
-
-@shaped_errors(ollama_error)
-async def embed(http: HttpRequest) -> Response:
-    """Unit vectors of one text or many (Ollama's /api/embed)."""
-    body = await read_body(http, EmbedBody)
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    if not texts or not all(texts):
-        raise ApiError(400, "input: send one or more non-empty texts")
-    started = asyncio.get_running_loop().time()
-    name, vectors, num_tokens = await embed_texts(
-        registry_of(http), body.model, texts, "input", truncate=body.truncate
-    )
-    if body.dimensions is not None and body.dimensions != vectors.shape[1]:
-        raise ApiError(400, f"dimensions: model {name!r} embeds in {vectors.shape[1]} only")
-    took = round((asyncio.get_running_loop().time() - started) * 1e9)
-    return json_response(
-        {
-            "model": name,
-            "embeddings": [v.tolist() for v in vectors],
-            "total_duration": took,
-            "load_duration": 0,
-            "prompt_eval_count": num_tokens,
-        }
-    )
 
 
 @shaped_errors(ollama_error)

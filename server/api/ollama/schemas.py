@@ -1,8 +1,9 @@
 """Request bodies of Ollama's native API, and their translation to a chat body.
 
-``options`` are Ollama's runner options: the sampling ones are honoured; those
-that shape how a model is loaded (``num_ctx``, ``num_gpu``, ``num_thread``, ...)
-are accepted and left to config.json, which decides how each model is loaded;
+``options`` are Ollama's runner options: the sampling ones are honoured, and
+``num_ctx`` bounds prompt and reply together (at most the model's context); those
+that shape how a model is loaded (``num_gpu``, ``num_thread``, ...) are accepted
+and left to config.json, which decides how each model is loaded;
 samplers this server lacks are accepted only at their neutral value. Unset
 options take Ollama's documented defaults (temperature 0.8, top_p 0.9, ...).
 Ollama's tool calls carry no ids: each ``tool`` turn answers the earliest
@@ -39,12 +40,14 @@ class Options:
     repeat_penalty: float = spec(1.1, doc="llama.cpp repeat penalty", ge=0.01, le=10)
     presence_penalty: float = spec(0.0, doc="penalise tokens already present", ge=-2, le=2)
     frequency_penalty: float = spec(0.0, doc="penalise tokens by their count", ge=-2, le=2)
-    seed: int | None = spec(None, doc="random seed", ge=0, le=2**63 - 1)
+    seed: int | None = spec(
+        None, doc="random seed; -1: a random one (Ollama's)", ge=-1, le=2**63 - 1
+    )
     stop: list[str] | None = spec(None, doc="up to 8 stop strings")
     num_predict: int | None = spec(
         None, doc="most tokens; -1, -2 or absent: as many as fit", ge=-2, le=MAX_ASKED_TOKENS
     )
-    repeat_last_n: int = spec(64, doc="only 64, the window of the penalties", ge=64, le=64)
+    repeat_last_n: int = spec(64, doc="tokens the penalties look at; 0: none, -1: all", ge=-1)
     typical_p: float = spec(1.0, doc="only 1 (off)", ge=1.0, le=1.0)
     tfs_z: float = spec(1.0, doc="only 1 (off)", ge=1.0, le=1.0)
     mirostat: int = spec(0, doc="only 0 (off)", ge=0, le=0)
@@ -52,7 +55,12 @@ class Options:
     mirostat_eta: float | None = spec(None, doc="accepted; mirostat is off")
     penalize_newline: bool | None = spec(None, doc="accepted (Ollama dropped it too)")
     num_keep: int | None = spec(None, doc="accepted; context shifting is not done")
-    num_ctx: int | None = spec(None, doc="accepted; config.json sets the context size")
+    num_ctx: int | None = spec(
+        None,
+        doc="the most tokens prompt and reply take together (the chat truncated to it, the "
+        "reply ended at it); above the model's context (config.json, /api/ps): the model's",
+        ge=1,
+    )
     num_batch: int | None = spec(None, doc="accepted; config.json sets batch_tokens")
     num_gpu: int | None = spec(None, doc="accepted; config.json sets gpu_layers")
     main_gpu: int | None = spec(None, doc="accepted; config.json places the model")
@@ -65,6 +73,9 @@ class Options:
     use_mmap: bool | None = spec(None, doc="accepted and not used")
     use_mlock: bool | None = spec(None, doc="accepted and not used")
     embedding_only: bool | None = spec(None, doc="accepted and not used")
+    draft_num_predict: int | None = spec(
+        None, doc="accepted; config.json sets a model's draft and the adaptive gate its length"
+    )
 
     def sampling(self) -> dict[str, object]:
         """The chat body's fields for these options."""
@@ -77,9 +88,11 @@ class Options:
             "repeat_penalty": self.repeat_penalty,
             "presence_penalty": self.presence_penalty,
             "frequency_penalty": self.frequency_penalty,
-            "seed": self.seed,
+            "seed": None if self.seed == -1 else self.seed,
+            "repeat_last_n": self.repeat_last_n,
             "stop": self.stop,
             "max_tokens": limit,
+            "context_limit": self.num_ctx,
         }
 
 
@@ -87,6 +100,7 @@ class Options:
 class CallFunction:
     name: str = spec(doc="the function called")
     arguments: dict[str, object] = spec(doc="its arguments, an object")
+    index: int | None = spec(None, doc="its place among the turn's calls (Ollama returns it)")
 
 
 @dataclass(slots=True, frozen=True)
@@ -133,6 +147,14 @@ class GenerationFields(ServingFields):
         doc="false: no thinking; true or unset: a thinking model's thinking comes apart, in "
         "thinking; low, medium or high: the template's reasoning_effort",
     )
+    truncate: bool = spec(
+        True,
+        doc="drop the oldest turns (a user turn and its replies) when the chat does not fit "
+        "the context, as Ollama does; false: a 400",
+    )
+    shift: bool = spec(
+        True, doc="accepted; a reply that reaches the context's end stops (done_reason length)"
+    )
     logprobs: bool = spec(False, doc="only false (the /v1 routes have logprobs)")
     top_logprobs: int | None = spec(None, doc="refused (the /v1 routes have logprobs)")
 
@@ -168,6 +190,7 @@ class GenerationFields(ServingFields):
             messages=messages,
             tools=tools,
             **thinking,  # type: ignore[arg-type]
+            truncate=self.truncate,
             response_format=self.response_format(),
             **self.serving(),  # type: ignore[arg-type]
             **sampling,  # type: ignore[arg-type]
@@ -232,6 +255,9 @@ class OllamaGenerateBody(GenerationFields):
     template: str | None = spec(None, doc="refused: the model's own template is used")
     context: list[int] | None = spec(None, doc="refused: send the conversation to /api/chat")
     images: list[str] | None = spec(None, doc="refused: the served models read text only")
+    width: int | None = spec(None, doc="accepted; image generation only")
+    height: int | None = spec(None, doc="accepted; image generation only")
+    steps: int | None = spec(None, doc="accepted; image generation only")
 
     def __post_init__(self) -> None:
         GenerationFields.__post_init__(self)

@@ -58,7 +58,7 @@ async def rerun_orphans(registry: ModelRegistry, store: TaskStore) -> None:
 
 
 async def _rerun(registry: ModelRegistry, store: TaskStore, orphan: Orphan) -> None:
-    body = parse(GenerateBody, orphan.body)
+    body = parse(GenerateBody, orphan.body, ignored=[])  # a field a later version dropped
     loaded, request = await prepare_generate(registry, body)
     request.id = orphan.task_id  # the task keeps its id: clients poll that one
     task = Task(request, orphan.body, request_id=orphan.request_id, created_at=orphan.created_at)

@@ -47,7 +47,7 @@ async def create_response(http: HttpRequest) -> Response:
     assert isinstance(data, dict)  # refused_field refuses anything else
     store = responses_of(http)
     data = await with_history(store, data)
-    body = parse_body(ResponsesBody, data)
+    body = parse_body(ResponsesBody, data, http)
     if body.background:
         return await _start_background(http, body, data)
     run = await start_chat(http, build_body(body.chat), stream=body.stream)

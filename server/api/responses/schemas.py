@@ -69,6 +69,7 @@ class InputContentPart:
     text: str = spec(doc="the text")
     annotations: list[object] | None = spec(None, doc="accepted and not used")
     logprobs: list[object] | None = spec(None, doc="accepted and not used")
+    prompt_cache_breakpoint: object = spec(None, doc="accepted; the prefix cache is automatic")
 
 
 @dataclass(slots=True, frozen=True)
@@ -92,6 +93,10 @@ class InputItem:
     status: str | None = spec(None, doc="accepted")
     summary: list[object] | None = spec(None, doc="reasoning: accepted and dropped")
     encrypted_content: str | None = spec(None, doc="reasoning: accepted and dropped")
+    caller: object = spec(None, doc="function_call(_output): accepted and not shown")
+    namespace: str | None = spec(None, doc="function_call(_output): accepted and not shown")
+    phase: str | None = spec(None, doc="message: accepted and not shown")
+    is_async: bool | None = spec(None, wire="async", doc="function_call: accepted")
 
     def __post_init__(self) -> None:
         needs = {"message": ("role", "content"), "function_call": ("call_id", "name", "arguments")}
@@ -116,6 +121,16 @@ class FunctionTool:
     description: str | None = spec(None, doc="what it does, for the model")
     parameters: dict[str, object] | None = spec(None, doc="a JSON Schema of its arguments")
     strict: bool | None = spec(None, doc="with tool_choice required or named: enforced")
+    defer_loading: bool | None = spec(
+        None, doc="accepted; the tool is always in the prompt (there is no tool search)"
+    )
+    output_schema: dict[str, object] | None = spec(
+        None, doc="accepted; the shape of the tool's result, which the client sends back"
+    )
+    allowed_callers: list[str] | None = spec(None, doc="accepted; the model is the only caller")
+    is_async: bool | None = spec(
+        None, wire="async", doc="accepted; a call is answered before the reply goes on"
+    )
 
 
 @dataclass(slots=True, frozen=True)
@@ -148,6 +163,10 @@ class Reasoning:
     )
     summary: str | None = spec(None, doc="accepted; the reasoning comes whole, not summarised")
     generate_summary: str | None = spec(None, doc="accepted; no reasoning to summarise")
+    context: str | None = spec(
+        None, doc="accepted; earlier turns' reasoning is dropped, as the chat templates do"
+    )
+    mode: str | None = spec(None, doc="accepted; there is one mode")
 
 
 @dataclass(slots=True, frozen=True)
@@ -211,6 +230,9 @@ class ResponsesBody(ServingFields):
     background: bool | None = spec(
         None, doc="answer at once with a queued response; poll GET /v1/responses/{id}"
     )
+    background_options: object = spec(None, doc="accepted and not used")
+    access_programs: object = spec(None, doc="accepted and not used")
+    prompt_cache_options: object = spec(None, doc="accepted; the prefix cache is automatic")
 
     def chat(self) -> ChatCompletionBody:
         """The same request as /v1/chat/completions takes it (a ValueError is the client's)."""

@@ -16,6 +16,7 @@ class ContentPart:
 
     type: str = spec(doc="content part type", choices=("text",))
     text: str = spec(doc="the text")
+    prompt_cache_breakpoint: object = spec(None, doc="accepted; the prefix cache is automatic")
 
 
 @dataclass(slots=True, frozen=True)
@@ -24,6 +25,12 @@ class FunctionCall:
 
     name: str = spec(doc="the function's name", min_length=1, max_length=64)
     arguments: str = spec(doc="the arguments, a JSON object as text", max_length=1_000_000)
+
+
+_REFUSED = {
+    "audio": "audio is not supported by this server",
+    "function_call": "legacy function calling is not supported; send tool_calls",
+}
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,8 +60,14 @@ class ChatMessage:
         None, doc="an assistant turn's thinking, for templates that show it again"
     )
     reasoning: str | None = spec(None, doc="vLLM's name for reasoning_content")
+    refusal: str | None = spec(None, doc="an assistant turn's refusal (accepted; not shown)")
+    audio: object = spec(None, doc="refused: no audio")
+    function_call: object = spec(None, doc="refused: send tool_calls (legacy function calling)")
 
     def __post_init__(self) -> None:
+        for name in ("audio", "function_call"):
+            if getattr(self, name) is not None:
+                raise ValueError(f"{name}: {_REFUSED[name]}; remove the field")
         if self.reasoning is not None and self.reasoning_content is None:
             object.__setattr__(self, "reasoning_content", self.reasoning)
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
