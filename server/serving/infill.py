@@ -16,10 +16,12 @@ batch and twice the reply.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from server.errors import ApiError
 from server.prompts import RawPrompt
+from server.settings import Config
 from speculative.fim import fim_tokens
 from speculative.llama import LlamaModel
 
@@ -77,3 +79,26 @@ def infill_prompt(
     ids += [] if fim.bos is None else [fim.bos]
     ids += [fim.prefix, *prefix, *prompt, fim.suffix, *suffix, fim.middle]
     return RawPrompt(tuple(ids))
+
+
+def infill_builder(
+    config: Config, model: str | None, infill: InfillInput, max_tokens: int
+) -> Callable[[LlamaModel], RawPrompt]:
+    """What ``prepare`` calls with the model it leases: the FIM prompt, cut to the model's
+    configured batch and context (an unknown name is ``prepare``'s 404 to give)."""
+    name = config.model_named(model) or model or ""
+    settings = config.models.get(name)
+    batch_tokens = settings.batch_tokens if settings is not None else 512
+    context = settings.context_size if settings is not None else 4096
+
+    def build(llama: LlamaModel) -> RawPrompt:
+        return infill_prompt(
+            llama,
+            infill,
+            name=name,
+            batch_tokens=batch_tokens,
+            max_tokens=max_tokens,
+            context=context,
+        )
+
+    return build
