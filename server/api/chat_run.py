@@ -44,10 +44,15 @@ def build_body(make: Callable[[], ChatCompletionBody]) -> ChatCompletionBody:
 
 
 async def start_chat(
-    http: HttpRequest, body: ChatCompletionBody, *, stream: bool, raw_prompt: str | None = None
+    http: HttpRequest,
+    body: ChatCompletionBody,
+    *,
+    stream: bool,
+    raw_prompt: Prompt | Callable[[LlamaModel], Prompt] | None = None,
 ) -> ChatRun:
     """Prepare and queue ``body`` as /v1/chat/completions would (one choice); with
-    ``raw_prompt``, that text is the prompt as it is (no chat template)."""
+    ``raw_prompt``, that is the prompt (no chat template): text as it is, or what makes
+    it from the model (a fill-in-the-middle prompt)."""
     registry = registry_of(http)
     # the messages are rendered under prepare's one lease of the model
     render = trimmable_chat if body.truncate else chat_prompt  # oldest turns dropped to fit

@@ -35,6 +35,9 @@ class InfillInput:
     suffix: str
     prompt: str = ""  # text the reply starts with, right after the prefix
     files: list[tuple[str, str]] = field(default_factory=list)  # (filename, text)
+    # llama-server's repository and file markers around the gap; false: the plain
+    # [PRE]prefix[SUF]suffix[MID] of Ollama's templates and OpenAI's suffix
+    repo_level: bool = True
 
 
 def infill_prompt(
@@ -59,15 +62,17 @@ def infill_prompt(
         return model.tokenize(value, add_special=False)
 
     extra: list[int] = []
-    if fim.repo is not None:
+    if not infill.repo_level:
+        pass
+    elif fim.repo is not None:
         extra += [fim.repo, *text("myproject\n")]
-    for filename, body in infill.files:
+    for filename, body in infill.files if infill.repo_level else []:
         if fim.file_sep is not None:
             extra += [fim.file_sep, *text(filename + "\n")]
         else:
             extra += text(CHUNK_SEPARATOR)
         extra += text(body)
-    if fim.file_sep is not None:
+    if fim.file_sep is not None and infill.repo_level:
         extra += [fim.file_sep, *text("filename\n")]
     prompt = text(infill.prompt)
     prefix = text(infill.prefix)

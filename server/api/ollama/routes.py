@@ -27,10 +27,13 @@ from server.api.ollama.schemas import GenerationFields, OllamaChatBody, OllamaGe
 from server.duration import parse_keep_alive
 from server.errors import ApiError
 from server.generation import leased_model, registry_of
+from server.prompts import Prompt
 from server.serving.chat.reply import ChatReply, call_arguments
 from server.serving.chat.reply_parser import Content, Reasoning, think_tags
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Family
+from server.serving.infill import InfillInput, infill_builder
+from speculative.llama import LlamaModel
 
 NDJSON = "application/x-ndjson"
 
@@ -65,8 +68,14 @@ async def generate(http: HttpRequest) -> Response:
     registry = registry_of(http)
     settings = registry.config.models[registry.resolve_name(body.model)]
     raw = body.raw or not settings.use_chat_template
-    if raw and body.system is not None:
-        raise ApiError(400, "system: a raw prompt (or a model without a chat template) has none")
+    if (raw or body.suffix is not None) and body.system is not None:
+        raise ApiError(400, "system: a raw prompt, a suffix (or no chat template) takes none")
+    if body.suffix is not None:  # fill in the middle, as Ollama's FIM templates lay it out
+        infill = InfillInput(prefix=body.prompt, suffix=body.suffix, repo_level=False)
+        limit = registry.config.server.max_tokens_limit
+        return await _run(
+            http, body, infill_builder(registry.config, body.model, infill, limit), _generate_fields
+        )
     return await _run(http, body, body.prompt if raw else None, _generate_fields)
 
 
@@ -91,7 +100,7 @@ def _generate_fields(text: str | None, calls: list[ToolCall], thinking: str = ""
 async def _run(
     http: HttpRequest,
     body: OllamaChatBody | OllamaGenerateBody,
-    raw_prompt: str | None,
+    raw_prompt: Prompt | Callable[[LlamaModel], Prompt] | None,
     fields: Fields,
 ) -> Response:
     if body.think not in (None, False):  # Ollama's answer to think on a model that does not

@@ -251,7 +251,11 @@ class OllamaGenerateBody(GenerationFields):
     prompt: str = spec("", doc="the text; empty: load the model (keep_alive 0: unload it)")
     system: str | None = spec(None, doc="a system turn before the prompt")
     raw: bool = spec(False, doc="the prompt as it is, without the chat template")
-    suffix: str | None = spec(None, doc="refused: insertion is not supported")
+    suffix: str | None = spec(
+        None,
+        doc="fill in the middle: the text after the gap, the prompt being the text before "
+        "(a model with FIM tokens: qwen2.5-coder-0.5b)",
+    )
     template: str | None = spec(None, doc="refused: the model's own template is used")
     context: list[int] | None = spec(None, doc="refused: send the conversation to /api/chat")
     images: list[str] | None = spec(None, doc="refused: the served models read text only")
@@ -262,7 +266,6 @@ class OllamaGenerateBody(GenerationFields):
     def __post_init__(self) -> None:
         GenerationFields.__post_init__(self)
         refused = {
-            "suffix": "insertion (suffix) is not supported",
             "template": "a template of the request's own is not supported",
             "context": "context arrays are not supported; send the conversation to /api/chat",
             "images": "the served models read text only",

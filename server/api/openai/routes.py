@@ -7,7 +7,7 @@ Works with the official ``openai`` client. Streams are server-sent events of
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request as HttpRequest
@@ -48,8 +48,10 @@ from server.serving.chat.reply_parser import (
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.failures import check_failed, ending_error
 from server.serving.finish import Family, finish_reason
+from server.serving.infill import infill_builder
 from server.serving.limits import max_output_tokens
 from server.serving.logprobs import LogprobCursor
+from speculative.llama import LlamaModel
 
 
 async def chat_completions(http: HttpRequest) -> Response:
@@ -63,19 +65,30 @@ async def chat_completions(http: HttpRequest) -> Response:
 
 
 async def completions(http: HttpRequest) -> Response:
-    body = await read_body(http, CompletionBody, precheck=unsupported_message)
-    server_limit = registry_of(http).config.server.max_tokens_limit
+    body = await read_body(http, CompletionBody, precheck=unsupported_but_suffix)
+    config = registry_of(http).config
+    server_limit = config.server.max_tokens_limit
     max_tokens = max_output_tokens(
         server_limit, body.n_predict_tokens(server_limit), body.max_tokens
     )
-    prompt = body.prompt_value()
+    infill = body.infill()
+    prompt: Prompt | Callable[[LlamaModel], Prompt] = (
+        body.prompt_value() if infill is None else infill_builder(config, body.model, infill, 0)
+    )
     return await _complete(http, body, prompt, body.sampling_params(max_tokens), chat=False)
+
+
+def unsupported_but_suffix(data: object) -> str | None:
+    """/v1/completions takes a suffix (fill in the middle); chat does not."""
+    return unsupported_message(
+        {k: v for k, v in data.items() if k != "suffix"} if isinstance(data, dict) else data
+    )
 
 
 async def _complete(
     http: HttpRequest,
     body: ChatCompletionBody | CompletionBody,
-    prompt: Prompt,
+    prompt: Prompt | Callable[[LlamaModel], Prompt],
     params: SamplingParams,
     *,
     chat: bool,

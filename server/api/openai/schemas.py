@@ -9,6 +9,7 @@ from batching.request import MAX_TOP_LOGPROBS
 from server.api.chat_body import SamplingFields
 from server.prompts import RawPrompt
 from server.schema import spec
+from server.serving.infill import InfillInput
 from server.serving.limits import MAX_ASKED_TOKENS
 
 
@@ -22,6 +23,11 @@ class CompletionBody(SamplingFields):
         required=True,
     )
     max_tokens: int = spec(16, doc="most tokens to generate", ge=1, le=MAX_ASKED_TOKENS)
+    suffix: str | None = spec(
+        None,
+        doc="fill in the middle: the text after the gap, the prompt being the text before "
+        "(one text prompt; a model with FIM tokens: qwen2.5-coder-0.5b)",
+    )
     echo: bool = spec(False, doc="not supported; must be false")
     best_of: int = spec(1, doc="not supported; must be 1", ge=1, le=1)
     logprobs: int | None = spec(
@@ -33,11 +39,20 @@ class CompletionBody(SamplingFields):
 
     def __post_init__(self) -> None:
         SamplingFields.__post_init__(self)
-        self.prompt_value()
+        self.infill()  # the prompt's checks, and the suffix's
 
     @property
     def num_top_logprobs(self) -> int | None:
         return self.logprobs if self.logprobs is not None else self.n_probs or None
+
+    def infill(self) -> InfillInput | None:
+        """The prompt and suffix as a fill-in-the-middle request, when a suffix is sent."""
+        if self.suffix is None:
+            return None
+        prompt = self.prompt_value()
+        if not isinstance(prompt, str):
+            raise ValueError("suffix: needs the prompt as one text, not token ids")
+        return InfillInput(prefix=prompt, suffix=self.suffix, repo_level=False)
 
     def prompt_value(self) -> str | RawPrompt:
         """The one prompt: text, or token ids (OpenAI's array forms, as llama-server)."""
