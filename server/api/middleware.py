@@ -113,11 +113,30 @@ class RequestContextMiddleware:
         return counted
 
 
+# llama-server's "localhost" entry: a browser page served from this machine, any port
+LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?"
+
+
 class CorsMiddleware(CORSMiddleware):
     """Starlette's CORS, answering an origin it does not allow as llama-server does: a
     preflight gets a plain 200 and no CORS headers (the browser then blocks the call
     itself), a request its reply without them. Installed even with no origins listed,
-    outside the key check: a browser's preflight carries no key, so it never gets a 401."""
+    outside the key check: a browser's preflight carries no key, so it never gets a 401.
+
+    As llama-server's: ``"localhost"`` among the origins allows every page served from
+    this machine (any port), an allowed origin is reflected with credentials allowed
+    (the server sets no cookies; a page may send its key), and OPTIONS is listed."""
+
+    def __init__(self, app: ASGIApp, /, *, allow_origins: list[str], **options: Any) -> None:
+        methods = [*options.pop("allow_methods", ("GET",)), "OPTIONS"]
+        super().__init__(
+            app,
+            allow_origins=allow_origins,
+            allow_methods=list(dict.fromkeys(methods)),
+            allow_credentials=True,
+            allow_origin_regex=LOCAL_ORIGINS if "localhost" in allow_origins else None,
+            **options,
+        )
 
     def preflight_response(self, request_headers: Headers) -> Response:
         if not self.is_allowed_origin(request_headers["origin"]):
