@@ -31,6 +31,7 @@ def config(folder: Path, **server: object) -> Path:
         "path": str(REPO / "models" / "SmolLM2-135M-Instruct.Q8_0.gguf"),
         "context_size": 512,
         "max_batch_size": 2,
+        "batch_tokens": 64,
         "aliases": ["tinyllama-2"],
         "defaults": DEFAULTS,
     }
@@ -192,3 +193,28 @@ async def test_metrics_and_slots_can_be_turned_off(tmp_path: Path) -> None:
                 reply = await client.get(route)
                 assert reply.status_code == 501
                 assert "turned off" in reply.json()["error"]["message"]
+
+
+async def test_completion_stream_reports_prompt_progress(client: httpx.AsyncClient) -> None:
+    """return_progress on /completion: prompt_progress events while a prompt longer than
+    a decode step is read (batch_tokens 64 here), each with timings when asked."""
+    events = []
+    body = {
+        "prompt": "the quick brown fox jumps over the lazy dog " * 30,
+        "n_predict": 2,
+        "stream": True,
+        "return_progress": True,
+        "timings_per_token": True,
+        "cache_prompt": False,
+    }
+    async with client.stream("POST", "/completion", json=body) as reply:
+        async for line in reply.aiter_lines():
+            if line.startswith("data: "):
+                events.append(orjson.loads(line[6:]))
+    progress = [e["prompt_progress"] for e in events if "prompt_progress" in e]
+    assert len(progress) > 1
+    processed = [p["processed"] for p in progress]
+    # the chunk that ends the prompt sends the first text instead
+    assert processed == sorted(set(processed)) and processed[-1] < progress[-1]["total"]
+    assert all(e["content"] == "" and "timings" in e for e in events if "prompt_progress" in e)
+    assert all(e["content"] for e in events[:-1] if "prompt_progress" not in e)

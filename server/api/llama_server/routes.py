@@ -27,14 +27,16 @@ from server.api.http import json_response, read_body
 from server.api.llama_fields import DEFAULT_SAMPLERS
 from server.api.llama_server.defaults import capped, filler, model_defaults
 from server.api.llama_server.schemas import NativeCompletionBody, NativeEmbeddingBody
-from server.api.sse import event, sse_response
+from server.api.llama_server.timings import timings
+from server.api.sse import event, progress_frame, sse_response
 from server.errors import ApiError
 from server.generation import (
+    Progress,
     leased_model,
     prepare,
     registry_of,
     result_cache_for,
-    stream_text,
+    stream_events,
     submit,
     wait_done,
 )
@@ -81,7 +83,9 @@ async def completion(http: HttpRequest) -> Response:
                 grammar=body.llama_grammar(),
                 num_top_logprobs=body.n_probs or None,
             )
-            results.append(_Result(loaded, body, request, LogprobCursor(loaded.model, request)))
+            cursor = LogprobCursor(loaded.model, request)
+            keepalive_s = registry.config.server.stream_keepalive_s
+            results.append(_Result(loaded, body, request, cursor, keepalive_s))
     except BaseException:  # prepared, never queued: their model must not wait for them
         for result in results:
             result.loaded.drop(result.request)
@@ -111,21 +115,28 @@ class _Result:
     body: NativeCompletionBody
     request: Request
     logprobs: LogprobCursor
+    keepalive_s: float
     num_sent_tokens: int = 0
 
     async def events(self) -> AsyncIterator[bytes]:
         request = self.request
-        async for piece in stream_text(request):
+        async for piece in stream_events(request, self.keepalive_s):
             end = len(request.output_tokens)  # the executor appends; read up to now
             chunk: dict[str, Any] = {
                 "index": 0,
-                "content": piece,
+                "content": "",
                 "tokens": request.output_tokens[self.num_sent_tokens : end],
                 "stop": False,
                 "id_slot": self.body.id_slot,
                 "tokens_predicted": end,
                 "tokens_evaluated": request.num_prompt_tokens,
             }
+            if isinstance(piece, Progress):  # return_progress, or a keep-alive comment
+                if self.body.timings_per_token and piece.processed is not None:
+                    chunk["timings"] = timings(request, piece.processed)
+                yield progress_frame(request, piece, chunk)
+                continue
+            chunk["content"] = piece
             self.num_sent_tokens = end
             if self.body.n_probs:
                 chunk["completion_probabilities"] = self.logprobs.llama()
@@ -198,28 +209,6 @@ class _Result:
             "speculative": self.request.is_speculative,
             "cache_prompt": body.cache_prompt,
         }
-
-
-def timings(request: Request) -> dict[str, Any]:
-    """llama-server's ``timings``: prompt (computed, not cached) and generation speed."""
-    started, first, finished = request.started_at, request.first_token_at, request.finished_at
-    prompt_n = request.num_prompt_tokens - request.num_cached_tokens
-    prompt_ms = (first - started) * 1000 if first and started else 0.0
-    predicted_n = request.num_output_tokens
-    predicted_ms = round((finished - first) * 1000, 3) if finished and first else 0.0
-    steps = max(predicted_n - 1, 0)
-    return {
-        "cache_n": request.num_cached_tokens,
-        "prompt_n": prompt_n,
-        "prompt_ms": round(prompt_ms, 3),
-        "prompt_per_token_ms": round(prompt_ms / prompt_n, 3) if prompt_n else 0.0,
-        "prompt_per_second": round(prompt_n * 1000 / prompt_ms, 2) if prompt_ms else 0.0,
-        "predicted_n": predicted_n,
-        "predicted_ms": predicted_ms,
-        # the first token comes with the prompt; the time after it is n - 1 steps
-        "predicted_per_token_ms": predicted_ms / steps if steps else 0.0,
-        "predicted_per_second": steps * 1000 / predicted_ms if steps and predicted_ms else 0.0,
-    }
 
 
 def pick(result: dict[str, Any], fields: list[str]) -> dict[str, Any]:
