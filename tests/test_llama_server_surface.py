@@ -218,3 +218,29 @@ async def test_completion_stream_reports_prompt_progress(client: httpx.AsyncClie
     assert processed == sorted(set(processed)) and processed[-1] < progress[-1]["total"]
     assert all(e["content"] == "" and "timings" in e for e in events if "prompt_progress" in e)
     assert all(e["content"] for e in events[:-1] if "prompt_progress" not in e)
+
+
+async def test_json_object_takes_llama_cpps_schema(client: httpx.AsyncClient) -> None:
+    """llama.cpp's extension: response_format {"type": "json_object", "schema": ...}."""
+
+    async def chat(response_format: dict[str, Any]) -> httpx.Response:
+        return await client.post(
+            "/v1/chat/completions",
+            json={
+                "messages": [{"role": "user", "content": "The answer?"}],
+                "max_tokens": 6,
+                "temperature": 0,
+                "response_format": response_format,
+            },
+        )
+
+    reply = await chat({"type": "json_object", "schema": {"const": "42"}})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"] == '"42"'
+    for bad in (
+        {"type": "json_object", "schema": {"type": "hiccup"}},
+        {"type": "text", "schema": {}},
+    ):
+        refused = await chat(bad)
+        assert refused.status_code == 400, refused.text
+        assert "schema" in refused.json()["error"]["message"]
