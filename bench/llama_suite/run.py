@@ -47,8 +47,13 @@ def run(target: str, suite: Path, files: list[str], extra: list[str]) -> dict[st
     env = dict(os.environ, LLAMA_SUITE_TARGET=target)
     env["LLAMA_SERVER_BIN_PATH"] = str(REPO / "bench" / "llama_suite" / "llama-server")
     env.setdefault("LLAMA_SUITE_REAL_BIN", str(REPO / "build" / "llama-server" / "llama-server"))
-    cmd = [sys.executable, "-m", "pytest", *(f"unit/test_{f}.py" for f in files)]
-    cmd += ["-m", "not slow", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *(f if "::" in f else f"unit/test_{f}.py" for f in files),
+    ]
+    cmd += ["-m", "not slow", "-v", "-p", "no:randomly", "-p", "no:cacheprovider"]
     cmd += ["-p", "no:xdist", f"--junitxml={report}", *extra]
     subprocess.run(cmd, cwd=suite, env=env, check=False)
     outcomes: dict[str, str] = {}
@@ -65,6 +70,14 @@ def run(target: str, suite: Path, files: list[str], extra: list[str]) -> dict[st
     return outcomes
 
 
+def load(target: str) -> dict[str, str]:
+    """A target's saved outcomes, its parts' (``--part``) merged."""
+    outcomes: dict[str, str] = {}
+    for path in sorted(RESULTS.glob(f"llama-suite-{target}*.json")):
+        outcomes |= orjson.loads(path.read_bytes())
+    return outcomes
+
+
 def counts(outcomes: dict[str, str]) -> str:
     ran = [o for o in outcomes.values() if o != "skipped"]
     return f"{ran.count('passed')} passed of {len(ran)} run ({len(outcomes) - len(ran)} skipped)"
@@ -74,19 +87,26 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--target", choices=("edge", "llama-server"), default="edge")
     p.add_argument("--files", nargs="*", default=list(FILES))
+    p.add_argument("--part", help="a name for this selection's results, to run parts side by side")
+    p.add_argument(
+        "--not-passed-on",
+        choices=("edge", "llama-server"),
+        help="run only the tests that did not pass on that target (from its saved results)",
+    )
     p.add_argument("--compare", action="store_true", help="only compare the saved results")
     args, extra = p.parse_known_args()
     if not args.compare:
-        outcomes = run(args.target, suite_dir(), args.files, extra)
+        files = args.files
+        if args.not_passed_on:  # as node ids: test_basic::test_x[a] -> unit/test_basic.py::...
+            earlier = load(args.not_passed_on).items()
+            files = [f"unit/{n.replace('::', '.py::', 1)}" for n, o in earlier if o != "passed"]
+        outcomes = run(args.target, suite_dir(), files, extra)
         RESULTS.mkdir(exist_ok=True)
-        out = RESULTS / f"llama-suite-{args.target}.json"
+        out = RESULTS / f"llama-suite-{args.target}{'.' + args.part if args.part else ''}.json"
         out.write_bytes(orjson.dumps(outcomes, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
         print(f"{args.target}: {counts(outcomes)}; outcomes in {out.relative_to(REPO)}")
         return
-    saved = {
-        t: orjson.loads((RESULTS / f"llama-suite-{t}.json").read_bytes())
-        for t in ("llama-server", "edge")
-    }
+    saved = {t: load(t) for t in ("llama-server", "edge")}
     for target, outcomes in saved.items():
         print(f"{target}: {counts(outcomes)}")
     real, edge = saved["llama-server"], saved["edge"]
