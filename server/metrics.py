@@ -233,5 +233,7 @@ async def metrics_endpoint(http: HttpRequest) -> Response:
     metrics: Metrics = http.app.state.metrics
     if not metrics.models.config.server.metrics:
         return error_response(501, "metrics are turned off (server.metrics in the config)")
-    headers = {"Process-Start-Time-Unix": str(metrics.started_at)}
-    return Response(metrics.render(), media_type=CONTENT_TYPE, headers=headers)
+    response = Response(metrics.render(), media_type=CONTENT_TYPE)
+    # llama-server's header, in its case: clients copy headers into a case-sensitive dict
+    response.raw_headers.append((b"Process-Start-Time-Unix", str(metrics.started_at).encode()))
+    return response

@@ -124,6 +124,10 @@ async def test_cors_reflects_listed_and_local_origins(client: httpx.AsyncClient)
         assert reply.headers["access-control-allow-origin"] == origin
         assert reply.headers["access-control-allow-credentials"] == "true"
         assert reply.headers["access-control-allow-methods"] == "GET, POST, DELETE, OPTIONS"
+        # llama-server's case: its clients copy the headers into a case-sensitive dict
+        assert b"Access-Control-Allow-Origin" in dict(reply.headers.raw)
+    simple = await client.get("/health", headers={"Origin": PAGE})
+    assert dict(simple.headers.raw)[b"Access-Control-Allow-Origin"] == PAGE.encode()
     for origin in ("http://localhost.evil.example", "http://notlocalhost", "https://evil.example"):
         reply = await client.options("/completions", headers=preflight(origin))
         assert reply.status_code == 200
@@ -142,7 +146,7 @@ async def test_metrics_carry_llama_servers_series(client: httpx.AsyncClient) -> 
         for n in (1, 3)
     ]
     reply = await client.get("/metrics")
-    assert int(reply.headers["process-start-time-unix"]) > 0
+    assert int(dict(reply.headers.raw)[b"Process-Start-Time-Unix"]) > 0
     after = series(reply.text)
 
     def grew(name: str) -> float:

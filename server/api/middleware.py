@@ -6,6 +6,7 @@ untouched and a client's disconnect still reaches the route.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import os
@@ -141,12 +142,15 @@ class CorsMiddleware(CORSMiddleware):
     def preflight_response(self, request_headers: Headers) -> Response:
         if not self.is_allowed_origin(request_headers["origin"]):
             return Response(status_code=200, headers={"Vary": "Origin"})
-        return super().preflight_response(request_headers)
+        response = super().preflight_response(request_headers)
+        response.raw_headers = [(cors_case(k), v) for k, v in response.raw_headers]
+        return response
 
     async def send(self, message: Message, send: Send, request_headers: Headers) -> None:
         if message["type"] != "http.response.start":  # a body frame: every streamed token
             await send(message)
             return
+        send = functools.partial(_send_cors_case, send)
         origin = request_headers.get("origin")  # a scan of the request's headers
         if origin is None:
             await send(message)
@@ -156,6 +160,19 @@ class CorsMiddleware(CORSMiddleware):
             headers = MutableHeaders(scope=message)
             headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])
             await send(message)
+
+
+def cors_case(name: bytes) -> bytes:
+    """``Access-Control-Allow-Origin`` as llama-server writes it: names are case-blind in
+    HTTP, but clients that copy the headers into a dict (its own tests do) are not."""
+    if not name.lower().startswith(b"access-control-"):
+        return name
+    return b"-".join(part.capitalize() for part in name.split(b"-"))
+
+
+async def _send_cors_case(send: Send, message: Message) -> None:
+    message["headers"] = [(cors_case(k), v) for k, v in message.get("headers", [])]
+    await send(message)
 
 
 class ApiKeyMiddleware:
