@@ -119,7 +119,8 @@ def main() -> None:
 
 
 def _only(passing: dict[str, str], other: dict[str, str]) -> list[str]:
-    return [n for n, o in passing.items() if o == "passed" and other.get(n) != "passed"]
+    """Passed in one, failed in the other (a test one of them did not run is left out)."""
+    return [n for n, o in passing.items() if o == "passed" and other.get(n) == "failed"]
 
 
 if __name__ == "__main__":
