@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: setup models browser cluster-deps gateway-deps cluster run run-app test run-tests lint docs-config docs-deps bench quantize clean \
 	container-deps container-base container-build container-build-python service-images smg-image container-run llama-server start-inference-service stop-inference-service test-inference-service \
-	binary binary-with-model convert convert-deps test-convert
+	binary binary-with-model convert convert-deps test-convert llama-suite
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 
 # llama-cpp-python compiles llama.cpp (~5-8 min on 2 cores) the first time, for this host's
@@ -138,6 +138,21 @@ $(LLAMA_SERVER): pyproject.toml | setup
 	  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF $(LLAMA_CPU_CMAKE)
 	cmake --build build/llama-server/cmake -j $$(nproc) --target llama-server
 	cp build/llama-server/cmake/bin/llama-server $@
+
+# llama.cpp's own server tests (tools/server/tests in the llama.cpp of the pinned sdist, the
+# 14 files the issue names, not the slow ones) against this server, started by
+# bench/llama_suite/llama-server in place of llama-server's binary, every model preset
+# mapped to SmolLM2 Q8_0; LLAMA_SUITE_TARGET=llama-server runs them against the real binary
+# on the same file (the baseline). Pass counts and the tests that differ, not a verdict:
+# not part of `make test`. The suite's own pytest needs wget and filelock (from PyPI,
+# the `llama-suite` extra of pyproject.toml).
+LLAMA_SUITE_TARGET ?= edge
+llama-suite: models $(LLAMA_SERVER)
+	$(PY) -m pip install -q $$($(PY) -c 'import tomllib; print(" ".join(tomllib.load(open( \
+	  "pyproject.toml", "rb"))["project"]["optional-dependencies"]["llama-suite"]))')
+	$(PY) -m bench.llama_suite.run --target $(LLAMA_SUITE_TARGET)
+	@if [ -f bench/results/llama-suite-llama-server.json ] && [ -f bench/results/llama-suite-edge.json ]; \
+	  then $(PY) -m bench.llama_suite.run --compare; fi
 
 bench: models
 	$(PY) -m bench.run

@@ -8,6 +8,7 @@ own ``ExecutorStats`` when Prometheus scrapes, by a custom collector.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batching.request import Request
+from server import llama_metrics
+from server.api.errors import error_response
 from server.models.registry import ModelRegistry
 from server.router_metrics import RouterCollector
 from speculative import devices
@@ -53,14 +56,19 @@ class Metrics:
         self.registry.register(ModelCollector(models))
         # the gauges routers read (Gateway API Inference Extension), apart: see its module
         self.registry.register(RouterCollector(models))
+        # llama-server's series and header (server.llama_metrics)
+        self.models = models
+        self.llama = llama_metrics.LlamaCounters()
+        self.started_at = int(time.time())
 
     def observe_done(self, request: Request) -> None:
         """Event loop: a request finished; record its time to first token."""
         if request.first_token_at is not None:
             self.ttft.labels(request.model).observe(request.first_token_at - request.created_at)
+        self.llama.observe(request)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + llama_metrics.render(self.llama, self.models)
 
 
 class ModelCollector(Collector):
@@ -224,6 +232,11 @@ def _route_label(route: BaseRoute | None) -> str:
 
 
 async def metrics_endpoint(http: HttpRequest) -> Response:
-    """Prometheus metrics."""
+    """Prometheus metrics; a 501 when turned off, as llama-server without --metrics."""
     metrics: Metrics = http.app.state.metrics
-    return Response(metrics.render(), media_type=CONTENT_TYPE)
+    if not metrics.models.config.server.metrics:
+        return error_response(501, "metrics are turned off (server.metrics in the config)")
+    response = Response(metrics.render(), media_type=CONTENT_TYPE)
+    # llama-server's header, in its case: clients copy headers into a case-sensitive dict
+    response.raw_headers.append((b"Process-Start-Time-Unix", str(metrics.started_at).encode()))
+    return response

@@ -106,6 +106,17 @@ class Conversion(ModelSource):
 
 
 @dataclass(slots=True, frozen=True)
+class SamplingDefaults:
+    """What a request that leaves these out gets (llama-server's --seed, --temp, -n)."""
+
+    seed: int | None = spec(None, doc="random seed (null: a fresh one per request)", ge=0)
+    temperature: float | None = spec(None, doc="null: each API's own default", ge=0, le=5)
+    max_tokens: int | None = spec(
+        None, doc="output limit (null: the server's max_tokens_limit)", ge=1
+    )
+
+
+@dataclass(slots=True, frozen=True)
 class ModelSettings:
     """One servable model."""
 
@@ -204,6 +215,11 @@ class ModelSettings:
         default_factory=list,
         doc="other names requests may use for this model (llama-server's --alias), e.g. "
         "gpt-3.5-turbo for clients that send a fixed name; an alias names one model",
+    )
+    defaults: SamplingDefaults = spec(
+        default_factory=SamplingDefaults,
+        doc="sampling settings for requests that leave them out (llama-server's native "
+        "routes: /completion, /completions); a request's own value wins",
     )
     max_speculative_batch: int = spec(
         2,
@@ -352,6 +368,12 @@ class ServerSettings:
         False,
         doc="serve a request naming an unknown model with default_model, as a single-model "
         "llama-server does (off: a typo gets a 404 listing the models)",
+    )
+    metrics: bool = spec(
+        True, doc="serve GET /metrics (false: 501, as llama-server without --metrics)"
+    )
+    slots: bool = spec(
+        True, doc="serve llama-server's GET /slots, each slot's state (false: 501, --no-slots)"
     )
     log_format: str = spec("text", doc="request log lines", choices=("text", "json"))
     strict_fields: bool = spec(

@@ -25,6 +25,7 @@ from server.settings import (
     ModelSettings,
     ModelSource,
     ResultCacheSettings,
+    SamplingDefaults,
     ServerSettings,
 )
 
@@ -71,6 +72,13 @@ SECTIONS: tuple[tuple[str, type[Any], str], ...] = (
         "Model settings",
         ModelSettings,
         "`models.<name>.<setting>`: one entry per servable model; file only.",
+    ),
+    (
+        "Sampling defaults",
+        SamplingDefaults,
+        "`models.<name>.defaults`: what a request to llama-server's native routes gets "
+        "for a field it leaves out (llama-server's `--seed`, `--temp`, `--n-predict`); "
+        "file only.",
     ),
     (
         "Model source",

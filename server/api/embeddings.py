@@ -26,8 +26,11 @@ MAX_INPUTS = 2048  # OpenAI's limit per request
 class EmbeddingBody:
     """POST /v1/embeddings"""
 
-    input: str | list[str] = spec(
-        "", doc=f"a text, or a list of up to {MAX_INPUTS} texts", required=True
+    input: str | list[object] | dict[str, object] = spec(
+        "",
+        doc=f"a text, or a list of up to {MAX_INPUTS}; llama-server's objects may stand for a "
+        'text: {"prompt_string": text} or {"content": [{"type": "text", "text": ...}, ...]}',
+        required=True,
     )
     model: str | None = spec(None, doc="a configured model name; the default when omitted")
     encoding_format: str = spec(
@@ -50,7 +53,26 @@ class EmbeddingBody:
 
     @property
     def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else self.input
+        items = self.input if isinstance(self.input, list) else [self.input]
+        where = "input" if not isinstance(self.input, list) else "input[{}]"
+        return [_text(item, where.format(i)) for i, item in enumerate(items)]
+
+
+def _text(item: object, where: str) -> str:
+    """One input as text: a string, or llama-server's object holding one."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict) and set(item) == {"prompt_string"}:
+        return _text(item["prompt_string"], f"{where}.prompt_string")
+    if isinstance(item, dict) and set(item) == {"content"} and isinstance(item["content"], list):
+        parts = item["content"]
+        if all(isinstance(p, dict) and p.get("type") == "text" for p in parts):
+            return "".join(_text(p.get("text"), f"{where}.content[].text") for p in parts)
+        raise ValueError(f'{where}.content: only {{"type": "text"}} parts; the model reads text')
+    raise ValueError(
+        f'{where}: expected a text, {{"prompt_string": text}} or {{"content": [text parts]}} '
+        "(token ids are not taken here)"
+    )
 
 
 async def create_embeddings(http: HttpRequest) -> Response:

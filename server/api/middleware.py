@@ -6,6 +6,7 @@ untouched and a client's disconnect still reaches the route.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import os
@@ -139,21 +140,43 @@ def ignored_header(names: list[str] | None) -> list[tuple[bytes, bytes]]:
     return [(b"x-ignored-fields", text.encode())]
 
 
+# llama-server's "localhost" entry: a browser page served from this machine, any port
+LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?"
+
+
 class CorsMiddleware(CORSMiddleware):
     """Starlette's CORS, answering an origin it does not allow as llama-server does: a
     preflight gets a plain 200 and no CORS headers (the browser then blocks the call
     itself), a request its reply without them. Installed even with no origins listed,
-    outside the key check: a browser's preflight carries no key, so it never gets a 401."""
+    outside the key check: a browser's preflight carries no key, so it never gets a 401.
+
+    As llama-server's: ``"localhost"`` among the origins allows every page served from
+    this machine (any port), an allowed origin is reflected with credentials allowed
+    (the server sets no cookies; a page may send its key), and OPTIONS is listed."""
+
+    def __init__(self, app: ASGIApp, /, *, allow_origins: list[str], **options: Any) -> None:
+        methods = [*options.pop("allow_methods", ("GET",)), "OPTIONS"]
+        super().__init__(
+            app,
+            allow_origins=allow_origins,
+            allow_methods=list(dict.fromkeys(methods)),
+            allow_credentials=True,
+            allow_origin_regex=LOCAL_ORIGINS if "localhost" in allow_origins else None,
+            **options,
+        )
 
     def preflight_response(self, request_headers: Headers) -> Response:
         if not self.is_allowed_origin(request_headers["origin"]):
             return Response(status_code=200, headers={"Vary": "Origin"})
-        return super().preflight_response(request_headers)
+        response = super().preflight_response(request_headers)
+        response.raw_headers = [(cors_case(k), v) for k, v in response.raw_headers]
+        return response
 
     async def send(self, message: Message, send: Send, request_headers: Headers) -> None:
         if message["type"] != "http.response.start":  # a body frame: every streamed token
             await send(message)
             return
+        send = functools.partial(_send_cors_case, send)
         origin = request_headers.get("origin")  # a scan of the request's headers
         if origin is None:
             await send(message)
@@ -163,6 +186,19 @@ class CorsMiddleware(CORSMiddleware):
             headers = MutableHeaders(scope=message)
             headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])
             await send(message)
+
+
+def cors_case(name: bytes) -> bytes:
+    """``Access-Control-Allow-Origin`` as llama-server writes it: names are case-blind in
+    HTTP, but clients that copy the headers into a dict (its own tests do) are not."""
+    if not name.lower().startswith(b"access-control-"):
+        return name
+    return b"-".join(part.capitalize() for part in name.split(b"-"))
+
+
+async def _send_cors_case(send: Send, message: Message) -> None:
+    message["headers"] = [(cors_case(k), v) for k, v in message.get("headers", [])]
+    await send(message)
 
 
 class ApiKeyMiddleware:

@@ -23,7 +23,7 @@ from server.api.embeddings import EmbeddingBody
 from server.api.fields import KeepAliveFields
 from server.api.files import routes as files
 from server.api.llama_server import routes as llama_server
-from server.api.llama_server import tokens
+from server.api.llama_server import slots, tokens
 from server.api.llama_server.schemas import NativeCompletionBody, NativeEmbeddingBody
 from server.api.llama_server.tokens import DetokenizeBody, TokenizeBody
 from server.api.ollama import embeddings as ollama_embeddings
@@ -109,6 +109,8 @@ API_ROUTES: list[BaseRoute] = [
     Route("/health", llama_server.health, methods=GET),
     Route("/v1/health", llama_server.health, methods=GET, **HIDDEN),
     Route("/props", llama_server.props, methods=GET),
+    Route("/slots", slots.slots, methods=GET),
+    Route("/responses", responses.create_response, methods=POST, **HIDDEN),
 ]
 
 # the body each POST route validates with (server.schema), for /openapi.json

@@ -25,19 +25,23 @@ from batching.request import Request
 from server.api import embeddings
 from server.api.http import json_response, read_body
 from server.api.llama_fields import DEFAULT_SAMPLERS
+from server.api.llama_server.defaults import capped, filler, model_defaults
 from server.api.llama_server.schemas import NativeCompletionBody, NativeEmbeddingBody
-from server.api.sse import event, sse_response
+from server.api.llama_server.timings import timings
+from server.api.sse import event, progress_frame, sse_response
 from server.errors import ApiError
 from server.generation import (
+    Progress,
     leased_model,
     prepare,
     registry_of,
     result_cache_for,
-    stream_text,
+    stream_events,
     submit,
     wait_done,
 )
 from server.models.loaded import LoadedModel
+from server.serving.bias import BAN
 from server.serving.embeddings import embed_texts
 from server.serving.failures import check_failed, ending_error
 from server.serving.finish import Family, finish_reason
@@ -52,14 +56,15 @@ DEFAULTS = (  # the fields /props shows, with the native body's defaults
 
 async def completion(http: HttpRequest) -> Response:
     """llama-server's native completion: one result, or a list of them for several prompts."""
-    body = await read_body(http, NativeCompletionBody)
+    registry = registry_of(http)
+    body = await read_body(http, NativeCompletionBody, filler(registry.config))
     prompts = body.raw_prompts()
     if body.stream and len(prompts) > 1:
         raise ApiError(400, "stream: one prompt per streamed request; send several unstreamed")
-    registry = registry_of(http)
     server_limit = registry.config.server.max_tokens_limit
-    max_tokens = max_output_tokens(
-        server_limit, body.n_predict_tokens(server_limit), body.max_tokens
+    max_tokens = capped(
+        max_output_tokens(server_limit, body.n_predict_tokens(server_limit), body.max_tokens),
+        model_defaults(registry.config, body.model),
     )
     async with leased_model(registry, body.model) as model:
         try:
@@ -78,7 +83,9 @@ async def completion(http: HttpRequest) -> Response:
                 grammar=body.llama_grammar(),
                 num_top_logprobs=body.n_probs or None,
             )
-            results.append(_Result(loaded, body, request, LogprobCursor(loaded.model, request)))
+            cursor = LogprobCursor(loaded.model, request)
+            keepalive_s = registry.config.server.stream_keepalive_s
+            results.append(_Result(loaded, body, request, cursor, keepalive_s))
     except BaseException:  # prepared, never queued: their model must not wait for them
         for result in results:
             result.loaded.drop(result.request)
@@ -108,21 +115,28 @@ class _Result:
     body: NativeCompletionBody
     request: Request
     logprobs: LogprobCursor
+    keepalive_s: float
     num_sent_tokens: int = 0
 
     async def events(self) -> AsyncIterator[bytes]:
         request = self.request
-        async for piece in stream_text(request):
+        async for piece in stream_events(request, self.keepalive_s):
             end = len(request.output_tokens)  # the executor appends; read up to now
             chunk: dict[str, Any] = {
                 "index": 0,
-                "content": piece,
+                "content": "",
                 "tokens": request.output_tokens[self.num_sent_tokens : end],
                 "stop": False,
                 "id_slot": self.body.id_slot,
                 "tokens_predicted": end,
                 "tokens_evaluated": request.num_prompt_tokens,
             }
+            if isinstance(piece, Progress):  # return_progress, or a keep-alive comment
+                if self.body.timings_per_token and piece.processed is not None:
+                    chunk["timings"] = timings(request, piece.processed)
+                yield progress_frame(request, piece, chunk)
+                continue
+            chunk["content"] = piece
             self.num_sent_tokens = end
             if self.body.n_probs:
                 chunk["completion_probabilities"] = self.logprobs.llama()
@@ -184,6 +198,9 @@ class _Result:
             "frequency_penalty": params.frequency_penalty,
             "seed": -1 if params.seed is None else params.seed,
             "stop": list(params.stop),
+            "logit_bias": [  # ignore_eos's bans included; null is -inf, as llama-server writes
+                {"token": t, "bias": None if b <= BAN else b} for t, b in params.logit_bias
+            ],
             "ignore_eos": body.ignore_eos,
             "stream": body.stream,
             "n_probs": body.n_probs,
@@ -192,28 +209,6 @@ class _Result:
             "speculative": self.request.is_speculative,
             "cache_prompt": body.cache_prompt,
         }
-
-
-def timings(request: Request) -> dict[str, Any]:
-    """llama-server's ``timings``: prompt (computed, not cached) and generation speed."""
-    started, first, finished = request.started_at, request.first_token_at, request.finished_at
-    prompt_n = request.num_prompt_tokens - request.num_cached_tokens
-    prompt_ms = (first - started) * 1000 if first and started else 0.0
-    predicted_n = request.num_output_tokens
-    predicted_ms = (finished - first) * 1000 if finished and first else 0.0
-    return {
-        "cache_n": request.num_cached_tokens,
-        "prompt_n": prompt_n,
-        "prompt_ms": round(prompt_ms, 3),
-        "prompt_per_token_ms": round(prompt_ms / prompt_n, 3) if prompt_n else 0.0,
-        "prompt_per_second": round(prompt_n * 1000 / prompt_ms, 2) if prompt_ms else 0.0,
-        "predicted_n": predicted_n,
-        "predicted_ms": round(predicted_ms, 3),
-        "predicted_per_token_ms": round(predicted_ms / predicted_n, 3) if predicted_n else 0.0,
-        "predicted_per_second": round(predicted_n * 1000 / predicted_ms, 2)
-        if predicted_ms
-        else 0.0,
-    }
 
 
 def pick(result: dict[str, Any], fields: list[str]) -> dict[str, Any]:
@@ -241,13 +236,24 @@ async def props(http: HttpRequest) -> Response:
     loaded.release()  # only its settings are read
     template = loaded.model.chat_template
     defaults = {n: NativeCompletionBody.__dataclass_fields__[n].default for n in DEFAULTS}
+    configured = registry.config.models[name].defaults  # the model's, as sent to requests
+    defaults |= {
+        k: v
+        for k, v in (("seed", configured.seed), ("temperature", configured.temperature))
+        if v is not None
+    }
     settings = {
         "id": 0,
         "id_task": -1,
         "n_ctx": loaded.ctx_per_seq,
         "speculative": registry.config.models[name].draft is not None,
         "is_processing": loaded.is_busy,
-        "params": {**defaults, "n_predict": -1, "stop": [], "stream": False},
+        "params": {
+            **defaults,
+            "n_predict": configured.max_tokens or -1,
+            "stop": [],
+            "stream": False,
+        },
     }
     return json_response(
         {

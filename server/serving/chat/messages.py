@@ -138,12 +138,21 @@ class ResponseFormat:
 
     type: str = spec(doc="the format", choices=("text", "json_object", "json_schema"))
     json_schema: JsonSchemaFormat | None = spec(None, doc='the schema, with "json_schema"')
+    schema: dict[str, object] | None = spec(
+        None, doc='llama.cpp\'s extension: with "json_object", a JSON Schema the reply follows'
+    )
+
+    def __post_init__(self) -> None:
+        if self.schema is not None and self.type != "json_object":
+            raise ValueError('response_format.schema: only with type "json_object"')
 
     def grammar_text(self) -> str | None:
         """GBNF the output must match; a ValueError names what cannot be honoured."""
         if self.type == "text":
             return None
         if self.type == "json_object":
+            if self.schema is not None:
+                return schema_to_gbnf(self.schema, "response_format.schema")
             return json_object_gbnf()
         if self.json_schema is None:
             raise ValueError("response_format.json_schema: required with type json_schema")
