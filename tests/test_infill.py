@@ -1,10 +1,12 @@
 """Fill in the middle (server/serving/infill.py) on Qwen2.5 Coder's FIM tokens: the
-prompt llama-server's /infill builds, and code that holds FIM markup kept as text."""
+prompt llama-server's /infill builds, code that holds FIM markup kept as text, and the
+routes: llama-server's /infill, OpenAI's and Ollama's suffix."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from server.errors import ApiError
@@ -79,3 +81,46 @@ def test_a_model_without_fim_tokens_is_a_400_naming_it() -> None:
     finally:
         model.close()
     assert refused.value.status == 400 and "smollm2-135m" in str(refused.value)
+
+
+QWEN_NAME = "qwen2.5-coder-0.5b"
+LLAMA_H = {
+    "input_extra": [{"filename": "llama.h", "text": "LLAMA_API int32_t llama_n_threads();\n"}],
+    "input_prefix": '#include <cstdio>\n#include "llama.h"\n\nint main() {\n',
+    "prompt": "    int n_threads = llama_",
+    "input_suffix": "}\n",
+}
+
+
+async def test_infill_route_completes_the_gap_with_the_other_files_in_view(
+    client: httpx.AsyncClient,
+) -> None:
+    """llama.cpp's own infill test case (its test_infill.py, there on the 1.5B model):
+    the 0.5B fills the gap from the header it was shown."""
+    body = LLAMA_H | {"model": QWEN_NAME, "n_predict": 12, "temperature": 0}
+    reply = await client.post("/infill", json=body)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["content"].startswith("n_threads();")
+    # a model without FIM tokens: a 400 naming it
+    reply = await client.post("/infill", json=LLAMA_H | {"model": "smollm2-135m"})
+    assert reply.status_code == 400 and "smollm2-135m" in reply.text, reply.text
+    missing = await client.post("/infill", json={"model": QWEN_NAME, "input_prefix": "a"})
+    assert missing.status_code == 400 and "input_suffix" in missing.text
+
+
+GAP = {"prompt": "def add(a, b):\n    ", "suffix": "\n\nprint(add(1, 2))\n"}
+
+
+async def test_suffix_fills_the_gap_on_openai_and_ollama(client: httpx.AsyncClient) -> None:
+    body = GAP | {"model": QWEN_NAME, "max_tokens": 6, "temperature": 0}
+    reply = await client.post("/v1/completions", json=body)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["text"].startswith("return a + b")
+    options = {"temperature": 0, "num_predict": 6}
+    body = GAP | {"model": QWEN_NAME, "stream": False, "options": options}
+    reply = await client.post("/api/generate", json=body)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["response"].startswith("return a + b")
+    # token ids cannot carry a suffix
+    reply = await client.post("/v1/completions", json={"prompt": [1, 2], "suffix": "x"})
+    assert reply.status_code == 400 and "suffix" in reply.text

@@ -22,8 +22,8 @@ from server.api.chat_body import ChatCompletionBody
 from server.api.embeddings import EmbeddingBody
 from server.api.fields import KeepAliveFields
 from server.api.files import routes as files
+from server.api.llama_server import infill, slots, tokens
 from server.api.llama_server import routes as llama_server
-from server.api.llama_server import slots, tokens
 from server.api.llama_server.schemas import NativeCompletionBody, NativeEmbeddingBody
 from server.api.llama_server.tokens import DetokenizeBody, TokenizeBody
 from server.api.ollama import embeddings as ollama_embeddings
@@ -102,6 +102,7 @@ API_ROUTES: list[BaseRoute] = [
     # llama-server's native paths, and its un-prefixed aliases of the OpenAI ones
     Route("/completion", llama_server.completion, methods=POST),
     Route("/completions", llama_server.completion, methods=POST, **HIDDEN),
+    Route("/infill", infill.infill, methods=POST),
     Route("/chat/completions", openai.chat_completions, methods=POST, **HIDDEN),
     Route("/models", openai.list_models, methods=GET, **HIDDEN),
     Route("/embedding", llama_server.embedding, methods=POST),
@@ -125,6 +126,7 @@ BODIES: dict[str, type] = {
     "/apply-template": ChatCompletionBody,
     "/models/{name}/load": KeepAliveFields,
     "/completion": NativeCompletionBody,
+    "/infill": infill.InfillBody,
     "/embedding": NativeEmbeddingBody,
     "/v1/messages": MessagesBody,
     "/v1/messages/count_tokens": CountTokensBody,

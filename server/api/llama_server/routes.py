@@ -13,7 +13,7 @@ OpenAI's; ``/health`` and ``/props`` answer for the default model, or for
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,12 +41,14 @@ from server.generation import (
     wait_done,
 )
 from server.models.loaded import LoadedModel
+from server.prompts import Prompt
 from server.serving.bias import BAN
 from server.serving.embeddings import embed_texts
 from server.serving.failures import check_failed, ending_error
 from server.serving.finish import Family, finish_reason
 from server.serving.limits import max_output_tokens
 from server.serving.logprobs import LogprobCursor
+from speculative.llama import LlamaModel
 
 DEFAULTS = (  # the fields /props shows, with the native body's defaults
     *("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n"),
@@ -56,9 +58,18 @@ DEFAULTS = (  # the fields /props shows, with the native body's defaults
 
 async def completion(http: HttpRequest) -> Response:
     """llama-server's native completion: one result, or a list of them for several prompts."""
+    body = await read_body(http, NativeCompletionBody, filler(registry_of(http).config))
+    return await run_native(http, body, list(body.raw_prompts()))
+
+
+async def run_native(
+    http: HttpRequest,
+    body: NativeCompletionBody,
+    prompts: list[Prompt | Callable[[LlamaModel], Prompt]],
+) -> Response:
+    """Run ``prompts`` with ``body``'s settings; llama-server's result objects (/completion,
+    /infill)."""
     registry = registry_of(http)
-    body = await read_body(http, NativeCompletionBody, filler(registry.config))
-    prompts = body.raw_prompts()
     if body.stream and len(prompts) > 1:
         raise ApiError(400, "stream: one prompt per streamed request; send several unstreamed")
     server_limit = registry.config.server.max_tokens_limit
