@@ -84,7 +84,11 @@ async def test_anthropic_messages(client: httpx.AsyncClient) -> None:
 async def test_responses(client: httpx.AsyncClient) -> None:
     body = {"input": ASK, "max_output_tokens": LONG, "stream": True, **DEADLINE}
     *events, last = await frames(client, "/v1/responses", body)
-    assert last["type"] == "error" and last["code"] == "504", last
+    # OpenAI's ending of a failed stream: an error event, then response.failed
+    assert last["type"] == "response.failed" and last["response"]["status"] == "failed", last
+    errors = [e for e in events if e["type"] == "error"]
+    assert errors and isinstance(errors[-1]["code"], str), events[-2:]
+    assert "deadline" in errors[-1]["message"]
     assert not {"response.completed", "response.incomplete"} & {e["type"] for e in events}
 
 
