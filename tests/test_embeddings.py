@@ -82,7 +82,7 @@ async def test_bad_input_is_a_400_naming_the_field(oai: AsyncOpenAI) -> None:
         ({"input": "word " * 600}, "input: 601 tokens, but model"),
         ({"input": "hi", "encoding_format": "int8"}, "encoding_format: must be one of"),
         ({"input": []}, "input: send 1 to 2048 texts"),
-        ({"input": "hi", "dimensions": 8}, "'dimensions'"),
+        ({"input": "hi", "dimensions": 8}, "dimensions: shortened vectors"),
     ]
     for body, message in cases:
         with pytest.raises(openai.BadRequestError) as refused:

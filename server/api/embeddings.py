@@ -39,8 +39,18 @@ class EmbeddingBody:
         choices=("float", "base64"),
     )
     user: str | None = spec(None, doc="end-user id (recorded nowhere)")
+    dimensions: int | None = spec(
+        None,
+        doc="refused: vectors are the model's own size (shortening them would need a "
+        "model trained for it)",
+    )
 
     def __post_init__(self) -> None:
+        if self.dimensions is not None:  # ignoring it would answer another size than asked
+            raise ValueError(
+                "dimensions: shortened vectors are not supported; remove the field (the "
+                "vectors have the model's own size)"
+            )
         texts = self.texts
         if not 1 <= len(texts) <= MAX_INPUTS:
             raise ValueError(f"input: send 1 to {MAX_INPUTS} texts, got {len(texts)}")
