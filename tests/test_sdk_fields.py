@@ -20,12 +20,13 @@ import pydantic
 import pytest
 import typing_extensions
 from anthropic.types import message_count_tokens_params, message_create_params
-from openai.types import completion_create_params
+from openai.types import completion_create_params, embedding_create_params
 from openai.types.chat import completion_create_params as chat_create_params
 from openai.types.responses import response_create_params
 
 from server.api.anthropic.schemas import REFUSED_BLOCKS, CountTokensBody, MessagesBody
 from server.api.chat_body import UNSUPPORTED, ChatCompletionBody
+from server.api.embeddings import EmbeddingBody
 from server.api.ollama.embeddings import EmbedBody, EmbeddingsBody
 from server.api.ollama.schemas import OllamaChatBody, OllamaGenerateBody
 from server.api.openai.schemas import CompletionBody
@@ -53,6 +54,7 @@ CASES = [
     ("count_tokens", message_count_tokens_params.MessageCountTokensParams, CountTokensBody),
     ("chat", chat_create_params.CompletionCreateParamsStreaming, ChatCompletionBody),
     ("completions", completion_create_params.CompletionCreateParamsStreaming, CompletionBody),
+    ("embeddings", embedding_create_params.EmbeddingCreateParams, EmbeddingBody),
     ("responses", response_create_params.ResponseCreateParamsStreaming, ResponsesBody),
     ("ollama chat", ollama_types.ChatRequest, OllamaChatBody),
     ("ollama generate", ollama_types.GenerateRequest, OllamaGenerateBody),
