@@ -39,7 +39,8 @@ class CompletionBody(SamplingFields):
 
     def __post_init__(self) -> None:
         SamplingFields.__post_init__(self)
-        self.infill()  # the prompt's checks, and the suffix's
+        self.prompt_value()  # the prompt's checks
+        self.infill()  # and the suffix's
 
     @property
     def num_top_logprobs(self) -> int | None:
