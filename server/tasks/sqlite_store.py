@@ -127,7 +127,8 @@ class SqliteTaskStore(TaskStore):
     def finish(self, task: Task) -> None:
         """Write the task's ending; it stays live (answered from memory) until written."""
         result = orjson.dumps(task.result).decode() if task.result is not None else None
-        row = (task.status.value, result, task.request.error, time.time(), task.id)
+        task.ended_at = time.time()  # read from the row or from the task, the same time
+        row = (task.status.value, result, task.request.error, task.ended_at, task.id)
         self._thread.submit(self._update, row)
 
     async def fail_orphan(self, orphan: Orphan, reason: str) -> None:

@@ -98,6 +98,7 @@ class Task:
     request_id: str | None = None
     result: dict[str, Any] | None = None  # set once the request is done
     created_at: float = field(default_factory=time.time)
+    ended_at: float | None = None  # when its ending was handed to the store (its updated_at)
 
     @property
     def id(self) -> str:
@@ -211,6 +212,7 @@ class TaskStore(ABC):
 
     def _record(self, row: StoredTask) -> dict[str, Any]:
         status, result, error = row.status, row.result, row.error
+        updated_at = row.updated_at
         live = self._live.get(row.task_id)
         if live is not None:  # in flight here (or its ending not yet written, the disk
             # full): the request object knows better than the row
@@ -218,13 +220,15 @@ class TaskStore(ABC):
             if live.result is not None and result is None:
                 result = orjson.dumps(live.result).decode()
             error = error or live.request.error
+            if live.ended_at is not None:  # the time the row gets with the ending
+                updated_at = live.ended_at
         record: dict[str, Any] = {
             "task_id": row.task_id,
             "request_id": row.request_id,
             "status": status,
             "model": row.model,
             "created_at": row.created_at,
-            "updated_at": row.updated_at,
+            "updated_at": updated_at,
             "request": orjson.loads(row.request),
         }
         if row.replica is not None:
