@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from server.errors import ApiError
 from server.prompts import RawPrompt
 from server.settings import Config
-from speculative.fim import fim_tokens
+from speculative.fim import FimTokens, fim_tokens
 from speculative.llama import LlamaModel
 
 # llama-server's separator between files for a model without a file-separator token
@@ -61,19 +61,7 @@ def infill_prompt(
     def text(value: str) -> list[int]:
         return model.tokenize(value, add_special=False)
 
-    extra: list[int] = []
-    if not infill.repo_level:
-        pass
-    elif fim.repo is not None:
-        extra += [fim.repo, *text("myproject\n")]
-    for filename, body in infill.files if infill.repo_level else []:
-        if fim.file_sep is not None:
-            extra += [fim.file_sep, *text(filename + "\n")]
-        else:
-            extra += text(CHUNK_SEPARATOR)
-        extra += text(body)
-    if fim.file_sep is not None and infill.repo_level:
-        extra += [fim.file_sep, *text("filename\n")]
+    extra = _project(fim, infill.files, text) if infill.repo_level else []
     prompt = text(infill.prompt)
     prefix = text(infill.prefix)
     suffix = text(infill.suffix)
@@ -84,6 +72,25 @@ def infill_prompt(
     ids += [] if fim.bos is None else [fim.bos]
     ids += [fim.prefix, *prefix, *prompt, fim.suffix, *suffix, fim.middle]
     return RawPrompt(tuple(ids))
+
+
+def _project(
+    fim: FimTokens, files: list[tuple[str, str]], text: Callable[[str], list[int]]
+) -> list[int]:
+    """llama-server's repository part: the repo marker, each file after its separator,
+    then the separator of the gap's own file."""
+    extra: list[int] = []
+    if fim.repo is not None:
+        extra += [fim.repo, *text("myproject\n")]
+    for filename, body in files:
+        if fim.file_sep is not None:
+            extra += [fim.file_sep, *text(filename + "\n")]
+        else:
+            extra += text(CHUNK_SEPARATOR)
+        extra += text(body)
+    if fim.file_sep is not None:
+        extra += [fim.file_sep, *text("filename\n")]
+    return extra
 
 
 def infill_builder(

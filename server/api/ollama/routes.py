@@ -72,10 +72,8 @@ async def generate(http: HttpRequest) -> Response:
         raise ApiError(400, "system: a raw prompt, a suffix (or no chat template) takes none")
     if body.suffix is not None:  # fill in the middle, as Ollama's FIM templates lay it out
         infill = InfillInput(prefix=body.prompt, suffix=body.suffix, repo_level=False)
-        limit = registry.config.server.max_tokens_limit
-        return await _run(
-            http, body, infill_builder(registry.config, body.model, infill, limit), _generate_fields
-        )
+        build = infill_builder(registry.config, body.model, infill, 0)  # no files to budget
+        return await _run(http, body, build, _generate_fields)
     return await _run(http, body, body.prompt if raw else None, _generate_fields)
 
 
