@@ -7,10 +7,12 @@ sequence may carry k drafted tokens after it, its k+1 positions all scored.
 Prompt tokens of newly admitted sequences fill what is left of the batch, within
 the step's budget (``speculative.budget``: near a target time while others
 decode), shared by priority and then fewest tokens left first, so a long prompt is fed over
-several steps while everyone else keeps decoding. Short prompts (at most
-``SHORT_PROMPT_TOKENS`` left) go in whole, in admission order, while the batch
-has room: a burst of 64 short requests would otherwise be admitted a few a step
-(measured: 181 steps instead of 67, half the tokens/s). A choice of an n > 1 request
+several steps while everyone else keeps decoding; a prompt is cut only into parts of at
+least ``MIN_PROMPT_TOKENS``, below which llama.cpp reads it at about half the speed.
+Short prompts (at most ``SHORT_PROMPT_TOKENS`` left, too few to cut into two such parts)
+go in whole, in admission order, while the batch has room, and spend the step's budget
+first: a burst of 64 short requests would otherwise be admitted a few a step (measured:
+181 steps instead of 67, half the tokens/s). A choice of an n > 1 request
 copies its sibling's prompt KV once that is computed instead of computing it, and an
 arrival whose prompt starts like a running sequence's tokens copies those positions
 (``speculative.sharing``); the prompt being read for several such requests goes
@@ -23,7 +25,7 @@ import logging
 import time
 
 from speculative.adaptive import SpeculationPolicy, draft_lengths
-from speculative.budget import StepBudget, shortest_first
+from speculative.budget import MIN_PROMPT_TOKENS, StepBudget, shortest_first
 from speculative.chunk import Chunk, by_seq_id
 from speculative.prefix_cache import PrefixCache
 from speculative.proposers import Draft, Proposer
@@ -32,7 +34,11 @@ from speculative.sharing import num_dependents
 from speculative.stats import ExecutorStats
 
 log = logging.getLogger(__name__)
-SHORT_PROMPT_TOKENS = 64  # pending prompt tokens fed whole, outside the step's budget
+# Pending prompt tokens fed whole, outside the step's budget: fewer than two parts of the
+# efficient size (``speculative.budget.MIN_PROMPT_TOKENS``), so cutting would only make
+# one part slow. A burst of chat turns (each ~70 new tokens after the history reused) is
+# then read in one step instead of in 20-45 token parts over six.
+SHORT_PROMPT_TOKENS = 2 * MIN_PROMPT_TOKENS - 1
 
 
 class Scheduler:
@@ -73,11 +79,13 @@ class Scheduler:
         # A short prompt goes in whole (it stalls nobody for long, and a burst of them
         # would otherwise be admitted a few a step); long ones share the step's budget.
         long = []
+        num_short = 0
         for seq in prefilling:
             if seq.num_pending <= SHORT_PROMPT_TOKENS and seq.num_pending <= budget:
                 chunks.append(Chunk(seq, seq.num_cached, seq.num_pending))
                 seq.request.num_prefill_steps += 1
                 budget -= seq.num_pending
+                num_short += seq.num_pending
             else:
                 long.append(seq)
         if long and budget > 0:
@@ -88,6 +96,10 @@ class Scheduler:
             dependents = num_dependents(running)
             num_waiting = len(long) + sum(dependents.get(s.seq_id, 0) for s in long)
             budget = self.budget.prompt_tokens(len(decoding), budget, max(waits), num_waiting)
+            if decoding:  # the short ones spent the step's target first (a long prompt's
+                # last part among them: that and the next prompt's first part in one step
+                # stalled the streams twice as long, the arrival case's p99 gap)
+                budget = max(budget - num_short, 0)
             needs = [s.num_pending for s in long]
             priorities = [s.request.priority for s in long]
             readers = [1 + dependents.get(s.seq_id, 0) for s in long]
