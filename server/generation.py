@@ -43,7 +43,7 @@ async def prepare(
     registry: ModelRegistry,
     model_name: str | None,
     prompt: Prompt | Callable[[LlamaModel], Prompt],
-    params: SamplingParams,
+    params: SamplingParams | Callable[[LlamaModel], SamplingParams],
     options: ServingOptions,
     *,
     grammar: str | None = None,
@@ -52,9 +52,10 @@ async def prepare(
     """Load the model if needed, build and check the prompt; nothing is queued yet.
 
     ``prompt`` is raw text, or chat messages rendered with the model's template, or
-    what makes those from the model (its template, its vocabulary): the one lease
-    this takes serves both, within the body's timeout. ``grammar`` (GBNF) constrains
-    the output; ``num_top_logprobs`` asks for logprobs.
+    what makes those from the model (its template, its vocabulary); ``params`` too
+    may be made from the model (logit biases given as text): the one lease this takes
+    serves all of it, within the body's timeout. ``grammar`` (GBNF) constrains the
+    output; ``num_top_logprobs`` asks for logprobs.
     """
     loaded = await registry.get(model_name, options.timeout)
     try:
@@ -66,6 +67,8 @@ async def prepare(
             )
         if callable(prompt):
             prompt = prompt(loaded.model)
+        if callable(params):
+            params = params(loaded.model)
         request = await _build(registry, loaded, prompt, params, options, grammar, num_top_logprobs)
     except BaseException:
         loaded.release()

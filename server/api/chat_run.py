@@ -43,22 +43,32 @@ def build_body(make: Callable[[], ChatCompletionBody]) -> ChatCompletionBody:
         raise ApiError(400, str(exc)) from None
 
 
+def chat_render(body: ChatCompletionBody) -> Callable[[LlamaModel], Prompt]:
+    """What renders ``body``'s messages with a model's template, under prepare's one lease
+    of the model (oldest turns dropped to fit where the body asks)."""
+    return functools.partial(trimmable_chat if body.truncate else chat_prompt, body)
+
+
 async def start_chat(
     http: HttpRequest,
     body: ChatCompletionBody,
     *,
     stream: bool,
     raw_prompt: Prompt | Callable[[LlamaModel], Prompt] | None = None,
+    check: Callable[[LlamaModel], None] | None = None,
 ) -> ChatRun:
     """Prepare and queue ``body`` as /v1/chat/completions would (one choice); with
     ``raw_prompt``, that is the prompt (no chat template): text as it is, or what makes
-    it from the model (a fill-in-the-middle prompt)."""
+    it from the model (a fill-in-the-middle prompt). ``check`` raises the client's error
+    for what the model cannot do, under the same lease."""
     registry = registry_of(http)
-    # the messages are rendered under prepare's one lease of the model
-    render = trimmable_chat if body.truncate else chat_prompt  # oldest turns dropped to fit
-    prompt: Prompt | Callable[[LlamaModel], Prompt] = (
-        raw_prompt if raw_prompt is not None else functools.partial(render, body)
-    )
+    base = raw_prompt if raw_prompt is not None else chat_render(body)
+
+    def prompt(model: LlamaModel) -> Prompt:
+        if check is not None:
+            check(model)
+        return base(model) if callable(base) else base
+
     max_tokens = body.output_limit(registry.config.server.max_tokens_limit)
     grammar = tool_grammar(body) or body.grammar_text()
     loaded, request = await prepare(

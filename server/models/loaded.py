@@ -37,6 +37,7 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
     num_leases: int = 0  # callers between get() and submit()
+    num_leases_taken: int = 0  # since the load: one per generation request, whatever its API
     held: set[Request] = field(default_factory=set)  # prepared requests not yet answered
     on_idle: Callable[[], None] | None = None
     placement: dict[str, Any] = field(default_factory=dict)  # layers and buffers per device
@@ -56,6 +57,7 @@ class LoadedModel:
 
     def lease(self) -> None:
         self.num_leases += 1
+        self.num_leases_taken += 1
         self.last_used = time.monotonic()
 
     def release(self) -> None:
@@ -106,6 +108,7 @@ class LoadedModel:
             "weights": self.model.weights,
             "running": self.batcher.num_running,
             "waiting": self.batcher.num_waiting,
+            "leases_taken": self.num_leases_taken,
             "keep_alive_s": self.keep_alive_s,
             "expires_at": self.expires_at(),
             # kv_resident_bytes: what of kv_bytes is in RAM now (null: all of it)

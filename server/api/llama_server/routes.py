@@ -21,7 +21,7 @@ import orjson
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
-from batching.request import Request
+from batching.request import Request, SamplingParams
 from server.api import embeddings
 from server.api.http import json_response, read_body
 from server.api.llama_fields import DEFAULT_SAMPLERS
@@ -32,7 +32,6 @@ from server.api.sse import event, progress_frame, sse_response
 from server.errors import ApiError
 from server.generation import (
     Progress,
-    leased_model,
     prepare,
     registry_of,
     result_cache_for,
@@ -77,11 +76,13 @@ async def run_native(
         max_output_tokens(server_limit, body.n_predict_tokens(server_limit), body.max_tokens),
         model_defaults(registry.config, body.model),
     )
-    async with leased_model(registry, body.model) as model:
+
+    def params(model: LlamaModel) -> SamplingParams:  # under prepare's lease of the model
         try:
-            params = body.sampling_params(max_tokens, model)
+            return body.sampling_params(max_tokens, model)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
+
     results: list[_Result] = []
     try:
         for prompt in prompts:

@@ -26,7 +26,7 @@ from server.api.http import json_response, read_body
 from server.api.ollama.schemas import GenerationFields, OllamaChatBody, OllamaGenerateBody
 from server.duration import parse_keep_alive
 from server.errors import ApiError
-from server.generation import leased_model, registry_of
+from server.generation import registry_of
 from server.prompts import Prompt
 from server.serving.chat.reply import ChatReply, call_arguments
 from server.serving.chat.reply_parser import Content, Reasoning, think_tags
@@ -101,11 +101,12 @@ async def _run(
     raw_prompt: Prompt | Callable[[LlamaModel], Prompt] | None,
     fields: Fields,
 ) -> Response:
-    if body.think not in (None, False):  # Ollama's answer to think on a model that does not
-        async with leased_model(registry_of(http), body.model) as model:
-            if think_tags(model.template_text) is None:
-                raise ApiError(400, f"think: model {body.model!r} does not support thinking")
-    run = await start_chat(http, build_body(body.chat), stream=body.stream, raw_prompt=raw_prompt)
+    def can_think(model: LlamaModel) -> None:  # Ollama's answer to think on a model that cannot
+        if body.think not in (None, False) and think_tags(model.template_text) is None:
+            raise ApiError(400, f"think: model {body.model!r} does not support thinking")
+
+    chat = build_body(body.chat)
+    run = await start_chat(http, chat, stream=body.stream, raw_prompt=raw_prompt, check=can_think)
     headers = {"X-Cache": run.verdict}
     head = {"model": run.request.model}
     if not body.stream:

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from batching.request import Request, SamplingParams
 from server.api.chat_body import ChatCompletionBody, SamplingFields, unsupported_message
+from server.api.chat_run import chat_render
 from server.api.http import json_response, read_body
 from server.api.openai.schemas import CompletionBody
 from server.api.sse import DONE, event, progress_frame, sse_response
@@ -23,7 +24,6 @@ from server.generation import (
     Progress,
     cancel_all,
     choices_of,
-    leased_model,
     merged_streams,
     prepare,
     registry_of,
@@ -34,7 +34,7 @@ from server.generation import (
     wait_done,
 )
 from server.prompts import Prompt
-from server.serving.chat.prompt import chat_prompt, tool_grammar, trimmable_chat
+from server.serving.chat.prompt import tool_grammar
 from server.serving.chat.reasoning import new_parser, reply_setup
 from server.serving.chat.reply_parser import (
     CallArgs,
@@ -58,10 +58,8 @@ async def chat_completions(http: HttpRequest) -> Response:
     body = await read_body(http, ChatCompletionBody, precheck=unsupported_message)
     registry = registry_of(http)
     max_tokens = body.output_limit(registry.config.server.max_tokens_limit)
-    async with leased_model(registry, body.model) as model:
-        prompt = trimmable_chat(body, model) if body.truncate else chat_prompt(body, model)
     params = body.sampling_params(max_tokens)
-    return await _complete(http, body, prompt, params, chat=True)
+    return await _complete(http, body, chat_render(body), params, chat=True)
 
 
 async def completions(http: HttpRequest) -> Response:
