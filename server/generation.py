@@ -14,11 +14,10 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio.to_thread
-from starlette.requests import Request as HttpRequest
 
 from batching.batcher import BatcherStoppedError, QueueFullError
 from batching.faults import FAULTS
@@ -236,12 +235,13 @@ def speculation_counts(request: Request) -> dict[str, Any]:
     return counts
 
 
-def result_cache_for(http: HttpRequest, options: ServingOptions) -> ResultCache | None:
-    """The result cache, unless the request or the server opts out."""
-    cache = registry_of(http).result_cache
-    if cache is None or not options.cache:
-        return None
-    return None if "no-store" in http.headers.get("cache-control", "").lower() else cache
+def cache_for(
+    registry: ModelRegistry, options: ServingOptions, *, no_store: bool = False
+) -> ResultCache | None:
+    """The result cache, unless the request (its body, or ``no_store``: HTTP's
+    ``Cache-Control: no-store``) or the server opts out."""
+    cache = registry.result_cache
+    return None if cache is None or not options.cache or no_store else cache
 
 
 def submit(
@@ -279,16 +279,13 @@ def submit(
     return verdict
 
 
-def registry_of(http: HttpRequest) -> ModelRegistry:
-    registry: ModelRegistry = http.app.state.registry
-    return registry
-
-
-async def wait_done(request: Request, http: HttpRequest | None = None, *others: Request) -> Request:
-    """Await a request (and the ``others`` of the same call); a client that disconnects,
-    or a cancelled handler, cancels them all."""
+async def wait_done(
+    request: Request, *others: Request, left: Callable[[], Awaitable[None]] | None = None
+) -> Request:
+    """Await a request (and the ``others`` of the same call); a client that leaves
+    (``left`` returns when it does) or a cancelled handler cancels them all."""
     requests = [request, *others]
-    watcher = asyncio.ensure_future(_disconnected(http)) if http is not None else None
+    watcher = asyncio.ensure_future(left()) if left is not None else None
     all_done = asyncio.gather(*(asyncio.shield(r.done) for r in requests))
     try:
         if watcher is not None:
@@ -309,12 +306,6 @@ def cancel_all(requests: list[Request]) -> None:
     for request in requests:
         if not request.done.done():
             request.cancel()
-
-
-async def _disconnected(http: HttpRequest) -> None:
-    # The body has been read, so the next ASGI message can only be the disconnect.
-    while (await http.receive())["type"] != "http.disconnect":
-        pass
 
 
 @dataclasses.dataclass(slots=True, frozen=True)

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batching.request import Request
 from server import llama_metrics
-from server.api.errors import error_response
+from server.errors import ApiError
 from server.models.registry import ModelRegistry
 from server.router_metrics import RouterCollector
 from speculative import devices
@@ -235,7 +235,7 @@ async def metrics_endpoint(http: HttpRequest) -> Response:
     """Prometheus metrics; a 501 when turned off, as llama-server without --metrics."""
     metrics: Metrics = http.app.state.metrics
     if not metrics.models.config.server.metrics:
-        return error_response(501, "metrics are turned off (server.metrics in the config)")
+        raise ApiError(501, "metrics are turned off (server.metrics in the config)")
     response = Response(metrics.render(), media_type=CONTENT_TYPE)
     # llama-server's header, in its case: clients copy headers into a case-sensitive dict
     response.raw_headers.append((b"Process-Start-Time-Unix", str(metrics.started_at).encode()))

@@ -16,12 +16,11 @@ from collections.abc import AsyncIterator, Callable
 from starlette.requests import Request as HttpRequest
 
 from server.api.chat_body import ChatCompletionBody
+from server.api.http import client_left, registry_of, result_cache_for
 from server.errors import ApiError
 from server.generation import (
     Progress,
     prepare,
-    registry_of,
-    result_cache_for,
     stream_events,
     submit,
     wait_done,
@@ -89,7 +88,7 @@ async def start_chat(
 async def finish_chat(http: HttpRequest, run: ChatRun) -> ChatReply:
     """Wait for the whole reply; a failure is raised as the ApiError it answers with."""
     request = run.request
-    await wait_done(request, http)
+    await wait_done(request, left=client_left(http))
     check_failed(request, partial=lambda: {"text": request.text})
     return reply_of(run, parse_reply(request.text, run.parser))
 

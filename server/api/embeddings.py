@@ -14,8 +14,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from server.api.fields import MAX_PROMPT_CHARS
-from server.api.http import json_response, read_body
-from server.generation import registry_of
+from server.api.http import json_response, read_body, registry_of
 from server.schema import spec
 from server.serving.embeddings import Vectors, embed_texts
 

@@ -10,7 +10,7 @@ few weeks: a server that refuses each one breaks with every client update.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -18,10 +18,35 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from server.errors import ApiError
-from server.generation import registry_of
+from server.generation import cache_for
+from server.models.registry import ModelRegistry
+from server.result_cache import ResultCache
 from server.schema import parse
+from server.serving.options import ServingOptions
 
 T = TypeVar("T")
+
+
+def registry_of(http: HttpRequest) -> ModelRegistry:
+    registry: ModelRegistry = http.app.state.registry
+    return registry
+
+
+def result_cache_for(http: HttpRequest, options: ServingOptions) -> ResultCache | None:
+    """The result cache, unless the body, ``Cache-Control: no-store`` or the server opts out."""
+    no_store = "no-store" in http.headers.get("cache-control", "").lower()
+    return cache_for(registry_of(http), options, no_store=no_store)
+
+
+def client_left(http: HttpRequest) -> Callable[[], Awaitable[None]]:
+    """What returns once the client has gone (for ``server.generation.wait_done``)."""
+
+    async def disconnected() -> None:
+        # The body has been read, so the next ASGI message can only be the disconnect.
+        while (await http.receive())["type"] != "http.disconnect":
+            pass
+
+    return disconnected
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -24,10 +24,10 @@ from server.api.anthropic.schemas import CountTokensBody, MessagesBody
 from server.api.anthropic.tools import server_tool
 from server.api.chat_run import build_body, finish_chat, start_chat, stream_chat_alive
 from server.api.error_shapes import anthropic_error, shaped_errors
-from server.api.http import json_response, read_body
+from server.api.http import json_response, read_body, registry_of
 from server.api.sse import named_event, sse_response
 from server.errors import ApiError
-from server.generation import Progress, registry_of
+from server.generation import Progress
 from server.prompts import encode
 from server.serving.chat.prompt import chat_prompt
 from server.serving.chat.reply import ChatReply, ChatRun, call_arguments, usage_counts

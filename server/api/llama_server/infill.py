@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
-from server.api.http import read_body
+from server.api.http import read_body, registry_of
 from server.api.llama_server.defaults import filler
 from server.api.llama_server.routes import run_native
 from server.api.llama_server.schemas import NativeCompletionBody
-from server.generation import registry_of
 from server.prompts import RawPrompt
 from server.schema import spec
 from server.serving.infill import InfillInput, infill_builder

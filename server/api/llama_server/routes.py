@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from batching.request import Request, SamplingParams
 from server.api import embeddings
-from server.api.http import json_response, read_body
+from server.api.http import client_left, json_response, read_body, registry_of, result_cache_for
 from server.api.llama_fields import DEFAULT_SAMPLERS
 from server.api.llama_server.defaults import capped, filler, model_defaults
 from server.api.llama_server.schemas import NativeCompletionBody, NativeEmbeddingBody
@@ -33,8 +33,6 @@ from server.errors import ApiError
 from server.generation import (
     Progress,
     prepare,
-    registry_of,
-    result_cache_for,
     stream_events,
     submit,
     wait_done,
@@ -109,7 +107,7 @@ async def run_native(
     if body.stream:
         return sse_response(results[0].events(), headers)
     requests = [r.request for r in results]
-    await wait_done(requests[0], http, *requests[1:])
+    await wait_done(*requests, left=client_left(http))
     for request in requests:
         check_failed(request, partial=functools.partial(dict, content=request.text))
     if len(results) == 1:

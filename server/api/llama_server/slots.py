@@ -10,9 +10,8 @@ from __future__ import annotations
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
-from server.api.http import json_response
+from server.api.http import json_response, registry_of
 from server.errors import ApiError
-from server.generation import registry_of
 
 
 async def slots(http: HttpRequest) -> Response:

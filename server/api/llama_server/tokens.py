@@ -21,9 +21,9 @@ from starlette.responses import Response
 
 from server.api.chat_body import ChatCompletionBody, unsupported_message
 from server.api.fields import MAX_PROMPT_CHARS
-from server.api.http import json_response, read_body
+from server.api.http import json_response, read_body, registry_of
 from server.errors import ApiError
-from server.generation import INLINE_TOKENIZE_CHARS, leased_model, registry_of
+from server.generation import INLINE_TOKENIZE_CHARS, leased_model
 from server.prompts import check_ids, encode, encode_mixed
 from server.schema import spec
 from server.serving.chat.prompt import chat_prompt

@@ -16,9 +16,8 @@ from starlette.responses import Response
 
 from server.api.error_shapes import ollama_error, shaped_errors
 from server.api.fields import KeepAliveFields
-from server.api.http import json_response, read_body
+from server.api.http import json_response, read_body, registry_of
 from server.errors import ApiError
-from server.generation import registry_of
 from server.schema import spec
 from server.serving.embeddings import embed_texts
 

@@ -25,10 +25,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.api.error_shapes import ollama_error, shaped_errors
-from server.api.http import json_response, read_body
+from server.api.http import json_response, read_body, registry_of
 from server.api.ollama.routes import ndjson_response
 from server.errors import ApiError
-from server.generation import registry_of
 from server.models.pull import pull_models
 from server.models.registry import ModelRegistry
 from server.models.weights import header_values

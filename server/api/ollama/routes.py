@@ -22,11 +22,10 @@ from starlette.responses import Response, StreamingResponse
 from batching.request import Request
 from server.api.chat_run import build_body, finish_chat, start_chat, stream_chat
 from server.api.error_shapes import ollama_error, shaped_errors
-from server.api.http import json_response, read_body
+from server.api.http import json_response, read_body, registry_of
 from server.api.ollama.schemas import GenerationFields, OllamaChatBody, OllamaGenerateBody
 from server.duration import parse_keep_alive
 from server.errors import ApiError
-from server.generation import registry_of
 from server.prompts import Prompt
 from server.serving.chat.reply import ChatReply, call_arguments
 from server.serving.chat.reply_parser import Content, Reasoning, think_tags

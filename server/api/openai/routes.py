@@ -16,7 +16,7 @@ from starlette.responses import Response
 from batching.request import Request, SamplingParams
 from server.api.chat_body import ChatCompletionBody, SamplingFields, unsupported_message
 from server.api.chat_run import chat_render
-from server.api.http import json_response, read_body
+from server.api.http import client_left, json_response, read_body, registry_of, result_cache_for
 from server.api.openai.schemas import CompletionBody
 from server.api.sse import DONE, event, progress_frame, sse_response
 from server.errors import ApiError
@@ -26,8 +26,6 @@ from server.generation import (
     choices_of,
     merged_streams,
     prepare,
-    registry_of,
-    result_cache_for,
     speculation_counts,
     submit,
     usage,
@@ -260,7 +258,7 @@ async def _respond(
         keepalive_s = registry_of(http).config.server.stream_keepalive_s
         frames = _chunks(shapes, body.include_usage, body.timings_per_token, keepalive_s)
         return sse_response(frames, headers)
-    await wait_done(requests[0], http, *requests[1:])
+    await wait_done(*requests, left=client_left(http))
     for request in requests:  # a 504's partial output is the first choice's
         check_failed(request, partial=lambda: {"text": requests[0].text, "usage": usage(*requests)})
     reply = shapes[0].envelope([s.whole() for s in shapes], chunk=False)

@@ -6,8 +6,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from server.api.fields import KeepAliveFields
-from server.api.http import json_response, read_body
-from server.generation import registry_of
+from server.api.http import json_response, read_body, registry_of
 
 
 async def load_model(http: HttpRequest) -> Response:

@@ -10,15 +10,13 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from batching.request import Request, RequestStatus
-from server.api.http import json_response, read_body
+from server.api.http import client_left, json_response, read_body, registry_of, result_cache_for
 from server.api.pages import local_page
 from server.api.prototype.schemas import GenerateBody
 from server.api.sse import DONE, event, progress_frame, sse_response
 from server.generation import (
     Progress,
     prepare,
-    registry_of,
-    result_cache_for,
     speculation_counts,
     stream_events,
     submit,
@@ -103,7 +101,7 @@ async def generate_route(http: HttpRequest) -> Response:
     if body.stream:
         keepalive_s = registry_of(http).config.server.stream_keepalive_s
         return sse_response(_generate_events(request, keepalive_s), headers)
-    await wait_done(request, http)
+    await wait_done(request, left=client_left(http))
     return json_response(result_body(request), headers=headers)
 
 

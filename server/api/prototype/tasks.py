@@ -12,11 +12,11 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from batching.request import RequestStatus
-from server.api.http import json_response, query_int, read_body
+from server.api.http import json_response, query_int, read_body, result_cache_for
 from server.api.prototype.routes import prepare_body, prepare_generate, result_fields, tasks_of
 from server.api.prototype.schemas import GenerateBody
 from server.errors import ApiError
-from server.generation import result_cache_for, submit
+from server.generation import submit
 from server.models.registry import ModelRegistry
 from server.schema import parse
 from server.tasks.store import Orphan, Task, TaskStatus, TaskStore

@@ -22,14 +22,13 @@ from starlette.responses import Response
 
 from batching.request import Request
 from server.api.chat_run import build_body, finish_chat, start_chat, stream_chat
-from server.api.http import json_response, parse_body, read_json
+from server.api.http import json_response, parse_body, read_json, registry_of
 from server.api.responses.background import BackgroundResponses
 from server.api.responses.echo import echo, queued
 from server.api.responses.schemas import ResponsesBody, refused_field
 from server.api.responses.stored import new_record, responses_of, with_history
 from server.api.sse import named_event, sse_response
 from server.errors import ApiError
-from server.generation import registry_of
 from server.serving.chat.reply import ChatReply, ChatRun
 from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
 from server.serving.chat.tool_calls import ToolCall
