@@ -29,6 +29,7 @@ from server.api.sse import named_event, sse_response
 from server.errors import ApiError
 from server.generation import Progress
 from server.prompts import encode
+from server.serving.blocks import Blocks
 from server.serving.chat.prompt import chat_prompt
 from server.serving.chat.reply import ChatReply, ChatRun, call_arguments, usage_counts
 from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
@@ -117,35 +118,28 @@ def _start(index: int, block: dict[str, Any]) -> bytes:
     return _event({"type": "content_block_start", "index": index, "content_block": block})
 
 
-class _Blocks:
-    """The content blocks of a stream: one open at a time, numbered as they start."""
+def _blocks() -> Blocks[tuple[str, dict[str, Any]], bytes]:
+    """Content blocks, as (their type, the block ``content_block_start`` shows)."""
+    return Blocks(lambda b: b[0], lambda index, b: [_start(index, b[1])], _closed)
 
-    def __init__(self) -> None:
-        self.num_started = 0
-        self.open: str | None = None  # the type of the block open now
 
-    def start(self, kind: str, block: dict[str, Any]) -> list[bytes]:
-        frames = self.stop()
-        frames.append(_start(self.num_started, block))
-        self.open = kind
-        self.num_started += 1
-        return frames
+def _closed(index: int, block: tuple[str, dict[str, Any]]) -> list[bytes]:
+    frames = []
+    if block[0] == "thinking":  # Anthropic closes a thinking block with its signature
+        delta = {"type": "signature_delta", "signature": ""}
+        frames.append(_event({"type": "content_block_delta", "index": index, "delta": delta}))
+    return [*frames, _event({"type": "content_block_stop", "index": index})]
 
-    def delta(self, kind: str, delta: dict[str, Any], block: dict[str, Any]) -> list[bytes]:
-        """A delta into the open block of ``kind``, starting one if another is open."""
-        frames = [] if self.open == kind else self.start(kind, block)
-        index = self.num_started - 1
-        return [*frames, _event({"type": "content_block_delta", "index": index, "delta": delta})]
 
-    def stop(self) -> list[bytes]:
-        if self.open is None:
-            return []
-        index, frames = self.num_started - 1, []
-        if self.open == "thinking":  # Anthropic closes a thinking block with its signature
-            delta = {"type": "signature_delta", "signature": ""}
-            frames.append(_event({"type": "content_block_delta", "index": index, "delta": delta}))
-        self.open = None
-        return [*frames, _event({"type": "content_block_stop", "index": index})]
+def _delta(
+    blocks: Blocks[tuple[str, dict[str, Any]], bytes],
+    kind: str,
+    delta: dict[str, Any],
+    block: dict[str, Any],
+) -> list[bytes]:
+    """A delta into the open block of ``kind``, starting one if another is open."""
+    frames = blocks.into(kind, lambda: (kind, block))
+    return [*frames, _event({"type": "content_block_delta", "index": blocks.index, "delta": delta})]
 
 
 async def _events(run: ChatRun, keepalive_s: float) -> AsyncIterator[bytes]:
@@ -155,7 +149,7 @@ async def _events(run: ChatRun, keepalive_s: float) -> AsyncIterator[bytes]:
     prompt before admission (all of it computed); ``message_delta`` has the final split
     between computed and cached tokens."""
     request = run.request
-    blocks = _Blocks()
+    blocks = _blocks()
     message = _message(request, message_id(request)) | {"content": []}
     message |= {"stop_reason": None, "stop_sequence": None, "usage": usage(request)}
     yield _event({"type": "message_start", "message": message})
@@ -166,21 +160,22 @@ async def _events(run: ChatRun, keepalive_s: float) -> AsyncIterator[bytes]:
             frames = [_event({"type": "ping"})]
         elif isinstance(item, Reasoning):
             delta = {"type": "thinking_delta", "thinking": item.text}
-            frames = blocks.delta("thinking", delta, _thinking(""))
+            frames = _delta(blocks, "thinking", delta, _thinking(""))
         elif isinstance(item, Content):
-            frames = blocks.delta("text", {"type": "text_delta", "text": item.text}, TEXT)
+            frames = _delta(blocks, "text", {"type": "text_delta", "text": item.text}, TEXT)
         elif isinstance(item, CallStart):
-            frames = blocks.start("tool_use", tool_use(ToolCall(item.name, "{}")) | {"input": {}})
+            block = tool_use(ToolCall(item.name, "{}")) | {"input": {}}
+            frames = blocks.start(("tool_use", block))
         elif isinstance(item, CallArgs):
             delta = {"type": "input_json_delta", "partial_json": item.delta}
-            frames = blocks.delta("tool_use", delta, {})
+            frames = _delta(blocks, "tool_use", delta, {})
         elif isinstance(item, ApiError):  # failed, or past its deadline
             yield _event(anthropic_error(item))
             return
         else:
             if blocks.num_started == 0:  # an empty reply still has its (empty) text block
-                frames = blocks.start("text", TEXT)
-            frames += blocks.stop()
+                frames = blocks.start(("text", TEXT))
+            frames += blocks.close()
             frames.append(_event({"type": "message_delta", "delta": _stop(item)} | _usage(request)))
             frames.append(_event({"type": "message_stop"}))
         for frame in frames:

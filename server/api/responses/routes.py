@@ -29,6 +29,7 @@ from server.api.responses.schemas import ResponsesBody, refused_field
 from server.api.responses.stored import new_record, responses_of, with_history
 from server.api.sse import named_event, sse_response
 from server.errors import ApiError
+from server.serving.blocks import Blocks
 from server.serving.chat.reply import ChatReply, ChatRun
 from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
 from server.serving.chat.tool_calls import ToolCall
@@ -134,7 +135,10 @@ class _Shape:
         self.message_id = "msg_" + run.request.id
         self.reasoning_id = "rs_" + run.request.id
         self.output: list[dict[str, Any]] = []  # the items done, while streaming
-        self.open: dict[str, Any] | None = None  # the item being streamed
+        # the output items as they stream: one open at a time
+        self.items: Blocks[dict[str, Any], bytes] = Blocks(
+            lambda item: str(item["type"]), self._opened, self._closed
+        )
         self.created_at = int(time.time())
         self.num_events = 0
         self.final: dict[str, Any] | None = None  # the Response a stream ended with
@@ -173,37 +177,35 @@ class _Shape:
         self.num_events += 1
         return named_event(kind, {"type": kind, "sequence_number": self.num_events - 1, **fields})
 
-    def start(self, item: dict[str, Any]) -> list[bytes]:
-        """Close the open item and open ``item`` (with its content part, if it has one)."""
-        frames = self.close()
-        self.open = item
-        index = len(self.output)
-        frames.append(self.event("response.output_item.added", output_index=index, item=item))
+    def _opened(self, index: int, item: dict[str, Any]) -> list[bytes]:
+        """An output item opens (with its content part, if it has one)."""
+        frames = [self.event("response.output_item.added", output_index=index, item=item)]
         if item["type"] == "message":
             part = {"type": "output_text", "text": "", "annotations": []}
-            frames.append(self.event("response.content_part.added", **self.at, part=part))
+            frames.append(self.event("response.content_part.added", **self._at(item), part=part))
         return frames
 
     @property
     def at(self) -> dict[str, Any]:
-        assert self.open is not None
-        return self._at(self.open)
+        assert self.items.open is not None
+        return self._at(self.items.open)
 
     def _at(self, item: dict[str, Any]) -> dict[str, Any]:
         """Where an event of ``item`` (the next output item) points."""
         at = {"item_id": item["id"], "output_index": len(self.output)}
         return at if item["type"] == "function_call" else at | {"content_index": 0}
 
+    def _new_item(self, kind: str) -> dict[str, Any]:
+        if kind == "reasoning":
+            return _reasoning(self.reasoning_id, "") | {"content": []}
+        return _message(self.message_id, None, "in_progress")
+
     def add(self, kind: str, text: str) -> list[bytes]:
         """A delta into the open item, opening one of ``kind`` if another is open."""
-        frames: list[bytes] = []
-        if self.open is None or self.open["type"] != kind:
-            item = _message(self.message_id, None, "in_progress")
-            if kind == "reasoning":
-                item = _reasoning(self.reasoning_id, "") | {"content": []}
-            frames = self.start(item)
-        assert self.open is not None
-        self.open["text"] = self.open.get("text", "") + text
+        frames = self.items.into(kind, lambda: self._new_item(kind))
+        item = self.items.open
+        assert item is not None
+        item["text"] = item.get("text", "") + text
         extra: dict[str, Any] = {}
         if kind == "message":
             name, extra = "response.output_text.delta", {"logprobs": self.new_logprobs()}
@@ -213,10 +215,8 @@ class _Shape:
             name = "response.function_call_arguments.delta"
         return [*frames, self.event(name, **self.at, delta=text, **extra)]
 
-    def close(self) -> list[bytes]:
-        item, self.open = self.open, None
-        if item is None:
-            return []
+    def _closed(self, index: int, item: dict[str, Any]) -> list[bytes]:
+        """An output item is done: its last events, and it joins the output."""
         at, text = self._at(item), item.pop("text", "")
         frames = []
         if item["type"] == "message":
@@ -232,8 +232,7 @@ class _Shape:
         else:
             frames.append(self.event("response.function_call_arguments.done", **at, arguments=text))
             item = item | {"arguments": text, "status": "completed"}
-        index = len(self.output)
-        self.output.append(item)
+        self.output.append(item)  # the index-th item
         return [*frames, self.event("response.output_item.done", output_index=index, item=item)]
 
     async def events(self) -> AsyncIterator[bytes]:
@@ -246,7 +245,7 @@ class _Shape:
             elif isinstance(piece, Content):
                 frames = self.add("message", piece.text)
             elif isinstance(piece, CallStart):
-                frames = self.start(_call(ToolCall(piece.name, ""), arguments=""))
+                frames = self.items.start(_call(ToolCall(piece.name, ""), arguments=""))
             elif isinstance(piece, CallArgs):
                 frames = self.add("function_call", piece.delta)
             elif isinstance(piece, ApiError):  # failed, or past its deadline
@@ -257,9 +256,9 @@ class _Shape:
                 yield self.event("response.failed", response=self.final)
                 return
             else:
-                if not self.output and self.open is None:  # an empty reply has one message
-                    frames = self.start(_message(self.message_id, None, "in_progress"))
-                frames += self.close()
+                if not self.items.num_started:  # an empty reply has one message
+                    frames = self.items.start(_message(self.message_id, None, "in_progress"))
+                frames += self.items.close()
                 final = self.final = self.response(piece, self.output)
                 incomplete = final["status"] == "incomplete"
                 kind = "response.incomplete" if incomplete else "response.completed"
