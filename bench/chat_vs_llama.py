@@ -16,8 +16,11 @@ which server goes first and use fresh text (a salt), so no round finds the previ
 one's prompts cached. Each round's two figures give one ratio; the verdict is the
 median of the per-round ratios, every round shown.
 
-    .venv/bin/python -m bench.chat_vs_llama [--rounds 3] [--before DIR]
+    .venv/bin/python -m bench.chat_vs_llama [--rounds 3] [--before DIR] [--model PATH]
+        [--no-arrivals]
 
+``--model``: another GGUF for both servers (SmolLM2 Q8_0 by default); ``--no-arrivals``:
+the chat workload only (on a larger model the arrival case would only measure a backlog).
 ``--before DIR``: also this server from another checkout (``git worktree add``), in
 the same rounds. Skipped with a note when llama-server is not built (``make
 llama-server``).
@@ -131,12 +134,12 @@ async def chat(url: str, salt: str) -> ChatResult:
     return ChatResult(wall, ttfts[0], later, sum(words))
 
 
-def start_before(tree: Path, folder: Path, stack: contextlib.ExitStack) -> str:
+def start_before(tree: Path, folder: Path, stack: contextlib.ExitStack, model: Path) -> str:
     """This server from another checkout, configured as ``vs_llama.start`` does."""
     port = free_port()
     config = {
         "server": {"default_model": "m", "max_batch_size": 16, "data_dir": str(folder / "data")},
-        "models": {"m": {"path": str(Q8_0), "context_size": 2048}},
+        "models": {"m": {"path": str(model), "context_size": 2048}},
     }
     path = folder / "before.json"
     path.write_bytes(orjson.dumps(config))
@@ -145,9 +148,10 @@ def start_before(tree: Path, folder: Path, stack: contextlib.ExitStack) -> str:
     return str(stack.enter_context(running(cmd, port, log, tree, timeout=180)))
 
 
-def measure(url: str, salt: str) -> dict[str, float]:
+def measure(url: str, salt: str, arrive: bool = True) -> dict[str, float]:
     result = asyncio.run(chat(url, salt))
-    arrivals = asyncio.run(scenario(url, f"{salt} arrivals", 160, 6))
+    none = {"gap_p50_ms": 0.0, "gap_p99_ms": 0.0, "arrival_ttft_p50_ms": 0.0}
+    arrivals = asyncio.run(scenario(url, f"{salt} arrivals", 160, 6)) if arrive else none
     figures = {
         "wall_s": round(result.wall_s, 2),
         "turn1_ttft_ms": percentile(result.first_ttfts_ms, 0.5) or 0.0,
@@ -177,7 +181,9 @@ def ratio(key: str, ours: float, theirs: float) -> float:
     return ours / theirs if theirs else float("nan")
 
 
-def table(rounds: list[dict[str, dict[str, float]]], labels: list[str]) -> list[str]:
+def table(
+    rounds: list[dict[str, dict[str, float]]], labels: list[str], model: Path = Q8_0
+) -> list[str]:
     host = platform.processor() or platform.machine()
     cpu = next(
         (
@@ -188,7 +194,7 @@ def table(rounds: list[dict[str, dict[str, float]]], labels: list[str]) -> list[
         host,
     )
     rows = [
-        f"{time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, {Q8_0.name}: "
+        f"{time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, {model.name}: "
         f"{NUM_CONVERSATIONS} conversations x {NUM_TURNS} turns (a shared ~450-token system "
         f"prompt, {MAX_TOKENS} greedy tokens a turn), then 8 streams with a ~1,000-token "
         f"prompt every 2 s; {len(rounds)} alternated rounds, every round shown.",
@@ -197,6 +203,8 @@ def table(rounds: list[dict[str, dict[str, float]]], labels: list[str]) -> list[
         "|---|" + "---|" * len(labels) + "---|",
     ]
     for title, key, how in FIGURES:
+        if not any(r[label][key] for r in rounds for label in labels):
+            continue  # the arrival case, not run
         cells = [", ".join(f"{r[label][key]:g}" for r in rounds) for label in labels]
         ratios = [ratio(key, r["this server"][key], r["llama-server"][key]) for r in rounds]
         verdict = "" if key == "gap_p99_over_p50" else f"{statistics.median(ratios):.2f}x {how}"
@@ -208,11 +216,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--before", type=Path, help="a checkout to measure beside this one")
+    parser.add_argument("--model", type=Path, default=Q8_0, help="the GGUF both servers serve")
+    parser.add_argument("--no-arrivals", action="store_true", help="the chat workload only")
     args = parser.parse_args()
+    model = args.model.resolve()
     if not LLAMA_SERVER.is_file():
         print(f"skipped: {LLAMA_SERVER} is not built; run `make llama-server`")
         return
-    cases = [Case("llama-server", "llama-server", Q8_0), Case("this server", "ours", Q8_0)]
+    cases = [Case("llama-server", "llama-server", model), Case("this server", "ours", model)]
     labels = [c.label for c in cases] + (["before"] if args.before else [])
     rounds: list[dict[str, dict[str, float]]] = []
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
@@ -220,17 +231,19 @@ def main() -> None:
         if args.before:
             folder = Path(tmp) / "before"
             folder.mkdir()
-            urls["before"] = start_before(args.before.resolve(), folder, stack)
+            urls["before"] = start_before(args.before.resolve(), folder, stack, model)
         for label, url in urls.items():  # warm-up: loads, page cache, connections
             asyncio.run(chat(url, f"warm-{label}"))
         for r in range(args.rounds):
             figures: dict[str, dict[str, Any]] = {}
             order = labels if r % 2 == 0 else labels[::-1]
             for label in order:
-                figures[label] = measure(urls[label], f"r{r}-{time.time_ns()}")
+                salt = f"r{r}-{time.time_ns()}"
+                figures[label] = measure(urls[label], salt, not args.no_arrivals)
                 print(f"round {r} {label}: {figures[label]}", flush=True)
             rounds.append(figures)
-    write_table("chat-vs-llama", table(rounds, labels))
+    name = "chat-vs-llama" if model == Q8_0.resolve() else f"chat-vs-llama-{model.stem}"
+    write_table(name, table(rounds, labels, model))
 
 
 if __name__ == "__main__":
