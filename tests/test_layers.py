@@ -1,11 +1,11 @@
 """The import layers run one way: ``server/api`` (HTTP) above the serving core.
 
-``server/serving`` imports neither starlette nor ``server/api``; ``server/generation``,
-the model registry, the task store, the errors and the metrics import nothing of
+``server/serving`` (``run`` included) imports neither starlette nor ``server/api``; the
+model registry, the task store, the errors and the metrics import nothing of
 ``server/api``, and all but the metrics (its middleware and route) no starlette
-(``ApiError`` lives in ``server/errors``, its HTTP handlers in ``server/api/errors``; what
-reads the HTTP request, its headers and its disconnect, in ``server/api/http``). The API families under ``server/api`` import
-nothing of each other.
+(``ApiError`` lives in ``server/errors``, its HTTP handlers in ``server/api/errors``;
+what reads the HTTP request, its headers and its disconnect, in ``server/api/http``).
+The API families under ``server/api`` import nothing of each other.
 Checked on the import graph a fresh interpreter loads (this one has loaded
 everything for other tests).
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import server.api
 import server.serving
 
-CORE = ["server.errors", "server.generation", "server.models.registry", "server.tasks.store"]
+CORE = ["server.errors", "server.serving.run", "server.models.registry", "server.tasks.store"]
 HTTP_BESIDE = ["server.metrics"]  # HTTP middleware beside the app, over the core
 
 

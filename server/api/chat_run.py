@@ -18,19 +18,19 @@ from starlette.requests import Request as HttpRequest
 from server.api.chat_body import ChatCompletionBody
 from server.api.http import client_left, registry_of, result_cache_for
 from server.errors import ApiError
-from server.generation import (
-    Progress,
-    prepare,
-    stream_events,
-    submit,
-    wait_done,
-)
 from server.prompts import Prompt
 from server.serving.chat.prompt import chat_prompt, tool_grammar, trimmable_chat
 from server.serving.chat.reasoning import new_parser, reply_setup
 from server.serving.chat.reply import ChatReply, ChatRun, reply_of
 from server.serving.chat.reply_parser import Event, ParsedReply, parse_reply
 from server.serving.failures import check_failed, ending_error
+from server.serving.run import (
+    Progress,
+    prepare,
+    stream_events,
+    submit,
+    wait_done,
+)
 from speculative.llama import LlamaModel
 
 

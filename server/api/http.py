@@ -18,11 +18,11 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from server.errors import ApiError
-from server.generation import cache_for
 from server.models.registry import ModelRegistry
 from server.result_cache import ResultCache
 from server.schema import parse
 from server.serving.options import ServingOptions
+from server.serving.run import cache_for
 
 T = TypeVar("T")
 
@@ -39,7 +39,7 @@ def result_cache_for(http: HttpRequest, options: ServingOptions) -> ResultCache 
 
 
 def client_left(http: HttpRequest) -> Callable[[], Awaitable[None]]:
-    """What returns once the client has gone (for ``server.generation.wait_done``)."""
+    """What returns once the client has gone (for ``server.serving.run.wait_done``)."""
 
     async def disconnected() -> None:
         # The body has been read, so the next ASGI message can only be the disconnect.

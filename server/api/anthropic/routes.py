@@ -27,7 +27,6 @@ from server.api.error_shapes import anthropic_error, shaped_errors
 from server.api.http import json_response, read_body, registry_of
 from server.api.sse import named_event, sse_response
 from server.errors import ApiError
-from server.generation import Progress
 from server.prompts import encode
 from server.serving.blocks import Blocks
 from server.serving.chat.prompt import chat_prompt
@@ -35,6 +34,7 @@ from server.serving.chat.reply import ChatReply, ChatRun, call_arguments, usage_
 from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Ending, Family
+from server.serving.run import Progress
 
 TEXT = {"type": "text", "text": ""}
 

@@ -30,13 +30,6 @@ from server.api.llama_server.schemas import NativeCompletionBody, NativeEmbeddin
 from server.api.llama_server.timings import timings
 from server.api.sse import event, progress_frame, sse_response
 from server.errors import ApiError
-from server.generation import (
-    Progress,
-    prepare,
-    stream_events,
-    submit,
-    wait_done,
-)
 from server.models.loaded import LoadedModel
 from server.prompts import Prompt
 from server.serving.bias import BAN
@@ -45,6 +38,13 @@ from server.serving.failures import check_failed, ending_error
 from server.serving.finish import Family, finish_reason
 from server.serving.limits import max_output_tokens
 from server.serving.logprobs import LogprobCursor
+from server.serving.run import (
+    Progress,
+    prepare,
+    stream_events,
+    submit,
+    wait_done,
+)
 from speculative.llama import LlamaModel
 
 DEFAULTS = (  # the fields /props shows, with the native body's defaults

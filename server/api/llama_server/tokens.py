@@ -23,10 +23,10 @@ from server.api.chat_body import ChatCompletionBody, unsupported_message
 from server.api.fields import MAX_PROMPT_CHARS
 from server.api.http import json_response, read_body, registry_of
 from server.errors import ApiError
-from server.generation import INLINE_TOKENIZE_CHARS, leased_model
 from server.prompts import check_ids, encode, encode_mixed
 from server.schema import spec
 from server.serving.chat.prompt import chat_prompt
+from server.serving.run import INLINE_TOKENIZE_CHARS, leased_model
 from speculative.llama import LlamaModel, ModelClosedError
 
 MAX_TOKENS = 1_000_000

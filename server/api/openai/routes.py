@@ -20,17 +20,6 @@ from server.api.http import client_left, json_response, read_body, registry_of, 
 from server.api.openai.schemas import CompletionBody
 from server.api.sse import DONE, event, progress_frame, sse_response
 from server.errors import ApiError
-from server.generation import (
-    Progress,
-    cancel_all,
-    choices_of,
-    merged_streams,
-    prepare,
-    speculation_counts,
-    submit,
-    usage,
-    wait_done,
-)
 from server.prompts import Prompt
 from server.serving.chat.prompt import tool_grammar
 from server.serving.chat.reasoning import new_parser, reply_setup
@@ -49,6 +38,17 @@ from server.serving.finish import Family, finish_reason
 from server.serving.infill import infill_builder
 from server.serving.limits import max_output_tokens
 from server.serving.logprobs import LogprobCursor
+from server.serving.run import (
+    Progress,
+    cancel_all,
+    choices_of,
+    merged_streams,
+    prepare,
+    speculation_counts,
+    submit,
+    usage,
+    wait_done,
+)
 from speculative.llama import LlamaModel
 
 

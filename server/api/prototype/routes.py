@@ -14,7 +14,11 @@ from server.api.http import client_left, json_response, read_body, registry_of, 
 from server.api.pages import local_page
 from server.api.prototype.schemas import GenerateBody
 from server.api.sse import DONE, event, progress_frame, sse_response
-from server.generation import (
+from server.models.gpu import host_report
+from server.models.loaded import LoadedModel
+from server.models.registry import ModelRegistry
+from server.serving.failures import check_failed, failure_error
+from server.serving.run import (
     Progress,
     prepare,
     speculation_counts,
@@ -23,10 +27,6 @@ from server.generation import (
     usage,
     wait_done,
 )
-from server.models.gpu import host_report
-from server.models.loaded import LoadedModel
-from server.models.registry import ModelRegistry
-from server.serving.failures import check_failed, failure_error
 from server.tasks.store import TaskStore, TaskStoreUnavailable
 from speculative.prompt import Messages
 

@@ -16,9 +16,9 @@ from server.api.http import json_response, query_int, read_body, result_cache_fo
 from server.api.prototype.routes import prepare_body, prepare_generate, result_fields, tasks_of
 from server.api.prototype.schemas import GenerateBody
 from server.errors import ApiError
-from server.generation import submit
 from server.models.registry import ModelRegistry
 from server.schema import parse
+from server.serving.run import submit
 from server.tasks.store import Orphan, Task, TaskStatus, TaskStore
 
 log = logging.getLogger("server.api.task_routes")  # the name its log lines had before the move
