@@ -69,6 +69,31 @@ async def test_previous_response_id_is_the_whole_conversation_from_the_cache(
     assert third.usage is not None and third.usage.input_tokens > later.usage.input_tokens
 
 
+async def test_input_items_list_the_whole_conversation_in_pages(oai: AsyncOpenAI) -> None:
+    first = await oai.responses.create(input=QUESTION, max_output_tokens=8, **GREEDY)
+    later = await oai.responses.create(
+        previous_response_id=first.id, input="And about Mars?", max_output_tokens=4, **GREEDY
+    )
+    items = await oai.responses.input_items.list(later.id, order="asc")
+    texts = [
+        part.text
+        for item in items.data
+        if item.type == "message"
+        for part in item.content
+        if hasattr(part, "text")
+    ]
+    assert texts == [QUESTION, first.output_text, "And about Mars?"], texts
+    assert len({item.id for item in items.data}) == 3 and not items.has_more
+    newest = await oai.responses.input_items.list(later.id, limit=1)  # desc by default
+    assert newest.has_more and newest.data[0].id == items.data[-1].id
+    following = await oai.responses.input_items.list(later.id, limit=1, after=newest.data[0].id)
+    assert following.data[0].id == items.data[-2].id
+    with pytest.raises(openai.BadRequestError):
+        await oai.responses.input_items.list(later.id, limit=500)
+    with pytest.raises(openai.NotFoundError):
+        await oai.responses.input_items.list("resp_none")
+
+
 async def test_a_streamed_response_is_stored(oai: AsyncOpenAI) -> None:
     stream = await oai.responses.create(input="Hi", max_output_tokens=6, stream=True, **GREEDY)
     ends = ("response.completed", "response.incomplete")

@@ -89,6 +89,7 @@ API_ROUTES: list[BaseRoute] = [
     Route("/v1/responses/{response_id}", stored.get_response, methods=GET),
     Route("/v1/responses/{response_id}", stored.delete_response, methods=DELETE),
     Route("/v1/responses/{response_id}/cancel", stored.cancel_response, methods=POST),
+    Route("/v1/responses/{response_id}/input_items", stored.list_input_items, methods=GET),
     # OpenAI Files and Batches
     Route("/v1/files", files.upload_file, methods=POST),
     Route("/v1/files", files.list_files, methods=GET),

@@ -1,4 +1,5 @@
-"""Stored responses: ``previous_response_id``, ``GET`` / ``DELETE /v1/responses/{id}``.
+"""Stored responses: ``previous_response_id``, ``GET`` / ``DELETE /v1/responses/{id}``,
+``GET /v1/responses/{id}/input_items``.
 
 A stored record holds the conversation as input items (``items``: every earlier
 turn and this request's input; instructions are not carried, as OpenAI does not)
@@ -77,6 +78,61 @@ async def cancel_response(http: HttpRequest) -> Response:
     if not record["response"].get("background"):
         raise ApiError(400, "only a background response can be cancelled")
     return json_response(await http.app.state.background_responses.cancel(record))
+
+
+MAX_LIMIT = 100  # OpenAI's bounds for a page of input items
+DEFAULT_LIMIT = 20
+
+
+async def list_input_items(http: HttpRequest) -> Response:
+    """The items the response's prompt was made of (earlier turns included), as OpenAI's
+    list: ``order`` (``desc``, newest first, by default), ``limit`` (1-100, 20) and
+    ``after`` (the id of the last item of the previous page)."""
+    record = await record_or_404(http)
+    response_id = str(record["response"]["id"])
+    items = [input_item(item, response_id, i) for i, item in enumerate(record["items"])]
+    query = http.query_params
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise ApiError(400, f"order: 'asc' or 'desc', got {order!r}")
+    try:
+        limit = int(query.get("limit", DEFAULT_LIMIT))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(400, f"limit: a whole number from 1 to {MAX_LIMIT}")
+    if order == "desc":
+        items.reverse()
+    start = 0
+    if (after := query.get("after")) is not None:
+        ids = [item["id"] for item in items]
+        if after not in ids:
+            raise ApiError(400, f"after: no input item {after!r} in response {response_id}")
+        start = ids.index(after) + 1
+    page = items[start : start + limit]
+    return json_response(
+        {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": start + limit < len(items),
+        }
+    )
+
+
+def input_item(item: object, response_id: str, index: int) -> dict[str, Any]:
+    """An input item as OpenAI lists it: a message's text as an ``input_text`` part, and an
+    id (an item sent without one gets one made from the response's and its place)."""
+    shaped: dict[str, Any] = dict(item) if isinstance(item, dict) else {"content": str(item)}
+    if "role" in shaped:
+        shaped.setdefault("type", "message")
+    if shaped.get("type") == "message":
+        if isinstance(content := shaped.get("content"), str):
+            shaped["content"] = [{"type": "input_text", "text": content}]
+        shaped.setdefault("status", "completed")
+    shaped.setdefault("id", f"msg_{response_id.removeprefix('resp_')}_{index}")
+    return shaped
 
 
 async def record_or_404(http: HttpRequest) -> dict[str, Any]:
