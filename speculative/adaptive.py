@@ -2,7 +2,8 @@
 
 Two loops, both cheap:
 
-* per sequence, the draft length follows acceptance: all k accepted -> k+1,
+* per sequence, the draft length follows acceptance: all k accepted -> 2k (up to
+  the maximum; +1 took six steps back to 8 after one miss, longer than a probe),
   otherwise k shrinks to what was accepted plus one; a sequence whose drafts
   keep failing (acceptance EMA below ``min_acceptance``) pauses for a while,
   then probes again with one token;
@@ -68,7 +69,7 @@ class SpeculationPolicy:
         if state is None or drafted == 0:
             return
         state.acceptance = (1 - EMA) * state.acceptance + EMA * accepted / drafted
-        state.length = min(self.max_draft, drafted + 1) if accepted == drafted else accepted + 1
+        state.length = min(self.max_draft, 2 * drafted) if accepted == drafted else accepted + 1
         if state.acceptance < self.min_acceptance:
             state.paused_steps = self.pause
             state.length = 1
