@@ -67,7 +67,11 @@ def start(
     stack: Any,
     tree: Path,
 ) -> str:
-    settings: dict[str, Any] = {"path": str(model.resolve()), "context_size": 512, "weights": "as-is"}
+    settings: dict[str, Any] = {
+        "path": str(model.resolve()),
+        "context_size": 512,
+        "weights": "as-is",
+    }
     if threads is not None:
         settings["threads"] = threads
     if gpu_layers is not None:
