@@ -42,6 +42,10 @@ class CostGate:
     interval: int = 64
     explore_from: int = 64  # step at which the next probe starts
     last_winner: bool | None = None  # was the option cheaper at the last probe
+    # the explored mode and its sample count when the probe began: a probe in which it
+    # never ran (no request could draft) judges nothing and is tried again
+    probe_mode: bool = False
+    probe_count: int = 0
 
     @property
     def is_on(self) -> bool:
@@ -55,6 +59,9 @@ class CostGate:
     def record(self, on: bool, seconds: float, emitted: int) -> None:
         """One step's cost (leave out steps whose cost the mode does not set, such as
         ones with prompt chunks, which would swamp it)."""
+        if self.num_steps == self.explore_from:  # a probe begins
+            self.probe_mode = not (self.on_cost <= self.off_cost)
+            self.probe_count = self.num_on if self.probe_mode else self.num_off
         if emitted > 0:
             if on:
                 self.on_seconds = _ema(self.on_seconds, seconds, self.num_on)
@@ -68,6 +75,9 @@ class CostGate:
                 self.num_off += 1
         self.num_steps += 1
         if self.num_steps == self.explore_from + self.probe_steps:  # a probe ended
+            if (self.num_on if self.probe_mode else self.num_off) == self.probe_count:
+                self.explore_from = self.num_steps  # it never ran: probe again
+                return
             winner = self.on_cost <= self.off_cost
             same = winner == self.last_winner
             self.interval = min(self.interval * 2, self.max_interval) if same else self.min_interval
