@@ -54,13 +54,17 @@ class CostGate:
         if self.num_off < self.probe_steps:
             return False
         exploring = self.explore_from <= self.num_steps < self.explore_from + self.probe_steps
-        return (self.on_cost <= self.off_cost) != exploring
+        return self._on_wins != exploring
+
+    @property
+    def _on_wins(self) -> bool:
+        return self.on_cost <= self.off_cost
 
     def record(self, on: bool, seconds: float, emitted: int) -> None:
         """One step's cost (leave out steps whose cost the mode does not set, such as
         ones with prompt chunks, which would swamp it)."""
         if self.num_steps == self.explore_from:  # a probe begins
-            self.probe_mode = not (self.on_cost <= self.off_cost)
+            self.probe_mode = not self._on_wins
             self.probe_count = self.num_on if self.probe_mode else self.num_off
         if emitted > 0:
             if on:
@@ -78,7 +82,7 @@ class CostGate:
             if (self.num_on if self.probe_mode else self.num_off) == self.probe_count:
                 self.explore_from = self.num_steps  # it never ran: probe again
                 return
-            winner = self.on_cost <= self.off_cost
+            winner = self._on_wins
             same = winner == self.last_winner
             self.interval = min(self.interval * 2, self.max_interval) if same else self.min_interval
             self.last_winner = winner

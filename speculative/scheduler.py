@@ -34,10 +34,10 @@ from speculative.sharing import num_dependents
 from speculative.stats import ExecutorStats
 
 log = logging.getLogger(__name__)
-# Pending prompt tokens fed whole, outside the step's budget: fewer than two parts of the
-# efficient size (``speculative.budget.MIN_PROMPT_TOKENS``), so cutting would only make
-# one part slow. A burst of chat turns (each ~70 new tokens after the history reused) is
-# then read in one step instead of in 20-45 token parts over six.
+# Pending prompt tokens fed whole (they spend the step's budget but are never cut):
+# fewer than two parts of the efficient size (``speculative.budget.MIN_PROMPT_TOKENS``),
+# so cutting would only make one part slow. A burst of chat turns (each ~70 new tokens
+# after the history reused) is then read in one step, not in 20-45 token parts over six.
 SHORT_PROMPT_TOKENS = 2 * MIN_PROMPT_TOKENS - 1
 
 
