@@ -177,6 +177,11 @@ class Request:
     num_top_logprobs: int | None = None
     think_budget: ThinkBudget | None = None  # ends a think block after so many tokens
     logprobs: list[TokenLogprob] = field(default_factory=list)  # one per output token
+    # Token ids whose raw logprobs at the first output position are wanted (a reranker's
+    # "yes" and "no" answers): the executor writes them to ``token_scores``, in order,
+    # from the row the first token is sampled from (an ending token included).
+    score_tokens: tuple[int, ...] = ()
+    token_scores: tuple[float, ...] = ()
     # Another choice of the same n > 1 call, with the same prompt: while both run,
     # this one copies that one's prompt KV instead of computing it again.
     prompt_source: Request | None = None

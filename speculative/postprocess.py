@@ -24,7 +24,7 @@ from speculative.chunk import Chunk
 from speculative.llama import LlamaContext
 from speculative.picker import Pick, pick_tokens
 from speculative.proposers import Proposer
-from speculative.sampling import token_logprob
+from speculative.sampling import logprobs_of, token_logprob
 from speculative.sequence import Sequence
 from speculative.stats import ExecutorStats
 from speculative.topk import Matrix as Logits2D
@@ -161,6 +161,8 @@ class Postprocessor:
         if request.first_token_at is None:
             request.first_token_at = time.monotonic()
         end_of_generation = self._model.end_of_generation
+        if request.score_tokens and not request.output_tokens and tokens:
+            request.token_scores = logprobs_of(matrix[first_row], request.score_tokens)
         text = ""
         for i, token in enumerate(tokens):
             if end_of_generation[token]:

@@ -170,14 +170,25 @@ def log_softmax(logits: Logits) -> npt.NDArray[np.float64]:
     return out
 
 
+def log_normalizer(logits: Logits) -> float:
+    """log Z = log sum(exp(logits)): one float32 pass, summed in float64."""
+    top_value = float(logits.max())
+    return top_value + float(np.log(np.exp(logits - top_value).sum(dtype=np.float64)))
+
+
+def logprobs_of(logits: Logits, tokens: tuple[int, ...]) -> tuple[float, ...]:
+    """The raw logprobs of ``tokens`` under one row of logits (a reranker's answers)."""
+    log_z = log_normalizer(logits)
+    return tuple(float(logits[t]) - log_z for t in tokens)
+
+
 def token_logprob(logits: Logits, token: int, num_top: int) -> TokenLogprob:
     """``token``'s logprob under the raw row and the ``num_top`` likeliest tokens'.
 
     One float32 pass for log Z (summed in float64) and a top-k by group maxima: no
     float64 copy or partition of the row.
     """
-    top_value = float(logits.max())
-    log_z = top_value + float(np.log(np.exp(logits - top_value).sum(dtype=np.float64)))
+    log_z = log_normalizer(logits)
     top: tuple[tuple[int, float], ...] = ()
     if num_top > 0:
         ids, vals = top_k_of_row(logits, num_top)
