@@ -15,19 +15,18 @@ from typing import Any, get_args, get_type_hints
 import orjson
 
 from server.cli import LOG_LEVELS, SERVE_FLAGS, flag_name
+from server.config_search import CONFIG_SEARCH
 from server.connection_settings import ConnectionSettings
-from server.schema import declared_fields, describe_type, is_required
-from server.settings import (
-    CONFIG_SEARCH,
-    ENV_PREFIX,
+from server.model_settings import (
     Conversion,
     Derivation,
     ModelSettings,
     ModelSource,
-    ResultCacheSettings,
     SamplingDefaults,
-    ServerSettings,
 )
+from server.schema import declared_fields, describe_type, is_required
+from server.server_settings import ResultCacheSettings, ServerSettings
+from server.settings import ENV_PREFIX
 
 INTRO = f"""\
 # Configuration

@@ -290,7 +290,8 @@ def add_to_config(
     With ``write`` false only checks (before a conversion, so a bad name costs nothing).
     The file is replaced atomically; a running server picks the model up (live reload).
     """
-    from server.settings import BUILTIN_CONFIG, load_config
+    from server.config_search import BUILTIN_CONFIG
+    from server.settings import load_config
 
     if config_path.resolve() == BUILTIN_CONFIG:
         raise ConvertError(
