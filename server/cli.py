@@ -136,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def convert_command(args: argparse.Namespace) -> int:
     from server.models.convert import (
-        ConvertError,
         add_to_config,
         checkpoint_architecture,
         config_entry,
         convert,
     )
+    from server.models.converter import ConvertError
 
     folder, target = Path(args.checkpoint), Path(args.output)
     try:
