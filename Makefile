@@ -119,7 +119,7 @@ lint: setup
 test run-tests: models browser cluster-deps gateway-deps docs-deps container-base lint
 	$(PY) -m pytest
 
-# docs/configuration.md is generated from server/settings.py and server/cli.py; a test
+# docs/configuration.md is generated from server/*_settings.py and server/cli.py; a test
 # (tests/test_docs.py) fails when the committed page differs from this output.
 docs-config: setup
 	$(PY) -m server.settings_doc > docs/configuration.md.tmp

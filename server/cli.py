@@ -8,16 +8,16 @@ import sys
 from pathlib import Path
 
 from server import healthcheck
-from server.models.convert import TYPES as CONVERT_TYPES
-from server.models.quantize import QUANT_TYPES, quantize
-from server.settings import (
+from server.config_search import (
     BUILTIN_CONFIG,
     CONFIG_SEARCH,
     bundled_models,
     find_config,
-    load_config,
     use_bundled,
 )
+from server.models.convert import TYPES as CONVERT_TYPES
+from server.models.quantize import QUANT_TYPES, quantize
+from server.settings import load_config
 
 # serve's flags that override a server setting, by the setting's name (--max-wait-ms sets
 # max_wait_ms); a table, so that server.settings_doc lists the same flags the parser has.
@@ -136,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def convert_command(args: argparse.Namespace) -> int:
     from server.models.convert import (
-        ConvertError,
         add_to_config,
         checkpoint_architecture,
         config_entry,
         convert,
     )
+    from server.models.converter import ConvertError
 
     folder, target = Path(args.checkpoint), Path(args.output)
     try:

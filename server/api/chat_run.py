@@ -24,13 +24,9 @@ from server.serving.chat.reasoning import new_parser, reply_setup
 from server.serving.chat.reply import ChatReply, ChatRun, reply_of
 from server.serving.chat.reply_parser import Event, ParsedReply, parse_reply
 from server.serving.failures import check_failed, ending_error
-from server.serving.run import (
-    Progress,
-    prepare,
-    stream_events,
-    submit,
-    wait_done,
-)
+from server.serving.prepare import prepare
+from server.serving.run import submit, wait_done
+from server.serving.streams import Progress, stream_events
 from speculative.llama import LlamaModel
 
 

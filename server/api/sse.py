@@ -9,7 +9,7 @@ import orjson
 from starlette.responses import StreamingResponse
 
 from batching.request import Request
-from server.serving.run import Progress
+from server.serving.streams import Progress
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from server.settings import ModelSettings
+from server.model_settings import ModelSettings
 from speculative import devices, topk
 from speculative.devices import Placement
 from speculative.llama import LlamaContext, ModelLoadError

@@ -17,7 +17,7 @@ from typing import Any
 
 from batching.batcher import Batcher
 from batching.request import Request
-from server.settings import ModelSettings
+from server.model_settings import ModelSettings
 from speculative.executor import Executor
 from speculative.footprint import Footprint
 from speculative.llama import LlamaModel

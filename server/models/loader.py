@@ -11,9 +11,10 @@ from pathlib import Path
 from batching.batcher import Batcher
 from batching.bridge import LoopBridge
 from batching.request import Request
+from server.model_settings import ModelSettings
 from server.models.gpu import placement_for
 from server.models.weights import weights_for
-from server.settings import Config, ModelSettings
+from server.settings import Config
 from speculative.adaptive import SpeculationPolicy
 from speculative.executor import Executor
 from speculative.footprint import Footprint, measure, read_shape

@@ -20,10 +20,11 @@ import zipfile
 from pathlib import Path
 from typing import TextIO
 
+from server.model_settings import Conversion, ModelSource
 from server.models.convert import convert
 from server.models.index import download_wheels_from_index
 from server.models.quantize import quantize
-from server.settings import Config, Conversion, ModelSource
+from server.settings import Config
 
 CHUNK = 1 << 20
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.settings import ServerSettings
+from server.server_settings import ServerSettings
 from server.tasks.redis_store import RedisTaskStore
 from server.tasks.sqlite_store import SqliteTaskStore
 from server.tasks.store import TaskStore

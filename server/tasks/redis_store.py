@@ -1,11 +1,10 @@
 """Task records in Redis, shared by replicas of the server behind a load balancer.
 
-Keys (under one prefix): ``task:<id>`` a hash per record; ``tasks`` and
-``finished`` sorted sets by creation time (listing; expiry of finished records
-only); ``replicas`` the set of replica ids; ``alive:<replica>`` a heartbeat
-with a TTL; ``owned:<replica>`` the unfinished tasks a replica runs;
-``cancel:<replica>`` ids other replicas asked it to cancel (a polled flag: no
-subscriber connection to lose and re-establish).
+The records themselves (keys, writes, reads, expiry) are ``RedisRecords`` in
+redis_records.py. Keys of the replicas, under the same prefix: ``replicas`` the set
+of replica ids; ``alive:<replica>`` a heartbeat with a TTL; ``cancel:<replica>`` ids
+other replicas asked it to cancel (a polled flag: no subscriber connection to lose
+and re-establish).
 
 Ownership and the restart rule: every replica renews its heartbeat every
 ``beat_s`` and looks for replicas whose heartbeat expired (``ttl_s``). For
@@ -35,32 +34,18 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any, cast
 
 import orjson
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.typing import EncodableT, FieldT
+from redis.typing import EncodableT
 
-from server.tasks.redis_scripts import FINISH, MARK_RUNNING, REAP
-from server.tasks.store import (
-    DIED_REASON,
-    SHUTDOWN_REASON,
-    SPENT_REASON,
-    Orphan,
-    StoredTask,
-    Task,
-    TaskStatus,
-    TaskStore,
-    TaskStoreUnavailable,
-)
+from server.tasks.redis_records import PREFIX, RedisRecords, stored_task
+from server.tasks.redis_scripts import MARK_RUNNING, REAP
+from server.tasks.store import DIED_REASON, SHUTDOWN_REASON, SPENT_REASON, Orphan, TaskStatus
 
 log = logging.getLogger(__name__)
 CLOSE_S = 10.0
-PREFIX = "edge-llm:"
 
 
 def new_replica_id() -> str:
@@ -68,7 +53,7 @@ def new_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class RedisTaskStore(TaskStore):
+class RedisTaskStore(RedisRecords):
     backend = "redis"
 
     def __init__(
@@ -83,148 +68,24 @@ class RedisTaskStore(TaskStore):
         prefix: str = PREFIX,
         max_attempts: int = 3,
     ) -> None:
-        super().__init__()
-        # Fail fast while Redis is down: a task route should answer 503 in about a
-        # second, not after the client's default retries.
-        self._redis = Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=1.0,
-            socket_timeout=2.0,
-            retry=Retry(NoBackoff(), 0),
+        replica = replica or new_replica_id()
+        super().__init__(
+            url, max_tasks=max_tasks, max_age_s=max_age_s, replica=replica, prefix=prefix
         )
-        self._where = url.split("@")[-1]  # never echo a password
-        self._replica = replica or new_replica_id()
-        self.replica = self._replica
-        self._max_tasks = max_tasks
-        self._max_age_s = max_age_s
         self._beat_s = beat_s
         self._ttl_ms = int(ttl_s * 1000)
-        self._prefix = prefix
         self._max_attempts = max_attempts
-        self._finish = self._redis.register_script(FINISH)
         self._mark_running = self._redis.register_script(MARK_RUNNING)
         self._reap = self._redis.register_script(REAP)
-        self._num_added = 0
-        self._writes: set[asyncio.Task[None]] = set()
-        self._unwritten: list[tuple[str, list[Any]]] = []  # finishes that met an outage
-        self._marked_running: set[str] = set()
         self._beats: asyncio.Task[None] | None = None
         self._connected_since: float | None = None
         self.num_reaped = 0  # tasks of dead replicas this replica took over or failed
         self.num_taken_over = 0  # of those, the ones it ran again
 
-    def _key(self, *parts: str) -> str:
-        return self._prefix + ":".join(parts)
-
-    @contextlib.contextmanager
-    def _reaching(self) -> Iterator[None]:
-        try:
-            yield
-        except RedisError as exc:
-            raise TaskStoreUnavailable(f"Redis at {self._where}: {exc}") from exc
-
     async def start(self) -> None:
         with contextlib.suppress(RedisError):  # unreachable now: the beats keep trying
             await self._beat()
         self._beats = asyncio.ensure_future(self._beat_forever())
-
-    async def add(self, task: Task) -> None:
-        fields: dict[FieldT, EncodableT] = {
-            "task_id": task.id,
-            "request_id": task.request_id or "",
-            "model": task.request.model,
-            "status": TaskStatus.QUEUED.value,
-            "request": orjson.dumps(task.body).decode(),
-            "created_at": repr(task.created_at),
-            "updated_at": repr(task.created_at),
-            "replica": self._replica,
-        }
-        with self._reaching():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self._key("task", task.id), mapping=fields)
-                pipe.zadd(self._key("tasks"), {task.id: task.created_at})
-                pipe.sadd(self._key("owned", self._replica), task.id)
-                await pipe.execute()
-        self._live[task.id] = task
-        self._num_added += 1
-        if self._num_added % 100 == 0:
-            await self.expire()
-
-    def finish(self, task: Task) -> None:
-        self._live.pop(task.id, None)
-        self._marked_running.discard(task.id)
-        result = orjson.dumps(task.result).decode() if task.result is not None else ""
-        error = task.request.error or ""
-        self._finish_later(task.id, [task.status.value, result, error], task.created_at)
-
-    def _finish_later(self, task_id: str, ending: list[str], created_at: float) -> None:
-        args = [*ending, repr(time.time()), task_id, created_at, self._replica]
-        write = asyncio.ensure_future(self._write_finish(task_id, args))
-        self._writes.add(write)
-        write.add_done_callback(self._writes.discard)
-
-    async def fail_orphan(self, orphan: Orphan, reason: str) -> None:
-        self._finish_later(orphan.task_id, ["failed", "", reason], orphan.created_at)
-        await self._settled()
-
-    async def _write_finish(self, task_id: str, args: list[Any]) -> None:
-        keys = [
-            self._key("task", task_id),
-            self._key("owned", self._replica),
-            self._key("finished"),
-        ]
-        try:
-            await self._finish(keys=keys, args=args)
-        except RedisError:
-            self._unwritten.append((task_id, args))  # the next successful beat writes it
-
-    async def _settled(self) -> None:
-        """Finishes issued before a read land before it (as SQLite's one thread ensures)."""
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
-
-    async def get(self, task_id: str) -> dict[str, Any] | None:
-        await self._settled()
-        with self._reaching():
-            fields = cast(dict[str, str], await self._redis.hgetall(self._key("task", task_id)))
-        return self._record(_stored(fields)) if fields else None
-
-    async def newest_first(self, offset: int, limit: int) -> list[dict[str, Any]]:
-        await self._settled()
-        with self._reaching():
-            ids = cast(
-                list[str],
-                await self._redis.zrevrange(self._key("tasks"), offset, offset + limit - 1),
-            )
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for task_id in ids:
-                    pipe.hgetall(self._key("task", task_id))
-                rows = await pipe.execute()
-        return [self._record(_stored(fields)) for fields in rows if fields]
-
-    async def count(self) -> int:
-        await self._settled()
-        with self._reaching():
-            count: int = await self._redis.zcard(self._key("tasks"))
-        return count
-
-    async def expire(self) -> None:
-        finished = self._key("finished")
-        with self._reaching():
-            cutoff = time.time() - self._max_age_s
-            old = cast(list[str], await self._redis.zrangebyscore(finished, "-inf", cutoff))
-            beyond = cast(
-                list[str], await self._redis.zrevrange(self._key("tasks"), self._max_tasks, -1)
-            )
-            scores = await self._redis.zmscore(finished, beyond) if beyond else []
-            doomed = set(old) | {i for i, s in zip(beyond, scores, strict=True) if s is not None}
-            if doomed:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.delete(*(self._key("task", i) for i in doomed))
-                    pipe.zrem(self._key("tasks"), *doomed)
-                    pipe.zrem(finished, *doomed)
-                    await pipe.execute()
 
     async def request_cancel(self, record: dict[str, Any]) -> bool:
         owner = record.get("replica")
@@ -324,13 +185,6 @@ class RedisTaskStore(TaskStore):
         if now - self._connected_since >= self._ttl_ms / 1000:
             await self._reap_dead(now)
 
-    async def _flush_unwritten(self) -> None:
-        while self._unwritten:
-            task_id, args = self._unwritten[0]
-            keys = [self._key("task", task_id), self._key("owned", self._replica)]
-            await self._finish(keys=[*keys, self._key("finished")], args=args)
-            self._unwritten.pop(0)
-
     async def _reap_dead(self, now: float) -> None:
         for other in cast(set[str], await self._redis.smembers(self._key("replicas"))):
             if other == self._replica:
@@ -366,25 +220,8 @@ class RedisTaskStore(TaskStore):
                 pipe.hgetall(self._key("task", task_id))
             rows = await pipe.execute()
         for fields in rows:
-            stored = _stored(fields)
+            stored = stored_task(fields)
             body = orjson.loads(stored.request)
             self.orphans.put_nowait(
                 Orphan(stored.task_id, stored.request_id, body, stored.created_at)
             )
-
-
-def _stored(fields: dict[str, str]) -> StoredTask:
-    return StoredTask(
-        task_id=fields["task_id"],
-        request_id=fields.get("request_id") or None,
-        model=fields["model"],
-        status=fields["status"],
-        request=fields["request"],
-        result=fields.get("result"),
-        error=fields.get("error"),
-        created_at=float(fields["created_at"]),
-        updated_at=float(fields["updated_at"]),
-        replica=fields.get("replica"),
-        attempts=int(fields.get("attempts", 1)),
-        failures=fields.get("failures"),
-    )

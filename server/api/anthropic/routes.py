@@ -34,7 +34,7 @@ from server.serving.chat.reply import ChatReply, ChatRun, call_arguments, usage_
 from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Ending, Family
-from server.serving.run import Progress
+from server.serving.streams import Progress
 
 TEXT = {"type": "text", "text": ""}
 

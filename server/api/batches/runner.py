@@ -29,9 +29,9 @@ from starlette.applications import Starlette
 from server.api.inprocess import call_route
 from server.api.runs import Runs
 from server.models.registry import ModelRegistry
+from server.server_settings import ServerSettings
 from server.serving.background import BACKGROUND_PRIORITY
 from server.serving.batch_input import BatchLine, parse_batch_input
-from server.settings import ServerSettings
 from server.tasks.batches import FINAL, BatchStore
 from server.tasks.files import FileStore
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from server.settings import Config, SamplingDefaults
+from server.model_settings import SamplingDefaults
+from server.settings import Config
 
 
 def model_defaults(config: Config, name: object) -> SamplingDefaults:

@@ -38,13 +38,9 @@ from server.serving.failures import check_failed, ending_error
 from server.serving.finish import Family, finish_reason
 from server.serving.limits import max_output_tokens
 from server.serving.logprobs import LogprobCursor
-from server.serving.run import (
-    Progress,
-    prepare,
-    stream_events,
-    submit,
-    wait_done,
-)
+from server.serving.prepare import prepare
+from server.serving.run import submit, wait_done
+from server.serving.streams import Progress, stream_events
 from speculative.llama import LlamaModel
 
 DEFAULTS = (  # the fields /props shows, with the native body's defaults

@@ -26,7 +26,7 @@ from server.errors import ApiError
 from server.prompts import check_ids, encode, encode_mixed
 from server.schema import spec
 from server.serving.chat.prompt import chat_prompt
-from server.serving.run import INLINE_TOKENIZE_CHARS, leased_model
+from server.serving.prepare import INLINE_TOKENIZE_CHARS, leased_model
 from speculative.llama import LlamaModel, ModelClosedError
 
 MAX_TOKENS = 1_000_000

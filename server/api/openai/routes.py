@@ -38,17 +38,9 @@ from server.serving.finish import Family, finish_reason
 from server.serving.infill import infill_builder
 from server.serving.limits import max_output_tokens
 from server.serving.logprobs import LogprobCursor
-from server.serving.run import (
-    Progress,
-    cancel_all,
-    choices_of,
-    merged_streams,
-    prepare,
-    speculation_counts,
-    submit,
-    usage,
-    wait_done,
-)
+from server.serving.prepare import choices_of, prepare
+from server.serving.run import cancel_all, speculation_counts, submit, usage, wait_done
+from server.serving.streams import Progress, merged_streams
 from speculative.llama import LlamaModel
 
 

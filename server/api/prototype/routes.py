@@ -18,15 +18,9 @@ from server.models.gpu import host_report
 from server.models.loaded import LoadedModel
 from server.models.registry import ModelRegistry
 from server.serving.failures import check_failed, failure_error
-from server.serving.run import (
-    Progress,
-    prepare,
-    speculation_counts,
-    stream_events,
-    submit,
-    usage,
-    wait_done,
-)
+from server.serving.prepare import prepare
+from server.serving.run import speculation_counts, submit, usage, wait_done
+from server.serving.streams import Progress, stream_events
 from server.tasks.store import TaskStore, TaskStoreUnavailable
 from speculative.prompt import Messages
 
