@@ -34,6 +34,10 @@ from server.settings import ModelSettings, ServerSettings
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q8_0.gguf"
+# the reranker presets' stand-in: no reranker GGUF ships here, and an embedding model
+# ranks by cosine on this server (server/serving/rerank.py); llama-server needs a model
+# with rank pooling, so its rerank tests fail on this file
+RERANKER = REPO / "models" / "all-MiniLM-L6-v2.f16.gguf"
 REAL_BIN = REPO / "build" / "llama-server" / "llama-server"
 HF_FLAGS = ("--hf-repo", "--hf-file", "--model-url", "--model", "-m", "-hf", "-hff", "-mu")
 
@@ -59,16 +63,18 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--model", "-m")
     for flag in ("--hf-repo", "--hf-file", "--model-url"):
         p.add_argument(flag)
+    p.add_argument("--reranking", "--rerank", action="store_true")
     for flag in ("--offline", "--no-jinja", "--jinja", "--embedding", "--cont-batching"):
         p.add_argument(flag, action="store_true")
     return p.parse_known_args(argv)
 
 
 def model_file(args: argparse.Namespace) -> Path:
-    """A model the suite names by path is used when it is here; otherwise SmolLM2."""
+    """A model the suite names by path is used when it is here; otherwise SmolLM2 (the
+    embedding model for a reranker)."""
     if args.model and Path(args.model).is_file():
         return Path(args.model).resolve()
-    return MODEL
+    return RERANKER if args.reranking and RERANKER.is_file() else MODEL
 
 
 def edge_config(args: argparse.Namespace, folder: Path) -> dict[str, Any]:

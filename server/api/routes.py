@@ -13,7 +13,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Route
 
 from server import metrics
-from server.api import debug_routes, embeddings, openapi
+from server.api import debug_routes, embeddings, openapi, rerank
 from server.api.anthropic import routes as anthropic
 from server.api.anthropic.schemas import CountTokensBody, MessagesBody
 from server.api.batches import routes as batches
@@ -38,6 +38,7 @@ from server.api.prototype import models as prototype_models
 from server.api.prototype import routes as prototype
 from server.api.prototype import tasks
 from server.api.prototype.schemas import GenerateBody
+from server.api.rerank import RerankBody
 from server.api.responses import routes as responses
 from server.api.responses import stored
 from server.api.responses.schemas import ResponsesBody
@@ -63,6 +64,12 @@ API_ROUTES: list[BaseRoute] = [
     Route("/v1/models", openai.list_models, methods=GET),
     Route("/v1/models/{model:path}", openai.get_model, methods=GET),
     Route("/v1/embeddings", embeddings.create_embeddings, methods=POST),
+    # rerank in Jina's, Cohere's, llama-server's and TEI's shapes, at each one's path
+    Route("/v1/rerank", rerank.create_rerank, methods=POST),
+    Route("/rerank", rerank.create_rerank, methods=POST),
+    Route("/v2/rerank", rerank.create_rerank, methods=POST, **HIDDEN),
+    Route("/reranking", rerank.create_rerank, methods=POST, **HIDDEN),
+    Route("/v1/reranking", rerank.create_rerank, methods=POST, **HIDDEN),
     # llama-server's tokenizer routes
     Route("/tokenize", tokens.tokenize, methods=POST),
     Route("/detokenize", tokens.detokenize, methods=POST),
@@ -122,6 +129,8 @@ BODIES: dict[str, type] = {
     "/v1/chat/completions": ChatCompletionBody,
     "/v1/completions": CompletionBody,
     "/v1/embeddings": EmbeddingBody,
+    "/v1/rerank": RerankBody,
+    "/rerank": RerankBody,
     "/tokenize": TokenizeBody,
     "/detokenize": DetokenizeBody,
     "/apply-template": ChatCompletionBody,
