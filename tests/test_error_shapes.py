@@ -1,6 +1,7 @@
 """Every status on a family's paths comes in that family's error shape: Anthropic's on
-``/v1/messages*``, Ollama's on ``/api/*``, OpenAI's elsewhere; the overflow code is
-kept in each (agents compact their history on it)."""
+``/v1/messages*``, Ollama's on ``/api/*``, OpenAI's own (a string code) on the routes only
+OpenAI's SDK speaks, OpenAI's with llama-server's integer code elsewhere; the overflow
+code is kept in each (agents compact their history on it)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,32 @@ def test_an_overflow_keeps_its_code_and_says_anthropics_words() -> None:
     assert re.match(r"prompt is too long: 3000 tokens > 2048 maximum; ", body["message"])
     assert body["code"] == "context_length_exceeded"
     assert ollama_error(error) == {"error": error.message, "code": "context_length_exceeded"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/v1/responses", {"input": "hi", "temperature": 9}, 400),
+        ("POST", "/v1/responses", {"input": "hi", "model": "no-such-model"}, 404),
+        ("GET", "/v1/responses/resp_absent", None, 404),
+        ("GET", "/v1/batches/batch_absent", None, 404),
+        ("GET", "/v1/files/file_absent", None, 404),
+    ],
+)
+async def test_openai_only_routes_answer_openais_own_shape(
+    client: httpx.AsyncClient, method: str, path: str, body: object, status: int
+) -> None:
+    """Responses, Files and Batches: the SDK's error type has a string (or null) code."""
+    reply = await client.request(method, path, json=body)
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert set(error) >= {"message", "type", "code", "param"}
+    assert error["code"] is None and error["param"] is None
+    overflow = orjson.loads(
+        error_response(
+            400, "m", extra={"code": "context_length_exceeded"}, path="/v1/responses"
+        ).body
+    )
+    assert overflow["error"]["code"] == "context_length_exceeded"
+    unauthorized = orjson.loads(error_response(401, "m", path="/v1/responses").body)
+    assert unauthorized["error"]["code"] == "invalid_api_key"

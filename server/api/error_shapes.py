@@ -5,7 +5,8 @@ Anthropic's or Ollama's API is wrapped so its clients read errors as they expect
 what the app answers before a route runs (401, 413, 503 while draining, a router
 404 or 405, a 500) takes the shape of the family its path belongs to (``shape_for``).
 A prompt too long keeps its ``context_length_exceeded`` code in every shape: agents
-compact their history on it.
+compact their history on it. The routes only OpenAI's SDK speaks (Responses, Files,
+Batches) answer OpenAI's own shape, a string ``code``.
 """
 
 from __future__ import annotations
@@ -63,12 +64,31 @@ def openai_error(error: ApiError) -> dict[str, Any]:
     return error.body()
 
 
+# OpenAI's error codes where the status alone says which; others are null, as OpenAI's
+CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
+# the routes only OpenAI's SDK speaks: llama-server's integer code would be out of place
+OPENAI_ONLY = ("/v1/responses", "/responses", "/v1/files", "/v1/batches")
+
+
+def openai_strict_error(error: ApiError) -> dict[str, Any]:
+    """OpenAI's own shape: ``code`` a string or null (llama-server's routes, which this
+    server's other OpenAI paths also are, send the HTTP status there) and ``param``."""
+    body = error.body()
+    inner = body["error"]
+    code = inner.get("code")
+    inner["code"] = code if isinstance(code, str) else CODES.get(error.status)
+    inner.setdefault("param", None)
+    return body
+
+
 def shape_for(path: str) -> Callable[[ApiError], dict[str, Any]]:
     """The error shape of the API family ``path`` belongs to."""
     if path == "/v1/messages" or path.startswith("/v1/messages/"):
         return anthropic_error
     if path.startswith("/api/"):
         return ollama_error
+    if any(path == p or path.startswith(p + "/") for p in OPENAI_ONLY):
+        return openai_strict_error
     return openai_error
 
 
