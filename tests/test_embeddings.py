@@ -81,7 +81,10 @@ async def test_bad_input_is_a_400_naming_the_field(oai: AsyncOpenAI) -> None:
         ({"input": ["fine", ""]}, "input[1]: must not be empty"),
         ({"input": "word " * 600}, "input: 601 tokens, but model"),
         ({"input": "hi", "encoding_format": "int8"}, "encoding_format: must be one of"),
-        ({"input": []}, "input: send 1 to 2048 texts"),
+        ({"input": []}, "input: send 1 to 2048 inputs"),
+        ({"input": [1, 2, 10**9]}, "input[2]: token id 1000000000 is outside the vocabulary"),
+        ({"input": [[1, 2], [3, -1]]}, "input[1][1]: token id -1 is outside"),
+        ({"input": [[1, 2], [3, None]]}, "input[1][1]: expected a token id"),
         ({"input": "hi", "dimensions": 8}, "dimensions: shortened vectors"),
     ]
     for body, message in cases:
@@ -90,6 +93,24 @@ async def test_bad_input_is_a_400_naming_the_field(oai: AsyncOpenAI) -> None:
         assert message in str(refused.value), (body, str(refused.value))
     with pytest.raises(openai.NotFoundError):
         await oai.embeddings.create(model="nope", input="hi")
+
+
+async def test_token_ids_embed_as_their_text(oai: AsyncOpenAI, client: httpx.AsyncClient) -> None:
+    """OpenAI's token arrays (what LangChain's OpenAIEmbeddings sends by default): a list
+    of ids is one input, a list of id lists several; the ids are the model's own."""
+    texts = await embed(oai, TEXTS[:2], encoding_format="float")
+    ids = []
+    for text in TEXTS[:2]:
+        reply = await client.post("/tokenize", json={"content": text, "add_special": True})
+        ids.append(reply.json()["tokens"])
+    one = await oai.embeddings.create(model=DEFAULT_MODEL, input=ids[0], encoding_format="float")
+    assert len(one.data) == 1 and one.usage.prompt_tokens == len(ids[0])
+    assert np.abs(np.array(one.data[0].embedding) - texts[0]).max() < 1e-3
+    both = await oai.embeddings.create(model=DEFAULT_MODEL, input=ids, encoding_format="float")
+    assert np.abs(np.array([d.embedding for d in both.data]) - texts).max() < 1e-3
+    # llama-server's text and ids mixed in one input
+    mixed = await client.post("/v1/embeddings", json={"input": [TEXTS[0], *ids[1]]})
+    assert mixed.status_code == 200 and len(mixed.json()["data"]) == 1
 
 
 def test_pack_respects_token_and_sequence_limits() -> None:

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from server.api.fields import MAX_PROMPT_CHARS
 from server.api.http import json_response, read_body, registry_of
 from server.schema import spec
-from server.serving.embeddings import Vectors, embed_texts
+from server.serving.embeddings import EmbedInput, Vectors, embed_texts
 
 MAX_INPUTS = 2048  # OpenAI's limit per request
 
@@ -27,8 +27,10 @@ class EmbeddingBody:
 
     input: str | list[object] | dict[str, object] = spec(
         "",
-        doc=f"a text, or a list of up to {MAX_INPUTS}; llama-server's objects may stand for a "
-        'text: {"prompt_string": text} or {"content": [{"type": "text", "text": ...}, ...]}',
+        doc=f"a text, or a list of up to {MAX_INPUTS}; OpenAI's token ids: a list of ids "
+        "(one input) or of id lists, and llama-server's text and ids mixed in one list; "
+        'llama-server\'s objects may stand for a text: {"prompt_string": text} or '
+        '{"content": [{"type": "text", "text": ...}, ...]}',
         required=True,
     )
     model: str | None = spec(None, doc="a configured model name; the default when omitted")
@@ -50,25 +52,45 @@ class EmbeddingBody:
                 "dimensions: shortened vectors are not supported; remove the field (the "
                 "vectors have the model's own size)"
             )
-        texts = self.texts
-        if not 1 <= len(texts) <= MAX_INPUTS:
-            raise ValueError(f"input: send 1 to {MAX_INPUTS} texts, got {len(texts)}")
-        for i, text in enumerate(texts):
-            where = "input" if isinstance(self.input, str) else f"input[{i}]"
-            if not text:
+        inputs = self.inputs
+        if not 1 <= len(inputs) <= MAX_INPUTS:
+            raise ValueError(f"input: send 1 to {MAX_INPUTS} inputs, got {len(inputs)}")
+        for i, item in enumerate(inputs):
+            where = "input" if len(inputs) == 1 else f"input[{i}]"
+            if not item:
                 raise ValueError(f"{where}: must not be empty")
-            if len(text) > MAX_PROMPT_CHARS:
+            size = len(item) if isinstance(item, str) else sum(len(str(p)) for p in item)
+            if size > MAX_PROMPT_CHARS:
                 raise ValueError(f"{where}: at most {MAX_PROMPT_CHARS} characters")
 
     @property
-    def texts(self) -> list[str]:
+    def inputs(self) -> list[EmbedInput]:
+        if isinstance(self.input, list) and _is_one_prompt(self.input):
+            return [_parts(self.input, "input")]  # token ids (text mixed in): one input
         items = self.input if isinstance(self.input, list) else [self.input]
         where = "input" if not isinstance(self.input, list) else "input[{}]"
-        return [_text(item, where.format(i)) for i, item in enumerate(items)]
+        return [_input(item, where.format(i)) for i, item in enumerate(items)]
 
 
-def _text(item: object, where: str) -> str:
-    """One input as text: a string, or llama-server's object holding one."""
+def _is_one_prompt(items: list[object]) -> bool:
+    """A list of ids, or llama-server's ids and text mixed: one input, not a list of them."""
+    ids = [isinstance(x, int) and not isinstance(x, bool) for x in items]
+    return any(ids) and all(i or isinstance(x, str) for i, x in zip(ids, items, strict=True))
+
+
+def _parts(items: list[object], where: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for i, part in enumerate(items):
+        if isinstance(part, bool) or not isinstance(part, int | str):
+            raise ValueError(f"{where}[{i}]: expected a token id (or text)")
+        parts.append(part)
+    return parts
+
+
+def _input(item: object, where: str) -> EmbedInput:
+    """One input: a text, token ids (text mixed in), or llama-server's object holding a text."""
+    if isinstance(item, list):
+        return _parts(item, where)
     if isinstance(item, str):
         return item
     if isinstance(item, dict) and set(item) == {"prompt_string"}:
@@ -79,15 +101,21 @@ def _text(item: object, where: str) -> str:
             return "".join(_text(p.get("text"), f"{where}.content[].text") for p in parts)
         raise ValueError(f'{where}.content: only {{"type": "text"}} parts; the model reads text')
     raise ValueError(
-        f'{where}: expected a text, {{"prompt_string": text}} or {{"content": [text parts]}} '
-        "(token ids are not taken here)"
+        f'{where}: expected a text, token ids, {{"prompt_string": text}} or '
+        '{"content": [text parts]}'
     )
+
+
+def _text(item: object, where: str) -> str:
+    if isinstance(item, str):
+        return item
+    raise ValueError(f"{where}: expected a text")
 
 
 async def create_embeddings(http: HttpRequest) -> Response:
     """Embed one text or many, batched into as few decodes as fit (OpenAI's /v1/embeddings)."""
     body = await read_body(http, EmbeddingBody)
-    name, vectors, num_tokens = await embed_texts(registry_of(http), body.model, body.texts)
+    name, vectors, num_tokens = await embed_texts(registry_of(http), body.model, body.inputs)
     data = [
         {"object": "embedding", "index": i, "embedding": encode(vector, body.encoding_format)}
         for i, vector in enumerate(vectors)

@@ -4,6 +4,7 @@ embedding routes share.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import anyio.to_thread
@@ -11,14 +12,17 @@ import numpy as np
 
 from server.errors import ApiError, context_overflow
 from server.models.registry import ModelRegistry
+from server.prompts import check_ids, encode_mixed
 
 Vectors = np.ndarray[Any, np.dtype[np.float32]]  # one row per input, or one vector
+# a text, or token ids with text mixed in (OpenAI's token arrays, llama-server's mixed)
+EmbedInput = str | list[str | int]
 
 
 async def embed_texts(
     registry: ModelRegistry,
     model: str | None,
-    texts: list[str],
+    texts: Sequence[EmbedInput],
     field: str = "input",
     *,
     truncate: bool = False,
@@ -27,7 +31,17 @@ async def embed_texts(
     input longer than the model embeds is cut (``truncate``) or a 400 naming it."""
     name = registry.resolve_name(model)
     async with registry.embedders.lease(name) as embedder:
-        inputs = await anyio.to_thread.run_sync(lambda: [embedder.tokenize(t) for t in texts])
+        llama = embedder.model
+        for i, text in enumerate(texts):  # ids the vocabulary lacks would crash llama.cpp
+            if not isinstance(text, str):
+                check_ids(text, llama, field if len(texts) == 1 else f"{field}[{i}]")
+
+        def tokenize(text: EmbedInput) -> list[int]:
+            if isinstance(text, str):
+                return embedder.tokenize(text)
+            return encode_mixed(llama, text, add_special=True, parse_special=False)
+
+        inputs = await anyio.to_thread.run_sync(lambda: [tokenize(t) for t in texts])
         for i, tokens in enumerate(inputs):
             if len(tokens) > embedder.max_tokens and truncate:
                 inputs[i] = tokens[: embedder.max_tokens]
