@@ -307,3 +307,28 @@ async def test_the_servers_own_output_items_replay(oai: AsyncOpenAI) -> None:
         model=DEFAULT_MODEL, input=items, max_output_tokens=4, temperature=0, store=False
     )
     assert again.status in ("completed", "incomplete")
+
+
+async def test_input_tokens_are_what_a_run_reads(
+    oai: AsyncOpenAI, client: httpx.AsyncClient
+) -> None:
+    """client.responses.input_tokens.count and llama-server's chat token count: the prompt
+    tokens a run of the same input then reports."""
+    instructions, question = "Answer in one word.", "What colour is the sky?"
+    counted = await oai.responses.input_tokens.count(
+        model=DEFAULT_MODEL, instructions=instructions, input=question
+    )
+    assert counted.object == "response.input_tokens"
+    ran = await oai.responses.create(
+        model=DEFAULT_MODEL,
+        instructions=instructions,
+        input=question,
+        max_output_tokens=16,
+        store=False,
+    )
+    assert ran.usage is not None and counted.input_tokens == ran.usage.input_tokens
+    messages = [{"role": "system", "content": instructions}, {"role": "user", "content": question}]
+    for path in ("/v1/chat/completions/input_tokens", "/chat/completions/input_tokens"):
+        reply = await client.post(path, json={"model": DEFAULT_MODEL, "messages": messages})
+        assert reply.status_code == 200, reply.text
+        assert reply.json() == {"input_tokens": counted.input_tokens}

@@ -11,6 +11,7 @@ only shapes what comes out: a whole ``ChatReply``, or text pieces then one.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import AsyncIterator, Callable
 
 from starlette.requests import Request as HttpRequest
@@ -18,7 +19,7 @@ from starlette.requests import Request as HttpRequest
 from server.api.chat_body import ChatCompletionBody
 from server.api.http import client_left, registry_of, result_cache_for
 from server.errors import ApiError
-from server.prompts import Prompt
+from server.prompts import Prompt, encode
 from server.serving.chat.prompt import chat_prompt, tool_grammar, trimmable_chat
 from server.serving.chat.reasoning import new_parser, reply_setup
 from server.serving.chat.reply import ChatReply, ChatRun, reply_of
@@ -36,6 +37,16 @@ def build_body(make: Callable[[], ChatCompletionBody]) -> ChatCompletionBody:
         return make()
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
+
+
+async def input_tokens(http: HttpRequest, body: ChatCompletionBody) -> int:
+    """Tokens the prompt of ``body`` takes as its chat would run (untrimmed), under one
+    lease of the model: what the token-count routes of every family answer."""
+    loaded = await registry_of(http).get(body.model)
+    try:
+        return len(encode(loaded.model, chat_prompt(body, loaded.model), sys.maxsize))
+    finally:
+        loaded.release()
 
 
 def chat_render(body: ChatCompletionBody) -> Callable[[LlamaModel], Prompt]:

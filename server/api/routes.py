@@ -60,6 +60,7 @@ API_ROUTES: list[BaseRoute] = [
     Route("/cancel_task/{task_id}", tasks.cancel_task, methods=POST),
     # OpenAI
     Route("/v1/chat/completions", openai.chat_completions, methods=POST),
+    Route("/v1/chat/completions/input_tokens", openai.chat_input_tokens, methods=POST),
     Route("/v1/completions", openai.completions, methods=POST),
     Route("/v1/models", openai.list_models, methods=GET),
     Route("/v1/models/{model:path}", openai.get_model, methods=GET),
@@ -93,6 +94,7 @@ API_ROUTES: list[BaseRoute] = [
     *(not_here(path) for path in NOT_HERE),  # 501s naming what to do instead
     # OpenAI Responses
     Route("/v1/responses", responses.create_response, methods=POST),
+    Route("/v1/responses/input_tokens", responses.count_input_tokens, methods=POST),
     Route("/v1/responses/{response_id}", stored.get_response, methods=GET),
     Route("/v1/responses/{response_id}", stored.delete_response, methods=DELETE),
     Route("/v1/responses/{response_id}/cancel", stored.cancel_response, methods=POST),
@@ -112,6 +114,8 @@ API_ROUTES: list[BaseRoute] = [
     Route("/completions", llama_server.completion, methods=POST, **HIDDEN),
     Route("/infill", infill.infill, methods=POST),
     Route("/chat/completions", openai.chat_completions, methods=POST, **HIDDEN),
+    Route("/chat/completions/input_tokens", openai.chat_input_tokens, methods=POST, **HIDDEN),
+    Route("/responses/input_tokens", responses.count_input_tokens, methods=POST, **HIDDEN),
     Route("/models", openai.list_models, methods=GET, **HIDDEN),
     Route("/embedding", llama_server.embedding, methods=POST),
     Route("/embeddings", llama_server.embedding, methods=POST, **HIDDEN),
@@ -127,6 +131,7 @@ BODIES: dict[str, type] = {
     "/generate": GenerateBody,
     "/send_text": GenerateBody,
     "/v1/chat/completions": ChatCompletionBody,
+    "/v1/chat/completions/input_tokens": ChatCompletionBody,
     "/v1/completions": CompletionBody,
     "/v1/embeddings": EmbeddingBody,
     "/v1/rerank": RerankBody,
@@ -147,6 +152,7 @@ BODIES: dict[str, type] = {
     "/api/embed": EmbedBody,
     "/api/embeddings": EmbeddingsBody,
     "/v1/responses": ResponsesBody,
+    "/v1/responses/input_tokens": ResponsesBody,
     "/v1/batches": BatchBody,
 }
 

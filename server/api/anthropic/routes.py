@@ -11,7 +11,6 @@ Anthropic's shape, ``{"type": "error", "error": {"type", "message"}}``.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,14 +21,18 @@ from starlette.responses import Response
 from batching.request import Request
 from server.api.anthropic.schemas import CountTokensBody, MessagesBody
 from server.api.anthropic.tools import server_tool
-from server.api.chat_run import build_body, finish_chat, start_chat, stream_chat_alive
+from server.api.chat_run import (
+    build_body,
+    finish_chat,
+    input_tokens,
+    start_chat,
+    stream_chat_alive,
+)
 from server.api.error_shapes import anthropic_error, shaped_errors
 from server.api.http import json_response, read_body, registry_of
 from server.api.sse import named_event, sse_response
 from server.errors import ApiError
-from server.prompts import encode
 from server.serving.blocks import Blocks
-from server.serving.chat.prompt import chat_prompt
 from server.serving.chat.reply import ChatReply, ChatRun, call_arguments, usage_counts
 from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
 from server.serving.chat.tool_calls import ToolCall
@@ -60,14 +63,8 @@ async def create_message(http: HttpRequest) -> Response:
 async def count_tokens(http: HttpRequest) -> Response:
     """Tokens the prompt of this Messages request takes (system, messages and tools)."""
     body = await read_body(http, CountTokensBody, precheck=server_tool)
-    chat = build_body(body.chat_body)
-    loaded = await registry_of(http).get(chat.model)
-    try:
-        # the prompt as a chat would run it (a last assistant turn continued), untrimmed
-        tokens = encode(loaded.model, chat_prompt(chat, loaded.model), sys.maxsize)
-    finally:
-        loaded.release()
-    return json_response({"input_tokens": len(tokens)})
+    # the prompt as a chat would run it (a last assistant turn continued), untrimmed
+    return json_response({"input_tokens": await input_tokens(http, build_body(body.chat_body))})
 
 
 def message_id(request: Request) -> str:

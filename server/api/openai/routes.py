@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from batching.request import Request, SamplingParams
 from server.api.chat_body import ChatCompletionBody, SamplingFields, unsupported_message
-from server.api.chat_run import chat_render
+from server.api.chat_run import chat_render, input_tokens
 from server.api.http import client_left, json_response, read_body, registry_of, result_cache_for
 from server.api.openai.schemas import CompletionBody
 from server.api.sse import DONE, event, progress_frame, sse_response
@@ -50,6 +50,12 @@ async def chat_completions(http: HttpRequest) -> Response:
     max_tokens = body.output_limit(registry.config.server.max_tokens_limit)
     params = body.sampling_params(max_tokens)
     return await _complete(http, body, chat_render(body), params, chat=True)
+
+
+async def chat_input_tokens(http: HttpRequest) -> Response:
+    """llama-server's ``/chat/completions/input_tokens``: the tokens a chat's prompt takes."""
+    body = await read_body(http, ChatCompletionBody, precheck=unsupported_message)
+    return json_response({"input_tokens": await input_tokens(http, body)})
 
 
 async def completions(http: HttpRequest) -> Response:

@@ -21,7 +21,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from batching.request import Request
-from server.api.chat_run import build_body, finish_chat, start_chat, stream_chat
+from server.api.chat_run import build_body, finish_chat, input_tokens, start_chat, stream_chat
 from server.api.http import json_response, parse_body, read_json, registry_of
 from server.api.responses.background import BackgroundResponses
 from server.api.responses.echo import echo, queued
@@ -66,6 +66,19 @@ async def create_response(http: HttpRequest) -> Response:
     if response["store"]:
         await store.put(new_record(data, response))
     return json_response(response, headers=headers)
+
+
+async def count_input_tokens(http: HttpRequest) -> Response:
+    """``POST /v1/responses/input_tokens`` (``client.responses.input_tokens.count``): the
+    tokens the input takes, a stored conversation continued included."""
+    data = await read_json(http)
+    if refusal := refused_field(data):
+        raise ApiError(400, refusal)
+    assert isinstance(data, dict)
+    data = await with_history(responses_of(http), data)
+    body = parse_body(ResponsesBody, data, http)
+    count = await input_tokens(http, build_body(body.chat))
+    return json_response({"object": "response.input_tokens", "input_tokens": count})
 
 
 async def _stored_events(
