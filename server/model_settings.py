@@ -89,6 +89,19 @@ class ModelSettings:
         "tokens fill the batch",
         ge=0,
     )
+    chat_template: str | None = spec(
+        None,
+        doc="the chat template in place of the GGUF's: a name llama.cpp knows (chatml, llama3, "
+        "mistral-v7, command-r, ...) or a Jinja template's text (llama-server's "
+        "--chat-template, vLLM's)",
+        min_length=1,
+    )
+    chat_template_file: str | None = spec(
+        None,
+        doc="a Jinja template file, relative to the config file's folder, in place of the "
+        "GGUF's chat template (llama-server's --chat-template-file)",
+        min_length=1,
+    )
     use_chat_template: bool = spec(
         True, doc="wrap /generate prompts in the model's own chat template as a user turn"
     )
@@ -106,13 +119,7 @@ class ModelSettings:
     draft: str | None = spec(
         None, doc='speculative decoding: a configured model with the same vocabulary, or "ngram"'
     )
-    num_draft_tokens: int = spec(
-        4,
-        doc="most tokens drafted per sequence and step: a draft model's pay at 4-8, n-gram "
-        "drafts of a text being copied (code edits) at 32-64",
-        ge=1,
-        le=64,
-    )
+    num_draft_tokens: int = spec(4, doc="most tokens drafted per sequence and step", ge=1, le=16)
     adaptive_speculation: bool = spec(
         True,
         doc="adapt draft lengths and stop drafting where it does not pay; false: always "

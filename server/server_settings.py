@@ -155,6 +155,12 @@ class ServerSettings:
     slots: bool = spec(
         True, doc="serve llama-server's GET /slots, each slot's state (false: 501, --no-slots)"
     )
+    verbose_replies: bool = spec(
+        False,
+        doc="every OpenAI chat and text completion carries __verbose: the prompt as the model "
+        "read it (template markup included) and the raw output; a request's verbose field "
+        "decides for itself (llama-server's --verbose)",
+    )
     log_format: str = spec("text", doc="request log lines", choices=("text", "json"))
     strict_fields: bool = spec(
         False,

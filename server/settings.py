@@ -112,6 +112,11 @@ def load_config(
                 )
             named[alias] = name
     for name, model in config.models.items():
+        if model.chat_template is not None and model.chat_template_file is not None:
+            raise ValueError(
+                f"config file {path}: models.{name}: chat_template and chat_template_file "
+                "both replace the GGUF's template; set one"
+            )
         split = model.tensor_split or [1.0]
         if any(x < 0 for x in split) or sum(split) <= 0:
             raise ValueError(
@@ -138,12 +143,20 @@ def load_config(
         )
     # Model paths are relative to the config file, wherever the server starts.
     root = root or path.resolve().parent
-    models = {n: replace(m, path=str(root / m.path)) for n, m in config.models.items()}
+    models = {n: _rooted(m, root) for n, m in config.models.items()}
     server_settings = replace(config.server, data_dir=str(root / config.server.data_dir))
     if server_settings.api_keys_file is not None:
         keys_path = root / server_settings.api_keys_file
         server_settings = replace(server_settings, api_keys_file=str(keys_path))
     return replace(config, models=models, server=server_settings)
+
+
+def _rooted(model: ModelSettings, root: Path) -> ModelSettings:
+    """The model's file paths made absolute from the config file's folder."""
+    template = model.chat_template_file
+    if template is not None:
+        template = str(root / template)
+    return replace(model, path=str(root / model.path), chat_template_file=template)
 
 
 def _env_value(text: str) -> Any:

@@ -47,26 +47,39 @@ def init_backend() -> None:
 
 
 _shared_lock = threading.Lock()
-_shared: dict[tuple[Path, Placement], LlamaModel] = {}  # open_shared's, by file and placement
+# open_shared's, by file, placement and chat template
+_shared: dict[tuple[Path, Placement, bytes | None], LlamaModel] = {}
 
 
 class LlamaModel:
     """Weights and vocabulary of one GGUF file; safe to share between threads."""
 
     @classmethod
-    def open_shared(cls, path: str | Path, placement: Placement | None = None) -> LlamaModel:
+    def open_shared(
+        cls,
+        path: str | Path,
+        placement: Placement | None = None,
+        chat_template: bytes | None = None,
+    ) -> LlamaModel:
         """The file's model, opened once however many users it has (a served model that
-        is also another's draft, placed alike); each call needs its own ``close``."""
-        key = (Path(path).resolve(), placement or Placement())
+        is also another's draft, placed alike, with the same chat template); each call
+        needs its own ``close``."""
+        key = (Path(path).resolve(), placement or Placement(), chat_template)
         with _shared_lock:  # held through a load: two of the same file must not race
             model = _shared.get(key)
             if model is not None and model._ptr:
                 model._refs += 1
                 return model
-            model = _shared[key] = cls(path, placement)
+            model = _shared[key] = cls(path, placement, chat_template)
             return model
 
-    def __init__(self, path: str | Path, placement: Placement | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        placement: Placement | None = None,
+        chat_template: bytes | None = None,
+    ) -> None:
+        """``chat_template`` replaces the GGUF's (a name llama.cpp knows, or Jinja)."""
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(f"model file {path} does not exist")
@@ -89,7 +102,10 @@ class LlamaModel:
         self.vocab = C.llama_model_get_vocab(self._ptr)
         self.num_vocab = int(C.llama_vocab_n_tokens(self.vocab))
         self.num_ctx_train = int(C.llama_model_n_ctx_train(self._ptr))
-        self.chat_template: bytes | None = C.llama_model_chat_template(self._ptr, None)
+        self.template_override = chat_template
+        self.chat_template: bytes | None = chat_template or C.llama_model_chat_template(
+            self._ptr, None
+        )
         self.architecture = self._meta("general.architecture") or ""
         # an encoder (BERT and kin: attention not causal) embeds text but cannot write it
         self.generates = self._meta(f"{self.architecture}.attention.causal") != "false"
@@ -115,7 +131,7 @@ class LlamaModel:
             self._refs -= 1
             if self._refs > 0:
                 return
-            key = (self.path.resolve(), self.placement)
+            key = (self.path.resolve(), self.placement, self.template_override)
             if _shared.get(key) is self:
                 del _shared[key]
         with self._lock:

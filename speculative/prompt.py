@@ -58,6 +58,10 @@ def encode_prompt(model: LlamaModel, prompt: str | Messages | JinjaChat) -> list
             return tokens
         prompt = prompt.fallback
     tokens = encode_chat(model, prompt)
+    if tokens is None and model.chat_template is not None:
+        # a template llama.cpp's own renderer does not recognise: Jinja renders it
+        messages = [{"role": role, "content": content} for role, content in prompt]
+        tokens = encode_jinja_chat(model, JinjaChat(messages, None, prompt))
     if tokens is not None:
         return tokens
     # No usable template in the GGUF: a plain transcript the model can continue.

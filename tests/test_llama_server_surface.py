@@ -23,6 +23,7 @@ MODEL = "tiny"
 PROMPT = "I believe the meaning of life is"
 DEFAULTS = {"seed": 42, "temperature": 0.8, "max_tokens": 16}
 PAGE = "https://app.example"
+JINJA = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant] "
 
 
 def config(folder: Path, **server: object) -> Path:
@@ -35,7 +36,14 @@ def config(folder: Path, **server: object) -> Path:
         "aliases": ["tinyllama-2"],
         "defaults": DEFAULTS,
     }
-    return write_config(folder, {**base, "models": {MODEL: model}})
+    # the same file under templates of llama.cpp's and the operator's choosing
+    (folder / "turns.jinja").write_text(JINJA)
+    models = {
+        MODEL: model,
+        "tiny-llama3": {**model, "aliases": [], "chat_template": "llama3"},
+        "tiny-jinja": {**model, "aliases": [], "chat_template_file": "turns.jinja"},
+    }
+    return write_config(folder, {**base, "models": models})
 
 
 @pytest.fixture(scope="module")
@@ -248,3 +256,61 @@ async def test_json_object_takes_llama_cpps_schema(client: httpx.AsyncClient) ->
         refused = await chat(bad)
         assert refused.status_code == 400, refused.text
         assert "schema" in refused.json()["error"]["message"]
+
+
+CHAT = [{"role": "system", "content": "Book"}, {"role": "user", "content": "What is the best book"}]
+
+
+async def rendered(client: httpx.AsyncClient, model: str) -> str:
+    reply = await client.post("/apply-template", json={"model": model, "messages": CHAT})
+    assert reply.status_code == 200, reply.text
+    prompt: str = reply.json()["prompt"]
+    return prompt
+
+
+async def test_a_configured_chat_template_replaces_the_ggufs(client: httpx.AsyncClient) -> None:
+    """chat_template (a name llama.cpp knows) and chat_template_file (Jinja), as
+    llama-server's --chat-template and --chat-template-file; __verbose shows the prompt."""
+    assert "<|im_start|>user\nWhat is the best book" in await rendered(client, MODEL)
+    llama3 = await rendered(client, "tiny-llama3")
+    assert "<|start_header_id|>user<|end_header_id|>\n\nWhat is the best book<|eot_id|>" in llama3
+    jinja = await rendered(client, "tiny-jinja")
+    assert jinja == "[system] Book\n[user] What is the best book\n[assistant] "
+    for model, prompt in (("tiny-llama3", llama3), ("tiny-jinja", jinja)):
+        body = {"model": model, "messages": CHAT, "max_tokens": 2, "verbose": True}
+        reply = (await client.post("/v1/chat/completions", json=body)).json()
+        # the tokens read, as text: the template's markup and the messages, BOS included
+        assert reply["__verbose"]["prompt"].endswith(prompt)
+        assert reply["__verbose"]["content"] == reply["choices"][0]["message"]["content"]
+        quiet = {**body, "verbose": False}
+        assert "__verbose" not in (await client.post("/v1/chat/completions", json=quiet)).json()
+
+
+async def test_continue_final_message_continues_the_assistants_turn(
+    client: httpx.AsyncClient,
+) -> None:
+    """vLLM's continue_final_message (with add_generation_prompt false)."""
+    turns = [*CHAT, {"role": "assistant", "content": "Whill"}]
+    body = {"model": "tiny-llama3", "messages": turns, "max_tokens": 2, "verbose": True}
+    continued = {**body, "continue_final_message": True, "add_generation_prompt": False}
+    reply = await client.post("/v1/chat/completions", json=continued)
+    assert reply.status_code == 200, reply.text
+    prompt = reply.json()["__verbose"]["prompt"]
+    assert prompt.endswith("<|start_header_id|>assistant<|end_header_id|>\n\nWhill")
+    plain = (await client.post("/v1/chat/completions", json=body)).json()  # the same prefill
+    assert plain["__verbose"]["prompt"] == prompt
+    for wrong, words in (
+        ({**body, "continue_final_message": True}, "add_generation_prompt"),
+        ({**body, "add_generation_prompt": False}, "continue_final_message"),
+        ({**continued, "messages": CHAT}, "the last message must be the assistant's"),
+    ):
+        refused = await client.post("/v1/chat/completions", json=wrong)
+        assert refused.status_code == 400 and words in refused.json()["error"]["message"]
+
+
+async def test_a_json_schema_format_needs_no_name(client: httpx.AsyncClient) -> None:
+    schema = {"type": "json_schema", "json_schema": {"schema": {"const": "foooooo"}}}
+    body = {"messages": CHAT, "max_tokens": 10, "response_format": schema}
+    reply = await client.post("/v1/chat/completions", json=body)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"] == '"foooooo"'

@@ -64,6 +64,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     for flag in ("--hf-repo", "--hf-file", "--model-url"):
         p.add_argument(flag)
     p.add_argument("--reranking", "--rerank", action="store_true")
+    p.add_argument("--chat-template")
+    p.add_argument("--chat-template-file")
+    p.add_argument("--verbose", "-v", action="store_true")
     for flag in ("--offline", "--no-jinja", "--jinja", "--embedding", "--cont-batching"):
         p.add_argument(flag, action="store_true")
     return p.parse_known_args(argv)
@@ -98,6 +101,10 @@ def edge_config(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     }
     if args.batch_size:
         model["batch_tokens"] = max(args.batch_size, 16)
+    if args.chat_template:
+        model["chat_template"] = args.chat_template
+    if args.chat_template_file:  # relative to where the suite runs, not this checkout
+        model["chat_template_file"] = str(Path(args.chat_template_file).resolve())
     if args.threads:
         model["threads"] = args.threads
     server: dict[str, Any] = {
@@ -109,6 +116,7 @@ def edge_config(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "drain_timeout_s": 0,
         "metrics": args.metrics,
         "slots": args.slots,
+        "verbose_replies": args.verbose,
         # llama-server has no result cache: a repeated seeded request is decoded again
         "result_cache": {"enabled": False},
         # llama-server allows every origin unless --cors-origins narrows it

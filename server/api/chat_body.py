@@ -192,6 +192,16 @@ class ChatCompletionBody(SamplingFields):
         None, doc="auto: the model may call several; required/named: exactly one call"
     )
 
+    continue_final_message: bool = spec(
+        False,
+        doc="vLLM's: continue the last assistant turn (what a last assistant turn does here "
+        "anyway); needs add_generation_prompt false",
+    )
+    add_generation_prompt: bool = spec(
+        True,
+        doc="vLLM's: false only with continue_final_message (the prompt ends with the "
+        "assistant's cue, or its turn begun)",
+    )
     truncate: bool = spec(
         False,
         doc="drop the oldest turns (a user turn and its replies) until the prompt leaves "
@@ -242,6 +252,20 @@ class ChatCompletionBody(SamplingFields):
         for name in (self.chat_template_kwargs or {}).keys() & RESERVED_TEMPLATE_NAMES:
             raise ValueError(
                 f"chat_template_kwargs.{name}: the server sets this template variable itself"
+            )
+        if self.continue_final_message and self.add_generation_prompt:
+            raise ValueError(
+                "continue_final_message: cannot be combined with add_generation_prompt true "
+                "(its default): send add_generation_prompt false"
+            )
+        if self.continue_final_message and self.messages[-1].role != "assistant":
+            raise ValueError(
+                "continue_final_message: the last message must be the assistant's turn to continue"
+            )
+        if not self.add_generation_prompt and not self.continue_final_message:
+            raise ValueError(
+                "add_generation_prompt: false is taken with continue_final_message only (the "
+                "prompt here always ends with the assistant's cue or its turn begun)"
             )
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs: needs logprobs: true")

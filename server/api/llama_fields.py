@@ -85,6 +85,11 @@ class LlamaFields(ServingFields):
         None, doc="JSON Schema the output must be an instance of (made into a grammar)"
     )
     timings_per_token: bool = spec(False, doc="timings in every streamed chunk")
+    verbose: bool | None = spec(
+        None,
+        doc="the reply carries __verbose: the prompt as the model read it and the raw output "
+        "(null: the server's verbose_replies)",
+    )
     id_slot: int = spec(
         -1, doc="accepted: the prefix cache puts a request in the slot holding its prompt", ge=-1
     )

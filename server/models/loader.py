@@ -18,7 +18,7 @@ from server.settings import Config
 from speculative.adaptive import SpeculationPolicy
 from speculative.executor import Executor
 from speculative.footprint import Footprint, measure, read_shape
-from speculative.llama import LlamaContext, LlamaModel
+from speculative.llama import LlamaContext, LlamaModel, ModelLoadError
 from speculative.proposers import (
     DraftModelProposer,
     NgramProposer,
@@ -101,9 +101,19 @@ def open_shared_model(name: str, settings: ModelSettings, threads: int) -> Llama
     placement (each user closes it)."""
     placement = placement_for(name, settings)
     weights = weights_for(settings.path, settings.weights, placement, threads=threads)
-    model = LlamaModel.open_shared(weights.path, placement)
+    model = LlamaModel.open_shared(weights.path, placement, chat_template_of(settings))
     model.weights = weights.as_dict()
     return model
+
+
+def chat_template_of(settings: ModelSettings) -> bytes | None:
+    """The configured chat template that replaces the GGUF's; None: the GGUF's own."""
+    if settings.chat_template_file is not None:
+        try:
+            return Path(settings.chat_template_file).read_bytes()
+        except OSError as exc:
+            raise ModelLoadError(f"chat_template_file: cannot read it: {exc}") from None
+    return None if settings.chat_template is None else settings.chat_template.encode()
 
 
 def load_blocking(

@@ -260,11 +260,18 @@ async def _respond(
     for request in requests:  # a 504's partial output is the first choice's
         check_failed(request, partial=lambda: {"text": requests[0].text, "usage": usage(*requests)})
     reply = shapes[0].envelope([s.whole() for s in shapes], chunk=False)
-    extras = {
+    reply_text = requests[0].text
+    extras: dict[str, Any] = {
         "usage": usage(*requests),
         "timings": requests[0].timings(),
         "speculative": speculation_counts(requests[0]),
     }
+    verbose = body.verbose
+    if verbose is None:
+        verbose = registry_of(http).config.server.verbose_replies
+    if verbose:  # llama-server's debugging aid: what the template made of the messages
+        prompt = b"".join(loaded.model.piece(t, special=True) for t in requests[0].prompt_tokens)
+        extras["__verbose"] = {"prompt": prompt.decode(errors="replace"), "content": reply_text}
     return json_response(reply | extras, headers=headers)
 
 

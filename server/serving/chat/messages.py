@@ -126,7 +126,12 @@ class NamedToolChoice:
 class JsonSchemaFormat:
     """A named JSON Schema the reply must be an instance of."""
 
-    name: str = spec(doc="the schema's name", min_length=1, max_length=64)
+    name: str = spec(
+        "response",
+        doc="the schema's name (OpenAI requires one, llama-server does not)",
+        min_length=1,
+        max_length=64,
+    )
     schema: dict[str, object] | None = spec(None, doc="the JSON Schema (any JSON when absent)")
     description: str | None = spec(None, doc="what the format is for")
     strict: bool | None = spec(None, doc="always enforced: the output follows a grammar")
