@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 SOURCE = REPO / "speculative" / "sharing.py"
 OLD, NEW = "num_dependents", "count_dependents"
+OFF, NGRAM = "this server, speculation off", "this server, n-gram"
 LLAMA_CASES = {
     "llama-server": [],
     "llama-server ngram-simple": ["--spec-type", "ngram-simple"],
@@ -80,17 +81,18 @@ def start_llama(model: Path, args: list[str], label: str, stack: contextlib.Exit
     return str(stack.enter_context(running(cmd, port, log, REPO, timeout=180, health="/health")))
 
 
-def start_ours(model: Path, folder: Path, stack: contextlib.ExitStack) -> str:
+def start_ours(model: Path, folder: Path, draft: int, stack: contextlib.ExitStack) -> str:
     port = free_port()
-    settings = {"path": str(model), "context_size": 4096, "draft": "ngram", "num_draft_tokens": 8}
+    settings = {"path": str(model), "context_size": 4096, "draft": "ngram"}
+    settings["num_draft_tokens"] = draft
     config = {
         "server": {"default_model": "m", "max_batch_size": 1, "data_dir": str(folder / "data")},
         "models": {"m": settings},
     }
-    path = folder / "editing.json"
+    path = folder / f"editing-{draft}.json"
     path.write_bytes(orjson.dumps(config))
     cmd = [sys.executable, "-m", "server", "serve", "--config", str(path), "--port", str(port)]
-    log = RESULTS / "logs" / "editing-this-server.log"
+    log = RESULTS / "logs" / f"editing-this-server-{draft}.log"
     return str(stack.enter_context(running(cmd, port, log, REPO, timeout=300)))
 
 
@@ -98,6 +100,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=MODEL)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--draft-tokens",
+        default="8,64",
+        help="this server's num_draft_tokens to compare, one server each (comma-separated)",
+    )
     args = parser.parse_args()
     if not LLAMA_SERVER.is_file():
         print(f"skipped: {LLAMA_SERVER} is not built; run `make llama-server`")
@@ -109,9 +116,12 @@ def main() -> None:
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         for label, flags in LLAMA_CASES.items():
             cases[label] = (start_llama(model, flags, label, stack), {"cache_prompt": False})
-        url = start_ours(model, Path(tmp), stack)
-        cases["this server, speculation off"] = (url, ours | {"speculative": False})
-        cases["this server, n-gram"] = (url, ours | {"speculative": True})
+        drafts = [int(d) for d in args.draft_tokens.split(",")]
+        for i, draft in enumerate(drafts):
+            url = start_ours(model, Path(tmp), draft, stack)
+            if i == 0:
+                cases[OFF] = (url, ours | {"speculative": False})
+            cases[f"{NGRAM}, drafts up to {draft}"] = (url, ours | {"speculative": True})
         for url, extra in cases.values():  # warm-up: loads, page cache
             ask(url, [{"role": "user", "content": "Say hi."}], extra)
         for r in range(args.rounds):
@@ -133,11 +143,9 @@ def table(rounds: list[dict[str, dict[str, Any]]], labels: list[str], model: Pat
         return float(figure["tokens"]) / float(figure["wall_s"])
 
     best_llama = [max(speed(r[label]) for label in LLAMA_CASES) for r in rounds]
-    plain = [speed(r["this server, speculation off"]) for r in rounds]
-    same = all(
-        r["this server, n-gram"]["text"] == r["this server, speculation off"]["text"]
-        for r in rounds
-    )
+    plain = [speed(r[OFF]) for r in rounds]
+    ngram = [label for label in labels if label.startswith(NGRAM)]
+    same = all(r[label]["text"] == r[OFF]["text"] for r in rounds for label in ngram)
     rows = [
         f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {model.name}: one stream, "
         f"greedy, the whole of `{SOURCE.relative_to(REPO)}` returned with `{OLD}` renamed; "

@@ -119,7 +119,13 @@ class ModelSettings:
     draft: str | None = spec(
         None, doc='speculative decoding: a configured model with the same vocabulary, or "ngram"'
     )
-    num_draft_tokens: int = spec(4, doc="most tokens drafted per sequence and step", ge=1, le=16)
+    num_draft_tokens: int = spec(
+        4,
+        doc="most tokens drafted per sequence and step: a draft model's pay at 4-8, n-gram "
+        "drafts of a text being copied (code edits) at 32-64",
+        ge=1,
+        le=64,
+    )
     adaptive_speculation: bool = spec(
         True,
         doc="adapt draft lengths and stop drafting where it does not pay; false: always "
