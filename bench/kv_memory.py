@@ -2,7 +2,11 @@
 KV settings against llama-server's defaults on the same file, plus c=16 tokens/s and
 time to first token for this server's cases:
 
-    .venv/bin/python -m bench.kv_memory        (llama-server from `make llama-server`)
+    .venv/bin/python -m bench.kv_memory [--model qwen2.5-coder-0.5b] [--cases 0,1]
+
+(llama-server from `make llama-server`). ``--model`` names a model of config.json: its
+file, and its settings under each case's (the default: SmolLM2's Q4_1 file, the
+server's default settings).
 
 Cases: llama-server with no sizing flags (its defaults); this server with 16 sequences x
 2,048 cells each whose pages follow use (``kv_release``, the default), the same with every
@@ -66,18 +70,28 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def start(case: Case, folder: Path, stack: contextlib.ExitStack) -> LiveServer:
+def configured(name: str) -> tuple[Path, dict[str, Any]]:
+    """A model of the repo's config.json: its file and its serving settings."""
+    entry = dict(orjson.loads((REPO / "config.json").read_bytes())["models"][name])
+    for key in ("source", "quantized_from", "converted_from", "optional", "draft", "aliases"):
+        entry.pop(key, None)
+    return REPO / entry.pop("path"), entry
+
+
+def start(
+    case: Case, folder: Path, stack: contextlib.ExitStack, model: Path, base: dict[str, Any]
+) -> LiveServer:
     port = free_port()
     log = RESULTS / "logs" / f"kv-memory-{case.label.split(',')[0].replace(' ', '-')}.log"
     if case.is_llama_server:
-        cmd = [str(LLAMA_SERVER), "-m", str(MODEL), "--port", str(port), "--no-webui"]
+        cmd = [str(LLAMA_SERVER), "-m", str(model), "--port", str(port), "--no-webui"]
         return stack.enter_context(started(cmd, port, log, REPO, timeout=180, health="/health"))
     data = folder / case.label.replace(" ", "-").replace(",", "")
     config = {
         "server": {"default_model": "m", "data_dir": str(data), "result_cache": {"enabled": False}},
         # the server's default weights ("fastest": here the file's Q8_0 conversion), as
         # `make run` serves them
-        "models": {"m": {"path": str(MODEL), **case.model_settings}},
+        "models": {"m": {**base, "path": str(model), **case.model_settings}},
     }
     path = data.with_suffix(".json")
     path.write_bytes(orjson.dumps(config))
@@ -128,13 +142,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", help="comma-separated case numbers (0: llama-server)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", help="a model of config.json (its file and settings)")
     args = parser.parse_args()
+    model, base = configured(args.model) if args.model else (MODEL, {})
     cases = [CASES[int(i)] for i in args.cases.split(",")] if args.cases else CASES
     if not LLAMA_SERVER.is_file():
         cases = [c for c in cases if not c.is_llama_server]
         print(f"llama-server skipped: {LLAMA_SERVER} is not built; run `make llama-server`")
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
-        lives = [start(case, Path(tmp), stack) for case in cases]
+        lives = [start(case, Path(tmp), stack, model, base) for case in cases]
         results = [first_request(case, live) for case, live in zip(cases, lives, strict=True)]
         ours = [i for i, case in enumerate(cases) if not case.is_llama_server]
         rounds: dict[int, list[tuple[float, Any]]] = {i: [] for i in ours}
@@ -144,12 +160,21 @@ def main() -> None:
                 print(cases[i].label, rounds[i][-1], flush=True)
         for i in ours:
             after_loads(results[i], lives[i], rounds[i])
-    write_table("kv_memory", table(cases, results, args.rounds))
+    name = f"kv_memory-{args.model}" if args.model else "kv_memory"
+    write_table(name, table(cases, results, args.rounds, model, base))
 
 
-def table(cases: list[Case], results: list[dict[str, Any]], rounds: int) -> list[str]:
+def table(
+    cases: list[Case],
+    results: list[dict[str, Any]],
+    rounds: int,
+    model: Path = MODEL,
+    base: dict[str, Any] | None = None,
+) -> list[str]:
+    settings = f" with {orjson.dumps(base).decode()} under each case" if base else ""
     rows = [
-        f"RSS after start-up and one chat request ({time.strftime('%Y-%m-%d')}), {MODEL.name}; "
+        f"RSS after start-up and one chat request ({time.strftime('%Y-%m-%d')}), "
+        f"{model.name}{settings}; "
         f"this server also at c={CONCURRENCY} (64 short chats, {MAX_TOKENS} tokens each, "
         f"greedy, streamed; median of {rounds} rounds, every server up, alternating order), "
         f"{os.cpu_count()} threads.",
