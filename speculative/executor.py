@@ -281,6 +281,8 @@ class Executor:
         request.started_at = time.monotonic()
         self.stats.num_prompt_tokens += request.num_prompt_tokens
         self._running.append(seq)
+        if request.wants_progress:  # the first report: what the cache gave, none read yet
+            self._publish([Update(request, "", False, seq.num_cached)])
 
     def step(self) -> None:
         """schedule -> decode -> sample and advance -> publish, for every running sequence."""
