@@ -14,6 +14,7 @@ whatever earlier requests left in the slots.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from typing import Any
 
@@ -132,3 +133,42 @@ async def test_seeded_choices_are_reproducible(oai: AsyncOpenAI) -> None:
     assert first == await texts(7, 2)
     assert all(first) and len(set(first)) == 2
     assert [*await texts(7, 1), *await texts(8, 1)] == first
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+async def test_its_own_tool_calls_are_calls(oai: AsyncOpenAI) -> None:
+    """The coder calls tools with a bare (or fenced) JSON object, not in <tool_call>
+    tags; a call it makes on its own (tool_choice auto, no grammar) is parsed as one,
+    streamed and whole."""
+    ask = {
+        "model": CODER,
+        "messages": [{"role": "user", "content": "What's the weather in Paris right now?"}],
+        "tools": [WEATHER],
+        "temperature": 0,
+        "max_tokens": 60,
+    }
+    reply = await oai.chat.completions.create(**ask)  # type: ignore[call-overload]
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls", choice.message
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    names, arguments = [], ""
+    async for chunk in await oai.chat.completions.create(**ask, stream=True):  # type: ignore[call-overload]
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            names += [delta.function.name] if delta.function.name else []
+            arguments += delta.function.arguments or ""
+    assert names == ["get_weather"] and arguments == call.function.arguments

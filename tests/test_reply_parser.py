@@ -105,3 +105,37 @@ def test_think_tags_of_templates() -> None:
     assert think_tags("{{ '<think>\\n' }}...</think>") == THINK
     assert think_tags("<|END_THINKING|>") == ThinkTags("<|START_THINKING|>", "<|END_THINKING|>")
     assert think_tags("<|im_start|>") is None and think_tags(None) is None
+
+
+BARE = '{"name": "f", "arguments": {"a": "}"}}'
+
+
+def test_a_bare_or_fenced_call_of_a_known_tool_is_a_call() -> None:
+    """Qwen2.5 Coder's shapes: the call object as the whole content, or in a json fence;
+    streamed a character at a time, the same as whole."""
+    names = {"f"}
+    for text in (BARE, f"  {BARE}\n", f"```json\n{BARE}\n```", f"```\n{BARE}\n```"):
+        whole = parse(text, tool_names=names)
+        assert whole.calls == [ToolCall("f", '{"a": "}"}')] and whole.text is None, text
+        _, parsed = streamed(list(text), ReplyParser(None, tool_names=names))
+        assert (parsed.calls, parsed.content) == (whole.calls, whole.content)
+    after = parse(f"{BARE} Done.", tool_names=names)
+    assert after.calls == [ToolCall("f", '{"a": "}"}')] and after.text == "Done."
+
+
+def test_json_and_code_that_are_not_calls_stay_content() -> None:
+    names = {"f"}
+    for text in (
+        '{"answer": 42}',
+        '{"name": "g", "arguments": {}}',  # not a known tool
+        '```json\n{"a": 1}\n```',
+        "```python\nprint(1)\n```\nDone.",
+        f"Calling it: {BARE}",  # a bare call only as the content's start
+        '{"name": "f", "arguments": {"a": 1',  # never closed
+    ):
+        assert parse(text, tool_names=names).content == text, text
+    assert parse(BARE).content == BARE  # no tools declared: nothing is a call
+    # a fence of code goes out as soon as its first line shows it is not a call's
+    parser = ReplyParser(None, tool_names=names)
+    assert parser.feed("```python\n") == []
+    assert parser.feed("print(1)") == [Content("```python\nprint(1)")]

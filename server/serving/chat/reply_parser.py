@@ -15,6 +15,12 @@ once its name is read, its arguments go out as the model writes them (the JSON
 text as is, so the deltas join to the non-streamed ``arguments``). A block whose
 header is another shape (keys swapped, arguments as a JSON string) is decoded
 whole at its close; one that is not a call of a known tool stays content.
+
+Some models write the call bare instead: Qwen2.5 Coder answers a tool request with
+``{"name": ..., "arguments": {...}}``, or that object in a ```json fence, as its whole
+content (llama.cpp's Hermes parser takes those too). Content that starts with ``{`` or
+a fence is held until its JSON object closes; a call of a known tool with its
+arguments is then a call (sent whole), anything else is content.
 """
 
 from __future__ import annotations
@@ -83,6 +89,7 @@ class _Mode(Enum):
     WHOLE = auto()  # a block decoded at its close (another header shape)
     TAIL = auto()  # after the arguments, up to </tool_call>
     SKIP = auto()  # a call beyond max_calls: dropped
+    BARE = auto()  # content that may be a bare call: held until its JSON object closes
 
 
 _HEADER = re.compile(
@@ -111,6 +118,7 @@ class ReplyParser:
         self._depth = 0  # of the arguments' JSON value being streamed
         self._in_string = False
         self._escaped = False
+        self._has_content = False  # content went out: a bare call can only come first
 
     def feed(self, piece: str) -> list[Event]:
         self.pending += piece
@@ -130,6 +138,8 @@ class ReplyParser:
             _emit(out, Content(text))
         elif mode in (_Mode.CALL_HEAD, _Mode.WHOLE):
             self._whole_block(text, out)
+        elif mode is _Mode.BARE and not self._bare_call(text, out):
+            _emit(out, Content(text))
         return out
 
     def _step(self, out: list[Event]) -> bool:
@@ -150,6 +160,8 @@ class ReplyParser:
             return self._head(out)
         if mode is _Mode.ARGS:
             return self._args(out)
+        if mode is _Mode.BARE:
+            return self._bare(out)
         return self._until_close(out)
 
     def _start(self) -> bool:
@@ -186,6 +198,14 @@ class ReplyParser:
             _emit(out, Content(self.pending))
             self.pending = ""
             return False
+        if not self._has_content and self.num_calls == 0:
+            start = self.pending.lstrip()
+            if start.startswith(("{", FENCE)):
+                self.mode = _Mode.BARE
+                return True
+            if not start or FENCE.startswith(start):
+                return False  # a fence may be opening
+            self._has_content = True
         at = self.pending.find(OPEN)
         if at >= 0:
             _emit(out, Content(self.pending[:at]))
@@ -241,6 +261,50 @@ class ReplyParser:
         self.pending = ""
         return False
 
+    def _bare(self, out: list[Event]) -> bool:
+        """Hold content until its JSON object (in a fence or not) closes, then decide."""
+        text = self.pending.lstrip()
+        fenced = text.startswith(FENCE)
+        body = text.split("\n", 1)[1] if fenced and "\n" in text else ("" if fenced else text)
+        head = text.split("\n", 1)[0] if fenced else ""
+        if fenced and (head.strip() not in (FENCE, FENCE + "json") or body.lstrip()[:1] not in "{"):
+            if "\n" not in text or not body.strip():
+                return False  # the fence's first line, or what follows it, is coming
+            self.mode, self._has_content = _Mode.CONTENT, True  # a fence of something else
+            return True
+        end = _object_end(body.lstrip())
+        if end is None:
+            return False  # wait for the object's close (finish decides if none comes)
+        offset = len(text) - len(body.lstrip())
+        consumed = offset + end
+        if fenced:
+            rest = text[consumed:]
+            if FENCE not in rest:
+                return False  # the fence's close may come
+            consumed += rest.index(FENCE) + len(FENCE)
+        self.pending = text[consumed:]
+        self.mode, self._has_content = _Mode.CONTENT, True
+        if not self._bare_call(text[:consumed], out):
+            _emit(out, Content(text[:consumed]))
+        return True
+
+    def _bare_call(self, text: str, out: list[Event]) -> bool:
+        """``text`` (an object, perhaps fenced) as a call of a known tool, if it is one."""
+        assert self.names is not None
+        body = text.strip()
+        if body.startswith(FENCE):
+            body = body.split("\n", 1)[1] if "\n" in body else ""
+            body = body.rstrip().removesuffix(FENCE)
+        match = _HEADER.match(body)
+        call = decode_call(body.strip(), self.names) if match else None
+        over = self.max_calls is not None and self.num_calls >= self.max_calls
+        if call is None or over:
+            return False
+        _emit(out, CallStart(self.num_calls, call.name))
+        _emit(out, CallArgs(self.num_calls, call.arguments))
+        self.num_calls += 1
+        return True
+
     def _until_close(self, out: list[Event]) -> bool:
         """TAIL, SKIP and WHOLE: wait for </tool_call>, then back to content."""
         at = self.pending.find(CLOSE)
@@ -267,6 +331,31 @@ def _emit(out: list[Event], event: Event) -> None:
     """Append ``event`` unless it carries no text."""
     if isinstance(event, CallStart) or (event.delta if isinstance(event, CallArgs) else event.text):
         out.append(event)
+
+
+FENCE = "```"
+
+
+def _object_end(text: str) -> int | None:
+    """Where the JSON object ``text`` starts with ends (after its ``}``); None: not yet."""
+    depth, in_string, escaped = 0, False, False
+    for i, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
 
 
 def _partial(text: str, marker: str) -> int:
