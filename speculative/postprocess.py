@@ -70,6 +70,8 @@ class Postprocessor:
                 continue
             seq.num_cached += c.count
             if c.completes:
+                if not seq.request.output_tokens:  # the prompt's last part: all of it read
+                    updates.append(_progress(seq))
                 picks.append(Pick(seq, c.out_row, len(seq.tokens)))
             else:
                 updates.append(_progress(seq))
