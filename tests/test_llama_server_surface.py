@@ -24,6 +24,16 @@ PROMPT = "I believe the meaning of life is"
 DEFAULTS = {"seed": 42, "temperature": 0.8, "max_tokens": 16}
 PAGE = "https://app.example"
 JINJA = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant] "
+# a thinking model's template in miniature: string methods on every turn's content (as
+# Qwen 3's calls lstrip), reasoning_content shown, tools and their calls rendered
+THINKING = (
+    "{% if tools %}[tools]{% for t in tools %} {{ t.function.name }}{% endfor %}\n{% endif %}"
+    "{% for m in messages %}[{{ m.role }}]"
+    "{% if m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}"
+    "{{ m.content.lstrip() }}"
+    "{% for c in m.tool_calls or [] %}<tool_call>{{ c.function.name }}</tool_call>{% endfor %}"
+    "\n{% endfor %}[assistant]"
+)
 
 
 def config(folder: Path, **server: object) -> Path:
@@ -42,6 +52,7 @@ def config(folder: Path, **server: object) -> Path:
         MODEL: model,
         "tiny-llama3": {**model, "aliases": [], "chat_template": "llama3"},
         "tiny-jinja": {**model, "aliases": [], "chat_template_file": "turns.jinja"},
+        "tiny-thinking": {**model, "aliases": [], "chat_template": THINKING},
     }
     return write_config(folder, {**base, "models": models})
 
@@ -226,8 +237,9 @@ async def test_completion_stream_reports_prompt_progress(client: httpx.AsyncClie
     progress = [e["prompt_progress"] for e in events if "prompt_progress" in e]
     assert len(progress) > 1
     processed = [p["processed"] for p in progress]
-    # the chunk that ends the prompt sends the first text instead
-    assert processed == sorted(set(processed)) and processed[-1] < progress[-1]["total"]
+    # from what the cache gave (none here) to all of it read, as llama-server reports it
+    assert processed == sorted(set(processed)) and processed[0] == 0
+    assert processed[-1] == progress[-1]["total"]
     assert all(e["content"] == "" and "timings" in e for e in events if "prompt_progress" in e)
     assert all(e["content"] for e in events[:-1] if "prompt_progress" not in e)
 
@@ -314,3 +326,48 @@ async def test_a_json_schema_format_needs_no_name(client: httpx.AsyncClient) -> 
     reply = await client.post("/v1/chat/completions", json=body)
     assert reply.status_code == 200, reply.text
     assert reply.json()["choices"][0]["message"]["content"] == '"foooooo"'
+
+
+TOOLS = [{"type": "function", "function": {"name": "list_files", "parameters": {}}}]
+
+
+async def test_a_tool_loops_thinking_reaches_the_template(client: httpx.AsyncClient) -> None:
+    """A call-only assistant turn's content is "" (Qwen 3's template calls lstrip on it)
+    and its reasoning_content, from chat's field or Anthropic's thinking blocks, is the
+    template's to show."""
+    call = {"id": "c1", "type": "function", "function": {"name": "list_files", "arguments": "{}"}}
+    turns = [
+        {"role": "user", "content": "Fix main.py"},
+        {
+            "role": "assistant",
+            "content": None,
+            "reasoning_content": "Look first.",
+            "tool_calls": [call],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "main.py"},
+    ]
+    body = {"model": "tiny-thinking", "messages": turns, "tools": TOOLS}
+    reply = await client.post("/apply-template", json=body)
+    assert reply.status_code == 200, reply.text
+    assert (
+        "[assistant]<think>Look first.</think><tool_call>list_files</tool_call>"
+        in (reply.json()["prompt"])
+    )
+    use = {"type": "tool_use", "id": "c1", "name": "list_files", "input": {}}
+    thinking = {"type": "thinking", "thinking": "Look first.", "signature": ""}
+    result = {"type": "tool_result", "tool_use_id": "c1", "content": "main.py"}
+    anthropic_tools = [{"name": "list_files", "input_schema": {"type": "object"}}]
+
+    async def count(assistant: list[dict[str, Any]]) -> int:
+        messages = [
+            {"role": "user", "content": "Fix main.py"},
+            {"role": "assistant", "content": assistant},
+            {"role": "user", "content": [result]},
+        ]
+        body = {"model": "tiny-thinking", "messages": messages, "tools": anthropic_tools}
+        reply = await client.post("/v1/messages/count_tokens", json=body)
+        assert reply.status_code == 200, reply.text
+        tokens: int = reply.json()["input_tokens"]
+        return tokens
+
+    assert await count([thinking, use]) > await count([use])

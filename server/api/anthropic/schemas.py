@@ -3,8 +3,10 @@
 A message's content blocks become chat turns as llama-server converts them:
 ``tool_use`` blocks an assistant turn's ``tool_calls``, each ``tool_result`` a
 ``tool`` turn (before the user's text of the same message), ``thinking``
-blocks dropped (Anthropic drops earlier turns' thinking too). ``cache_control``
-is accepted and needs nothing: the prefix cache reuses any shared beginning.
+blocks the turn's ``reasoning_content``, which a thinking model's template shows
+where it shows its own (Qwen 3: the turns after the last user message, the thinking
+of a tool loop in progress) and drops elsewhere. ``cache_control`` is accepted and
+needs nothing: the prefix cache reuses any shared beginning.
 """
 
 from __future__ import annotations
@@ -200,7 +202,15 @@ def _chat_turns(message: Message) -> list[ChatMessage]:
             for b in message.content
             if b.type == "tool_use"
         ]
-        return [ChatMessage(role="assistant", content=text or None, tool_calls=calls or None)]
+        thinking = "".join(b.thinking or "" for b in message.content if b.type == "thinking")
+        return [
+            ChatMessage(
+                role="assistant",
+                content=text or None,
+                tool_calls=calls or None,
+                reasoning_content=thinking or None,
+            )
+        ]
     turns = [
         ChatMessage(role="tool", content=b.result_text(), tool_call_id=b.tool_use_id)
         for b in message.content

@@ -134,9 +134,9 @@ def _role(message: ChatMessage) -> str:
 
 
 def _jinja_message(message: ChatMessage) -> dict[str, Any]:
-    text = message.text()
-    content = text if text or not message.tool_calls else None
-    out: dict[str, Any] = {"role": _role(message), "content": content}
+    # a call-only turn's content is "", not None: templates such as Qwen 3's call string
+    # methods on it (llama-server passes "" too)
+    out: dict[str, Any] = {"role": _role(message), "content": message.text()}
     if message.tool_calls:
         out["tool_calls"] = [
             {
