@@ -27,7 +27,6 @@ from server.api.http import client_left, json_response, read_body, registry_of, 
 from server.api.llama_fields import DEFAULT_SAMPLERS
 from server.api.llama_server.defaults import capped, filler, model_defaults
 from server.api.llama_server.schemas import NativeCompletionBody, NativeEmbeddingBody
-from server.api.llama_server.timings import timings
 from server.api.sse import event, progress_frame, sse_response
 from server.errors import ApiError
 from server.models.loaded import LoadedModel
@@ -41,6 +40,7 @@ from server.serving.logprobs import LogprobCursor
 from server.serving.prepare import prepare
 from server.serving.run import submit, wait_done
 from server.serving.streams import Progress, stream_events
+from server.serving.timings import timings
 from speculative.llama import LlamaModel
 
 DEFAULTS = (  # the fields /props shows, with the native body's defaults
