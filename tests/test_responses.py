@@ -332,3 +332,31 @@ async def test_input_tokens_are_what_a_run_reads(
         reply = await client.post(path, json={"model": DEFAULT_MODEL, "messages": messages})
         assert reply.status_code == 200, reply.text
         assert reply.json() == {"input_tokens": counted.input_tokens}
+
+
+async def test_llama_servers_telemetry_on_the_stream(client: httpx.AsyncClient) -> None:
+    """return_progress: response.in_progress events carry prompt_progress, from the
+    admission (nothing read) to all of the prompt; timings_per_token: timings in each
+    text delta and the last event."""
+    body = {
+        "model": DEFAULT_MODEL,
+        "input": "This is a test. " * 200,  # several steps' worth of prompt
+        "max_output_tokens": 4,
+        "stream": True,
+        "return_progress": True,
+        "timings_per_token": True,
+        "store": False,
+    }
+    events = []
+    async with client.stream("POST", "/v1/responses", json=body) as reply:
+        async for line in reply.aiter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    progress = [e["prompt_progress"] for e in events if "prompt_progress" in e]
+    assert all(e["type"] == "response.in_progress" for e in events if "prompt_progress" in e)
+    assert len(progress) >= 2 and progress[0]["processed"] == progress[0]["cache"]
+    assert progress[-1]["processed"] == progress[-1]["total"] > 200
+    deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+    assert deltas and all("predicted_per_second" in e["timings"] for e in deltas)
+    assert events[-1]["type"] in ("response.completed", "response.incomplete")
+    assert "prompt_per_second" in events[-1]["timings"]

@@ -21,7 +21,13 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from batching.request import Request
-from server.api.chat_run import build_body, finish_chat, input_tokens, start_chat, stream_chat
+from server.api.chat_run import (
+    build_body,
+    finish_chat,
+    input_tokens,
+    start_chat,
+    stream_chat_alive,
+)
 from server.api.http import json_response, parse_body, read_json, registry_of
 from server.api.responses.background import BackgroundResponses
 from server.api.responses.echo import echo, queued
@@ -35,6 +41,8 @@ from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reaso
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Family
 from server.serving.logprobs import LogprobCursor
+from server.serving.streams import Progress
+from server.serving.timings import timings
 from server.tasks.responses import ResponseStore
 
 
@@ -52,6 +60,7 @@ async def create_response(http: HttpRequest) -> Response:
         return await _start_background(http, body, data)
     run = await start_chat(http, build_body(body.chat), stream=body.stream)
     shape = _Shape(body, run)
+    shape.keepalive_s = registry_of(http).config.server.stream_keepalive_s
     headers = {"X-Cache": run.verdict}
     if body.stream:
         return sse_response(_stored_events(shape, store, data), headers)
@@ -156,7 +165,12 @@ class _Shape:
         self.num_events = 0
         self.final: dict[str, Any] | None = None  # the Response a stream ended with
         self.cursor = LogprobCursor(run.loaded.model, run.request)
+        self.keepalive_s: float | None = None  # a comment while no event is due
         self.logprobs: list[dict[str, Any]] = []  # handed out so far (include: logprobs)
+
+    def timings(self) -> dict[str, Any]:
+        """llama-server's telemetry: the timings so far, where the body asked for them."""
+        return {"timings": timings(self.run.request)} if self.body.timings_per_token else {}
 
     def new_logprobs(self) -> list[dict[str, Any]]:
         """The logprobs of the tokens since the last call (none unless asked for)."""
@@ -222,6 +236,7 @@ class _Shape:
         extra: dict[str, Any] = {}
         if kind == "message":
             name, extra = "response.output_text.delta", {"logprobs": self.new_logprobs()}
+            extra |= self.timings()
         elif kind == "reasoning":
             name = "response.reasoning_text.delta"
         else:
@@ -251,8 +266,21 @@ class _Shape:
     async def events(self) -> AsyncIterator[bytes]:
         yield self.event("response.created", response=self.response(None, []))
         yield self.event("response.in_progress", response=self.response(None, []))
-        async for piece in stream_chat(self.run):
+        async for piece in stream_chat_alive(self.run, self.keepalive_s):
             frames: list[bytes] = []
+            if isinstance(piece, Progress):
+                if piece.processed is None:  # queued, or a long prompt read: keep alive
+                    yield b": keep-alive\n\n"
+                elif self.body.return_progress:  # llama-server's prompt_progress
+                    progress = piece.fields(self.run.request)
+                    response = self.response(None, self.output)
+                    yield self.event(
+                        "response.in_progress",
+                        response=response,
+                        prompt_progress=progress,
+                        **self.timings(),
+                    )
+                continue
             if isinstance(piece, Reasoning):
                 frames = self.add("reasoning", piece.text)
             elif isinstance(piece, Content):
@@ -275,6 +303,6 @@ class _Shape:
                 final = self.final = self.response(piece, self.output)
                 incomplete = final["status"] == "incomplete"
                 kind = "response.incomplete" if incomplete else "response.completed"
-                frames.append(self.event(kind, response=final))
+                frames.append(self.event(kind, response=final, **self.timings()))
             for frame in frames:
                 yield frame

@@ -178,6 +178,9 @@ class ResponsesBody(ServingFields):
     )
     model: str | None = spec(None, doc="a configured model name; the default when omitted")
     instructions: str | None = spec(None, doc="a system turn before the input")
+    timings_per_token: bool = spec(
+        False, doc="llama-server's: timings in each text delta and in the last event"
+    )
     max_output_tokens: int | None = spec(
         None, doc="most tokens to generate", ge=1, le=MAX_ASKED_TOKENS
     )
