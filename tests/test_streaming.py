@@ -60,7 +60,7 @@ async def test_chat_stream_framing(client: httpx.AsyncClient) -> None:
     frames = raw.split(b"\n\n")
     assert frames[-2:] == [b"data: [DONE]", b""]
     chunks = [orjson.loads(f[6:]) for f in frames[:-2]]
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": None}
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert len({c["id"] for c in chunks}) == 1
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"

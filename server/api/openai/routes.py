@@ -41,6 +41,7 @@ from server.serving.logprobs import LogprobCursor
 from server.serving.prepare import choices_of, prepare
 from server.serving.run import cancel_all, speculation_counts, submit, usage, wait_done
 from server.serving.streams import Progress, merged_streams
+from server.serving.timings import timings
 from speculative.llama import LlamaModel
 
 
@@ -286,13 +287,15 @@ async def _chunks(
         choice = shape.choice(text, finish, chunk=True, delta=delta)
         body = first.envelope([choice], chunk=True)
         if timings_per_token:  # llama.cpp's extension: the timings so far, every chunk
-            body["timings"] = shape.request.timings()
+            body["timings"] = _timings(shape.request)
         return event(body)
 
     if first.chat:  # the first chat chunk of each choice announces the role
         for shape in shapes:
             announce = shape.choice(None, None, chunk=True)
-            announce["delta"] = {"role": "assistant", "content": ""}
+            # content null, as llama-server sends it (its clients and tests check that no
+            # delta carries empty content); OpenAI's "" reads the same to its SDKs
+            announce["delta"] = {"role": "assistant", "content": None}
             yield event(first.envelope([announce], chunk=True))
     async for index, piece in merged_streams([s.request for s in shapes], keepalive_s):
         shape = shapes[index]
@@ -318,7 +321,12 @@ async def _chunks(
                 {
                     **first.envelope([], chunk=True),
                     "usage": usage(*requests),
-                    "timings": first.request.timings(),
+                    "timings": _timings(first.request),
                 }
             )
     yield DONE
+
+
+def _timings(request: Request) -> dict[str, Any]:
+    """This server's timings and llama-server's (prompt_per_second, predicted_n, ...)."""
+    return request.timings() | timings(request)
