@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from server.serving.chat.reply_parser import (
+from server.serving.chat.reply_events import (
     CallArgs,
     CallStart,
     Content,
     ParsedReply,
     Reasoning,
-    ReplyParser,
     ThinkTags,
-    parse_reply,
     think_tags,
 )
+from server.serving.chat.reply_parser import ReplyParser, parse_reply
 from server.serving.chat.tool_calls import ToolCall
 
 THINK = ThinkTags("<think>", "</think>")

@@ -23,7 +23,8 @@ from server.prompts import Prompt, encode
 from server.serving.chat.prompt import chat_prompt, tool_grammar, trimmable_chat
 from server.serving.chat.reasoning import new_parser, reply_setup
 from server.serving.chat.reply import ChatReply, ChatRun, reply_of
-from server.serving.chat.reply_parser import Event, ParsedReply, parse_reply
+from server.serving.chat.reply_events import Event, ParsedReply
+from server.serving.chat.reply_parser import parse_reply
 from server.serving.failures import check_failed, ending_error
 from server.serving.prepare import prepare
 from server.serving.run import submit, wait_done

@@ -34,7 +34,7 @@ from server.api.sse import named_event, sse_response
 from server.errors import ApiError
 from server.serving.blocks import Blocks
 from server.serving.chat.reply import ChatReply, ChatRun, call_arguments, usage_counts
-from server.serving.chat.reply_parser import CallArgs, CallStart, Content, Reasoning
+from server.serving.chat.reply_events import CallArgs, CallStart, Content, Reasoning
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Ending, Family
 from server.serving.streams import Progress

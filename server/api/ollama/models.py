@@ -32,7 +32,7 @@ from server.models.pull import pull_models
 from server.models.registry import ModelRegistry
 from server.models.weights import header_values
 from server.schema import spec
-from server.serving.chat.reply_parser import think_tags
+from server.serving.chat.reply_events import think_tags
 
 OLLAMA_VERSION = "0.12.0"  # the version of Ollama's API these routes follow
 FTYPES = {

@@ -28,7 +28,7 @@ from server.duration import parse_keep_alive
 from server.errors import ApiError
 from server.prompts import Prompt
 from server.serving.chat.reply import ChatReply, call_arguments
-from server.serving.chat.reply_parser import Content, Reasoning, think_tags
+from server.serving.chat.reply_events import Content, Reasoning, think_tags
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import WIRE, Family
 from server.serving.infill import InfillInput, infill_builder

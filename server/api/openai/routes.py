@@ -23,15 +23,8 @@ from server.errors import ApiError
 from server.prompts import Prompt
 from server.serving.chat.prompt import tool_grammar
 from server.serving.chat.reasoning import new_parser, reply_setup
-from server.serving.chat.reply_parser import (
-    CallArgs,
-    CallStart,
-    Content,
-    Event,
-    Reasoning,
-    ReplyParser,
-    parse_reply,
-)
+from server.serving.chat.reply_events import CallArgs, CallStart, Content, Event, Reasoning
+from server.serving.chat.reply_parser import ReplyParser, parse_reply
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.failures import check_failed, ending_error
 from server.serving.finish import Family, finish_reason

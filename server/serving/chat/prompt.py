@@ -15,7 +15,7 @@ from server.errors import ApiError
 from server.prompts import Prefill, Trimmable
 from server.serving.chat.ask import ChatAsk
 from server.serving.chat.messages import ChatMessage, NamedToolChoice
-from server.serving.chat.reply_parser import think_tags
+from server.serving.chat.reply_events import think_tags
 from server.serving.chat.tool_calls import CLOSE, OPEN, call_grammar, tools_system_prompt
 from speculative.llama import LlamaModel
 from speculative.prompt import JinjaChat, Messages

@@ -14,7 +14,8 @@ from __future__ import annotations
 from batching.request import Request, ThinkBudget
 from server.serving.chat.ask import ChatAsk
 from server.serving.chat.prompt import tool_names
-from server.serving.chat.reply_parser import ReplyParser, ThinkTags, think_tags
+from server.serving.chat.reply_events import ThinkTags, think_tags
+from server.serving.chat.reply_parser import ReplyParser
 from speculative.llama import LlamaModel
 
 NUM_TAIL_TOKENS = 16  # prompt tokens read back to find an open think tag

@@ -12,7 +12,8 @@ from typing import Any
 
 from batching.request import Request
 from server.models.loaded import LoadedModel
-from server.serving.chat.reply_parser import ParsedReply, ReplyParser
+from server.serving.chat.reply_events import ParsedReply
+from server.serving.chat.reply_parser import ReplyParser
 from server.serving.chat.tool_calls import ToolCall
 from server.serving.finish import Ending, ending
 
