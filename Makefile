@@ -90,12 +90,12 @@ cluster-deps:
 	@test -x /usr/bin/redis-server -a -x /usr/sbin/nginx || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server nginx; }
 
-# The docs' runnable examples (tests/test_docs.py) call curl, as a reader would.
+# The docs' runnable examples (tests/deploy/test_docs.py) call curl, as a reader would.
 docs-deps:
 	@command -v curl >/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq curl; }
 
-# SMG, the cache-aware gateway (make cluster GATEWAY=..., tests/test_gateway.py, the
+# SMG, the cache-aware gateway (make cluster GATEWAY=..., tests/deploy/test_gateway.py, the
 # compose override), in a virtual environment of its own: its grpcio and protobuf 7 would
 # clash with the convert extra's protobuf < 5 in .venv.
 SMG := smg==1.13.0
@@ -119,12 +119,12 @@ lint: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-# container-base: podman and the base image (~1.5 min once) before tests/test_container.py
+# container-base: podman and the base image (~1.5 min once) before tests/deploy/test_container.py
 test run-tests: models browser cluster-deps gateway-deps docs-deps container-base lint
 	$(PY) -m pytest
 
 # docs/configuration.md is generated from server/*_settings.py and server/cli.py; a test
-# (tests/test_docs.py) fails when the committed page differs from this output.
+# (tests/deploy/test_docs.py) fails when the committed page differs from this output.
 docs-config: setup
 	$(PY) -m server.settings_doc > docs/configuration.md.tmp
 	mv docs/configuration.md.tmp docs/configuration.md
@@ -311,7 +311,7 @@ convert: convert-deps
 # A checkpoint rebuilt from the shipped GGUF, converted back and served (minutes; not in
 # `make test`).
 test-convert: convert-deps models
-	EDGE_LLM_TEST_CONVERT=1 $(PY) -m pytest tests/convert -p no:randomly
+	EDGE_LLM_TEST_CONVERT=1 $(PY) -m pytest tests/models/convert -p no:randomly
 
 clean:
 	rm -rf $(VENV) $(SMG_VENV) .pytest_cache .mypy_cache .ruff_cache build dist speculative/_topk.*.so

@@ -3,7 +3,7 @@
 Against a running server: the time to first token (p50) of ``--streams`` concurrent
 streamed chats, first alone, then while a batch of ``--requests`` short chats drains
 (issue #46's goal: within 1.2x); then the batch's output is checked: every request
-answered, none twice. The kill -9 half of the goal is tested in tests/test_batches.py.
+answered, none twice. The kill -9 half of the goal is tested in tests/api/test_batches.py.
 
     .venv/bin/python -m bench.batch_drain --url http://127.0.0.1:8000 --requests 1000
 """

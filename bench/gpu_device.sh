@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU offload on a lent NVIDIA machine (no network there): build llama.cpp with CUDA from
-# the pinned sdist, then run tests/test_gpu.py and bench.gpu (GPU vs CPU, same machine).
+# the pinned sdist, then run tests/models/test_gpu.py and bench.gpu (GPU vs CPU, same machine).
 #
 # Prepared here by `bench/gpu_prepare.sh` into .gpu/ (git-ignored): the pruned sdist,
 # the wheels the machine lacks, and the model in two parts (a call carries at most
@@ -61,7 +61,7 @@ python3 -c 'from server.models.gpu import host_report; print(host_report())'
 # the tests read models/ through config.json: the default model is the one carried
 mkdir -p models
 ln -sf "$work/model.gguf" models/SmolLM2-135M-Instruct.Q4_1.gguf
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 \
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/models/test_gpu.py 2>&1 \
     | tee "$out/test_gpu.txt" | tail -5 || true
 cp tests/artifacts/gpu-server.log "$out/" 2>/dev/null || true
 python3 -m bench.gpu --model "$work/model.gguf" --out "$out" \

@@ -24,7 +24,7 @@ DEFAULT_MODEL = "smollm2-135m"
 SECOND_MODEL = "gemma3-270m"
 SPECULATIVE_MODELS = ("smollm2-135m-ngram", "smollm2-135m-q8")  # n-gram; Q2_K draft
 T = TypeVar("T")
-# tests/convert/ needs the convert extra (torch, transformers) and minutes of converting:
+# tests/models/convert/ needs the convert extra (torch, transformers) and minutes of converting:
 # `make test-convert` runs it; `make test` collects it and reports it skipped, with why.
 CONVERT_SKIPPED = (
     "convert's round trip needs the convert extra (torch, transformers) and ~3 min: "
@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason=CONVERT_SKIPPED)
     for item in items:
-        if item.nodeid.startswith("tests/convert/"):
+        if item.nodeid.startswith("tests/models/convert/"):
             item.add_marker(skip)
 
 

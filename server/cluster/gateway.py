@@ -1,5 +1,5 @@
 """SMG, the cache-aware gateway, in front of the replicas' completion routes
-(``make cluster GATEWAY=smg``, tests/test_gateway.py; deploy/compose.gateway.yaml runs
+(``make cluster GATEWAY=smg``, tests/deploy/test_gateway.py; deploy/compose.gateway.yaml runs
 the same arguments in a container).
 
 SMG is a Rust binary with a Python launcher, on the package index as ``smg``. It

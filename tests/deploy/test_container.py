@@ -25,7 +25,7 @@ import pytest
 
 from server.launcher import free_port
 from tests.conftest import ARTIFACTS, DEFAULT_MODEL, REPO
-from tests.test_binary import PROMPT, answers, pip_indexes
+from tests.deploy.test_binary import PROMPT, answers, pip_indexes
 
 if not sys.platform.startswith("linux"):
     pytest.skip("podman runs Linux containers on Linux only", allow_module_level=True)

@@ -1,4 +1,5 @@
-"""Static checks of the Containerfiles and compose file (tests/test_container.py runs them)."""
+"""Static checks of the Containerfiles and compose file (tests/deploy/test_container.py
+runs them)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
 CONTAINERFILES = (
     "Containerfile",
     "deploy/nginx.Containerfile",

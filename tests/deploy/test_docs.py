@@ -262,7 +262,7 @@ NAMED_PATH = re.compile(
 
 
 def test_files_the_docs_name_exist() -> None:
-    """`server/api/chat_run.py`, `tests/test_ollama.py`: a file named in the docs is there,
+    """`server/api/chat_run.py`, `tests/api/test_ollama.py`: a file named in the docs is there,
     so a page (the architecture diagram above all) cannot keep a file that moved."""
     texts = {page.name: page.read_text() for page in PAGES}
     # a path that ends a sentence keeps its full stop out

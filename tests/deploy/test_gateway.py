@@ -28,7 +28,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
-from tests.test_cluster import figures
+from tests.server.test_cluster import figures
 
 ROUTED = "x-smg-routed-worker-id"  # SMG's header: the replica it sent the request to
 TOPICS = ("lighthouses", "volcanoes", "bees", "glaciers")

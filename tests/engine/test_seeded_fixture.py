@@ -9,7 +9,7 @@ penalties, logit bias, logprobs, both vocabularies (49k and 262k) and speculatio
 Every case runs alone and all together in one batch, so the batched path is compared.
 
 Regenerate only on purpose (a deliberate change of seeded sampling):
-    .venv/bin/python -m tests.test_seeded_fixture --record
+    .venv/bin/python -m tests.engine.test_seeded_fixture --record
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import DEFAULT_MODEL, SECOND_MODEL, SPECULATIVE_MODELS
+from tests.conftest import DEFAULT_MODEL, REPO, SECOND_MODEL, SPECULATIVE_MODELS
 
-FIXTURE = Path(__file__).parent / "fixtures" / "seeded_outputs.json"
+FIXTURE = REPO / "tests" / "fixtures" / "seeded_outputs.json"
 PROMPTS = (
     "Write a short poem about a lighthouse.",
     "Tell me about the history of bread.",

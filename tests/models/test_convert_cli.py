@@ -1,7 +1,7 @@
 """``convert``'s checks that need neither the convert extra nor llama.cpp's converter.
 
 The conversion itself (and the errors the converter's own table decides) are tested by
-``make test-convert`` (tests/convert/), which installs the extra.
+``make test-convert`` (tests/models/convert/), which installs the extra.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 
 from server.cli import main
 from server.models.convert import architectures
+from tests.conftest import REPO
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -76,13 +77,12 @@ def test_a_bad_name_is_refused_before_converting(
 ) -> None:
     """The config check comes first, so a bad name costs no conversion."""
     config = tmp_path / "config.json"
-    repo_config = Path(__file__).resolve().parent.parent / "config.json"
-    config.write_bytes(repo_config.read_bytes())
+    config.write_bytes((REPO / "config.json").read_bytes())
     folder = checkpoint(tmp_path / "hf", LLAMA)
     out = tmp_path / "out.gguf"
     code, err = run(capsys, str(folder), "-o", str(out), "--name", name, "--config", str(config))
     assert (code, message in err) == (2, True), err
-    assert "converting" not in err and config.read_bytes() == repo_config.read_bytes()
+    assert "converting" not in err and config.read_bytes() == (REPO / "config.json").read_bytes()
 
 
 def test_a_name_that_makes_the_config_invalid_is_refused(

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from server.models.index import download_wheels_from_index, parse_page, pip_settings
-from tests.test_pull import make_wheel
+from tests.models.test_pull import make_wheel
 
 DEVNULL = {"PIP_CONFIG_FILE": os.devnull}
 

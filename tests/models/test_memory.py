@@ -26,7 +26,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
-from tests.test_cli_client import run_tester
+from tests.deploy.test_cli_client import run_tester
 
 KEY = "memory-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -24,7 +24,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
-from tests.test_memory import FILES, SMALL, stream, unload_all
+from tests.models.test_memory import FILES, SMALL, stream, unload_all
 
 
 def models(*names: str, **changes: Any) -> dict[str, Any]:

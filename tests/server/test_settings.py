@@ -6,8 +6,7 @@ import orjson
 import pytest
 
 from server.settings import load_config
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
 
 
 def write(tmp_path: Path, data: object) -> Path:

@@ -19,7 +19,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from tests.conftest import REPO, running_server, shipped_config, write_config
-from tests.test_tools import ASK, TOOLS, craft_tools_model
+from tests.serving.test_tools import ASK, TOOLS, craft_tools_model
 
 THINK_MODEL = "smollm2-think"
 THINK_TEMPLATE = (REPO / "tests" / "templates" / "qwen3-think.jinja").read_text()

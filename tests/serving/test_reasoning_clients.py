@@ -16,8 +16,8 @@ import pytest
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 
-from tests.test_reasoning import THINK_MODEL, oai, server
-from tests.test_tools import TOOLS
+from tests.serving.test_reasoning import THINK_MODEL, oai, server
+from tests.serving.test_tools import TOOLS
 
 __all__ = ["oai", "server"]  # the fixtures, shared with test_reasoning
 QUESTION = "What is the capital of France?"

@@ -1,4 +1,4 @@
-"""The tool-call grammar (the parsing is tests/test_reply_parser.py)."""
+"""The tool-call grammar (the parsing is tests/serving/test_reply_parser.py)."""
 
 from __future__ import annotations
 

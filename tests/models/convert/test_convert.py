@@ -29,7 +29,7 @@ from bench.perplexity import perplexity
 from server.launcher import LiveServer
 from server.models.weights import file_type
 from tests.conftest import REPO, health, live_server, wait_until, write_config
-from tests.convert.checkpoint import build_checkpoint
+from tests.models.convert.checkpoint import build_checkpoint
 
 SHIPPED = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 PULLED_Q8 = REPO / "models" / "SmolLM2-135M-Instruct.Q8_0.gguf"  # the quantizer's Q8_0 of it
