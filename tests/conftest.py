@@ -32,12 +32,26 @@ CONVERT_SKIPPED = (
 )
 
 
+# Each folder of tests/ is a layer of the code and a marker of the same name (registered
+# in pyproject.toml): `pytest -m engine` runs one layer, `make test` all of them.
+LAYERS = ("engine", "serving", "api", "models", "tasks", "server", "deploy", "bench")
+TESTS = Path(__file__).resolve().parent
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get("EDGE_LLM_TEST_CONVERT"):
-        return
+    convert = not os.environ.get("EDGE_LLM_TEST_CONVERT")
     skip = pytest.mark.skip(reason=CONVERT_SKIPPED)
     for item in items:
-        if item.nodeid.startswith("tests/models/convert/"):
+        if not item.path.is_relative_to(TESTS):
+            continue
+        layer = item.path.relative_to(TESTS).parts[0]
+        if layer not in LAYERS:
+            raise pytest.UsageError(
+                f"{item.path.relative_to(REPO)}: a test lives in a layer folder of tests/, "
+                f"one of {', '.join(LAYERS)}"
+            )
+        item.add_marker(layer)
+        if convert and item.path.is_relative_to(TESTS / "models" / "convert"):
             item.add_marker(skip)
 
 
