@@ -22,13 +22,15 @@ whole step.
 The automatic target also weighs who waits on each side. Reading a prompt costs the
 same compute however it is cut, and every running stream pays all of it either way:
 cutting it only spreads the stall into even gaps, and each cut adds a step of
-waiting to the requests that wait for their first token (the prompts being read,
-and the arrivals that will copy one of them: ``speculative.sharing``). Even gaps
-are worth that for many streams beside one long prompt; for a burst of chat turns
-arriving while one reply streams, it made every other arrival's prompt crawl a few
-tokens a step (Sapphire Rapids, 2 cores, 2026-12-07: the whole chat workload 1.31x
-slower, first turns' TTFT 1.9x). So the target grows with the ratio of waiting
-requests to decoding streams, where there are more of the former.
+waiting to the requests that wait for its first token (the prompt's own, and the
+arrivals that will copy it: ``speculative.sharing``). Even gaps are worth that for many
+streams beside one long prompt; for eight chat turns sharing a system prompt, with one
+reply streaming, it made the read they all wait on crawl (Sapphire Rapids, 2 cores,
+2026-12-07: the whole chat workload 1.31x slower, first turns' TTFT 1.9x). So the
+target grows with the requests waiting on the read at the head of the line per
+decoding stream, where there are more of the former. Prompts behind the head wait for
+their turn whatever the step carries: counting them too read a burst of seven
+independent chat turns in one long step, every first token after the whole burst.
 
 Several prompts share the budget by ``shortest_first``: higher priorities first,
 and within a priority the one with the fewest tokens left, a prompt's count halved
@@ -52,6 +54,8 @@ from speculative.prefix_cache import LONG_READ
 # 5.1-6.0 ms a token for parts of 16-48 tokens, 2.8-3.0 ms for 96-256). Cut in 16-45
 # token parts, a burst of 68-token chat turns cost 4-5.6 ms a token.
 MIN_PROMPT_TOKENS = LONG_READ
+# A prompt with fewer tokens left than two such parts is never cut: one part would be slow.
+SHORT_PROMPT_TOKENS = 2 * MIN_PROMPT_TOKENS - 1
 SMOOTHING = 0.2  # weight of the newest step in the averages
 AUTO_STALL = 3.0  # automatic target: a step with prompt tokens, in decode-only steps
 AUTO_GROW_S = 8.0  # ... times 1 + (the oldest prompt's wait / this)
@@ -94,7 +98,7 @@ class StepBudget:
     ) -> int:
         """Prompt tokens the next step may carry, of ``capacity`` left in the batch, when
         the oldest prompt being read has waited ``waited_s`` since it arrived and
-        ``num_waiting`` requests wait for those prompts to be read."""
+        ``num_waiting`` requests wait on the read at the head of the line."""
         if self.max_step_ms == 0 or num_decoding == 0 or not self.prompt_token_s:
             return capacity  # off, nobody to stall, or nothing measured yet
         # until a decode-only step is measured, a decoding token counts as a prompt token
@@ -126,23 +130,42 @@ def shortest_first(
     waits: list[float],
     budget: int,
     readers: list[int] | None = None,
+    room: int | None = None,
 ) -> list[int]:
     """Split ``budget`` tokens among prompts needing ``needs``, having waited ``waits``
     seconds: higher priorities first, then the fewest tokens left (aged) per request
     waiting on that read (``readers``: itself and those that copy from it), each taking
-    what it needs of what is left."""
+    what it needs of what is left. The first in line always moves: whole where it is
+    too short to cut (``SHORT_PROMPT_TOKENS``) and fits the batch's ``room``, else as
+    much as the budget allows.
+
+    Shortest first, one at a time, is what minimises the waits for a first token (a
+    burst of eight ~55-token chat turns read together gave all eight their first token
+    after the whole burst; read in line, half of them have it by mid-burst), and the
+    budget decides how many go together: while streams decode, a step carries what keeps
+    it near its target, so a burst is read in line and the streams keep their pace."""
+    room = budget if room is None else room
+    shares = [0] * len(needs)
+    for rank, i in enumerate(in_line(needs, priorities, waits, readers)):
+        shares[i] = efficient_part(needs[i], budget)
+        if rank == 0 and shares[i] == 0:  # the first always moves, within the room
+            is_short = needs[i] <= SHORT_PROMPT_TOKENS and needs[i] <= room
+            shares[i] = needs[i] if is_short else min(needs[i], budget)
+        budget -= shares[i]
+    return shares
+
+
+def in_line(
+    needs: list[int], priorities: list[int], waits: list[float], readers: list[int] | None = None
+) -> list[int]:
+    """The order prompts are read in (indices): higher priorities first, then the fewest
+    tokens left, a count halved for every ``AGING_S`` waited and divided by the requests
+    that wait on that read (``readers``: itself and those that copy from it)."""
     per = readers or [1] * len(needs)
-    order = sorted(
+    return sorted(
         range(len(needs)),
         key=lambda i: (-priorities[i], needs[i] * 0.5 ** (waits[i] / AGING_S) / per[i]),
     )
-    shares = [0] * len(needs)
-    for rank, i in enumerate(order):
-        shares[i] = efficient_part(needs[i], budget)
-        if rank == 0 and shares[i] == 0:  # the first always moves, within the room
-            shares[i] = min(needs[i], budget)
-        budget -= shares[i]
-    return shares
 
 
 def efficient_part(need: int, room: int, least: int = MIN_PROMPT_TOKENS) -> int:

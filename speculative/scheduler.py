@@ -6,13 +6,15 @@ about twice as slowly); with a proposer (draft model or n-gram) a decoding
 sequence may carry k drafted tokens after it, its k+1 positions all scored.
 Prompt tokens of newly admitted sequences fill what is left of the batch, within
 the step's budget (``speculative.budget``: near a target time while others
-decode), shared by priority and then fewest tokens left first, so a long prompt is fed over
+decode), in line by priority and then fewest tokens left, so a long prompt is fed over
 several steps while everyone else keeps decoding; a prompt is cut only into parts of at
-least ``MIN_PROMPT_TOKENS``, below which llama.cpp reads it at about half the speed.
-Short prompts (at most ``SHORT_PROMPT_TOKENS`` left, too few to cut into two such parts)
-go in whole, in admission order, while the batch has room, and spend the step's budget
-first: a burst of 64 short requests would otherwise be admitted a few a step (measured:
-181 steps instead of 67, half the tokens/s). A choice of an n > 1 request
+least ``MIN_PROMPT_TOKENS``, below which llama.cpp reads it at about half the speed, and
+one too short to cut in two such parts goes whole. The first in line always moves. A
+burst of short prompts beside decoding streams is then read in line, a few a step, so
+the first of them answer while the rest are read (a burst of seven chat turns read in
+one step gave every one its first token after the whole burst: later turns' TTFT p50
+2.0 s, 0.6-0.7 s in line, AMD EPYC, 2026-12-08); with nothing decoding a step takes all
+that fits, so a wave of requests starts together. A choice of an n > 1 request
 copies its sibling's prompt KV once that is computed instead of computing it, and an
 arrival whose prompt starts like a running sequence's tokens copies those positions
 (``speculative.sharing``); the prompt being read for several such requests goes
@@ -25,7 +27,7 @@ import logging
 import time
 
 from speculative.adaptive import SpeculationPolicy, draft_lengths
-from speculative.budget import MIN_PROMPT_TOKENS, StepBudget, shortest_first
+from speculative.budget import StepBudget, in_line, shortest_first
 from speculative.chunk import Chunk, by_seq_id
 from speculative.prefix_cache import PrefixCache
 from speculative.proposers import Draft, Proposer
@@ -34,11 +36,6 @@ from speculative.sharing import num_dependents
 from speculative.stats import ExecutorStats
 
 log = logging.getLogger(__name__)
-# Pending prompt tokens fed whole (they spend the step's budget but are never cut):
-# fewer than two parts of the efficient size (``speculative.budget.MIN_PROMPT_TOKENS``),
-# so cutting would only make one part slow. A burst of chat turns (each ~70 new tokens
-# after the history reused) is then read in one step, not in 20-45 token parts over six.
-SHORT_PROMPT_TOKENS = 2 * MIN_PROMPT_TOKENS - 1
 
 
 class Scheduler:
@@ -76,35 +73,22 @@ class Scheduler:
         chunks = [Chunk(s, s.num_cached, 1, drafts.get(s.seq_id)) for s in decoding]
         budget -= sum(len(d.tokens) for d in drafts.values())
         prefilling = [s for s in running if s.is_prefilling and s.prompt_source is None]
-        # A short prompt goes in whole (it stalls nobody for long, and a burst of them
-        # would otherwise be admitted a few a step); long ones share the step's budget.
-        long = []
-        num_short = 0
-        for seq in prefilling:
-            if seq.num_pending <= SHORT_PROMPT_TOKENS and seq.num_pending <= budget:
-                chunks.append(Chunk(seq, seq.num_cached, seq.num_pending))
-                seq.request.num_prefill_steps += 1
-                budget -= seq.num_pending
-                num_short += seq.num_pending
-            else:
-                long.append(seq)
-        if long and budget > 0:
+        if prefilling and budget > 0:
             now = time.monotonic()
-            waits = [now - s.request.created_at for s in long]
+            waits = [now - s.request.created_at for s in prefilling]
             # who waits for a first token: these prompts and the sequences that will copy
             # from one of them (``speculative.sharing``)
             dependents = num_dependents(running)
-            num_waiting = len(long) + sum(dependents.get(s.seq_id, 0) for s in long)
-            budget = self.budget.prompt_tokens(len(decoding), budget, max(waits), num_waiting)
-            if decoding:  # the short ones spent the step's target first (a long prompt's
-                # last part among them: that and the next prompt's first part in one step
-                # stalled the streams twice as long, the arrival case's p99 gap)
-                budget = max(budget - num_short, 0)
-            needs = [s.num_pending for s in long]
-            priorities = [s.request.priority for s in long]
-            readers = [1 + dependents.get(s.seq_id, 0) for s in long]
-            shares = shortest_first(needs, priorities, waits, budget, readers)
-            for seq, count in zip(long, shares, strict=True):
+            needs = [s.num_pending for s in prefilling]
+            priorities = [s.request.priority for s in prefilling]
+            readers = [1 + dependents.get(s.seq_id, 0) for s in prefilling]
+            # the step is weighed for the read at the head of the line and the requests
+            # waiting on it: the others wait for their turn whatever this step carries
+            head = in_line(needs, priorities, waits, readers)[0]
+            room = budget
+            budget = self.budget.prompt_tokens(len(decoding), room, max(waits), readers[head])
+            shares = shortest_first(needs, priorities, waits, budget, readers, room)
+            for seq, count in zip(prefilling, shares, strict=True):
                 if count:
                     chunks.append(Chunk(seq, seq.num_cached, count))
                     seq.request.num_prefill_steps += 1

@@ -9,6 +9,7 @@ from speculative.budget import (
     MIN_PROMPT_TOKENS,
     StepBudget,
     efficient_part,
+    in_line,
     shortest_first,
 )
 
@@ -31,6 +32,19 @@ def test_a_prompt_is_cut_only_into_parts_of_the_efficient_size() -> None:
     # the first prompt in line always moves, whatever is left of the step
     assert shortest_first([100], [0], [0.0], 80) == [80]
     assert shortest_first([100, 90], [0, 0], [0.0, 0.0], 120) == [0, 90]
+
+
+def test_a_short_prompt_first_in_line_goes_whole_within_the_batchs_room() -> None:
+    # a 100-token prompt is never cut into 64 + 36 (the 36 would be read at half speed)
+    assert shortest_first([100, 110], [0, 0], [0.0, 0.0], 64, room=500) == [100, 0]
+    assert shortest_first([100], [0], [0.0], 64, room=90) == [64]  # no room for it whole
+    assert shortest_first([300], [0], [0.0], 64, room=500) == [64]  # long: the budget's part
+
+
+def test_the_line_is_priority_then_fewest_tokens_per_reader() -> None:
+    assert in_line([300, 100, 200], [0, 0, 0], [0.0] * 3) == [1, 2, 0]
+    assert in_line([300, 100], [1, 0], [0.0, 0.0]) == [0, 1]
+    assert in_line([300, 100], [0, 0], [0.0, 0.0], readers=[4, 1]) == [0, 1]  # 75 a reader
 
 
 def test_higher_priority_first_and_a_long_wait_ages_a_long_prompt_forward() -> None:
