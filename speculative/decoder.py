@@ -73,6 +73,8 @@ class Decoder:
                 num_outputs += c.completes
                 continue
             n = c.num_tokens
+            if c.start < c.seq.num_cached:  # a padded read: its first positions read again
+                self._ctx.drop(c.seq.seq_id, c.start)
             c.seq.read_long |= n >= LONG_READ
             tokens += c.token_ids()
             positions += range(c.start, c.start + n)

@@ -125,6 +125,12 @@ class LoadReport:
         """Bytes in buffers that live on an accelerator rather than in host memory."""
         return sum(n for name, n in self.buffers.items() if not is_host_buffer(name.split()[0]))
 
+    @property
+    def attends_on_host(self) -> bool:
+        """The KV cache, and so attention, is in host memory (true when none was reported)."""
+        kv = [name for name in self.buffers if name.endswith(" KV")]
+        return all(is_host_buffer(name.split()[0]) for name in kv)
+
 
 def is_host_buffer(name: str) -> bool:
     # llama.cpp's host buffer types: CPU, CPU_Mapped, CPU_REPACK, CUDA_Host, ...

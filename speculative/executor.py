@@ -100,6 +100,7 @@ class Executor:
             self.budget,
             proposer,
             policy,
+            pad_short_reads=context.report.attends_on_host,
         )
         self._decoder = Decoder(name, context, self._prefix, self.stats, proposer)
         self._postprocess = Postprocessor(name, context, self.stats, self._finish, proposer, policy)

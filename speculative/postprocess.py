@@ -58,7 +58,7 @@ class Postprocessor:
         updates: list[Update | None] = []
         if not any(c.completes for c in chunks):
             for c in chunks:
-                c.seq.num_cached += c.count
+                c.seq.num_cached = c.start + c.count  # a padded read starts before it
                 updates.append(_progress(c.seq))
             return [u for u in updates if u is not None]
         matrix = self._ctx.logits_matrix()
@@ -68,7 +68,7 @@ class Postprocessor:
             if c.draft is not None:
                 updates.append(self._guarded(seq, self._verify, c, matrix))
                 continue
-            seq.num_cached += c.count
+            seq.num_cached = c.start + c.count
             if c.completes:
                 if not seq.request.output_tokens:  # the prompt's last part: all of it read
                     updates.append(_progress(seq))
