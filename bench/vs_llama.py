@@ -12,9 +12,12 @@ Cases: llama-server and this server on the Q4_1 file (this server both ``as-is``
 note when llama-server is not built (``make llama-server``).
 
     .venv/bin/python -m bench.vs_llama [--rounds 2] [--max-tokens 64] [--sampled]
+        [--model PATH]
 
 ``--sampled``: the same prompts drawn with temperature 0.8, top_k 40, top_p 0.95,
 min_p 0.05 (llama-server reads the same fields), written to ``vs_llama-sampled``.
+``--model``: both servers on that GGUF as-is instead (a model people run, e.g. Qwen2.5
+Coder 0.5B), written to ``vs_llama[-sampled]-<file stem>``.
 """
 
 from __future__ import annotations
@@ -174,22 +177,35 @@ def measure(
     return report
 
 
-def run(rounds: int, max_tokens: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def model_cases(model: Path) -> tuple[Case, ...]:
+    """``--model``: llama-server and this server on one other GGUF, as-is."""
+    return (Case("llama-server", "llama-server", model), Case("this server", "ours", model))
+
+
+def run(
+    rounds: int,
+    max_tokens: int,
+    extra: dict[str, Any] | None = None,
+    cases: tuple[Case, ...] = CASES,
+) -> dict[str, Any]:
     best: dict[tuple[str, int], dict[str, Any]] = {}
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
-        urls = {case.label: start(case, Path(tmp), stack) for case in CASES}
-        for case in CASES:  # warm-up: first loads, the fastest conversion, page cache
+        urls = {case.label: start(case, Path(tmp), stack) for case in cases}
+        for case in cases:  # warm-up: first loads, the fastest conversion, page cache
             measure(case, urls[case.label], 2, f"warm-{case.label}", 8)
         for r in range(rounds):
-            order = CASES if r % 2 == 0 else CASES[::-1]
+            order = cases if r % 2 == 0 else cases[::-1]
             for c in LEVELS:
                 for case in order:
                     report = measure(case, urls[case.label], c, f"r{r}c{c}", max_tokens, extra)
                     key = (case.label, c)
                     if key not in best or report.tokens_per_second > best[key]["tokens_per_second"]:
                         best[key] = report.as_dict()
-        health = httpx.get(urls["this server Q4_1 fastest"] + "/health_check").json()
-        weights = health["models"]["m"]["weights"]
+        fastest = next((c.label for c in cases if c.weights == "fastest"), None)
+        weights = {"note": "not measured"}
+        if fastest is not None:
+            health = httpx.get(urls[fastest] + "/health_check").json()
+            weights = health["models"]["m"]["weights"]
     return {
         "max_tokens": max_tokens,
         "rounds": rounds,
@@ -198,15 +214,15 @@ def run(rounds: int, max_tokens: int, extra: dict[str, Any] | None = None) -> di
     }
 
 
-def table(out: dict[str, Any]) -> list[str]:
+def table(out: dict[str, Any], cases: tuple[Case, ...] = CASES) -> list[str]:
     res = out["results"]
     rows = [
         "| case | c=1 tok/s | vs llama-server | c=16 tok/s | vs llama-server | "
         "c=16 TTFT p50 ms | c=16 queue p50/p95 ms |",
         "|---|---|---|---|---|---|---|",
     ]
-    for case in CASES:
-        base = "llama-server Q8_0" if case.model == Q8_0 else "llama-server Q4_1"
+    for case in cases:
+        base = next(c.label for c in cases if c.kind == "llama-server" and c.model == case.model)
         cells = []
         for c in LEVELS:
             mine, theirs = res[f"{case.label} c={c}"], res[f"{base} c={c}"]
@@ -218,13 +234,13 @@ def table(out: dict[str, Any]) -> list[str]:
     return rows
 
 
-def breakdown_rows(out: dict[str, Any]) -> list[str]:
+def breakdown_rows(out: dict[str, Any], cases: tuple[Case, ...] = CASES) -> list[str]:
     rows = [
         "| case (c=16) | decodes | ms per decode | seqs per decode | new tokens per decode | "
         "in steps | llama_decode share of a step |",
         "|---|---|---|---|---|---|---|",
     ]
-    for case in CASES:
+    for case in cases:
         b = out["results"][f"{case.label} c=16"]["breakdown"]
         busy = f"{b['busy_share']:.0%}" if "busy_share" in b else "-"
         share = f"{b['decode_share_of_step']:.0%}" if "busy_share" in b else "-"
@@ -240,12 +256,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--sampled", action="store_true", help="sample instead of greedy")
+    parser.add_argument("--model", type=Path, help="one other GGUF, on both servers as-is")
     args = parser.parse_args()
     if not LLAMA_SERVER.is_file():
         print(f"baseline (c) skipped: {LLAMA_SERVER} is not built; run `make llama-server`")
         return
-    out = run(args.rounds, args.max_tokens, SAMPLED if args.sampled else None)
+    cases = model_cases(args.model.resolve()) if args.model else CASES
+    out = run(args.rounds, args.max_tokens, SAMPLED if args.sampled else None, cases)
     name = "vs_llama-sampled" if args.sampled else "vs_llama"
+    if args.model:
+        name += f"-{args.model.stem}"
     mode = "sampled (" + ", ".join(f"{k} {v}" for k, v in SAMPLED.items()) + ")"
     (RESULTS / f"{name}.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
     note = (
@@ -255,7 +275,9 @@ def main() -> None:
         f"llama-server -np {NUM_SEQS} -c {NUM_SEQS * CTX_PER_SEQ} -t {os.cpu_count()}. "
         f"`fastest` served: {out['weights_fastest']['note']}."
     )
-    write_table(name, [note, "", *table(out), "", *breakdown_rows(out)])
+    if args.model:
+        note += f" Model: {args.model.name}."
+    write_table(name, [note, "", *table(out, cases), "", *breakdown_rows(out, cases)])
 
 
 if __name__ == "__main__":
