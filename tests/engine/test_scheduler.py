@@ -4,6 +4,7 @@ step budget's costs are given."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 import httpx
@@ -114,7 +115,9 @@ async def test_a_turn_after_a_reused_history_is_read_as_one_tile_on_the_live_ser
     """A prompt continuing a cached one by 55 tokens: llama_decode is fed 64 (9 cached
     positions read again), the reply reports the 300 reused, and its greedy text is a
     cold read's."""
-    ids = (await client.post("/tokenize", json={"content": long_prompt(400)})).json()["tokens"]
+    # text of its own: another test's prompt left in a slot would be reused further
+    text = f"Notes {time.time_ns()}: {long_prompt(400)}"
+    ids = (await client.post("/tokenize", json={"content": text})).json()["tokens"]
     history, turn = ids[:300], ids[:355]
 
     async def complete(prompt: list[int], **extra: Any) -> dict[str, Any]:
