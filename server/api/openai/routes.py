@@ -14,10 +14,11 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from batching.request import Request, SamplingParams
-from server.api.chat_body import ChatCompletionBody, SamplingFields, unsupported_message
+from server.api.chat_body import ChatCompletionBody, unsupported_message
 from server.api.chat_run import chat_render, input_tokens
 from server.api.http import client_left, json_response, read_body, registry_of, result_cache_for
 from server.api.openai.schemas import CompletionBody
+from server.api.sampling_fields import SamplingFields
 from server.api.sse import DONE, event, progress_frame, sse_response
 from server.errors import ApiError
 from server.prompts import Prompt
