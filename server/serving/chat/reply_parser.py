@@ -29,6 +29,7 @@ import json
 import re
 from enum import Enum, auto
 
+from server.serving.chat.json_end import object_end
 from server.serving.chat.reply_events import (
     CallArgs,
     CallStart,
@@ -233,7 +234,7 @@ class ReplyParser:
                 return False  # the fence's first line, or what follows it, is coming
             self.mode, self._has_content = _Mode.CONTENT, True  # a fence of something else
             return True
-        end = _object_end(body.lstrip())
+        end = object_end(body.lstrip())
         if end is None:
             return False  # wait for the object's close (finish decides if none comes)
         offset = len(text) - len(body.lstrip())
@@ -295,28 +296,6 @@ def _emit(out: list[Event], event: Event) -> None:
 
 
 FENCE = "```"
-
-
-def _object_end(text: str) -> int | None:
-    """Where the JSON object ``text`` starts with ends (after its ``}``); None: not yet."""
-    depth, in_string, escaped = 0, False, False
-    for i, char in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-    return None
 
 
 def _partial(text: str, marker: str) -> int:
