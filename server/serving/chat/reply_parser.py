@@ -29,7 +29,7 @@ import json
 import re
 from enum import Enum, auto
 
-from server.serving.chat.json_end import object_end
+from server.serving.chat.json_end import JsonEnd, object_end
 from server.serving.chat.reply_events import (
     CallArgs,
     CallStart,
@@ -77,9 +77,7 @@ class ReplyParser:
         self.pending = ""
         self.is_trimming = self.mode is _Mode.REASONING  # whitespace to drop at the front
         self.num_calls = 0
-        self._depth = 0  # of the arguments' JSON value being streamed
-        self._in_string = False
-        self._escaped = False
+        self._args_end = JsonEnd()  # of the arguments' JSON value being streamed
         self._has_content = False  # content went out: a bare call can only come first
 
     def feed(self, piece: str) -> list[Event]:
@@ -196,29 +194,16 @@ class ReplyParser:
         _emit(out, CallStart(self.num_calls, name))
         self.num_calls += 1
         self.pending, self.mode = rest, _Mode.ARGS
-        self._depth, self._in_string, self._escaped = 0, False, False
+        self._args_end = JsonEnd()
         return True
 
     def _args(self, out: list[Event]) -> bool:
         """Send the arguments' characters up to the end of their JSON value."""
-        for i, char in enumerate(self.pending):
-            if self._in_string:
-                if self._escaped:
-                    self._escaped = False
-                elif char == "\\":
-                    self._escaped = True
-                elif char == '"':
-                    self._in_string = False
-            elif char == '"':
-                self._in_string = True
-            elif char in "{[":
-                self._depth += 1
-            elif char in "}]":
-                self._depth -= 1
-                if self._depth == 0:
-                    _emit(out, CallArgs(self.num_calls - 1, self.pending[: i + 1]))
-                    self.pending, self.mode = self.pending[i + 1 :], _Mode.TAIL
-                    return True
+        end = self._args_end.find(self.pending)
+        if end is not None:
+            _emit(out, CallArgs(self.num_calls - 1, self.pending[:end]))
+            self.pending, self.mode = self.pending[end:], _Mode.TAIL
+            return True
         _emit(out, CallArgs(self.num_calls - 1, self.pending))
         self.pending = ""
         return False
