@@ -3,7 +3,7 @@
 A schema is a ``@dataclass`` whose fields carry their documentation and bounds
 (``spec(...)``). ``parse`` turns decoded JSON into an instance or raises a
 ``ValueError`` whose message names the field and says how to fix it;
-``json_schema`` renders the same declaration as JSON Schema for the API docs.
+``server.json_schema`` renders the same declaration as JSON Schema for the API docs.
 The config file and every request body go through here, so the validation
 and the documentation cannot drift apart.
 """
@@ -244,59 +244,3 @@ def _join(path: str, name: str) -> str:
 
 def _where(path: str) -> str:
     return f"{path}: " if path else ""
-
-
-def json_schema(cls: type[Any], components: dict[str, Any]) -> dict[str, Any]:
-    """JSON Schema of ``cls``; nested dataclasses go into ``components``."""
-    properties: dict[str, Any] = {}
-    required: list[str] = []
-    hints = get_type_hints(cls)
-    for field in declared_fields(cls):
-        if not field.init:
-            continue
-        prop = _type_schema(hints[field.name], components)
-        meta = field.metadata
-        if "doc" in meta:
-            prop["description"] = meta["doc"]
-        for key, name in (("ge", "minimum"), ("le", "maximum"), ("gt", "exclusiveMinimum")):
-            if key in meta:
-                prop[name] = meta[key]
-        for key, name in (("min_length", "minLength"), ("max_length", "maxLength")):
-            if key in meta:
-                is_array = prop.get("type") == "array"
-                prop[name.replace("Length", "Items") if is_array else name] = meta[key]
-        if meta.get("choices"):
-            prop["enum"] = list(meta["choices"])
-        if is_required(field):
-            required.append(wire_name(field))
-        elif field.default is not _MISSING:
-            prop["default"] = field.default
-        properties[wire_name(field)] = prop
-    # open: a request body's unknown field is ignored and reported (server.api.http), a
-    # 400 only with strict_fields
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
-    if cls.__doc__:
-        schema["description"] = cls.__doc__.strip().splitlines()[0]
-    if required:
-        schema["required"] = required
-    return schema
-
-
-def _type_schema(tp: Any, components: dict[str, Any]) -> dict[str, Any]:
-    if tp is object:
-        return {}
-    origin = get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return {"anyOf": [_type_schema(a, components) for a in get_args(tp)]}
-    if origin is list:
-        return {"type": "array", "items": _type_schema(get_args(tp)[0], components)}
-    if origin is dict:
-        return {"type": "object", "additionalProperties": _type_schema(get_args(tp)[1], components)}
-    if dataclasses.is_dataclass(tp):
-        name = tp.__name__  # type: ignore[union-attr]
-        if name not in components:
-            components[name] = {}  # placeholder first: guards recursive schemas
-            components[name] = json_schema(tp, components)  # type: ignore[arg-type]
-        return {"$ref": f"#/components/schemas/{name}"}
-    names = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
-    return {"type": names[tp]}

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from server.api.http import json_response
 from server.api.pages import local_page
-from server.schema import json_schema
+from server.json_schema import json_schema
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 ERROR_SCHEMA = {

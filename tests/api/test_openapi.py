@@ -6,7 +6,7 @@ import httpx
 
 from server.api.chat_body import ChatCompletionBody
 from server.api.prototype.schemas import GenerateBody
-from server.schema import json_schema
+from server.json_schema import json_schema
 
 
 async def test_openapi_lists_the_routes_with_their_schemas(client: httpx.AsyncClient) -> None:

@@ -4,7 +4,8 @@ import pytest
 
 from server.api.prototype.schemas import GenerateBody
 from server.api.responses.schemas import FunctionTool
-from server.schema import json_schema, parse
+from server.json_schema import json_schema
+from server.schema import parse
 
 
 def test_parse_fills_defaults_and_keeps_values() -> None:

@@ -6,7 +6,6 @@ Works with the official ``openai`` client. Streams are server-sent events of
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,20 +13,19 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
 from batching.request import Request, SamplingParams
-from server.api.chat_body import ChatCompletionBody, SamplingFields, unsupported_message
+from server.api.chat_body import ChatCompletionBody, unsupported_message
 from server.api.chat_run import chat_render, input_tokens
 from server.api.http import client_left, json_response, read_body, registry_of, result_cache_for
+from server.api.openai.reply_shape import ReplyShape
 from server.api.openai.schemas import CompletionBody
+from server.api.sampling_fields import SamplingFields
 from server.api.sse import DONE, event, progress_frame, sse_response
 from server.errors import ApiError
 from server.prompts import Prompt
 from server.serving.chat.prompt import tool_grammar
 from server.serving.chat.reasoning import new_parser, reply_setup
-from server.serving.chat.reply_events import CallArgs, CallStart, Content, Event, Reasoning
-from server.serving.chat.reply_parser import ReplyParser, parse_reply
-from server.serving.chat.tool_calls import ToolCall
+from server.serving.chat.reply_parser import ReplyParser
 from server.serving.failures import check_failed, ending_error
-from server.serving.finish import Family, finish_reason
 from server.serving.infill import infill_builder
 from server.serving.limits import max_output_tokens
 from server.serving.logprobs import LogprobCursor
@@ -103,7 +101,7 @@ async def _complete(
     if isinstance(body, ChatCompletionBody):  # each choice its own budget and parser
         parsers = [new_parser(body, *reply_setup(loaded.model, body, r)) for r in requests]
     shapes = [
-        _Shape(prefix + request.id, kind, r, LogprobCursor(loaded.model, r), index=i, parser=p)
+        ReplyShape(prefix + request.id, kind, r, LogprobCursor(loaded.model, r), index=i, parser=p)
         for i, (r, p) in enumerate(zip(requests, parsers, strict=True))
     ]
     return await _respond(http, loaded, body, shapes)
@@ -135,103 +133,8 @@ def _model_card(http: HttpRequest, name: str) -> dict[str, Any]:
     }
 
 
-class _Shape:
-    """OpenAI's reply objects for one request, whole or as stream chunks."""
-
-    def __init__(
-        self,
-        id: str,
-        kind: str,
-        request: Request,
-        logprobs: LogprobCursor,
-        *,
-        index: int,
-        parser: ReplyParser | None = None,
-    ) -> None:
-        self.id = id
-        self.kind = kind
-        self.chat = kind.startswith("chat")
-        self.logprobs = logprobs
-        self.index = index
-        self.request = request
-        self.created = int(time.time())
-        self.parser = parser  # chat only: reasoning and tool calls parsed out
-        self.calls: list[str] = []  # names of the calls streamed so far
-
-    def envelope(self, choices: list[dict[str, Any]], *, chunk: bool) -> dict[str, Any]:
-        kind = self.kind + ".chunk" if chunk and self.chat else self.kind
-        return {
-            "id": self.id,
-            "object": kind,
-            "created": self.created,
-            "model": self.request.model,
-            "choices": choices,
-        }
-
-    def choice(
-        self,
-        text: str | None,
-        finish: str | None,
-        *,
-        chunk: bool,
-        delta: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """A choice; with logprobs asked for, it carries those of tokens not yet sent."""
-        if not self.chat:
-            logprobs = self.logprobs.completion()
-            return {
-                "index": self.index,
-                "text": text or "",
-                "logprobs": logprobs,
-                "finish_reason": finish,
-            }
-        logprobs = self.logprobs.chat()
-        if delta is None:
-            delta = {} if text is None else {"content": text}
-        key = "delta" if chunk else "message"
-        return {"index": self.index, key: delta, "logprobs": logprobs, "finish_reason": finish}
-
-    def finish_reason(self, has_calls: bool = False) -> str:
-        return finish_reason(Family.OPENAI, self.request, has_calls)
-
-    def whole(self) -> dict[str, Any]:
-        """The finished choice, its reasoning and tool calls parsed out of the text."""
-        if self.parser is None:
-            return self.choice(self.request.text, self.finish_reason(), chunk=False)
-        reply = parse_reply(self.request.text, self.parser)
-        message: dict[str, Any] = {"role": "assistant", "content": reply.text}
-        message |= _reasoning(reply.reasoning)
-        if reply.calls:
-            message["tool_calls"] = [call.as_openai() for call in reply.calls]
-        return self.choice(None, self.finish_reason(bool(reply.calls)), chunk=False, delta=message)
-
-    def stream_deltas(self, piece: str | None) -> list[dict[str, Any]]:
-        """The deltas a streamed piece makes (None: the stream ended)."""
-        if self.parser is None:
-            return [{"content": piece}] if piece else []
-        events = self.parser.feed(piece) if piece is not None else self.parser.finish()
-        return [self._delta(event) for event in events]
-
-    def _delta(self, event: Event) -> dict[str, Any]:
-        if isinstance(event, Content):
-            return {"content": event.text}
-        if isinstance(event, Reasoning):
-            return _reasoning(event.text)
-        if isinstance(event, CallStart):
-            self.calls.append(event.name)
-            call = ToolCall(event.name, "").as_openai(event.index)
-            return {"tool_calls": [call]}
-        assert isinstance(event, CallArgs)
-        return {"tool_calls": [{"index": event.index, "function": {"arguments": event.delta}}]}
-
-
-def _reasoning(text: str) -> dict[str, Any]:
-    """llama-server's reasoning_content, and vLLM's reasoning, when there is some."""
-    return {"reasoning_content": text, "reasoning": text} if text else {}
-
-
 async def _respond(
-    http: HttpRequest, loaded: Any, body: SamplingFields, shapes: list[_Shape]
+    http: HttpRequest, loaded: Any, body: SamplingFields, shapes: list[ReplyShape]
 ) -> Response:
     requests = [shape.request for shape in shapes]
     http.state.log["generation"] = requests[0]
@@ -270,12 +173,12 @@ async def _respond(
 
 
 async def _chunks(
-    shapes: list[_Shape], include_usage: bool, timings_per_token: bool, keepalive_s: float
+    shapes: list[ReplyShape], include_usage: bool, timings_per_token: bool, keepalive_s: float
 ) -> AsyncIterator[bytes]:
     first = shapes[0]
 
     def chunk(
-        shape: _Shape, text: str | None, finish: str | None, delta: dict[str, Any] | None = None
+        shape: ReplyShape, text: str | None, finish: str | None, delta: dict[str, Any] | None = None
     ) -> bytes:
         choice = shape.choice(text, finish, chunk=True, delta=delta)
         body = first.envelope([choice], chunk=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from batching.request import MAX_TOP_LOGPROBS
-from server.api.chat_body import SamplingFields
+from server.api.sampling_fields import SamplingFields
 from server.prompts import RawPrompt
 from server.schema import spec
 from server.serving.infill import InfillInput

@@ -29,6 +29,7 @@ import json
 import re
 from enum import Enum, auto
 
+from server.serving.chat.json_end import JsonEnd, object_end
 from server.serving.chat.reply_events import (
     CallArgs,
     CallStart,
@@ -76,9 +77,7 @@ class ReplyParser:
         self.pending = ""
         self.is_trimming = self.mode is _Mode.REASONING  # whitespace to drop at the front
         self.num_calls = 0
-        self._depth = 0  # of the arguments' JSON value being streamed
-        self._in_string = False
-        self._escaped = False
+        self._args_end = JsonEnd()  # of the arguments' JSON value being streamed
         self._has_content = False  # content went out: a bare call can only come first
 
     def feed(self, piece: str) -> list[Event]:
@@ -195,29 +194,16 @@ class ReplyParser:
         _emit(out, CallStart(self.num_calls, name))
         self.num_calls += 1
         self.pending, self.mode = rest, _Mode.ARGS
-        self._depth, self._in_string, self._escaped = 0, False, False
+        self._args_end = JsonEnd()
         return True
 
     def _args(self, out: list[Event]) -> bool:
         """Send the arguments' characters up to the end of their JSON value."""
-        for i, char in enumerate(self.pending):
-            if self._in_string:
-                if self._escaped:
-                    self._escaped = False
-                elif char == "\\":
-                    self._escaped = True
-                elif char == '"':
-                    self._in_string = False
-            elif char == '"':
-                self._in_string = True
-            elif char in "{[":
-                self._depth += 1
-            elif char in "}]":
-                self._depth -= 1
-                if self._depth == 0:
-                    _emit(out, CallArgs(self.num_calls - 1, self.pending[: i + 1]))
-                    self.pending, self.mode = self.pending[i + 1 :], _Mode.TAIL
-                    return True
+        end = self._args_end.find(self.pending)
+        if end is not None:
+            _emit(out, CallArgs(self.num_calls - 1, self.pending[:end]))
+            self.pending, self.mode = self.pending[end:], _Mode.TAIL
+            return True
         _emit(out, CallArgs(self.num_calls - 1, self.pending))
         self.pending = ""
         return False
@@ -233,7 +219,7 @@ class ReplyParser:
                 return False  # the fence's first line, or what follows it, is coming
             self.mode, self._has_content = _Mode.CONTENT, True  # a fence of something else
             return True
-        end = _object_end(body.lstrip())
+        end = object_end(body.lstrip())
         if end is None:
             return False  # wait for the object's close (finish decides if none comes)
         offset = len(text) - len(body.lstrip())
@@ -295,28 +281,6 @@ def _emit(out: list[Event], event: Event) -> None:
 
 
 FENCE = "```"
-
-
-def _object_end(text: str) -> int | None:
-    """Where the JSON object ``text`` starts with ends (after its ``}``); None: not yet."""
-    depth, in_string, escaped = 0, False, False
-    for i, char in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-    return None
 
 
 def _partial(text: str, marker: str) -> int:
